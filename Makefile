@@ -1,0 +1,45 @@
+# The only commands a person needs: `make dev` runs the app locally, `make test` runs every check.
+# Every target installs what it needs first, idempotently.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+
+.PHONY: help install dev test lint typecheck unit bench clean
+
+help:
+	@echo "make dev    run the API on http://127.0.0.1:8000 with a local AWS emulator"
+	@echo "make test   lint, type-check and run every test"
+	@echo "make bench  print cold-start, hashing and request-overhead figures"
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+dev: $(STAMP)
+	exec $(BIN)/python -m tools.devstack
+
+test: lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m tools.bench
+
+clean:
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

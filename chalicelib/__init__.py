@@ -1,0 +1,1 @@
+"""Gatehouse domain code: everything below the HTTP edge in app.py."""

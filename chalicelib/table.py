@@ -1,0 +1,64 @@
+"""The one definition of the single DynamoDB table, shared by the app, local set-up and CDK.
+
+Access patterns (every entity lives under its owner's partition or in the sparse index):
+
+| entity        | pk                 | sk          | gsi1pk / gsi1sk                |
+|---------------|--------------------|-------------|--------------------------------|
+| user profile  | USER#{username}    | PROFILE     | -                              |
+
+Later entities (items, sessions, refresh tokens, events) add rows here and set ``gsi1pk`` /
+``gsi1sk`` only when they need a cross-user query, which keeps the index sparse. Rows that
+expire carry ``expiresAt`` (epoch seconds), the table's TTL attribute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+PARTITION_KEY = "pk"
+SORT_KEY = "sk"
+TTL_ATTRIBUTE = "expiresAt"
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    partition_key: str
+    sort_key: str
+
+
+INDEXES = (Index(name="gsi1", partition_key="gsi1pk", sort_key="gsi1sk"),)
+
+
+def user_key(username: str) -> dict[str, str]:
+    return {PARTITION_KEY: f"USER#{username}", SORT_KEY: "PROFILE"}
+
+
+def create_table_request(table_name: str) -> dict[str, Any]:
+    """Keyword arguments for DynamoDB ``CreateTable`` (on-demand billing)."""
+    key_names = [PARTITION_KEY, SORT_KEY]
+    for index in INDEXES:
+        key_names += [index.partition_key, index.sort_key]
+    return {
+        "TableName": table_name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [
+            {"AttributeName": name, "AttributeType": "S"} for name in key_names
+        ],
+        "KeySchema": [
+            {"AttributeName": PARTITION_KEY, "KeyType": "HASH"},
+            {"AttributeName": SORT_KEY, "KeyType": "RANGE"},
+        ],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": index.name,
+                "KeySchema": [
+                    {"AttributeName": index.partition_key, "KeyType": "HASH"},
+                    {"AttributeName": index.sort_key, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+            for index in INDEXES
+        ],
+    }

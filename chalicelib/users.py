@@ -1,0 +1,127 @@
+"""Users and their storage: the profile row the original system wrote, plus a role."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+from botocore.exceptions import ClientError
+
+from chalicelib.table import PARTITION_KEY, user_key
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.service_resource import Table
+
+DEFAULT_ROLE = "user"
+
+
+class UsernameTaken(Exception):
+    """A user with this username already exists."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class User:
+    username: str
+    password_hash: str = field(repr=False)
+    created_at: str
+    role: str = DEFAULT_ROLE
+    updated_at: str | None = None
+
+
+class UserRepository(Protocol):
+    def add(self, user: User) -> None:
+        """Store a new user; raise ``UsernameTaken`` if the name exists."""
+
+    def get(self, username: str) -> User | None: ...
+
+    def replace_password_hash(self, username: str, *, old: str, new: str, updated_at: str) -> bool:
+        """Swap the hash only if it is still ``old``; False when it was not."""
+
+
+class DynamoDBUserRepository:
+    """Profile rows under ``USER#{username}`` / ``PROFILE``, named as the original wrote them."""
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    def add(self, user: User) -> None:
+        item: dict[str, Any] = {
+            **user_key(user.username),
+            "username": user.username,
+            "passwordHash": user.password_hash,
+            "createdAt": user.created_at,
+            "role": user.role,
+        }
+        if user.updated_at is not None:
+            item["updatedAt"] = user.updated_at
+        try:
+            # The condition makes the write itself the uniqueness check, so concurrent signups
+            # of one name cannot both succeed.
+            self._table.put_item(
+                Item=item,
+                ConditionExpression="attribute_not_exists(#pk)",
+                ExpressionAttributeNames={"#pk": PARTITION_KEY},
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                raise UsernameTaken(user.username) from exc
+            raise
+
+    def get(self, username: str) -> User | None:
+        response = self._table.get_item(Key=user_key(username), ConsistentRead=True)
+        item = response.get("Item")
+        if item is None:
+            return None
+        return User(
+            username=str(item["username"]),
+            password_hash=str(item["passwordHash"]),
+            created_at=str(item["createdAt"]),
+            # Rows written by the original system have no role.
+            role=str(item.get("role", DEFAULT_ROLE)),
+            updated_at=str(item["updatedAt"]) if "updatedAt" in item else None,
+        )
+
+    def replace_password_hash(self, username: str, *, old: str, new: str, updated_at: str) -> bool:
+        try:
+            self._table.update_item(
+                Key=user_key(username),
+                UpdateExpression="SET passwordHash = :new, updatedAt = :now",
+                ConditionExpression="passwordHash = :old",
+                ExpressionAttributeValues={":new": new, ":old": old, ":now": updated_at},
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+
+class InMemoryUserRepository:
+    """A thread-safe fake with the same semantics as the DynamoDB repository."""
+
+    def __init__(self) -> None:
+        self._users: dict[str, User] = {}
+        self._lock = threading.Lock()
+
+    def add(self, user: User) -> None:
+        with self._lock:
+            if user.username in self._users:
+                raise UsernameTaken(user.username)
+            self._users[user.username] = user
+
+    def get(self, username: str) -> User | None:
+        with self._lock:
+            return self._users.get(username)
+
+    def replace_password_hash(self, username: str, *, old: str, new: str, updated_at: str) -> bool:
+        with self._lock:
+            user = self._users.get(username)
+            if user is None or user.password_hash != old:
+                return False
+            self._users[username] = replace(user, password_hash=new, updated_at=updated_at)
+            return True
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))

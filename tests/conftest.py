@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+from chalice.test import Client
+from moto import mock_aws
+
+import app as app_module
+from chalicelib.passwords import ScryptCost
+from tools.localaws import Resources, provision
+
+ROOT = Path(__file__).resolve().parent.parent
+# A tiny scrypt cost keeps the suite fast; the production cost has its own tests.
+CHEAP_COST = ScryptCost(n=2**10, r=8, p=1)
+REGION = "eu-west-2"
+
+
+class FakeClock:
+    """A settable clock for expiry tests."""
+
+    def __init__(self, start: datetime = datetime(2026, 1, 1, tzinfo=UTC)) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[boto3.Session]:
+    """moto's in-process AWS; AWS_ENDPOINT_URL must be unset or moto does not intercept."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        yield boto3.Session(region_name=REGION)
+
+
+@pytest.fixture
+def resources(aws: boto3.Session) -> Resources:
+    resources = Resources.for_stage("dev")
+    provision(aws, resources)
+    return resources
+
+
+@pytest.fixture
+def table(aws: boto3.Session, resources: Resources):  # type: ignore[no-untyped-def]
+    return aws.resource("dynamodb").Table(resources.table_name)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime.now(UTC))
+
+
+@pytest.fixture
+def dependencies(
+    resources: Resources, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> app_module.Dependencies:
+    """The production wiring, with a cheap scrypt cost and a settable clock."""
+    deps = app_module.Dependencies(clock=clock, scrypt_cost=CHEAP_COST)
+    monkeypatch.setattr(app_module, "dependencies", deps)
+    return deps
+
+
+@pytest.fixture
+def client(dependencies: app_module.Dependencies) -> Iterator[Client]:
+    with Client(app_module.app, stage_name="dev", project_dir=str(ROOT)) as test_client:
+        yield test_client
+
+
+@dataclass
+class Api:
+    """Small helpers over chalice's test client for JSON calls."""
+
+    client: Client
+
+    def post(self, path: str, body: object, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+        return self.client.http.post(
+            path,
+            headers={"Content-Type": "application/json", **(headers or {})},
+            body=json.dumps(body),
+        )
+
+    def get(self, path: str, token: str | None = None):  # type: ignore[no-untyped-def]
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        return self.client.http.get(path, headers=headers)
+
+    def signup(self, username: str, password: str = "correct horse battery") -> None:
+        response = self.post("/auth/signup", {"username": username, "password": password})
+        assert response.status_code == 201, response.body
+
+    def login(self, username: str, password: str = "correct horse battery") -> str:
+        response = self.post("/auth/login", {"username": username, "password": password})
+        assert response.status_code == 200, response.body
+        return str(response.json_body["token"])
+
+
+@pytest.fixture
+def api(client: Client) -> Api:
+    return Api(client)
+
+
+def node_scrypt_hashes(passwords: list[str]) -> list[str]:
+    """Hashes made by Node's own crypto.scrypt, exactly as the original system stored them."""
+    script = """
+const crypto = require('crypto');
+const passwords = JSON.parse(process.argv[1]);
+const out = passwords.map((password) => {
+  const salt = crypto.randomBytes(32);
+  const key = crypto.scryptSync(password, salt, 64);
+  return salt.toString('base64') + ':' + key.toString('base64');
+});
+process.stdout.write(JSON.stringify(out));
+"""
+    result = subprocess.run(
+        ["node", "-e", script, json.dumps(passwords)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    hashes: list[str] = json.loads(result.stdout)
+    return hashes

@@ -1,0 +1,140 @@
+"""One contract, run against DynamoDB (under moto) and against the in-memory fake."""
+
+from __future__ import annotations
+
+import threading
+
+import boto3
+import pytest
+
+from chalicelib.table import user_key
+from chalicelib.users import (
+    DynamoDBUserRepository,
+    InMemoryUserRepository,
+    User,
+    UsernameTaken,
+    UserRepository,
+)
+from tools.localaws import Resources
+
+
+@pytest.fixture(params=["dynamodb", "memory"])
+def repository(request: pytest.FixtureRequest) -> UserRepository:
+    if request.param == "memory":
+        return InMemoryUserRepository()
+    resources: Resources = request.getfixturevalue("resources")
+    session: boto3.Session = request.getfixturevalue("aws")
+    return DynamoDBUserRepository(session.resource("dynamodb").Table(resources.table_name))
+
+
+def alice(**changes: str) -> User:
+    fields = {
+        "username": "alice",
+        "password_hash": "$scrypt$hash",
+        "created_at": "2026-01-01T00:00:00.000Z",
+        "role": "user",
+        "updated_at": "2026-01-01T00:00:00.000Z",
+    }
+    fields.update(changes)
+    return User(**fields)
+
+
+def test_added_user_reads_back(repository: UserRepository) -> None:
+    repository.add(alice())
+    assert repository.get("alice") == alice()
+    assert repository.get("bob") is None
+
+
+def test_a_taken_username_is_refused_and_the_first_user_kept(repository: UserRepository) -> None:
+    repository.add(alice())
+    with pytest.raises(UsernameTaken):
+        repository.add(alice(password_hash="other"))
+    assert repository.get("alice") == alice()
+
+
+def test_usernames_are_case_sensitive_as_in_the_original_system(
+    repository: UserRepository,
+) -> None:
+    repository.add(alice())
+    repository.add(alice(username="Alice"))
+    stored = repository.get("Alice")
+    assert stored is not None
+    assert stored.username == "Alice"
+
+
+def test_concurrent_adds_of_one_name_let_exactly_one_win(repository: UserRepository) -> None:
+    barrier = threading.Barrier(16)
+    outcomes: list[str] = []
+
+    def attempt(index: int) -> None:
+        barrier.wait()
+        try:
+            repository.add(alice(password_hash=f"hash-{index}"))
+            outcomes.append("created")
+        except UsernameTaken:
+            outcomes.append("taken")
+
+    threads = [threading.Thread(target=attempt, args=(index,)) for index in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["created"] + ["taken"] * 15
+
+
+def test_password_hash_is_replaced_only_if_unchanged(repository: UserRepository) -> None:
+    repository.add(alice())
+    assert repository.replace_password_hash(
+        "alice", old="$scrypt$hash", new="$scrypt$new", updated_at="2026-02-02T00:00:00.000Z"
+    )
+    assert not repository.replace_password_hash(
+        "alice", old="$scrypt$hash", new="$scrypt$lost", updated_at="2026-03-03T00:00:00.000Z"
+    )
+    assert repository.get("alice") == alice(
+        password_hash="$scrypt$new", updated_at="2026-02-02T00:00:00.000Z"
+    )
+
+
+def test_replacing_the_hash_of_a_missing_user_creates_nothing(
+    repository: UserRepository,
+) -> None:
+    assert not repository.replace_password_hash("ghost", old="a", new="b", updated_at="now")
+    assert repository.get("ghost") is None
+
+
+def test_dynamodb_rows_use_the_original_systems_layout(
+    aws: boto3.Session, resources: Resources
+) -> None:
+    table = aws.resource("dynamodb").Table(resources.table_name)
+    DynamoDBUserRepository(table).add(alice())
+    item = table.get_item(Key=user_key("alice"))["Item"]
+    assert item == {
+        "pk": "USER#alice",
+        "sk": "PROFILE",
+        "username": "alice",
+        "passwordHash": "$scrypt$hash",
+        "createdAt": "2026-01-01T00:00:00.000Z",
+        "role": "user",
+        "updatedAt": "2026-01-01T00:00:00.000Z",
+    }
+
+
+def test_dynamodb_reads_a_row_the_original_system_wrote(
+    aws: boto3.Session, resources: Resources
+) -> None:
+    table = aws.resource("dynamodb").Table(resources.table_name)
+    table.put_item(
+        Item={
+            **user_key("legacy"),
+            "username": "legacy",
+            "passwordHash": "c2FsdA==:a2V5",
+            "createdAt": "2024-05-01T10:00:00.000Z",
+        }
+    )
+    assert DynamoDBUserRepository(table).get("legacy") == User(
+        username="legacy",
+        password_hash="c2FsdA==:a2V5",
+        created_at="2024-05-01T10:00:00.000Z",
+        role="user",
+        updated_at=None,
+    )

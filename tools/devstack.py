@@ -1,0 +1,191 @@
+"""``make dev``: the embedded AWS emulator plus ``chalice local``, stopped together.
+
+Ports and host come from the environment (LOCAL_AWS_PORT, API_PORT, DEV_HOST). Ctrl-C or
+SIGTERM stops every process this started; so does the death of the parent (make).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import boto3
+
+from tools.localaws import Resources, provision
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG_DIR = ROOT / ".local"
+STAGE = "dev"
+REGION = "eu-west-2"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent exits (no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _wait_until(
+    ready: Callable[[], bool], *, what: str, timeout: float, child: subprocess.Popen[bytes]
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if child.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {child.returncode} while starting")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not become ready within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def _responds(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class Stack:
+    def __init__(self, *, host: str, aws_port: int, api_port: int) -> None:
+        self.host = host
+        self.aws_url = f"http://{host}:{aws_port}"
+        self.api_url = f"http://{host}:{api_port}"
+        self._aws_port = aws_port
+        self._api_port = api_port
+        self._children: list[subprocess.Popen[bytes]] = []
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            AWS_ENDPOINT_URL=self.aws_url,
+            AWS_DEFAULT_REGION=REGION,
+            # The emulator accepts any credentials; these never leave this machine.
+            AWS_ACCESS_KEY_ID=env.get("AWS_ACCESS_KEY_ID", "local"),
+            AWS_SECRET_ACCESS_KEY=env.get("AWS_SECRET_ACCESS_KEY", "local"),
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def _spawn(self, args: list[str], *, log: Path | None = None) -> subprocess.Popen[bytes]:
+        # Each child leads its own process group, so stopping it also stops whatever it forked
+        # (chalice local's autoreload worker), and a terminal's Ctrl-C reaches only us.
+        child = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=self.environment(),
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            stdout=None if log is None else log.open("ab"),
+            stderr=subprocess.STDOUT if log is not None else None,
+        )
+        self._children.append(child)
+        return child
+
+    def start(self) -> None:
+        LOG_DIR.mkdir(exist_ok=True)
+        emulator = self._spawn(
+            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self._aws_port)],
+            log=LOG_DIR / "emulator.log",
+        )
+        _wait_until(
+            lambda: _responds(f"{self.aws_url}/moto-api/"),
+            what="the AWS emulator",
+            timeout=30,
+            child=emulator,
+        )
+        session = boto3.Session(
+            aws_access_key_id="local", aws_secret_access_key="local", region_name=REGION
+        )
+        os.environ["AWS_ENDPOINT_URL"] = self.aws_url
+        provision(session, Resources.for_stage(STAGE))
+        chalice = str(Path(sys.executable).parent / "chalice")
+        api = self._spawn(
+            [chalice, "local", "--host", self.host, "--port", str(self._api_port), "--stage", STAGE]
+        )
+        _wait_until(
+            lambda: _responds(f"{self.api_url}/health"), what="chalice local", timeout=60, child=api
+        )
+
+    def wait(self) -> int:
+        """Block until a child exits; return its status."""
+        while True:
+            for child in self._children:
+                if child.poll() is not None:
+                    return child.returncode
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for child in reversed(self._children):
+            _signal_group(child, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for child in reversed(self._children):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            # The group may still hold a worker even after its leader exited.
+            _signal_group(child, signal.SIGKILL)
+            child.wait()
+
+
+def _signal_group(child: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, sig)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise _Stop(signum)
+
+
+def main() -> int:
+    _die_with_parent()
+    stack = Stack(
+        host=os.environ.get("DEV_HOST", "127.0.0.1"),
+        aws_port=int(os.environ.get("LOCAL_AWS_PORT", "5000")),
+        api_port=int(os.environ.get("API_PORT", "8000")),
+    )
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    try:
+        stack.start()
+        print(
+            f"\nGatehouse is running (stage {STAGE}).\n"
+            f"  API:           {stack.api_url}\n"
+            f"  AWS emulator:  {stack.aws_url}  (in memory: a restart starts empty;"
+            f" its log is in .local/emulator.log)\n\n"
+            f"Try:\n"
+            f"  curl -s -X POST {stack.api_url}/auth/signup \\\n"
+            f"       -H 'Content-Type: application/json' \\\n"
+            f'       -d \'{{"username": "alice", "password": "correct horse battery"}}\'\n\n'
+            f"Press Ctrl-C to stop.\nready",
+            flush=True,
+        )
+        status = stack.wait()
+        print(f"a child process exited with status {status}; stopping", file=sys.stderr)
+        return 1
+    except _Stop:
+        return 0
+    except RuntimeError as exc:
+        print(f"make dev: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stack.stop()
+        print("stopped", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Creates, if absent, what the app needs in an AWS account: the table and the signing secret.
+
+Used by ``make dev`` against the emulator, by the tests under moto, and by the benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+from chalicelib.table import TTL_ATTRIBUTE, create_table_request
+
+if TYPE_CHECKING:
+    import boto3
+
+CHALICE_CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.json"
+
+
+@dataclass(frozen=True)
+class Resources:
+    table_name: str
+    jwt_secret_id: str
+
+    @classmethod
+    def for_stage(cls, stage: str) -> Resources:
+        """The names a Chalice stage's environment points at, so set-up and app agree."""
+        env = json.loads(CHALICE_CONFIG.read_text())["stages"][stage]["environment_variables"]
+        return cls(table_name=env["TABLE_NAME"], jwt_secret_id=env["JWT_SECRET_ID"])
+
+
+def provision(session: boto3.Session, resources: Resources) -> None:
+    ensure_table(session, resources.table_name)
+    ensure_secret(session, resources.jwt_secret_id)
+
+
+def ensure_table(session: boto3.Session, table_name: str) -> None:
+    client = session.client("dynamodb")
+    try:
+        client.create_table(**create_table_request(table_name))
+    except client.exceptions.ResourceInUseException:
+        return
+    client.get_waiter("table_exists").wait(TableName=table_name)
+    client.update_time_to_live(
+        TableName=table_name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+    )
+
+
+def ensure_secret(session: boto3.Session, secret_id: str) -> None:
+    client = session.client("secretsmanager")
+    try:
+        client.create_secret(Name=secret_id, SecretString=secrets.token_urlsafe(48))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ResourceExistsException":
+            raise
