@@ -62,7 +62,8 @@ class Stack:
         self.api_url = f"http://{host}:{api_port}"
         self._aws_port = aws_port
         self._api_port = api_port
-        self._children: list[subprocess.Popen[bytes]] = []
+        self._emulator: subprocess.Popen[bytes] | None = None
+        self._api: subprocess.Popen[bytes] | None = None
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -77,9 +78,9 @@ class Stack:
         return env
 
     def _spawn(self, args: list[str], *, log: Path | None = None) -> subprocess.Popen[bytes]:
-        # Each child leads its own process group, so stopping it also stops whatever it forked
-        # (chalice local's autoreload worker), and a terminal's Ctrl-C reaches only us.
-        child = subprocess.Popen(
+        # Each child leads its own process group, so stopping it also stops whatever it forked,
+        # and a terminal's Ctrl-C reaches only us.
+        return subprocess.Popen(
             args,
             cwd=ROOT,
             env=self.environment(),
@@ -88,12 +89,10 @@ class Stack:
             stdout=None if log is None else log.open("ab"),
             stderr=subprocess.STDOUT if log is not None else None,
         )
-        self._children.append(child)
-        return child
 
     def start(self) -> None:
         LOG_DIR.mkdir(exist_ok=True)
-        emulator = self._spawn(
+        self._emulator = emulator = self._spawn(
             [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self._aws_port)],
             log=LOG_DIR / "emulator.log",
         )
@@ -108,32 +107,67 @@ class Stack:
         )
         os.environ["AWS_ENDPOINT_URL"] = self.aws_url
         provision(session, Resources.for_stage(STAGE))
+        self._start_api()
+
+    def _start_api(self) -> None:
+        # chalice's own autoreload watches every file under the project (.venv and logs
+        # included) and drops requests when it restarts, so we reload on source changes only.
         chalice = str(Path(sys.executable).parent / "chalice")
-        api = self._spawn(
-            [chalice, "local", "--host", self.host, "--port", str(self._api_port), "--stage", STAGE]
+        self._api = api = self._spawn(
+            [
+                chalice,
+                "local",
+                "--host",
+                self.host,
+                "--port",
+                str(self._api_port),
+                "--stage",
+                STAGE,
+                "--no-autoreload",
+            ]
         )
         _wait_until(
             lambda: _responds(f"{self.api_url}/health"), what="chalice local", timeout=60, child=api
         )
 
-    def wait(self) -> int:
-        """Block until a child exits; return its status."""
-        while True:
-            for child in self._children:
-                if child.poll() is not None:
-                    return child.returncode
-            time.sleep(0.2)
+    def run(self) -> int:
+        """Serve until the emulator exits, restarting the API whenever its source changes."""
+        if self._emulator is None or self._api is None:
+            raise RuntimeError("start() the stack before running it")
+        seen, reported = _source_mtimes(), False
+        while self._emulator.poll() is None:
+            time.sleep(0.5)
+            current = _source_mtimes()
+            if current != seen:
+                seen, reported = current, False
+                print("source changed: restarting the API", flush=True)
+                _stop(self._api)
+                with contextlib.suppress(RuntimeError):
+                    self._start_api()
+            if self._api.poll() is not None and not reported:
+                reported = True
+                print("the API is down: fix the code and save to restart it", file=sys.stderr)
+        return self._emulator.returncode
 
     def stop(self) -> None:
-        for child in reversed(self._children):
-            _signal_group(child, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for child in reversed(self._children):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            # The group may still hold a worker even after its leader exited.
-            _signal_group(child, signal.SIGKILL)
-            child.wait()
+        _stop(self._api)
+        _stop(self._emulator)
+
+
+def _source_mtimes() -> dict[Path, float]:
+    paths = [ROOT / "app.py", ROOT / ".chalice" / "config.json", *ROOT.glob("chalicelib/**/*.py")]
+    return {path: path.stat().st_mtime for path in paths if path.exists()}
+
+
+def _stop(child: subprocess.Popen[bytes] | None) -> None:
+    if child is None:
+        return
+    _signal_group(child, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(timeout=10)
+    # The group may still hold a process even after its leader exited.
+    _signal_group(child, signal.SIGKILL)
+    child.wait()
 
 
 def _signal_group(child: subprocess.Popen[bytes], sig: signal.Signals) -> None:
@@ -172,8 +206,8 @@ def main() -> int:
             f"Press Ctrl-C to stop.\nready",
             flush=True,
         )
-        status = stack.wait()
-        print(f"a child process exited with status {status}; stopping", file=sys.stderr)
+        status = stack.run()
+        print(f"the AWS emulator exited with status {status}; stopping", file=sys.stderr)
         return 1
     except _Stop:
         return 0
