@@ -59,6 +59,10 @@ class Accounts:
             self._hasher.verify_dummy(password)
             raise InvalidCredentials
         if not self._hasher.verify(password, user.password_hash):
+            if self._hasher.needs_rehash(user.password_hash):
+                # A cheaper legacy hash fails fast; pad to the current cost so timing does not
+                # single out the accounts that still have one.
+                self._hasher.verify_dummy(password)
             raise InvalidCredentials
         if self._hasher.needs_rehash(user.password_hash):
             self._upgrade_hash(user, password)

@@ -47,6 +47,7 @@ _MAX_LOG2_N = 20
 _MAX_R = 32
 _MAX_P = 16
 _MAX_KEY_BYTES = 128
+_DUMMY_SALT = secrets.token_bytes(16)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,6 @@ class ScryptHasher:
         self._cost = cost
         self._salt_bytes = salt_bytes
         self._key_bytes = key_bytes
-        self._dummy: str | None = None
 
     def hash(self, password: str) -> str:
         salt = secrets.token_bytes(self._salt_bytes)
@@ -90,10 +90,9 @@ class ScryptHasher:
         return hmac.compare_digest(candidate, parsed.key)
 
     def verify_dummy(self, password: str) -> None:
-        """Spend the time of a real verification, for a user that does not exist."""
-        if self._dummy is None:
-            self._dummy = self.hash(secrets.token_urlsafe(16))
-        self.verify(password, self._dummy)
+        """Spend the time of a verification at the current cost, and always fail."""
+        candidate = _derive(password, _DUMMY_SALT, self._cost, self._key_bytes)
+        hmac.compare_digest(candidate, bytes(self._key_bytes))
 
     def needs_rehash(self, stored: str) -> bool:
         """True when ``stored`` is in the legacy format or below the current cost."""

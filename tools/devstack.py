@@ -29,13 +29,13 @@ REGION = "eu-west-2"
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask Linux to SIGTERM this process when its parent exits (no-op elsewhere)."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _wait_until(
+def wait_until(
     ready: Callable[[], bool], *, what: str, timeout: float, child: subprocess.Popen[bytes]
 ) -> None:
     deadline = time.monotonic() + timeout
@@ -47,7 +47,7 @@ def _wait_until(
         time.sleep(0.1)
 
 
-def _responds(url: str) -> bool:
+def responds(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
             return bool(response.status == 200)
@@ -85,7 +85,7 @@ class Stack:
             cwd=ROOT,
             env=self.environment(),
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
             stdout=None if log is None else log.open("ab"),
             stderr=subprocess.STDOUT if log is not None else None,
         )
@@ -96,8 +96,8 @@ class Stack:
             [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self._aws_port)],
             log=LOG_DIR / "emulator.log",
         )
-        _wait_until(
-            lambda: _responds(f"{self.aws_url}/moto-api/"),
+        wait_until(
+            lambda: responds(f"{self.aws_url}/moto-api/"),
             what="the AWS emulator",
             timeout=30,
             child=emulator,
@@ -126,8 +126,8 @@ class Stack:
                 "--no-autoreload",
             ]
         )
-        _wait_until(
-            lambda: _responds(f"{self.api_url}/health"), what="chalice local", timeout=60, child=api
+        wait_until(
+            lambda: responds(f"{self.api_url}/health"), what="chalice local", timeout=60, child=api
         )
 
     def run(self) -> int:
@@ -184,7 +184,7 @@ def _raise_stop(signum: int, _frame: object) -> None:
 
 
 def main() -> int:
-    _die_with_parent()
+    die_with_parent()
     stack = Stack(
         host=os.environ.get("DEV_HOST", "127.0.0.1"),
         aws_port=int(os.environ.get("LOCAL_AWS_PORT", "5000")),

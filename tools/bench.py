@@ -1,0 +1,279 @@
+"""``make bench``: cold-start, password-hashing and request-overhead figures, for information.
+
+The request figures come from the app called in-process through chalice's test client, with
+production dependencies (the real scrypt cost), against moto's server started on a free port.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import hashlib
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import boto3
+from chalice.test import Client, HTTPResponse
+
+import app
+from chalicelib.logs import LOGGER_NAMES
+from chalicelib.passwords import DEFAULT_COST, ScryptHasher
+from chalicelib.table import user_key
+from tools.devstack import REGION, ROOT, STAGE, die_with_parent, responds, wait_until
+from tools.localaws import Resources, provision
+
+IMPORT_RUNS, SCRYPT_RUNS, GET_RUNS, LOGIN_RUNS = 7, 7, 50, 15
+USERNAME, UNKNOWN, LEGACY = "bench-user", "no-such-user", "legacy-user"
+PASSWORD = secrets.token_urlsafe(16)
+
+
+@dataclass(frozen=True)
+class Row:
+    figure: str
+    value: str
+    goal: str = ""
+    met: bool | None = None
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def timed(call: Callable[[], object]) -> Callable[[], float]:
+    def run() -> float:
+        started = time.perf_counter()
+        call()
+        return (time.perf_counter() - started) * 1000
+
+    return run
+
+
+def paired_medians(
+    first: Callable[[], float], second: Callable[[], float], runs: int
+) -> tuple[float, float]:
+    """Median of each sample; alternating the two keeps drift (CPU clock, GC) out of the ratio."""
+    samples = [(first(), second()) for _ in range(runs)]
+    return statistics.median(a for a, _ in samples), statistics.median(b for _, b in samples)
+
+
+# The Lambda package has no `cryptography` (PyJWT needs it only for RSA/EC), but moto brings it
+# into the dev venv and PyJWT imports it when present (~30 ms): hide it, as in Lambda.
+AS_PACKAGED = "import sys; sys.modules['cryptography'] = None; "
+
+
+def cold_import(module: str, prelude: str = "") -> Callable[[], float]:
+    """Milliseconds ``import module`` takes in a fresh interpreter, measured inside it."""
+    code = (
+        f"{prelude}import time; t = time.perf_counter(); import {module}; "
+        "print(time.perf_counter() - t)"
+    )
+    # Without AWS_LAMBDA_FUNCTION_NAME, app.py reads no settings at import.
+    env = {name: value for name, value in os.environ.items() if name != "AWS_LAMBDA_FUNCTION_NAME"}
+
+    def run() -> float:
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"import {module} failed:\n{result.stderr}")
+        return 1000 * float(result.stdout)
+
+    return run
+
+
+def import_rows() -> list[Row]:
+    progress(f"cold imports ({IMPORT_RUNS} fresh interpreters each)")
+    app_import, boto3_import = cold_import("app", AS_PACKAGED), cold_import("boto3")
+    # An untimed first run warms the page cache and, where allowed, the bytecode caches.
+    paired_medians(app_import, boto3_import, 1)
+    app_ms, boto3_ms = paired_medians(app_import, boto3_import, IMPORT_RUNS)
+    extra = app_ms - boto3_ms
+    return [
+        Row("cold import boto3", f"{boto3_ms:.1f} ms"),
+        Row("cold import app (as packaged)", f"{app_ms:.1f} ms"),
+        Row("  app over boto3", f"{extra:+.1f} ms", "<= +150 ms", extra <= 150),
+    ]
+
+
+def scrypt_rows() -> list[Row]:
+    cost = DEFAULT_COST
+    progress(f"scrypt n=2^{cost.n.bit_length() - 1} r={cost.r} p={cost.p} ({SCRYPT_RUNS} runs)")
+    hasher = ScryptHasher()
+    stored = hasher.hash(PASSWORD)
+    hash_ms, verify_ms = paired_medians(
+        timed(lambda: hasher.hash(PASSWORD)),
+        timed(lambda: hasher.verify(PASSWORD, stored)),
+        SCRYPT_RUNS,
+    )
+    return [
+        Row("scrypt hash", f"{hash_ms:.1f} ms"),
+        Row("scrypt verify", f"{verify_ms:.1f} ms"),
+        Row("scrypt memory (128*n*r)", f"{128 * cost.n * cost.r / 2**20:.1f} MiB"),
+    ]
+
+
+@contextlib.contextmanager
+def emulator() -> Iterator[str]:
+    """moto's server on a free loopback port; its whole process group is killed on exit."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    url = f"http://127.0.0.1:{port}"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        ready = functools.partial(responds, f"{url}/moto-api/")
+        wait_until(ready, what="the AWS emulator", timeout=30, child=child)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+
+
+@contextlib.contextmanager
+def quiet_request_log() -> Iterator[None]:
+    """Send the app's log lines to /dev/null: still written, so still paid for, but not shown."""
+    handlers = [
+        handler
+        for name in LOGGER_NAMES
+        for handler in logging.getLogger(name).handlers
+        if isinstance(handler, logging.StreamHandler)
+    ]
+    previous = [handler.stream for handler in handlers]
+    with open(os.devnull, "w") as sink:
+        for handler in handlers:
+            handler.stream = sink
+        try:
+            yield
+        finally:
+            for handler, stream in zip(handlers, previous, strict=True):
+                handler.stream = stream
+
+
+def legacy_hash() -> str:
+    """A hash in the original system's format (Node's crypto.scrypt defaults)."""
+    salt = secrets.token_bytes(32)
+    key = hashlib.scrypt(PASSWORD.encode(), salt=salt, n=16384, r=8, p=1, dklen=64)
+    return f"{base64.b64encode(salt).decode()}:{base64.b64encode(key).decode()}"
+
+
+def expect(response: HTTPResponse, status: int) -> HTTPResponse:
+    if response.status_code != status:
+        raise RuntimeError(f"expected {status}, got {response.status_code}: {response.body!r}")
+    return response
+
+
+def request_rows(resources: Resources) -> list[Row]:
+    http = Client(app.app, stage_name=STAGE, project_dir=str(ROOT)).http
+    json_headers = {"Content-Type": "application/json"}
+
+    def post(path: str, username: str, password: str, status: int) -> HTTPResponse:
+        body = json.dumps({"username": username, "password": password}).encode()
+        return expect(http.post(path, headers=json_headers, body=body), status)
+
+    progress("sign-up and warm-up")
+    post("/auth/signup", USERNAME, PASSWORD, 201)
+    token = post("/auth/login", USERNAME, PASSWORD, 200).json_body["token"]
+    post("/auth/login", UNKNOWN, PASSWORD, 401)
+    bearer = {"Authorization": f"Bearer {token}"}
+    table = boto3.resource("dynamodb", config=app.BOTO_CONFIG).Table(resources.table_name)
+    table.put_item(
+        Item={
+            **user_key(LEGACY),
+            "username": LEGACY,
+            "passwordHash": legacy_hash(),
+            "createdAt": "2024-01-01T00:00:00.000Z",
+        }
+    )
+    item = table.get_item(Key=user_key(USERNAME), ConsistentRead=True)["Item"]
+    stored, hasher = str(item["passwordHash"]), ScryptHasher()
+
+    progress(f"GET /auth/user vs get_item ({GET_RUNS} runs)")
+    get_ms, item_ms = paired_medians(
+        timed(lambda: expect(http.get("/auth/user", headers=bearer), 200)),
+        timed(lambda: table.get_item(Key=user_key(USERNAME), ConsistentRead=True)),
+        GET_RUNS,
+    )
+    progress(f"POST /auth/login vs scrypt verify ({LOGIN_RUNS} runs)")
+    login_ms, verify_ms = paired_medians(
+        timed(lambda: post("/auth/login", USERNAME, PASSWORD, 200)),
+        timed(lambda: hasher.verify(PASSWORD, stored)),
+        LOGIN_RUNS,
+    )
+    progress(f"login: unknown user vs wrong password ({LOGIN_RUNS} runs)")
+    unknown_ms, wrong_ms = paired_medians(
+        timed(lambda: post("/auth/login", UNKNOWN, PASSWORD, 401)),
+        timed(lambda: post("/auth/login", USERNAME, PASSWORD + "!", 401)),
+        LOGIN_RUNS,
+    )
+    _, legacy_ms = paired_medians(
+        timed(lambda: post("/auth/login", UNKNOWN, PASSWORD, 401)),
+        timed(lambda: post("/auth/login", LEGACY, PASSWORD + "!", 401)),
+        LOGIN_RUNS,
+    )
+    return [
+        Row("GET /auth/user (test client)", f"{get_ms:.2f} ms"),
+        Row("DynamoDB get_item alone", f"{item_ms:.2f} ms"),
+        Row("  ratio", f"{get_ms / item_ms:.2f}x", "<= 1.3x", get_ms / item_ms <= 1.3),
+        Row("POST /auth/login (test client)", f"{login_ms:.1f} ms"),
+        Row("scrypt verify alone", f"{verify_ms:.1f} ms"),
+        Row("  ratio", f"{login_ms / verify_ms:.2f}x", "<= 1.1x", login_ms / verify_ms <= 1.1),
+        Row("login, unknown user", f"{unknown_ms:.1f} ms"),
+        Row("login, wrong password", f"{wrong_ms:.1f} ms"),
+        Row("  ratio", f"{unknown_ms / wrong_ms:.2f}x"),
+        Row("login, wrong password, legacy hash", f"{legacy_ms:.1f} ms"),
+        Row("  ratio to unknown user", f"{legacy_ms / unknown_ms:.2f}x"),
+    ]
+
+
+def print_table(rows: list[Row]) -> None:
+    verdicts = {None: "", True: "met", False: "not met"}
+    lines = [("figure", "median", "goal", "")]
+    lines += [(row.figure, row.value, row.goal, verdicts[row.met]) for row in rows]
+    fig, val, goal = (max(len(line[column]) for line in lines) for column in range(3))
+    for line in lines:
+        print(f"{line[0]:<{fig}}  {line[1]:>{val}}  {line[2]:<{goal}}  {line[3]}".rstrip())
+
+
+def main() -> int:
+    rows = import_rows() + scrypt_rows()
+    resources = Resources.for_stage(STAGE)
+    with emulator() as url, quiet_request_log():
+        os.environ.update(
+            AWS_ENDPOINT_URL=url,
+            AWS_DEFAULT_REGION=REGION,
+            AWS_ACCESS_KEY_ID="local",
+            AWS_SECRET_ACCESS_KEY="local",
+            TABLE_NAME=resources.table_name,
+            JWT_SECRET_ID=resources.jwt_secret_id,
+        )
+        provision(boto3.Session(region_name=REGION), resources)
+        rows += request_rows(resources)
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
