@@ -9,9 +9,11 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
+from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote
 
 import boto3
 from botocore.config import Config
@@ -21,16 +23,35 @@ from chalice.app import AuthRequest, AuthResponse, Chalice, Request, Response
 from pydantic import ValidationError
 
 from chalicelib import logs
-from chalicelib.accounts import Accounts, InvalidCredentials, UserNotFound
-from chalicelib.clock import Clock, utc_now
+from chalicelib.accounts import (
+    AccountDisabled,
+    Accounts,
+    InvalidCredentials,
+    SessionNotFound,
+    SignedIn,
+    TokenRevoked,
+)
+from chalicelib.clock import Clock, iso, utc_now
+from chalicelib.events import Client, InvalidCursor, SecurityEvents
+from chalicelib.limits import IpRateLimiter, LoginThrottle, TooManyAttempts
 from chalicelib.passwords import DEFAULT_COST, ScryptCost, ScryptHasher
-from chalicelib.payloads import LoginRequest, Payload, SignupRequest
-from chalicelib.settings import Settings
+from chalicelib.payloads import (
+    LoginRequest,
+    PasswordChangeRequest,
+    Payload,
+    RefreshRequest,
+    SignupRequest,
+)
+from chalicelib.policy import WeakPassword
+from chalicelib.rotation import RotationError, SigningKeyRotation
+from chalicelib.sessions import DynamoDBSessionRepository, InvalidRefreshToken, Sessions
+from chalicelib.settings import Settings, authorizer_ttl_seconds
 from chalicelib.tokens import CachedKeys, InvalidToken, SecretsManagerKeySource, TokenService
-from chalicelib.users import DynamoDBUserRepository, User, UsernameTaken
+from chalicelib.users import DynamoDBUserRepository, User, UsernameTaken, UserNotFound
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
+    from mypy_boto3_secretsmanager import SecretsManagerClient
 
 app = Chalice(app_name="gatehouse", configure_logs=False)
 logger = logging.getLogger("gatehouse")
@@ -39,8 +60,12 @@ logs.configure("INFO")  # the level is adjusted once settings are read
 # API Gateway caches one authorizer answer per token for this long, so it bounds how long a
 # revoked token keeps working. It is baked into the API definition when Chalice packages the
 # app, which is why it is read here rather than from the runtime settings.
-AUTHORIZER_TTL_SECONDS = int(os.environ.get("AUTHORIZER_TTL_SECONDS", "60"))
+AUTHORIZER_TTL_SECONDS = authorizer_ttl_seconds(os.environ)
 MAX_BODY_BYTES = 16 * 1024
+UNSUPPORTED_MEDIA_TYPE = "Content-Type must be application/json"
+REFRESH_COOKIE = "gatehouse_refresh"
+# A header no cross-site form can send, and that makes any cross-origin fetch preflight.
+CSRF_HEADER = "X-Requested-With"
 # botocore's own retries (standard mode) absorb brief throttling before we answer 503.
 BOTO_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10
@@ -62,21 +87,14 @@ _UNAVAILABLE_CODES = frozenset(
 class Dependencies:
     """Everything the routes use, each built on first use and then kept for the container."""
 
-    def __init__(
-        self,
-        env: Mapping[str, str] | None = None,
-        *,
-        clock: Clock = utc_now,
-        scrypt_cost: ScryptCost = DEFAULT_COST,
-    ) -> None:
-        self._env = env
+    def __init__(self, *, clock: Clock = utc_now, scrypt_cost: ScryptCost = DEFAULT_COST) -> None:
         self._clock = clock
         self._scrypt_cost = scrypt_cost
 
     @cached_property
     def settings(self) -> Settings:
         # Read at first use, not at import: chalice's test client swaps os.environ per request.
-        settings = Settings.from_env(os.environ if self._env is None else self._env)
+        settings = Settings.from_env(os.environ)
         logs.configure(settings.log_level)
         return settings
 
@@ -86,13 +104,16 @@ class Dependencies:
         return dynamodb.Table(self.settings.table_name)
 
     @cached_property
+    def secrets(self) -> SecretsManagerClient:
+        return boto3.client("secretsmanager", config=BOTO_CONFIG)
+
+    @cached_property
     def tokens(self) -> TokenService:
         settings = self.settings
-        source = SecretsManagerKeySource(
-            boto3.client("secretsmanager", config=BOTO_CONFIG), settings.jwt_secret_id
-        )
         keys = CachedKeys(
-            source, max_age=timedelta(seconds=settings.signing_key_cache_seconds), clock=self._clock
+            SecretsManagerKeySource(self.secrets, settings.jwt_secret_id),
+            max_age=timedelta(seconds=settings.signing_key_cache_seconds),
+            clock=self._clock,
         )
         return TokenService(
             keys,
@@ -104,10 +125,37 @@ class Dependencies:
 
     @cached_property
     def accounts(self) -> Accounts:
+        settings = self.settings
+        sessions = Sessions(
+            DynamoDBSessionRepository(self.table),
+            absolute=timedelta(seconds=settings.refresh_absolute_seconds),
+            idle=timedelta(seconds=settings.refresh_idle_seconds),
+            grace=timedelta(seconds=settings.refresh_grace_seconds),
+            clock=self._clock,
+        )
+        throttle = LoginThrottle(
+            self.table,
+            free_failures=settings.login_free_failures,
+            max_backoff=settings.login_max_backoff_seconds,
+            window=settings.login_failure_window_seconds,
+            clock=self._clock,
+        )
         return Accounts(
             DynamoDBUserRepository(self.table),
             hasher=ScryptHasher(self._scrypt_cost),
             tokens=self.tokens,
+            sessions=sessions,
+            throttle=throttle,
+            events=SecurityEvents(self.table, clock=self._clock),
+            clock=self._clock,
+        )
+
+    @cached_property
+    def ip_limiter(self) -> IpRateLimiter:
+        return IpRateLimiter(
+            self.table,
+            limit=self.settings.ip_rate_limit,
+            window=self.settings.ip_rate_window_seconds,
             clock=self._clock,
         )
 
@@ -131,14 +179,26 @@ class HttpError(Exception):
 
 def _error_for(exc: Exception) -> HttpError | None:
     """The one mapping from domain and AWS errors to HTTP answers; None means a bug (500)."""
+    simple: dict[type[Exception], tuple[int, str]] = {
+        UsernameTaken: (409, "Username is already taken"),
+        InvalidCredentials: (401, "Invalid username or password"),
+        AccountDisabled: (403, "Account is disabled"),
+        InvalidRefreshToken: (401, "Session expired or revoked; please log in again"),
+        UserNotFound: (404, "User not found"),
+        SessionNotFound: (404, "Session not found"),
+        InvalidCursor: (400, "Invalid pagination cursor"),
+    }
     if isinstance(exc, HttpError):
         return exc
-    if isinstance(exc, UsernameTaken):
-        return HttpError(409, "Username is already taken")
-    if isinstance(exc, InvalidCredentials):
-        return HttpError(401, "Invalid username or password")
-    if isinstance(exc, UserNotFound):
-        return HttpError(404, "User not found")
+    if isinstance(exc, WeakPassword):
+        return HttpError(400, str(exc))
+    if isinstance(exc, TooManyAttempts):
+        error = HttpError(429, "Too many attempts; try again later", retryAfter=exc.retry_after)
+        error.headers["Retry-After"] = str(exc.retry_after)
+        return error
+    for kind, (status, message) in simple.items():
+        if isinstance(exc, kind):
+            return HttpError(status, message)
     unavailable = isinstance(exc, BotoConnectionError | HTTPClientError) or (
         isinstance(exc, ClientError)
         and exc.response.get("Error", {}).get("Code") in _UNAVAILABLE_CODES
@@ -190,13 +250,14 @@ def parse(model: type[PayloadT]) -> PayloadT:
     request = _request()
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
-        raise HttpError(415, "Content-Type must be application/json")
+        raise HttpError(415, UNSUPPORTED_MEDIA_TYPE)
     raw = request.raw_body
     if len(raw) > MAX_BODY_BYTES:
         raise HttpError(413, f"Request body is larger than {MAX_BODY_BYTES} bytes")
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        # RecursionError: a few kilobytes of "[[[[..." nest deeper than the parser allows.
         raise HttpError(400, "Request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise HttpError(400, "Request body must be a JSON object")
@@ -222,24 +283,43 @@ def _profile(user: User) -> dict[str, Any]:
     return profile
 
 
+def _deny(auth_request: AuthRequest) -> dict[str, Any]:
+    # An explicit Deny: Chalice's AuthResponse(routes=[]) is an Allow on no resources.
+    return {
+        "principalId": "anonymous",
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Action": "execute-api:Invoke",
+                    "Effect": "Deny",
+                    "Resource": auth_request.method_arn,
+                }
+            ],
+        },
+    }
+
+
 @app.authorizer(ttl_seconds=AUTHORIZER_TTL_SECONDS)
-def bearer(auth_request: AuthRequest) -> AuthResponse:
+def bearer(auth_request: AuthRequest) -> AuthResponse | dict[str, Any]:
     scheme, _, token = (auth_request.token or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        return AuthResponse(routes=[], principal_id="anonymous")
+        return _deny(auth_request)
     try:
         claims = dependencies.tokens.verify(token.strip())
-    except InvalidToken:
-        return AuthResponse(routes=[], principal_id="anonymous")
+        # One profile read: a logout-everywhere, password change or disable revokes at once.
+        user = dependencies.accounts.authorize(claims)
+    except (InvalidToken, TokenRevoked):
+        return _deny(auth_request)
     except Exception:
         # Never raise from an authorizer: API Gateway would answer 500 for every route.
         logger.exception("authorizer failed")
-        return AuthResponse(routes=[], principal_id="anonymous")
+        return _deny(auth_request)
     # One policy for every route: API Gateway caches it per token and reuses it everywhere.
     return AuthResponse(
         routes=["*"],
-        principal_id=claims.username,
-        context={"username": claims.username, "role": claims.role},
+        principal_id=user.username,
+        context={"username": user.username, "role": user.role, "sessionId": claims.session_id},
     )
 
 
@@ -250,8 +330,114 @@ def _request() -> Request:
     return request
 
 
-def _caller() -> str:
-    return str(_request().context["authorizer"]["username"])
+def _caller() -> dict[str, str]:
+    """The authorizer's context: username, role, sessionId."""
+    context = _request().context.get("authorizer") or {}
+    if "username" not in context:
+        raise HttpError(401, "Unauthorized")
+    return {key: str(value) for key, value in context.items()}
+
+
+def _client() -> Client:
+    request = _request()
+    address = str((request.context.get("identity") or {}).get("sourceIp") or "unknown")
+    hops = dependencies.settings.trusted_proxy_hops
+    if hops:
+        # Behind N trusted proxies (CloudFront), the client is the Nth address from the right;
+        # anything further left was written by the client and cannot be trusted.
+        forwarded = request.headers.get("x-forwarded-for", "").split(",")
+        forwarded = [part.strip() for part in forwarded if part.strip()]
+        if len(forwarded) >= hops:
+            address = forwarded[-hops]
+    return Client(ip=address, user_agent=request.headers.get("user-agent", "")[:200])
+
+
+def _limited() -> Client:
+    """The caller, after counting the request against the per-IP limit of the auth routes."""
+    client = _client()
+    dependencies.ip_limiter.hit(client.ip)
+    return client
+
+
+def _refresh_cookie(value: str, max_age: int) -> str:
+    settings = dependencies.settings
+    parts = [
+        f"{REFRESH_COOKIE}={value}",
+        f"Path={settings.refresh_cookie_path}",
+        f"Max-Age={max_age}",
+        "HttpOnly",
+        "SameSite=Strict",
+    ]
+    # Only the local dev stage, served over plain http, turns Secure off.
+    if settings.refresh_cookie_secure:
+        parts.append("Secure")
+    return "; ".join(parts)
+
+
+def _cookie_token() -> str | None:
+    cookies = SimpleCookie()
+    try:
+        cookies.load(_request().headers.get("cookie", ""))
+    except CookieError:
+        return None
+    morsel = cookies.get(REFRESH_COOKIE)
+    return morsel.value if morsel is not None and morsel.value else None
+
+
+def _refuse_cross_site() -> None:
+    """Cookie-borne requests must come from an allowed origin and carry our custom header."""
+    request = _request()
+    origin = request.headers.get("origin", "").rstrip("/")
+    if origin not in dependencies.settings.allowed_origins:
+        raise HttpError(403, "Cross-site request refused: origin not allowed")
+    if not request.headers.get(CSRF_HEADER):
+        raise HttpError(403, f"Cross-site request refused: {CSRF_HEADER} header required")
+
+
+def _signed_in(signed_in: SignedIn, *, status: int, message: str, delivery: str) -> Response:
+    body: dict[str, Any] = {
+        "message": message,
+        "token": signed_in.access.token,
+        "username": signed_in.user.username,
+        "expiresIn": signed_in.access.expires_in,
+        "sessionId": signed_in.session.session_id,
+    }
+    headers: dict[str, str] = {}
+    if signed_in.refresh is not None:
+        lifetime = signed_in.session.expires_at - int(time.time())
+        if delivery == "body":
+            body["refreshToken"] = signed_in.refresh.encode()
+            body["refreshExpiresIn"] = lifetime
+        else:
+            headers["Set-Cookie"] = _refresh_cookie(signed_in.refresh.encode(), lifetime)
+    return _json(status, body, headers)
+
+
+def _page_limit() -> tuple[int, str | None]:
+    params: Mapping[str, str] = _request().query_params or {}
+    try:
+        limit = int(params.get("limit", "20"))
+    except ValueError:
+        raise HttpError(400, "limit must be an integer") from None
+    if not 1 <= limit <= 100:
+        raise HttpError(400, "limit must be between 1 and 100")
+    return limit, params.get("cursor")
+
+
+def _events_page(username: str) -> Response:
+    limit, cursor = _page_limit()
+    page = dependencies.accounts.events(username, limit=limit, cursor=cursor)
+    events = [
+        {
+            "type": event.kind,
+            "at": event.at,
+            "ip": event.ip,
+            "userAgent": event.user_agent,
+            "details": event.details,
+        }
+        for event in page.events
+    ]
+    return _json(200, {"events": events, "nextCursor": page.cursor})
 
 
 @app.route("/health", methods=["GET"])
@@ -263,31 +449,128 @@ def health() -> Response:
 @app.route("/auth/signup", methods=["POST"])
 @endpoint
 def signup() -> Response:
+    client = _limited()
     body = parse(SignupRequest)
-    user = dependencies.accounts.register(body.username, body.password)
+    user = dependencies.accounts.register(body.username, body.password, client)
     return _json(201, {"message": "User created successfully", "username": user.username})
 
 
 @app.route("/auth/login", methods=["POST"])
 @endpoint
 def login() -> Response:
+    client = _limited()
     body = parse(LoginRequest)
-    result = dependencies.accounts.login(body.username, body.password)
-    return _json(
-        200,
-        {
-            "message": "Login successful",
-            "token": result.token.token,
-            "username": result.user.username,
-            "expiresIn": result.token.expires_in,
-        },
+    signed_in = dependencies.accounts.login(body.username, body.password, client)
+    return _signed_in(
+        signed_in, status=200, message="Login successful", delivery=body.refreshTokenDelivery
     )
+
+
+@app.route("/auth/refresh", methods=["POST"])
+@endpoint
+def refresh() -> Response:
+    client = _limited()
+    cookie = _cookie_token()
+    if cookie is not None:
+        _refuse_cross_site()
+        raw, delivery = cookie, "cookie"
+    else:
+        raw, delivery = parse(RefreshRequest).refreshToken, "body"
+    try:
+        signed_in = dependencies.accounts.refresh(raw, client)
+    except InvalidRefreshToken:
+        response = _json(401, {"message": "Session expired or revoked; please log in again"})
+        if delivery == "cookie":
+            response.headers["Set-Cookie"] = _refresh_cookie("", 0)
+        return response
+    return _signed_in(signed_in, status=200, message="Token refreshed", delivery=delivery)
+
+
+@app.route("/auth/logout", methods=["POST"], authorizer=bearer)
+@endpoint
+def logout() -> Response:
+    caller = _caller()
+    dependencies.accounts.logout(caller["username"], caller["sessionId"])
+    return _json(200, {"message": "Logged out"}, {"Set-Cookie": _refresh_cookie("", 0)})
+
+
+@app.route("/auth/logout-all", methods=["POST"], authorizer=bearer)
+@endpoint
+def logout_all() -> Response:
+    caller = _caller()
+    dependencies.accounts.logout_all(caller["username"], _client())
+    return _json(200, {"message": "Logged out everywhere"}, {"Set-Cookie": _refresh_cookie("", 0)})
 
 
 @app.route("/auth/user", methods=["GET"], authorizer=bearer)
 @endpoint
 def current_user() -> Response:
-    return _json(200, _profile(dependencies.accounts.profile(_caller())))
+    return _json(200, _profile(dependencies.accounts.profile(_caller()["username"])))
+
+
+@app.route("/auth/password", methods=["POST"], authorizer=bearer)
+@endpoint
+def change_password() -> Response:
+    caller = _caller()
+    body = parse(PasswordChangeRequest)
+    signed_in = dependencies.accounts.change_password(
+        caller["username"], body.currentPassword, body.newPassword, _limited()
+    )
+    # A browser's old refresh cookie died with its session: hand over the new session's one.
+    return _signed_in(signed_in, status=200, message="Password changed", delivery="cookie")
+
+
+@app.route("/auth/sessions", methods=["GET"], authorizer=bearer)
+@endpoint
+def list_sessions() -> Response:
+    caller = _caller()
+    user = dependencies.accounts.profile(caller["username"])
+    sessions = [
+        {
+            "id": session.session_id,
+            "createdAt": iso(datetime.fromtimestamp(session.created_at, UTC)),
+            "lastUsedAt": iso(datetime.fromtimestamp(session.last_used_at, UTC)),
+            "expiresAt": iso(datetime.fromtimestamp(session.expires_at, UTC)),
+            "userAgent": session.user_agent,
+            "current": session.session_id == caller["sessionId"],
+        }
+        for session in dependencies.accounts.active_sessions(user)
+    ]
+    return _json(200, {"sessions": sessions})
+
+
+@app.route("/auth/sessions/{session_id}", methods=["DELETE"], authorizer=bearer)
+@endpoint
+def end_session(session_id: str) -> Response:
+    dependencies.accounts.end_session(_caller()["username"], session_id)
+    return _json(200, {"message": "Session ended"})
+
+
+@app.route("/auth/events", methods=["GET"], authorizer=bearer)
+@endpoint
+def own_events() -> Response:
+    return _events_page(_caller()["username"])
+
+
+@app.route("/users/{username}/events", methods=["GET"], authorizer=bearer)
+@endpoint
+def user_events(username: str) -> Response:
+    if _caller()["role"] != "admin":
+        raise HttpError(403, "Administrator role required")
+    return _events_page(unquote(username))
+
+
+@app.lambda_function(name="rotate_signing_key")
+def rotate_signing_key(event: dict[str, Any], context: Any) -> None:
+    """Secrets Manager's rotation function for the JWT signing key (scheduled by the infra)."""
+    if event["SecretId"] not in {dependencies.settings.jwt_secret_id}:
+        # ARN or name: Secrets Manager sends the ARN; accept only the configured secret.
+        description = dependencies.secrets.describe_secret(SecretId=event["SecretId"])
+        if dependencies.settings.jwt_secret_id not in {description["ARN"], description["Name"]}:
+            raise RotationError("this function rotates only the configured signing key")
+    SigningKeyRotation(dependencies.secrets).run(
+        step=event["Step"], secret_id=event["SecretId"], token=event["ClientRequestToken"]
+    )
 
 
 @app.middleware("http")
@@ -320,6 +603,7 @@ def _normalised(response: Response) -> Response:
     body = response.body
     if isinstance(body, dict) and set(body) == {"Code", "Message"}:
         # Chalice's own answers (405, 415, 500) use {"Code", "Message"}; ours use {"message"}.
-        message = "Internal server error" if response.status_code >= 500 else str(body["Message"])
+        fixed = {415: UNSUPPORTED_MEDIA_TYPE, 500: "Internal server error"}
+        message = fixed.get(response.status_code, str(body["Message"]))
         return _json(response.status_code, {"message": message}, response.headers)
     return response

@@ -1,14 +1,25 @@
-"""The account use cases: sign up, log in, read a profile."""
+"""The account use cases: sign up, log in, refresh, log out, change password, read a profile."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NoReturn
 
 from chalicelib.clock import Clock, iso, utc_now
+from chalicelib.events import Client, Page, SecurityEvents
+from chalicelib.limits import LoginThrottle
 from chalicelib.passwords import ScryptHasher
-from chalicelib.tokens import IssuedToken, TokenService
-from chalicelib.users import User, UserRepository
+from chalicelib.policy import check_new_password
+from chalicelib.sessions import (
+    InvalidRefreshToken,
+    RefreshToken,
+    RefreshTokenReused,
+    Session,
+    Sessions,
+)
+from chalicelib.tokens import Claims, IssuedToken, TokenService
+from chalicelib.users import User, UserNotFound, UserRepository
 
 logger = logging.getLogger(__name__)
 
@@ -17,14 +28,26 @@ class InvalidCredentials(Exception):
     """The username does not exist or the password is wrong (deliberately not told apart)."""
 
 
-class UserNotFound(Exception):
-    """No user has this username."""
+class AccountDisabled(Exception):
+    """The account has been disabled by an administrator."""
+
+
+class TokenRevoked(Exception):
+    """The access token was issued before a logout-everywhere, password change or disable."""
+
+
+class SessionNotFound(Exception):
+    """The caller has no live session with this id."""
 
 
 @dataclass(frozen=True)
-class LoginResult:
+class SignedIn:
+    """What a login or refresh hands out; ``refresh`` is None inside the refresh grace window."""
+
     user: User
-    token: IssuedToken
+    session: Session
+    access: IssuedToken
+    refresh: RefreshToken | None
 
 
 class Accounts:
@@ -34,14 +57,21 @@ class Accounts:
         *,
         hasher: ScryptHasher,
         tokens: TokenService,
+        sessions: Sessions,
+        throttle: LoginThrottle,
+        events: SecurityEvents,
         clock: Clock = utc_now,
     ) -> None:
         self._users = users
         self._hasher = hasher
         self._tokens = tokens
+        self._sessions = sessions
+        self._throttle = throttle
+        self._events = events
         self._clock = clock
 
-    def register(self, username: str, password: str) -> User:
+    def register(self, username: str, password: str, client: Client) -> User:
+        check_new_password(username, password)
         now = iso(self._clock())
         user = User(
             username=username,
@@ -50,31 +80,116 @@ class Accounts:
             updated_at=now,
         )
         self._users.add(user)
+        self._events.record(username, "signup", client)
         return user
 
-    def login(self, username: str, password: str) -> LoginResult:
+    def login(self, username: str, password: str, client: Client) -> SignedIn:
+        had_failures = self._throttle.check(username)
         user = self._users.get(username)
         if user is None:
             # Same work as a wrong password, so response time does not reveal who has an account.
             self._hasher.verify_dummy(password)
-            raise InvalidCredentials
-        if not self._hasher.verify(password, user.password_hash):
-            if self._hasher.needs_rehash(user.password_hash):
-                # A cheaper legacy hash fails fast; pad to the current cost so timing does not
-                # single out the accounts that still have one.
-                self._hasher.verify_dummy(password)
-            raise InvalidCredentials
+            self._failed(username, client, known=False)
+        elif not self._hasher.verify(password, user.password_hash):
+            self._failed(username, client, known=True)
+        if had_failures:
+            self._throttle.succeeded(username)
+        if user.disabled:
+            self._events.record(username, "login_refused_disabled", client)
+            raise AccountDisabled(username)
         if self._hasher.needs_rehash(user.password_hash):
             self._upgrade_hash(user, password)
-        return LoginResult(
-            user=user, token=self._tokens.issue(username=user.username, role=user.role)
+        signed_in = self._start_session(user, client)
+        self._events.record(username, "login", client, sessionId=signed_in.session.session_id)
+        return signed_in
+
+    def refresh(self, raw_token: str, client: Client) -> SignedIn:
+        try:
+            rotation = self._sessions.rotate(raw_token)
+        except RefreshTokenReused as exc:
+            self._events.record(exc.username, "refresh_reuse", client, sessionId=exc.session_id)
+            raise InvalidRefreshToken("refresh token reused; the session was revoked") from exc
+        session = rotation.session
+        user = self._users.get(session.username)
+        if user is None or user.disabled or session.token_version < user.token_version:
+            self._sessions.end(session.username, session.session_id)
+            raise InvalidRefreshToken("the session was revoked")
+        return SignedIn(user, session, self._issue(user, session), rotation.token)
+
+    def authorize(self, claims: Claims) -> User:
+        """The current profile behind a verified access token, unless revoked since issue."""
+        user = self._users.get(claims.username)
+        if user is None or user.disabled or claims.token_version < user.token_version:
+            raise TokenRevoked(claims.username)
+        return user
+
+    def logout(self, username: str, session_id: str) -> None:
+        self._sessions.end(username, session_id)
+
+    def logout_all(self, username: str, client: Client) -> None:
+        self._users.bump_token_version(username, updated_at=iso(self._clock()))
+        self._sessions.end_all(username)
+        self._events.record(username, "logout_all", client)
+
+    def change_password(self, username: str, current: str, new: str, client: Client) -> SignedIn:
+        """Replace the password, end every session and token, and start a fresh session."""
+        self._throttle.check(username)
+        user = self.profile(username)
+        if not self._hasher.verify(current, user.password_hash):
+            self._failed(username, client, known=True, kind="password_change_failure")
+        check_new_password(username, new)
+        new_hash = self._hasher.hash(new)
+        version = self._users.change_password(
+            username, new_hash=new_hash, updated_at=iso(self._clock())
         )
+        self._sessions.end_all(username)
+        self._events.record(username, "password_change", client)
+        return self._start_session(
+            replace(user, password_hash=new_hash, token_version=version), client
+        )
+
+    def active_sessions(self, user: User) -> list[Session]:
+        return self._sessions.active(user.username, token_version=user.token_version)
+
+    def end_session(self, username: str, session_id: str) -> None:
+        if not self._sessions.end(username, session_id):
+            raise SessionNotFound(session_id)
+
+    def events(self, username: str, *, limit: int, cursor: str | None) -> Page:
+        return self._events.list(username, limit=limit, cursor=cursor)
 
     def profile(self, username: str) -> User:
         user = self._users.get(username)
         if user is None:
             raise UserNotFound(username)
         return user
+
+    def _failed(
+        self, username: str, client: Client, *, known: bool, kind: str = "login_failure"
+    ) -> NoReturn:
+        lock = self._throttle.failed(username)
+        if known:
+            # Only real accounts get log rows; unknown names are in the structured log alone.
+            self._events.record(username, kind, client)
+            if lock:
+                self._events.record(username, "lockout", client, seconds=lock)
+        else:
+            logger.info("login failure for an unknown user", extra={"fields": {"ip": client.ip}})
+        raise InvalidCredentials
+
+    def _start_session(self, user: User, client: Client) -> SignedIn:
+        session, refresh = self._sessions.start(
+            user.username, token_version=user.token_version, user_agent=client.user_agent
+        )
+        return SignedIn(user, session, self._issue(user, session), refresh)
+
+    def _issue(self, user: User, session: Session) -> IssuedToken:
+        return self._tokens.issue(
+            username=user.username,
+            role=user.role,
+            token_version=user.token_version,
+            session_id=session.session_id,
+        )
 
     def _upgrade_hash(self, user: User, password: str) -> None:
         upgraded = self._users.replace_password_hash(

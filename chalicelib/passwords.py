@@ -21,15 +21,17 @@ class ScryptCost:
     p: int
 
     @property
+    def work(self) -> int:
+        return self.n * self.r * self.p
+
+    @property
     def maxmem(self) -> int:
         # OpenSSL refuses to run when its working set (V plus B) exceeds maxmem; leave headroom.
         return 128 * self.r * (self.n + self.p + 2) + 1024 * 1024
 
     def at_least(self, other: ScryptCost) -> bool:
         """True when this cost needs at least as much memory and work as ``other``."""
-        return self.n * self.r >= other.n * other.r and self.n * self.r * self.p >= (
-            other.n * other.r * other.p
-        )
+        return self.n * self.r >= other.n * other.r and self.work >= other.work
 
 
 # OWASP's "N=2^14, r=8, p=5" set: 16 MiB of memory per hash, about 210 ms on this project's
@@ -42,10 +44,9 @@ LEGACY_COST = ScryptCost(n=16384, r=8, p=1)
 _LEGACY_KEY_BYTES = 64
 
 # Bounds on parameters read back from storage, so a corrupted or planted hash cannot make a
-# login allocate gigabytes or spin for minutes.
-_MAX_LOG2_N = 20
-_MAX_R = 32
-_MAX_P = 16
+# login allocate more than 64 MiB or work more than 4 times the default.
+_MAX_MEMORY = 64 * 1024 * 1024
+_MAX_WORK = 4 * DEFAULT_COST.work
 _MAX_KEY_BYTES = 128
 _DUMMY_SALT = secrets.token_bytes(16)
 
@@ -82,17 +83,26 @@ class ScryptHasher:
         )
 
     def verify(self, password: str, stored: str) -> bool:
-        """True when ``password`` matches ``stored``; False for a mismatch or a malformed hash."""
+        """True when ``password`` matches ``stored``; False for a mismatch or a malformed hash.
+
+        It always does at least the work of one verification at the current cost, whatever
+        ``stored`` is, so timing does not tell a cheaper legacy hash (or a broken one) apart.
+        """
         parsed = _parse(stored)
         if parsed is None:
+            self.verify_dummy(password)
             return False
         candidate = _derive(password, parsed.salt, parsed.cost, len(parsed.key))
+        missing = self._cost.work - parsed.cost.work
+        if missing > 0:
+            per_block = self._cost.n * self._cost.r
+            padding = ScryptCost(n=self._cost.n, r=self._cost.r, p=-(-missing // per_block))
+            _derive(password, _DUMMY_SALT, padding, 16)
         return hmac.compare_digest(candidate, parsed.key)
 
     def verify_dummy(self, password: str) -> None:
-        """Spend the time of a verification at the current cost, and always fail."""
-        candidate = _derive(password, _DUMMY_SALT, self._cost, self._key_bytes)
-        hmac.compare_digest(candidate, bytes(self._key_bytes))
+        """Spend the time of a verification at the current cost, for a user that does not exist."""
+        _derive(password, _DUMMY_SALT, self._cost, self._key_bytes)
 
     def needs_rehash(self, stored: str) -> bool:
         """True when ``stored`` is in the legacy format or below the current cost."""
@@ -127,12 +137,15 @@ def _parse_phc(body: str) -> _Parsed | None:
     if set(params) != {"ln", "r", "p"}:
         return None
     log2_n, r, p = int(params["ln"]), int(params["r"]), int(params["p"])
-    if not (1 <= log2_n <= _MAX_LOG2_N and 1 <= r <= _MAX_R and 1 <= p <= _MAX_P):
+    if not (1 <= log2_n <= 24 and r >= 1 and p >= 1):
+        return None
+    cost = ScryptCost(n=2**log2_n, r=r, p=p)
+    if 128 * cost.n * cost.r > _MAX_MEMORY or cost.work > _MAX_WORK:
         return None
     salt, key = _b64decode(salt_text), _b64decode(key_text)
     if not salt or not 16 <= len(key) <= _MAX_KEY_BYTES:
         return None
-    return _Parsed(ScryptCost(n=2**log2_n, r=r, p=p), salt, key, legacy=False)
+    return _Parsed(cost, salt, key, legacy=False)
 
 
 def _parse_legacy(stored: str) -> _Parsed | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
@@ -30,3 +30,14 @@ class SignupRequest(Payload):
 class LoginRequest(Payload):
     username: AnyUsername
     password: AnyPassword
+    # Browsers get the refresh token as an HttpOnly cookie; other clients may ask for it here.
+    refreshTokenDelivery: Literal["cookie", "body"] = "cookie"
+
+
+class RefreshRequest(Payload):
+    refreshToken: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+
+
+class PasswordChangeRequest(Payload):
+    currentPassword: AnyPassword
+    newPassword: NewPassword

@@ -16,28 +16,74 @@ class Settings:
     jwt_secret_id: str
     jwt_issuer: str = "gatehouse"
     jwt_audience: str = "gatehouse-api"
-    access_token_ttl_seconds: int = 3600
+    access_token_ttl_seconds: int = 900
     signing_key_cache_seconds: int = 300
     log_level: str = "INFO"
+    refresh_absolute_seconds: int = 30 * 86400
+    refresh_idle_seconds: int = 7 * 86400
+    refresh_grace_seconds: int = 10
+    refresh_cookie_secure: bool = True
+    refresh_cookie_path: str = "/api/auth"
+    allowed_origins: frozenset[str] = frozenset()
+    login_free_failures: int = 5
+    login_max_backoff_seconds: int = 900
+    login_failure_window_seconds: int = 3600
+    ip_rate_limit: int = 60
+    ip_rate_window_seconds: int = 60
+    trusted_proxy_hops: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Build settings from a mapping such as ``os.environ``; raise naming the bad variable."""
+        day = 86400
         return cls(
             table_name=_required(env, "TABLE_NAME"),
             jwt_secret_id=_required(env, "JWT_SECRET_ID"),
-            jwt_issuer=env.get("JWT_ISSUER", cls.jwt_issuer) or _empty("JWT_ISSUER"),
-            jwt_audience=env.get("JWT_AUDIENCE", cls.jwt_audience) or _empty("JWT_AUDIENCE"),
-            access_token_ttl_seconds=_seconds(
-                env, "ACCESS_TOKEN_TTL_SECONDS", cls.access_token_ttl_seconds, maximum=86400
+            jwt_issuer=_text(env, "JWT_ISSUER", cls.jwt_issuer),
+            jwt_audience=_text(env, "JWT_AUDIENCE", cls.jwt_audience),
+            access_token_ttl_seconds=_int(
+                env, "ACCESS_TOKEN_TTL_SECONDS", cls.access_token_ttl_seconds, 1, day
             ),
-            signing_key_cache_seconds=_seconds(
-                env, "SIGNING_KEY_CACHE_SECONDS", cls.signing_key_cache_seconds, maximum=3600
+            signing_key_cache_seconds=_int(
+                env, "SIGNING_KEY_CACHE_SECONDS", cls.signing_key_cache_seconds, 1, 3600
             ),
             log_level=_choice(
                 env, "LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")
             ),
+            refresh_absolute_seconds=_int(
+                env, "REFRESH_ABSOLUTE_SECONDS", cls.refresh_absolute_seconds, 60, 365 * day
+            ),
+            refresh_idle_seconds=_int(
+                env, "REFRESH_IDLE_SECONDS", cls.refresh_idle_seconds, 60, 365 * day
+            ),
+            refresh_grace_seconds=_int(
+                env, "REFRESH_GRACE_SECONDS", cls.refresh_grace_seconds, 0, 60
+            ),
+            refresh_cookie_secure=_bool(env, "REFRESH_COOKIE_SECURE", cls.refresh_cookie_secure),
+            refresh_cookie_path=_text(env, "REFRESH_COOKIE_PATH", cls.refresh_cookie_path),
+            allowed_origins=frozenset(
+                origin.strip().rstrip("/")
+                for origin in env.get("ALLOWED_ORIGINS", "").split(",")
+                if origin.strip()
+            ),
+            login_free_failures=_int(env, "LOGIN_FREE_FAILURES", cls.login_free_failures, 1, 1000),
+            login_max_backoff_seconds=_int(
+                env, "LOGIN_MAX_BACKOFF_SECONDS", cls.login_max_backoff_seconds, 1, day
+            ),
+            login_failure_window_seconds=_int(
+                env, "LOGIN_FAILURE_WINDOW_SECONDS", cls.login_failure_window_seconds, 1, day
+            ),
+            ip_rate_limit=_int(env, "IP_RATE_LIMIT", cls.ip_rate_limit, 1, 1_000_000),
+            ip_rate_window_seconds=_int(
+                env, "IP_RATE_WINDOW_SECONDS", cls.ip_rate_window_seconds, 1, 3600
+            ),
+            trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", cls.trusted_proxy_hops, 0, 5),
         )
+
+
+def authorizer_ttl_seconds(env: Mapping[str, str]) -> int:
+    """API Gateway's authorizer cache TTL; read when Chalice packages the app."""
+    return _int(env, "AUTHORIZER_TTL_SECONDS", 60, 0, 3600)
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -47,11 +93,14 @@ def _required(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _empty(name: str) -> str:
-    raise SettingsError(f"environment variable {name} must not be empty")
+def _text(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, default).strip()
+    if not value:
+        raise SettingsError(f"environment variable {name} must not be empty")
+    return value
 
 
-def _seconds(env: Mapping[str, str], name: str, default: int, *, maximum: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
     raw = env.get(name)
     if raw is None:
         return default
@@ -61,9 +110,20 @@ def _seconds(env: Mapping[str, str], name: str, default: int, *, maximum: int) -
         raise SettingsError(
             f"environment variable {name} must be an integer, got {raw!r}"
         ) from None
-    if not 1 <= value <= maximum:
-        raise SettingsError(f"environment variable {name} must be between 1 and {maximum}")
+    if not minimum <= value <= maximum:
+        raise SettingsError(f"environment variable {name} must be between {minimum} and {maximum}")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in {"true", "1", "yes"}:
+        return True
+    if raw.lower() in {"false", "0", "no"}:
+        return False
+    raise SettingsError(f"environment variable {name} must be true or false, got {raw!r}")
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:

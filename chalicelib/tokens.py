@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
 ALGORITHM = "HS256"
-_REQUIRED_CLAIMS = ("sub", "username", "role", "iat", "exp", "iss", "aud")
+# ver: the user's token version at issue (revocation); sid: the session it belongs to.
+_REQUIRED_CLAIMS = ("sub", "username", "role", "ver", "sid", "iat", "exp", "iss", "aud")
 _MIN_KEY_BYTES = 32
 # Tolerated clock skew between containers for the issued-at time.
 _SKEW_SECONDS = 60
@@ -117,6 +118,8 @@ class Claims:
     subject: str
     username: str
     role: str
+    token_version: int
+    session_id: str
     issued_at: int
     expires_at: int
 
@@ -145,13 +148,17 @@ class TokenService:
         self._ttl_seconds = ttl_seconds
         self._clock = clock
 
-    def issue(self, *, username: str, role: str) -> IssuedToken:
+    def issue(
+        self, *, username: str, role: str, token_version: int, session_id: str
+    ) -> IssuedToken:
         key = self._keys.current()
         now = int(self._clock().timestamp())
         claims = {
             "sub": username,
             "username": username,
             "role": role,
+            "ver": token_version,
+            "sid": session_id,
             "iat": now,
             "exp": now + self._ttl_seconds,
             "iss": self._issuer,
@@ -191,10 +198,10 @@ class TokenService:
         return self._checked(payload)
 
     def _checked(self, payload: dict[str, Any]) -> Claims:
-        issued_at, expires_at = payload["iat"], payload["exp"]
-        strings = (payload["sub"], payload["username"], payload["role"])
-        if not all(isinstance(value, int) for value in (issued_at, expires_at)):
-            raise InvalidToken("time claims must be integers")
+        issued_at, expires_at, version = payload["iat"], payload["exp"], payload["ver"]
+        strings = (payload["sub"], payload["username"], payload["role"], payload["sid"])
+        if not all(type(value) is int for value in (issued_at, expires_at, version)):
+            raise InvalidToken("time and version claims must be integers")
         if not all(isinstance(value, str) and value for value in strings):
             raise InvalidToken("identity claims must be strings")
         now = self._clock().timestamp()
@@ -206,6 +213,8 @@ class TokenService:
             subject=payload["sub"],
             username=payload["username"],
             role=payload["role"],
+            token_version=version,
+            session_id=payload["sid"],
             issued_at=issued_at,
             expires_at=expires_at,
         )

@@ -20,6 +20,10 @@ class UsernameTaken(Exception):
     """A user with this username already exists."""
 
 
+class UserNotFound(Exception):
+    """No user has this username."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class User:
     username: str
@@ -27,6 +31,9 @@ class User:
     created_at: str
     role: str = DEFAULT_ROLE
     updated_at: str | None = None
+    # Access tokens carry the version they were issued at; bumping it revokes them all.
+    token_version: int = 0
+    disabled: bool = False
 
 
 class UserRepository(Protocol):
@@ -37,6 +44,12 @@ class UserRepository(Protocol):
 
     def replace_password_hash(self, username: str, *, old: str, new: str, updated_at: str) -> bool:
         """Swap the hash only if it is still ``old``; False when it was not."""
+
+    def change_password(self, username: str, *, new_hash: str, updated_at: str) -> int:
+        """Set a new hash and bump the token version; return the new version."""
+
+    def bump_token_version(self, username: str, *, updated_at: str) -> int:
+        """Revoke every access token issued so far; return the new version."""
 
 
 class DynamoDBUserRepository:
@@ -55,6 +68,10 @@ class DynamoDBUserRepository:
         }
         if user.updated_at is not None:
             item["updatedAt"] = user.updated_at
+        if user.token_version:
+            item["tokenVersion"] = user.token_version
+        if user.disabled:
+            item["disabled"] = True
         try:
             # The condition makes the write itself the uniqueness check, so concurrent signups
             # of one name cannot both succeed.
@@ -80,6 +97,8 @@ class DynamoDBUserRepository:
             # Rows written by the original system have no role.
             role=str(item.get("role", DEFAULT_ROLE)),
             updated_at=str(item["updatedAt"]) if "updatedAt" in item else None,
+            token_version=int(str(item.get("tokenVersion", 0))),
+            disabled=item.get("disabled") is True,
         )
 
     def replace_password_hash(self, username: str, *, old: str, new: str, updated_at: str) -> bool:
@@ -96,13 +115,42 @@ class DynamoDBUserRepository:
             raise
         return True
 
+    def change_password(self, username: str, *, new_hash: str, updated_at: str) -> int:
+        return self._update_existing(
+            username,
+            "SET passwordHash = :hash, updatedAt = :now ADD tokenVersion :one",
+            {":hash": new_hash, ":now": updated_at, ":one": 1},
+        )
+
+    def bump_token_version(self, username: str, *, updated_at: str) -> int:
+        return self._update_existing(
+            username, "SET updatedAt = :now ADD tokenVersion :one", {":now": updated_at, ":one": 1}
+        )
+
+    def _update_existing(self, username: str, expression: str, values: dict[str, Any]) -> int:
+        try:
+            # The condition stops an update from creating a half profile for a deleted user.
+            response = self._table.update_item(
+                Key=user_key(username),
+                UpdateExpression=expression,
+                ConditionExpression="attribute_exists(#pk)",
+                ExpressionAttributeNames={"#pk": PARTITION_KEY},
+                ExpressionAttributeValues=values,
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                raise UserNotFound(username) from exc
+            raise
+        return int(str(response["Attributes"]["tokenVersion"]))
+
 
 class InMemoryUserRepository:
     """A thread-safe fake with the same semantics as the DynamoDB repository."""
 
     def __init__(self) -> None:
         self._users: dict[str, User] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def add(self, user: User) -> None:
         with self._lock:
@@ -121,6 +169,24 @@ class InMemoryUserRepository:
                 return False
             self._users[username] = replace(user, password_hash=new, updated_at=updated_at)
             return True
+
+    def change_password(self, username: str, *, new_hash: str, updated_at: str) -> int:
+        with self._lock:
+            version = self._bump(username, updated_at=updated_at)
+            self._users[username] = replace(self._users[username], password_hash=new_hash)
+            return version
+
+    def bump_token_version(self, username: str, *, updated_at: str) -> int:
+        return self._bump(username, updated_at=updated_at)
+
+    def _bump(self, username: str, *, updated_at: str) -> int:
+        with self._lock:
+            user = self._users.get(username)
+            if user is None:
+                raise UserNotFound(username)
+            version = user.token_version + 1
+            self._users[username] = replace(user, token_version=version, updated_at=updated_at)
+            return version
 
 
 def _code(exc: ClientError) -> str:

@@ -2,15 +2,18 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 from chalice.test import Client
 from moto import mock_aws
+from moto.core.botocore_stubber import BotocoreStubber
 
 import app as app_module
 from chalicelib.passwords import ScryptCost
@@ -42,6 +45,16 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[boto3.Session]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    # moto applies concurrent requests without isolation; DynamoDB applies each conditional
+    # write atomically. Serialising moto's dispatch restores that for the race tests.
+    lock = threading.RLock()
+    dispatch = BotocoreStubber.__call__
+
+    def serialised(self: BotocoreStubber, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return dispatch(self, *args, **kwargs)
+
+    monkeypatch.setattr(BotocoreStubber, "__call__", serialised)
     with mock_aws():
         yield boto3.Session(region_name=REGION)
 

@@ -1,15 +1,32 @@
+"""The account service over the real DynamoDB adapters (moto), with a settable clock."""
+
 from __future__ import annotations
 
+import hashlib
 import re
+import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
-from chalicelib.accounts import Accounts, InvalidCredentials, UserNotFound
-from chalicelib.passwords import ScryptHasher
+from chalicelib.accounts import Accounts, InvalidCredentials, SignedIn
+from chalicelib.events import Client, SecurityEvents
+from chalicelib.limits import LoginThrottle, TooManyAttempts
+from chalicelib.passwords import DEFAULT_COST, ScryptHasher
+from chalicelib.policy import WeakPassword
+from chalicelib.sessions import (
+    DynamoDBSessionRepository,
+    InvalidRefreshToken,
+    RefreshToken,
+    Sessions,
+)
 from chalicelib.tokens import CachedKeys, KeyRing, SigningKey, TokenService
-from chalicelib.users import InMemoryUserRepository, User, UsernameTaken
+from chalicelib.users import DynamoDBUserRepository, User, UsernameTaken
 from tests.conftest import CHEAP_COST, FakeClock, node_scrypt_hashes
+
+CLIENT = Client(ip="203.0.113.7", user_agent="pytest")
+PASSWORD = "correct horse battery"
 
 
 class StaticKeys:
@@ -17,75 +34,288 @@ class StaticKeys:
         return KeyRing(current=SigningKey(kid="k1", secret=b"s" * 64))
 
 
-@pytest.fixture
-def users() -> InMemoryUserRepository:
-    return InMemoryUserRepository()
-
-
-@pytest.fixture
-def accounts(users: InMemoryUserRepository, clock: FakeClock) -> Accounts:
+def build(table: Any, clock: FakeClock, *, hasher: ScryptHasher | None = None) -> Accounts:
     keys = CachedKeys(StaticKeys(), max_age=timedelta(minutes=5), clock=clock)
-    tokens = TokenService(keys, issuer="gatehouse", audience="api", ttl_seconds=60, clock=clock)
-    return Accounts(users, hasher=ScryptHasher(CHEAP_COST), tokens=tokens, clock=clock)
+    sessions = Sessions(
+        DynamoDBSessionRepository(table),
+        absolute=timedelta(days=30),
+        idle=timedelta(days=7),
+        grace=timedelta(seconds=10),
+        clock=clock,
+    )
+    return Accounts(
+        DynamoDBUserRepository(table),
+        hasher=hasher or ScryptHasher(CHEAP_COST),
+        tokens=TokenService(keys, issuer="gatehouse", audience="api", ttl_seconds=900, clock=clock),
+        sessions=sessions,
+        throttle=LoginThrottle(table, free_failures=5, max_backoff=900, window=3600, clock=clock),
+        events=SecurityEvents(table, clock=clock),
+        clock=clock,
+    )
 
 
-def test_register_then_login_issues_a_token_for_the_user(
-    accounts: Accounts, users: InMemoryUserRepository
-) -> None:
-    user = accounts.register("alice", "correct horse battery")
-    assert user.role == "user"
+@pytest.fixture
+def accounts(table: Any, clock: FakeClock) -> Accounts:
+    return build(table, clock)
+
+
+@pytest.fixture
+def alice(accounts: Accounts) -> SignedIn:
+    accounts.register("alice", PASSWORD, CLIENT)
+    return accounts.login("alice", PASSWORD, CLIENT)
+
+
+def kinds(accounts: Accounts, username: str) -> list[str]:
+    return [event.kind for event in accounts.events(username, limit=100, cursor=None).events]
+
+
+def test_register_then_login_starts_a_session(accounts: Accounts, alice: SignedIn) -> None:
+    user = accounts.profile("alice")
     # The original system's createdAt format: JavaScript's toISOString().
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", user.created_at)
-    assert user.updated_at == user.created_at
-    stored = users.get("alice")
-    assert stored is not None
-    assert stored.password_hash.startswith("$scrypt$")
-    assert "correct horse battery" not in stored.password_hash
-
-    result = accounts.login("alice", "correct horse battery")
-    assert result.user.username == "alice"
-    assert result.token.expires_in == 60
+    assert user.password_hash.startswith("$scrypt$")
+    assert alice.access.expires_in == 900
+    assert alice.refresh is not None
+    assert [s.session_id for s in accounts.active_sessions(user)] == [alice.session.session_id]
+    assert sorted(kinds(accounts, "alice")) == ["login", "signup"]
 
 
-def test_registering_a_taken_name_fails(accounts: Accounts) -> None:
-    accounts.register("alice", "correct horse battery")
+def test_registering_a_taken_name_fails(accounts: Accounts, alice: SignedIn) -> None:
     with pytest.raises(UsernameTaken):
-        accounts.register("alice", "another password")
+        accounts.register("alice", "another password", CLIENT)
 
 
-def test_unknown_user_and_wrong_password_fail_alike(accounts: Accounts) -> None:
-    accounts.register("alice", "correct horse battery")
-    with pytest.raises(InvalidCredentials) as wrong_password:
-        accounts.login("alice", "incorrect horse")
-    with pytest.raises(InvalidCredentials) as unknown_user:
-        accounts.login("nobody", "correct horse battery")
-    assert str(wrong_password.value) == str(unknown_user.value)
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [("bob", "password"), ("bob", "Sunshine1"), ("bob", "iloveyou"), ("longname1", "LongName1")],
+)
+def test_weak_new_passwords_are_refused(accounts: Accounts, username: str, password: str) -> None:
+    with pytest.raises(WeakPassword):
+        accounts.register(username, password, CLIENT)
+    assert accounts.events(username, limit=5, cursor=None).events == []
 
 
-def test_login_upgrades_a_legacy_hash_and_keeps_the_password(
-    accounts: Accounts, users: InMemoryUserRepository
+def test_unknown_user_wrong_password_and_legacy_hash_cost_the_same_work(
+    table: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    accounts = build(table, clock, hasher=ScryptHasher())
+    accounts.register("alice", PASSWORD, CLIENT)
     (legacy_hash,) = node_scrypt_hashes(["old password 1"])
-    users.add(User(username="old", password_hash=legacy_hash, created_at="2024-01-01T00:00:00Z"))
+    DynamoDBUserRepository(table).add(
+        User(username="old", password_hash=legacy_hash, created_at="2024-01-01T00:00:00Z")
+    )
+    work: list[int] = []
+    real = hashlib.scrypt
 
-    accounts.login("old", "old password 1")
+    def counting(password: bytes, **kwargs: int) -> bytes:
+        work.append(kwargs["n"] * kwargs["r"] * kwargs["p"])
+        return real(password, **kwargs)  # type: ignore[arg-type]
 
-    upgraded = users.get("old")
-    assert upgraded is not None
+    monkeypatch.setattr(hashlib, "scrypt", counting)
+    spent = []
+    for username in ("nobody", "alice", "old"):
+        work.clear()
+        with pytest.raises(InvalidCredentials):
+            accounts.login(username, "wrong password", CLIENT)
+        spent.append(sum(work))
+    assert spent == [DEFAULT_COST.work] * 3
+
+
+def test_login_upgrades_a_legacy_hash(accounts: Accounts, table: Any) -> None:
+    (legacy_hash,) = node_scrypt_hashes(["old password 1"])
+    DynamoDBUserRepository(table).add(
+        User(username="old", password_hash=legacy_hash, created_at="2024-01-01T00:00:00Z")
+    )
+    accounts.login("old", "old password 1", CLIENT)
+    upgraded = accounts.profile("old")
     assert upgraded.password_hash.startswith("$scrypt$ln=10,r=8,p=1$")
     assert upgraded.created_at == "2024-01-01T00:00:00Z"
-    assert accounts.login("old", "old password 1").user.username == "old"
-    with pytest.raises(InvalidCredentials):
-        accounts.login("old", "wrong")
+    assert accounts.login("old", "old password 1", CLIENT).user.username == "old"
 
 
-def test_a_current_hash_is_left_alone(accounts: Accounts, users: InMemoryUserRepository) -> None:
-    accounts.register("alice", "correct horse battery")
-    before = users.get("alice")
-    accounts.login("alice", "correct horse battery")
-    assert users.get("alice") == before
+class TestRefresh:
+    def test_rotation_issues_a_new_token_and_consumes_the_old(
+        self, accounts: Accounts, alice: SignedIn
+    ) -> None:
+        assert alice.refresh is not None
+        first = alice.refresh.encode()
+        rotated = accounts.refresh(first, CLIENT)
+        assert rotated.refresh is not None
+        assert rotated.refresh.encode() != first
+        assert rotated.session.session_id == alice.session.session_id
+        assert accounts.refresh(rotated.refresh.encode(), CLIENT).refresh is not None
+
+    def test_a_replay_within_the_grace_window_gets_an_access_token_only(
+        self, accounts: Accounts, alice: SignedIn, clock: FakeClock
+    ) -> None:
+        assert alice.refresh is not None
+        winner = accounts.refresh(alice.refresh.encode(), CLIENT)
+        clock.advance(seconds=10)
+        late = accounts.refresh(alice.refresh.encode(), CLIENT)
+        assert late.refresh is None
+        assert late.access.token
+        assert winner.refresh is not None
+        assert accounts.refresh(winner.refresh.encode(), CLIENT).refresh is not None
+
+    def test_a_replay_after_the_grace_window_revokes_the_family(
+        self, accounts: Accounts, alice: SignedIn, clock: FakeClock
+    ) -> None:
+        assert alice.refresh is not None
+        winner = accounts.refresh(alice.refresh.encode(), CLIENT)
+        assert winner.refresh is not None
+        clock.advance(seconds=11)
+        with pytest.raises(InvalidRefreshToken):
+            accounts.refresh(alice.refresh.encode(), CLIENT)
+        # The thief's (or the victim's) newer token dies with the family.
+        with pytest.raises(InvalidRefreshToken):
+            accounts.refresh(winner.refresh.encode(), CLIENT)
+        assert "refresh_reuse" in kinds(accounts, "alice")
+        assert accounts.active_sessions(accounts.profile("alice")) == []
+
+    def test_simultaneous_refreshes_with_one_token_let_one_rotate(
+        self, accounts: Accounts, alice: SignedIn
+    ) -> None:
+        assert alice.refresh is not None
+        raw = alice.refresh.encode()
+        barrier = threading.Barrier(8)
+        results: list[SignedIn] = []
+
+        def attempt() -> None:
+            barrier.wait()
+            results.append(accounts.refresh(raw, CLIENT))
+
+        threads = [threading.Thread(target=attempt) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(results) == 8
+        assert sum(result.refresh is not None for result in results) == 1
+
+    def test_idle_expiry(self, accounts: Accounts, alice: SignedIn, clock: FakeClock) -> None:
+        assert alice.refresh is not None
+        clock.advance(days=7)
+        with pytest.raises(InvalidRefreshToken):
+            accounts.refresh(alice.refresh.encode(), CLIENT)
+
+    def test_use_postpones_idle_expiry_but_not_absolute_expiry(
+        self, accounts: Accounts, alice: SignedIn, clock: FakeClock
+    ) -> None:
+        assert alice.refresh is not None
+        token = alice.refresh
+        for _ in range(4):  # days 6, 12, 18, 24: each within 7 days of the last use
+            clock.advance(days=6)
+            rotated = accounts.refresh(token.encode(), CLIENT).refresh
+            assert rotated is not None
+            token = rotated
+        clock.advance(days=6)  # day 30: the absolute lifetime is over
+        with pytest.raises(InvalidRefreshToken):
+            accounts.refresh(token.encode(), CLIENT)
+
+    @pytest.mark.parametrize(
+        "raw", ["", "nodot", "YWxpY2U.short", "!!!." + "a" * 43, "YWxpY2U." + "a" * 43]
+    )
+    def test_malformed_or_unknown_tokens_are_refused(
+        self, accounts: Accounts, alice: SignedIn, raw: str
+    ) -> None:
+        with pytest.raises(InvalidRefreshToken):
+            accounts.refresh(raw, CLIENT)
+
+    def test_refresh_rows_store_only_a_hash(
+        self, accounts: Accounts, alice: SignedIn, table: Any
+    ) -> None:
+        assert alice.refresh is not None
+        rows = table.scan()["Items"]
+        assert alice.refresh.secret not in repr(rows)
+        assert any(row["sk"] == f"REFRESH#{alice.refresh.digest}" for row in rows)
 
 
-def test_profile_of_a_missing_user_is_an_error(accounts: Accounts) -> None:
-    with pytest.raises(UserNotFound):
-        accounts.profile("ghost")
+class TestRevocation:
+    def test_logout_all_bumps_the_version_and_ends_every_session(
+        self, accounts: Accounts, alice: SignedIn
+    ) -> None:
+        other = accounts.login("alice", PASSWORD, CLIENT)
+        accounts.logout_all("alice", CLIENT)
+        user = accounts.profile("alice")
+        assert user.token_version == 1
+        assert accounts.active_sessions(user) == []
+        for signed_in in (alice, other):
+            assert signed_in.refresh is not None
+            with pytest.raises(InvalidRefreshToken):
+                accounts.refresh(signed_in.refresh.encode(), CLIENT)
+
+    def test_password_change_revokes_old_sessions_and_starts_a_new_one(
+        self, accounts: Accounts, alice: SignedIn
+    ) -> None:
+        fresh = accounts.change_password("alice", PASSWORD, "a brand new passphrase", CLIENT)
+        assert fresh.user.token_version == 1
+        assert alice.refresh is not None
+        with pytest.raises(InvalidRefreshToken):
+            accounts.refresh(alice.refresh.encode(), CLIENT)
+        assert fresh.refresh is not None
+        assert accounts.refresh(fresh.refresh.encode(), CLIENT).user.username == "alice"
+        with pytest.raises(InvalidCredentials):
+            accounts.login("alice", PASSWORD, CLIENT)
+        assert accounts.login("alice", "a brand new passphrase", CLIENT)
+        assert "password_change" in kinds(accounts, "alice")
+
+    def test_password_change_needs_the_current_password(
+        self, accounts: Accounts, alice: SignedIn
+    ) -> None:
+        with pytest.raises(InvalidCredentials):
+            accounts.change_password("alice", "not my password", "a brand new passphrase", CLIENT)
+        with pytest.raises(WeakPassword):
+            accounts.change_password("alice", PASSWORD, "password1", CLIENT)
+        assert accounts.profile("alice").token_version == 0
+
+
+class TestLockout:
+    def fail(self, accounts: Accounts, times: int, username: str = "alice") -> None:
+        for _ in range(times):
+            with pytest.raises(InvalidCredentials):
+                accounts.login(username, "wrong password", CLIENT)
+
+    def test_back_off_doubles_after_the_free_failures(
+        self, accounts: Accounts, alice: SignedIn, clock: FakeClock
+    ) -> None:
+        self.fail(accounts, 5)
+        assert accounts.login("alice", PASSWORD, CLIENT)  # the fifth failure is still free
+        self.fail(accounts, 6)  # the counter was reset by the success: 6th failure locks 1 s
+        for expected in (1, 2, 4, 8):
+            with pytest.raises(TooManyAttempts) as locked:
+                accounts.login("alice", PASSWORD, CLIENT)  # even the right password waits
+            assert locked.value.retry_after == expected
+            clock.advance(seconds=expected)
+            self.fail(accounts, 1)
+        assert "lockout" in kinds(accounts, "alice")
+
+    def test_back_off_is_capped(
+        self, accounts: Accounts, alice: SignedIn, clock: FakeClock
+    ) -> None:
+        self.fail(accounts, 5)
+        waits = []
+        for _ in range(12):
+            self.fail(accounts, 1)
+            with pytest.raises(TooManyAttempts) as locked:
+                accounts.login("alice", PASSWORD, CLIENT)
+            waits.append(locked.value.retry_after)
+            clock.advance(seconds=locked.value.retry_after)
+        assert waits == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900]
+
+    def test_failures_are_forgotten_after_the_window(
+        self, accounts: Accounts, alice: SignedIn, clock: FakeClock
+    ) -> None:
+        self.fail(accounts, 5)
+        clock.advance(hours=1, seconds=1)
+        self.fail(accounts, 5)
+        assert accounts.login("alice", PASSWORD, CLIENT)
+
+    def test_unknown_names_lock_the_same_way(self, accounts: Accounts) -> None:
+        self.fail(accounts, 6, username="nobody")
+        with pytest.raises(TooManyAttempts):
+            accounts.login("nobody", "anything at all", CLIENT)
+
+
+def test_refresh_token_round_trips_any_username() -> None:
+    token = RefreshToken(username="Name With Spaces/ü", secret="s" * 43)
+    assert RefreshToken.parse(token.encode()) == token

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 
 import pytest
 
@@ -87,3 +88,50 @@ def test_malformed_or_hostile_hashes_never_verify(stored: str) -> None:
     # Parameter bounds are checked before any work: an ln=40 hash would otherwise ask for
     # terabytes of memory.
     assert not ScryptHasher(CHEAP_COST).verify("anything", stored)
+
+
+@pytest.fixture
+def scrypt_work(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records N*r*p of every scrypt derivation: the work, and so the time, a call costs."""
+    work: list[int] = []
+    real = hashlib.scrypt
+
+    def counting(password: bytes, **kwargs: int) -> bytes:
+        work.append(kwargs["n"] * kwargs["r"] * kwargs["p"])
+        return real(password, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hashlib, "scrypt", counting)
+    return work
+
+
+def test_every_failed_verification_costs_the_current_work(
+    scrypt_work: list[int], node_hashes: dict[str, str]
+) -> None:
+    hasher = ScryptHasher()
+    current = hasher.hash("the right one")
+
+    def spent(call: Callable[[], object]) -> int:
+        scrypt_work.clear()
+        call()
+        return sum(scrypt_work)
+
+    assert (
+        spent(lambda: hasher.verify("wrong", current))
+        == spent(lambda: hasher.verify("wrong", node_hashes["hunter22"]))
+        == spent(lambda: hasher.verify("wrong", "not a hash at all"))
+        == spent(lambda: hasher.verify_dummy("wrong"))
+        == DEFAULT_COST.work
+    )
+
+
+@pytest.mark.parametrize(
+    "params",
+    ["ln=20,r=15,p=1", "ln=17,r=8,p=1", "ln=14,r=8,p=21", "ln=30,r=1,p=1"],
+)
+def test_hashes_beyond_the_memory_or_work_caps_are_never_computed(
+    params: str, scrypt_work: list[int]
+) -> None:
+    # 128*N*r over 64 MiB, or N*r*p over four times the default: only the dummy work is done.
+    stored = f"$scrypt${params}$c2FsdHNhbHQ$a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5"
+    assert not ScryptHasher(CHEAP_COST).verify("anything", stored)
+    assert scrypt_work == [CHEAP_COST.work]

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from chalicelib.settings import Settings, SettingsError
+from chalicelib.settings import Settings, SettingsError, authorizer_ttl_seconds
 
 REQUIRED = {"TABLE_NAME": "users", "JWT_SECRET_ID": "jwt"}
 
@@ -12,7 +12,8 @@ REQUIRED = {"TABLE_NAME": "users", "JWT_SECRET_ID": "jwt"}
 def test_defaults_apply_when_only_required_variables_are_set() -> None:
     settings = Settings.from_env(REQUIRED)
     assert settings == Settings(table_name="users", jwt_secret_id="jwt")
-    assert settings.access_token_ttl_seconds == 3600
+    assert settings.access_token_ttl_seconds == 900
+    assert settings.refresh_cookie_secure is True
     assert settings.log_level == "INFO"
 
 
@@ -25,18 +26,47 @@ def test_every_variable_is_read() -> None:
             "ACCESS_TOKEN_TTL_SECONDS": "900",
             "SIGNING_KEY_CACHE_SECONDS": "60",
             "LOG_LEVEL": "debug",
+            "REFRESH_ABSOLUTE_SECONDS": "86400",
+            "REFRESH_IDLE_SECONDS": "3600",
+            "REFRESH_GRACE_SECONDS": "5",
+            "REFRESH_COOKIE_SECURE": "false",
+            "REFRESH_COOKIE_PATH": "/auth",
+            "ALLOWED_ORIGINS": "https://a.example, https://b.example/",
+            "LOGIN_FREE_FAILURES": "3",
+            "LOGIN_MAX_BACKOFF_SECONDS": "60",
+            "LOGIN_FAILURE_WINDOW_SECONDS": "600",
+            "IP_RATE_LIMIT": "1000",
+            "IP_RATE_WINDOW_SECONDS": "10",
+            "TRUSTED_PROXY_HOPS": "1",
         }
     )
     assert (settings.jwt_issuer, settings.jwt_audience) == ("iss", "aud")
     assert settings.access_token_ttl_seconds == 900
     assert settings.signing_key_cache_seconds == 60
     assert settings.log_level == "DEBUG"
+    assert (settings.refresh_absolute_seconds, settings.refresh_idle_seconds) == (86400, 3600)
+    assert settings.refresh_grace_seconds == 5
+    assert settings.refresh_cookie_secure is False
+    assert settings.refresh_cookie_path == "/auth"
+    assert settings.allowed_origins == {"https://a.example", "https://b.example"}
+    assert settings.login_free_failures == 3
+    assert settings.login_max_backoff_seconds == 60
+    assert settings.login_failure_window_seconds == 600
+    assert (settings.ip_rate_limit, settings.ip_rate_window_seconds) == (1000, 10)
+    assert settings.trusted_proxy_hops == 1
 
 
 def test_settings_are_frozen() -> None:
     settings = Settings.from_env(REQUIRED)
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.table_name = "other"  # type: ignore[misc]
+
+
+def test_authorizer_ttl_is_validated_and_defaults_to_a_minute() -> None:
+    assert authorizer_ttl_seconds({}) == 60
+    assert authorizer_ttl_seconds({"AUTHORIZER_TTL_SECONDS": "0"}) == 0
+    with pytest.raises(SettingsError, match="AUTHORIZER_TTL_SECONDS"):
+        authorizer_ttl_seconds({"AUTHORIZER_TTL_SECONDS": "3601"})
 
 
 @pytest.mark.parametrize(
@@ -52,6 +82,10 @@ def test_settings_are_frozen() -> None:
         ({**REQUIRED, "LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({**REQUIRED, "JWT_ISSUER": ""}, "JWT_ISSUER"),
         ({**REQUIRED, "JWT_AUDIENCE": ""}, "JWT_AUDIENCE"),
+        ({**REQUIRED, "REFRESH_COOKIE_SECURE": "maybe"}, "REFRESH_COOKIE_SECURE"),
+        ({**REQUIRED, "REFRESH_GRACE_SECONDS": "61"}, "REFRESH_GRACE_SECONDS"),
+        ({**REQUIRED, "IP_RATE_LIMIT": "0"}, "IP_RATE_LIMIT"),
+        ({**REQUIRED, "TRUSTED_PROXY_HOPS": "-1"}, "TRUSTED_PROXY_HOPS"),
     ],
 )
 def test_a_missing_or_bad_variable_fails_naming_it(env: dict[str, str], named: str) -> None:

@@ -57,6 +57,8 @@ def valid_claims(clock: FakeClock) -> dict[str, Any]:
         "sub": "alice",
         "username": "alice",
         "role": "user",
+        "ver": 0,
+        "sid": "session-1",
         "iat": now,
         "exp": now + 900,
         "iss": "gatehouse",
@@ -66,9 +68,10 @@ def valid_claims(clock: FakeClock) -> dict[str, Any]:
 
 def test_issued_token_verifies_with_all_claims(clock: FakeClock) -> None:
     service, _ = make_service(clock)
-    issued = service.issue(username="alice", role="admin")
+    issued = service.issue(username="alice", role="admin", token_version=3, session_id="s1")
     claims = service.verify(issued.token)
     assert (claims.subject, claims.username, claims.role) == ("alice", "alice", "admin")
+    assert (claims.token_version, claims.session_id) == (3, "s1")
     assert claims.expires_at - claims.issued_at == 900 == issued.expires_in
     header = jwt.get_unverified_header(issued.token)
     assert header["alg"] == "HS256"
@@ -77,7 +80,7 @@ def test_issued_token_verifies_with_all_claims(clock: FakeClock) -> None:
 
 def test_token_expires_exactly_at_its_lifetime(clock: FakeClock) -> None:
     service, _ = make_service(clock)
-    token = service.issue(username="alice", role="user").token
+    token = service.issue(username="alice", role="user", token_version=0, session_id="s").token
     clock.advance(seconds=899)
     assert service.verify(token).username == "alice"
     clock.advance(seconds=1)
@@ -136,7 +139,9 @@ def test_tampered_payload_is_rejected(clock: FakeClock) -> None:
         service.verify(f"{header}.{payload.decode()}.{signature}")
 
 
-@pytest.mark.parametrize("claim", ["sub", "username", "role", "iat", "exp", "iss", "aud"])
+@pytest.mark.parametrize(
+    "claim", ["sub", "username", "role", "ver", "sid", "iat", "exp", "iss", "aud"]
+)
 def test_every_claim_is_required(clock: FakeClock, claim: str) -> None:
     service, _ = make_service(clock)
     claims = valid_claims(clock)
@@ -154,6 +159,9 @@ def test_every_claim_is_required(clock: FakeClock, claim: str) -> None:
         {"username": ""},
         {"role": 7},
         {"iat": 10**12},
+        {"ver": "0"},
+        {"ver": True},
+        {"sid": ""},
     ],
 )
 def test_wrong_claim_values_are_rejected(clock: FakeClock, override: dict[str, Any]) -> None:
@@ -178,19 +186,19 @@ def test_garbage_is_rejected(clock: FakeClock, garbage: str) -> None:
 
 def test_keys_are_cached_and_refreshed_after_max_age(clock: FakeClock) -> None:
     service, source = make_service(clock)
-    service.issue(username="alice", role="user")
-    service.issue(username="bob", role="user")
+    service.issue(username="alice", role="user", token_version=0, session_id="s")
+    service.issue(username="bob", role="user", token_version=0, session_id="s")
     assert source.fetches == 1
     source.ring = KeyRing(current=NEWER, previous=CURRENT)
     clock.advance(minutes=5)
-    token = service.issue(username="alice", role="user").token
+    token = service.issue(username="alice", role="user", token_version=0, session_id="s").token
     assert jwt.get_unverified_header(token)["kid"] == NEWER.kid
     assert source.fetches == 2
 
 
 def test_unknown_kid_refetches_at_a_bounded_rate(clock: FakeClock) -> None:
     service, source = make_service(clock)
-    service.issue(username="alice", role="user")
+    service.issue(username="alice", role="user", token_version=0, session_id="s")
     clock.advance(seconds=31)
     # Another container rotated the key: a token with the new kid is accepted at once.
     source.ring = KeyRing(current=NEWER, previous=CURRENT)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
+from typing import Any
 
 import boto3
 import pytest
@@ -13,6 +15,7 @@ from chalicelib.users import (
     InMemoryUserRepository,
     User,
     UsernameTaken,
+    UserNotFound,
     UserRepository,
 )
 from tools.localaws import Resources
@@ -27,16 +30,17 @@ def repository(request: pytest.FixtureRequest) -> UserRepository:
     return DynamoDBUserRepository(session.resource("dynamodb").Table(resources.table_name))
 
 
-def alice(**changes: str) -> User:
-    fields = {
-        "username": "alice",
-        "password_hash": "$scrypt$hash",
-        "created_at": "2026-01-01T00:00:00.000Z",
-        "role": "user",
-        "updated_at": "2026-01-01T00:00:00.000Z",
-    }
-    fields.update(changes)
-    return User(**fields)
+ALICE = User(
+    username="alice",
+    password_hash="$scrypt$hash",
+    created_at="2026-01-01T00:00:00.000Z",
+    role="user",
+    updated_at="2026-01-01T00:00:00.000Z",
+)
+
+
+def alice(**changes: Any) -> User:
+    return replace(ALICE, **changes)
 
 
 def test_added_user_reads_back(repository: UserRepository) -> None:
@@ -100,6 +104,25 @@ def test_replacing_the_hash_of_a_missing_user_creates_nothing(
 ) -> None:
     assert not repository.replace_password_hash("ghost", old="a", new="b", updated_at="now")
     assert repository.get("ghost") is None
+
+
+def test_password_change_and_revocation_bump_the_token_version(
+    repository: UserRepository,
+) -> None:
+    repository.add(alice())
+    assert repository.change_password("alice", new_hash="$scrypt$new", updated_at="t1") == 1
+    assert repository.bump_token_version("alice", updated_at="t2") == 2
+    assert repository.get("alice") == alice(
+        password_hash="$scrypt$new", updated_at="t2", token_version=2
+    )
+    with pytest.raises(UserNotFound):
+        repository.bump_token_version("ghost", updated_at="t3")
+    assert repository.get("ghost") is None
+
+
+def test_role_version_and_disabled_flag_read_back(repository: UserRepository) -> None:
+    repository.add(alice(role="admin", token_version=4, disabled=True))
+    assert repository.get("alice") == alice(role="admin", token_version=4, disabled=True)
 
 
 def test_dynamodb_rows_use_the_original_systems_layout(

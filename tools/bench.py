@@ -131,7 +131,7 @@ def emulator() -> Iterator[str]:
         port = int(probe.getsockname()[1])
     url = f"http://127.0.0.1:{port}"
     child = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "tools.emulator", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
         start_new_session=True,
         preexec_fn=die_with_parent,

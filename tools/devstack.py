@@ -64,6 +64,7 @@ class Stack:
         self._api_port = api_port
         self._emulator: subprocess.Popen[bytes] | None = None
         self._api: subprocess.Popen[bytes] | None = None
+        self._loaded: dict[Path, float] = {}
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -93,7 +94,15 @@ class Stack:
     def start(self) -> None:
         LOG_DIR.mkdir(exist_ok=True)
         self._emulator = emulator = self._spawn(
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self._aws_port)],
+            [
+                sys.executable,
+                "-m",
+                "tools.emulator",
+                "--host",
+                self.host,
+                "--port",
+                str(self._aws_port),
+            ],
             log=LOG_DIR / "emulator.log",
         )
         wait_until(
@@ -113,6 +122,7 @@ class Stack:
         # chalice's own autoreload watches every file under the project (.venv and logs
         # included) and drops requests when it restarts, so we reload on source changes only.
         chalice = str(Path(sys.executable).parent / "chalice")
+        self._loaded = _source_mtimes()  # what this API process runs
         self._api = api = self._spawn(
             [
                 chalice,
@@ -134,12 +144,11 @@ class Stack:
         """Serve until the emulator exits, restarting the API whenever its source changes."""
         if self._emulator is None or self._api is None:
             raise RuntimeError("start() the stack before running it")
-        seen, reported = _source_mtimes(), False
+        reported = False
         while self._emulator.poll() is None:
             time.sleep(0.5)
-            current = _source_mtimes()
-            if current != seen:
-                seen, reported = current, False
+            if _source_mtimes() != self._loaded:
+                reported = False
                 print("source changed: restarting the API", flush=True)
                 _stop(self._api)
                 with contextlib.suppress(RuntimeError):
