@@ -276,7 +276,10 @@ def parse(model: type[PayloadT]) -> PayloadT:
         raise HttpError(400, f"Invalid request: {summary}", errors=errors) from None
 
 
-def _profile(user: User) -> dict[str, Any]:
+PROFILE_FIELDS = ("username", "createdAt", "role", "updatedAt")
+
+
+def _profile(user: User) -> dict[str, str]:
     profile = {"username": user.username, "createdAt": user.created_at, "role": user.role}
     if user.updated_at is not None:
         profile["updatedAt"] = user.updated_at
@@ -316,10 +319,11 @@ def bearer(auth_request: AuthRequest) -> AuthResponse | dict[str, Any]:
         logger.exception("authorizer failed")
         return _deny(auth_request)
     # One policy for every route: API Gateway caches it per token and reuses it everywhere.
+    # The profile rides along in the context, so routes need not read it again.
     return AuthResponse(
         routes=["*"],
         principal_id=user.username,
-        context={"username": user.username, "role": user.role, "sessionId": claims.session_id},
+        context={**_profile(user), "sessionId": claims.session_id},
     )
 
 
@@ -331,7 +335,7 @@ def _request() -> Request:
 
 
 def _caller() -> dict[str, str]:
-    """The authorizer's context: username, role, sessionId."""
+    """The authorizer's context: the profile (username, role, createdAt, ...) and sessionId."""
     context = _request().context.get("authorizer") or {}
     if "username" not in context:
         raise HttpError(401, "Unauthorized")
@@ -404,7 +408,7 @@ def _signed_in(signed_in: SignedIn, *, status: int, message: str, delivery: str)
     }
     headers: dict[str, str] = {}
     if signed_in.refresh is not None:
-        lifetime = signed_in.session.expires_at - int(time.time())
+        lifetime = signed_in.refresh_expires_in
         if delivery == "body":
             body["refreshToken"] = signed_in.refresh.encode()
             body["refreshExpiresIn"] = lifetime
@@ -505,7 +509,9 @@ def logout_all() -> Response:
 @app.route("/auth/user", methods=["GET"], authorizer=bearer)
 @endpoint
 def current_user() -> Response:
-    return _json(200, _profile(dependencies.accounts.profile(_caller()["username"])))
+    caller = _caller()
+    # As fresh as the authorizer's answer: read at most AUTHORIZER_TTL_SECONDS ago.
+    return _json(200, {key: caller[key] for key in PROFILE_FIELDS if key in caller})
 
 
 @app.route("/auth/password", methods=["POST"], authorizer=bearer)

@@ -48,6 +48,7 @@ class SignedIn:
     session: Session
     access: IssuedToken
     refresh: RefreshToken | None
+    refresh_expires_in: int
 
 
 class Accounts:
@@ -114,7 +115,7 @@ class Accounts:
         if user is None or user.disabled or session.token_version < user.token_version:
             self._sessions.end(session.username, session.session_id)
             raise InvalidRefreshToken("the session was revoked")
-        return SignedIn(user, session, self._issue(user, session), rotation.token)
+        return self._signed_in(user, session, rotation.token)
 
     def authorize(self, claims: Claims) -> User:
         """The current profile behind a verified access token, unless revoked since issue."""
@@ -181,15 +182,17 @@ class Accounts:
         session, refresh = self._sessions.start(
             user.username, token_version=user.token_version, user_agent=client.user_agent
         )
-        return SignedIn(user, session, self._issue(user, session), refresh)
+        return self._signed_in(user, session, refresh)
 
-    def _issue(self, user: User, session: Session) -> IssuedToken:
-        return self._tokens.issue(
+    def _signed_in(self, user: User, session: Session, refresh: RefreshToken | None) -> SignedIn:
+        access = self._tokens.issue(
             username=user.username,
             role=user.role,
             token_version=user.token_version,
             session_id=session.session_id,
         )
+        remaining = session.expires_at - int(self._clock().timestamp())
+        return SignedIn(user, session, access, refresh, refresh_expires_in=remaining)
 
     def _upgrade_hash(self, user: User, password: str) -> None:
         upgraded = self._users.replace_password_hash(

@@ -6,6 +6,9 @@ import base64
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 from typing import Any
 
 import boto3
@@ -427,3 +430,34 @@ def test_one_structured_log_line_per_request_and_no_secrets(api: Api, log_lines:
     everything = json.dumps(log_lines())
     for secret in (PASSWORD, token, token.split(".")[2], refresh_token, "$scrypt$"):
         assert secret not in everything
+
+
+def test_in_lambda_a_missing_variable_fails_the_cold_start_naming_it() -> None:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"TABLE_NAME", "JWT_SECRET_ID"}
+    }
+    env["AWS_LAMBDA_FUNCTION_NAME"] = "gatehouse-api"
+    result = subprocess.run(
+        [sys.executable, "-c", "import app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "environment variable TABLE_NAME is required" in result.stderr
+
+
+def test_the_authorizer_denies_when_the_signing_key_cannot_be_read(
+    api: Api, clock: FakeClock, aws: boto3.Session, resources: Resources
+) -> None:
+    api.signup("alice")
+    token = api.login("alice")
+    aws.client("secretsmanager").delete_secret(
+        SecretId=resources.jwt_secret_id, ForceDeleteWithoutRecovery=True
+    )
+    clock.advance(seconds=301)  # the cached key ring expires and cannot be refetched
+    assert api.get("/auth/user", token).status_code == 403

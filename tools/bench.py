@@ -78,8 +78,10 @@ def cold_import(module: str, prelude: str = "") -> Callable[[], float]:
         f"{prelude}import time; t = time.perf_counter(); import {module}; "
         "print(time.perf_counter() - t)"
     )
-    # Without AWS_LAMBDA_FUNCTION_NAME, app.py reads no settings at import.
-    env = {name: value for name, value in os.environ.items() if name != "AWS_LAMBDA_FUNCTION_NAME"}
+    # Without AWS_LAMBDA_FUNCTION_NAME, app.py reads no settings at import; with bytecode caches
+    # allowed, the untimed first run compiles once and the figures compare imports, not compiles.
+    skip = {"AWS_LAMBDA_FUNCTION_NAME", "PYTHONDONTWRITEBYTECODE"}
+    env = {name: value for name, value in os.environ.items() if name not in skip}
 
     def run() -> float:
         result = subprocess.run(
@@ -268,6 +270,9 @@ def main() -> int:
             AWS_SECRET_ACCESS_KEY="local",
             TABLE_NAME=resources.table_name,
             JWT_SECRET_ID=resources.jwt_secret_id,
+            # A benchmark is the load test the limits would otherwise stop.
+            IP_RATE_LIMIT="1000000",
+            LOGIN_FREE_FAILURES="1000",
         )
         provision(boto3.Session(region_name=REGION), resources)
         rows += request_rows(resources)
