@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -32,10 +33,21 @@ from chalicelib.accounts import (
     TokenRevoked,
 )
 from chalicelib.clock import Clock, iso, utc_now
-from chalicelib.events import Client, InvalidCursor, SecurityEvents
+from chalicelib.events import Client, SecurityEvents
+from chalicelib.items import (
+    STATUSES,
+    Item,
+    ItemNotFound,
+    Items,
+    OwnerMissing,
+    VersionMismatch,
+)
 from chalicelib.limits import IpRateLimiter, LoginThrottle, TooManyAttempts
+from chalicelib.paging import InvalidCursor
 from chalicelib.passwords import DEFAULT_COST, ScryptCost, ScryptHasher
 from chalicelib.payloads import (
+    ItemPatch,
+    ItemWrite,
     LoginRequest,
     PasswordChangeRequest,
     Payload,
@@ -151,6 +163,10 @@ class Dependencies:
         )
 
     @cached_property
+    def items(self) -> Items:
+        return Items(self.table, clock=self._clock)
+
+    @cached_property
     def ip_limiter(self) -> IpRateLimiter:
         return IpRateLimiter(
             self.table,
@@ -187,9 +203,15 @@ def _error_for(exc: Exception) -> HttpError | None:
         UserNotFound: (404, "User not found"),
         SessionNotFound: (404, "Session not found"),
         InvalidCursor: (400, "Invalid pagination cursor"),
+        ItemNotFound: (404, "Item not found"),
+        OwnerMissing: (401, "Account no longer exists"),
     }
     if isinstance(exc, HttpError):
         return exc
+    if isinstance(exc, VersionMismatch):
+        error = HttpError(412, "The item has changed since you read it", currentVersion=exc.current)
+        error.headers["ETag"] = f'"{exc.current}"'
+        return error
     if isinstance(exc, WeakPassword):
         return HttpError(400, str(exc))
     if isinstance(exc, TooManyAttempts):
@@ -561,9 +583,136 @@ def own_events() -> Response:
 @app.route("/users/{username}/events", methods=["GET"], authorizer=bearer)
 @endpoint
 def user_events(username: str) -> Response:
-    if _caller()["role"] != "admin":
-        raise HttpError(403, "Administrator role required")
+    _require_admin()
     return _events_page(unquote(username))
+
+
+def _item_json(item: Item) -> dict[str, Any]:
+    return {
+        "id": item.item_id,
+        "name": item.name,
+        "data": item.data,
+        "status": item.status,
+        "createdAt": item.created_at,
+        "updatedAt": item.updated_at,
+        "version": item.version,
+    }
+
+
+def _item_response(item: Item, status: int = 200) -> Response:
+    return _json(status, _item_json(item), {"ETag": f'"{item.version}"'})
+
+
+def _if_match(*, required: bool) -> int | None:
+    """The version the client's change is based on, from its If-Match ETag."""
+    raw = _request().headers.get("if-match")
+    if raw is None:
+        if required:
+            raise HttpError(428, "If-Match header required: send the ETag of the item you read")
+        return None
+    match = re.fullmatch(r'\s*(?:W/)?"(\d{1,18})"\s*', raw)
+    if match is None:
+        raise HttpError(412, "If-Match does not match the item's current ETag")
+    return int(match.group(1))
+
+
+def _status_param() -> str | None:
+    params: Mapping[str, str] = _request().query_params or {}
+    status = params.get("status")
+    if status is not None and status not in STATUSES:
+        raise HttpError(400, f"status must be one of {', '.join(STATUSES)}")
+    return status
+
+
+def _require_admin() -> dict[str, str]:
+    caller = _caller()
+    if caller.get("role") != "admin":
+        raise HttpError(403, "Administrator role required")
+    return caller
+
+
+@app.route("/items", methods=["POST"], authorizer=bearer)
+@endpoint
+def create_item() -> Response:
+    body = parse(ItemWrite)
+    item = dependencies.items.create(
+        _caller()["username"], name=body.name, data=body.data, status=body.status
+    )
+    response = _item_response(item, 201)
+    response.headers["Location"] = f"/items/{item.item_id}"
+    return response
+
+
+@app.route("/items", methods=["GET"], authorizer=bearer)
+@endpoint
+def list_items() -> Response:
+    limit, cursor = _page_limit()
+    status = _status_param()
+    page = dependencies.items.list(_caller()["username"], status=status, limit=limit, cursor=cursor)
+    return _json(200, {"items": [_item_json(i) for i in page.items], "nextCursor": page.cursor})
+
+
+@app.route("/items/{item_id}", methods=["GET"], authorizer=bearer)
+@endpoint
+def get_item(item_id: str) -> Response:
+    return _item_response(dependencies.items.get(_caller()["username"], item_id))
+
+
+@app.route("/items/{item_id}", methods=["PUT"], authorizer=bearer)
+@endpoint
+def replace_item(item_id: str) -> Response:
+    version = _if_match(required=True)
+    body = parse(ItemWrite)
+    item = dependencies.items.replace(
+        _caller()["username"],
+        item_id,
+        expected_version=version or 0,
+        name=body.name,
+        data=body.data,
+        status=body.status,
+    )
+    return _item_response(item)
+
+
+@app.route("/items/{item_id}", methods=["PATCH"], authorizer=bearer)
+@endpoint
+def patch_item(item_id: str) -> Response:
+    version = _if_match(required=True)
+    body = parse(ItemPatch)
+    owner = _caller()["username"]
+    current = dependencies.items.get(owner, item_id)
+    if current.version != version:
+        raise VersionMismatch(current.version)
+    item = dependencies.items.replace(
+        owner,
+        item_id,
+        expected_version=current.version,
+        name=current.name if body.name is None else body.name,
+        data=current.data if body.data is None else body.data,
+        status=current.status if body.status is None else body.status,
+    )
+    return _item_response(item)
+
+
+@app.route("/items/{item_id}", methods=["DELETE"], authorizer=bearer)
+@endpoint
+def delete_item(item_id: str) -> Response:
+    version = _if_match(required=False)
+    dependencies.items.delete(_caller()["username"], item_id, expected_version=version)
+    return _json(200, {"message": "Item deleted"})
+
+
+@app.route("/admin/items", methods=["GET"], authorizer=bearer)
+@endpoint
+def admin_items() -> Response:
+    _require_admin()
+    limit, cursor = _page_limit()
+    status = _status_param()
+    if status is None:
+        raise HttpError(400, f"status is required: one of {', '.join(STATUSES)}")
+    page = dependencies.items.by_status(status, limit=limit, cursor=cursor)
+    items = [{**_item_json(i), "owner": i.owner} for i in page.items]
+    return _json(200, {"items": items, "nextCursor": page.cursor})
 
 
 @app.lambda_function(name="rotate_signing_key")

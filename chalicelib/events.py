@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import secrets
 from dataclasses import dataclass
@@ -14,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.conditions import Key
 
 from chalicelib.clock import Clock, iso, utc_now
-from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
+from chalicelib.paging import decode_cursor, encode_cursor
+from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, plain
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -22,10 +20,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 RETENTION = timedelta(days=90)
 _EVENT = "EVENT#"
-
-
-class InvalidCursor(Exception):
-    """The pagination cursor was not issued for this listing."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,7 +82,7 @@ class SecurityEvents:
         if cursor is not None:
             query["ExclusiveStartKey"] = {
                 PARTITION_KEY: f"USER#{username}",
-                SORT_KEY: _decode_cursor(cursor),
+                SORT_KEY: decode_cursor(cursor, prefix=_EVENT)["sk"],
             }
         page = self._table.query(**query)
         events = [
@@ -97,28 +91,9 @@ class SecurityEvents:
                 at=str(item["at"]),
                 ip=str(item.get("ip", "")),
                 user_agent=str(item.get("userAgent", "")),
-                details=_plain(item.get("details", {})),
+                details=plain(item.get("details", {})),
             )
             for item in page.get("Items", [])
         ]
         last = page.get("LastEvaluatedKey")
-        return Page(events, None if last is None else _encode_cursor(str(last[SORT_KEY])))
-
-
-def _encode_cursor(sort_key: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": sort_key}).encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        after = json.loads(base64.urlsafe_b64decode(cursor.encode()))["after"]
-    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError):
-        raise InvalidCursor(cursor) from None
-    if not isinstance(after, str) or not after.startswith(_EVENT):
-        raise InvalidCursor(cursor)
-    return after
-
-
-def _plain(value: Any) -> dict[str, Any]:
-    """DynamoDB numbers come back as Decimal: make the details JSON-ready."""
-    return json.loads(json.dumps(value, default=lambda number: int(number)))  # type: ignore[no-any-return]
+        return Page(events, None if last is None else encode_cursor({"sk": str(last[SORT_KEY])}))

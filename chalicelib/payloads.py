@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+from decimal import Clamped, Inexact, Overflow, Rounded, Underflow
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from boto3.dynamodb.types import DYNAMODB_CONTEXT
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 # New names: what the site and URLs can carry without escaping.
 NewUsername = Annotated[
@@ -41,3 +44,76 @@ class RefreshRequest(Payload):
 class PasswordChangeRequest(Payload):
     currentPassword: AnyPassword
     newPassword: NewPassword
+
+
+ItemName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+ItemStatus = Literal["active", "pending", "archived"]
+MAX_DATA_BYTES = 32 * 1024
+
+
+MAX_DATA_DEPTH = 16
+
+
+def _storable(data: dict[str, Any]) -> dict[str, Any]:
+    """What DynamoDB can hold: bounded size (well under its 400 KB item limit) and nesting,
+    finite numbers of at most 38 significant digits."""
+    try:
+        encoded = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        raise ValueError("numbers must be finite") from None
+    if len(encoded.encode()) > MAX_DATA_BYTES:
+        raise ValueError(f"must be at most {MAX_DATA_BYTES} bytes as JSON")
+    _check_values(data, depth=1)
+    return data
+
+
+def _check_values(value: Any, *, depth: int) -> None:
+    if depth > MAX_DATA_DEPTH:
+        raise ValueError(f"must not nest deeper than {MAX_DATA_DEPTH} levels")
+    if isinstance(value, dict):
+        for inner in value.values():
+            _check_values(inner, depth=depth + 1)
+    elif isinstance(value, list):
+        for inner in value:
+            _check_values(inner, depth=depth + 1)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            DYNAMODB_CONTEXT.create_decimal(repr(value))
+        except (Inexact, Rounded, Overflow, Underflow, Clamped):
+            raise ValueError(
+                "numbers must have at most 38 significant digits and lie between 1e-130 and 1e126"
+            ) from None
+
+
+ItemData = Annotated[dict[str, Any], AfterValidator(_storable)]
+
+
+class ItemWrite(Payload):
+    """POST /items and PUT /items/{id}: the whole item."""
+
+    name: ItemName
+    data: ItemData = {}
+    status: ItemStatus = "active"
+
+
+class ItemPatch(Payload):
+    """PATCH /items/{id}: only the fields given change."""
+
+    name: ItemName | None = None
+    data: ItemData | None = None
+    status: ItemStatus | None = None
+
+
+class UserCreate(Payload):
+    username: NewUsername
+    password: NewPassword
+    role: Literal["user", "admin"] = "user"
+
+
+class UserUpdate(Payload):
+    role: Literal["user", "admin"] | None = None
+    disabled: bool | None = None
+
+
+class PasswordConfirmation(Payload):
+    password: AnyPassword

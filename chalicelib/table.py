@@ -14,6 +14,7 @@ expire carry ``expiresAt`` (epoch seconds), the table's TTL attribute.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 PARTITION_KEY = "pk"
@@ -29,6 +30,17 @@ class Index:
 
 
 INDEXES = (Index(name="gsi1", partition_key="gsi1pk", sort_key="gsi1sk"),)
+
+
+def plain(value: Any) -> Any:
+    """A value read from DynamoDB with its Decimals turned into int or float, ready for JSON."""
+    if isinstance(value, dict):
+        return {key: plain(inner) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [plain(inner) for inner in value]
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
 
 
 def user_key(username: str) -> dict[str, str]:

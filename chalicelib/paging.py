@@ -1,0 +1,33 @@
+"""Opaque pagination cursors.
+
+A cursor carries only sort-key positions (never a partition key): the caller's own partition is
+supplied again on every request, so a tampered cursor cannot reach another user's rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+
+class InvalidCursor(Exception):
+    """The pagination cursor was not issued for this listing."""
+
+
+def encode_cursor(position: dict[str, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *, prefix: str) -> dict[str, str]:
+    """The position in ``cursor``; every value must start with ``prefix``."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        position = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InvalidCursor(cursor) from None
+    if not isinstance(position, dict) or not position:
+        raise InvalidCursor(cursor)
+    if not all(isinstance(v, str) and v.startswith(prefix) for v in position.values()):
+        raise InvalidCursor(cursor)
+    return position
