@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import logging
 import os
@@ -12,7 +13,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
@@ -78,6 +78,10 @@ UNSUPPORTED_MEDIA_TYPE = "Content-Type must be application/json"
 REFRESH_COOKIE = "gatehouse_refresh"
 # A header no cross-site form can send, and that makes any cross-origin fetch preflight.
 CSRF_HEADER = "X-Requested-With"
+# Shapes of ids in paths, checked before they become keys (DynamoDB refuses keys over 1 KB).
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+ITEM_ID = re.compile(r"[0-9a-f]{28}")
+MAX_USERNAME = 128
 # botocore's own retries (standard mode) absorb brief throttling before we answer 503.
 BOTO_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10
@@ -375,7 +379,18 @@ def _client() -> Client:
         forwarded = [part.strip() for part in forwarded if part.strip()]
         if len(forwarded) >= hops:
             address = forwarded[-hops]
-    return Client(ip=address, user_agent=request.headers.get("user-agent", "")[:200])
+    return Client(ip=_rate_key(address), user_agent=request.headers.get("user-agent", "")[:200])
+
+
+def _rate_key(address: str) -> str:
+    """An IPv4 address as it is; an IPv6 address as its /64, which one subscriber usually holds."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return "unknown"
+    if parsed.version == 6:
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
 
 
 def _limited() -> Client:
@@ -401,13 +416,13 @@ def _refresh_cookie(value: str, max_age: int) -> str:
 
 
 def _cookie_token() -> str | None:
-    cookies = SimpleCookie()
-    try:
-        cookies.load(_request().headers.get("cookie", ""))
-    except CookieError:
-        return None
-    morsel = cookies.get(REFRESH_COOKIE)
-    return morsel.value if morsel is not None and morsel.value else None
+    # Split by hand: SimpleCookie gives up on the whole header over one odd cookie of a
+    # neighbouring app, which would make refresh impossible in that browser.
+    for pair in _request().headers.get("cookie", "").split(";"):
+        name, _, value = pair.strip().partition("=")
+        if name == REFRESH_COOKIE and value:
+            return str(value)
+    return None
 
 
 def _refuse_cross_site() -> None:
@@ -544,8 +559,10 @@ def change_password() -> Response:
     signed_in = dependencies.accounts.change_password(
         caller["username"], body.currentPassword, body.newPassword, _limited()
     )
-    # A browser's old refresh cookie died with its session: hand over the new session's one.
-    return _signed_in(signed_in, status=200, message="Password changed", delivery="cookie")
+    # The caller's old refresh token died with its session: hand over the new session's one.
+    return _signed_in(
+        signed_in, status=200, message="Password changed", delivery=body.refreshTokenDelivery
+    )
 
 
 @app.route("/auth/sessions", methods=["GET"], authorizer=bearer)
@@ -558,7 +575,9 @@ def list_sessions() -> Response:
             "id": session.session_id,
             "createdAt": iso(datetime.fromtimestamp(session.created_at, UTC)),
             "lastUsedAt": iso(datetime.fromtimestamp(session.last_used_at, UTC)),
-            "expiresAt": iso(datetime.fromtimestamp(session.expires_at, UTC)),
+            "expiresAt": iso(
+                datetime.fromtimestamp(min(session.expires_at, session.idle_expires_at), UTC)
+            ),
             "userAgent": session.user_agent,
             "current": session.session_id == caller["sessionId"],
         }
@@ -570,6 +589,8 @@ def list_sessions() -> Response:
 @app.route("/auth/sessions/{session_id}", methods=["DELETE"], authorizer=bearer)
 @endpoint
 def end_session(session_id: str) -> Response:
+    if not SESSION_ID.fullmatch(session_id):
+        raise SessionNotFound(session_id)
     dependencies.accounts.end_session(_caller()["username"], session_id)
     return _json(200, {"message": "Session ended"})
 
@@ -584,7 +605,10 @@ def own_events() -> Response:
 @endpoint
 def user_events(username: str) -> Response:
     _require_admin()
-    return _events_page(unquote(username))
+    username = unquote(username)
+    if len(username) > MAX_USERNAME:
+        raise UserNotFound(username)
+    return _events_page(username)
 
 
 def _item_json(item: Item) -> dict[str, Any]:
@@ -614,6 +638,12 @@ def _if_match(*, required: bool) -> int | None:
     if match is None:
         raise HttpError(412, "If-Match does not match the item's current ETag")
     return int(match.group(1))
+
+
+def _item_id(raw: str) -> str:
+    if not ITEM_ID.fullmatch(raw):
+        raise ItemNotFound(raw)
+    return raw
 
 
 def _status_param() -> str | None:
@@ -655,12 +685,14 @@ def list_items() -> Response:
 @app.route("/items/{item_id}", methods=["GET"], authorizer=bearer)
 @endpoint
 def get_item(item_id: str) -> Response:
+    item_id = _item_id(item_id)
     return _item_response(dependencies.items.get(_caller()["username"], item_id))
 
 
 @app.route("/items/{item_id}", methods=["PUT"], authorizer=bearer)
 @endpoint
 def replace_item(item_id: str) -> Response:
+    item_id = _item_id(item_id)
     version = _if_match(required=True)
     body = parse(ItemWrite)
     item = dependencies.items.replace(
@@ -677,6 +709,7 @@ def replace_item(item_id: str) -> Response:
 @app.route("/items/{item_id}", methods=["PATCH"], authorizer=bearer)
 @endpoint
 def patch_item(item_id: str) -> Response:
+    item_id = _item_id(item_id)
     version = _if_match(required=True)
     body = parse(ItemPatch)
     owner = _caller()["username"]
@@ -697,6 +730,7 @@ def patch_item(item_id: str) -> Response:
 @app.route("/items/{item_id}", methods=["DELETE"], authorizer=bearer)
 @endpoint
 def delete_item(item_id: str) -> Response:
+    item_id = _item_id(item_id)
     version = _if_match(required=False)
     dependencies.items.delete(_caller()["username"], item_id, expected_version=version)
     return _json(200, {"message": "Item deleted"})

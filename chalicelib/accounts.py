@@ -19,7 +19,7 @@ from chalicelib.sessions import (
     Sessions,
 )
 from chalicelib.tokens import Claims, IssuedToken, TokenService
-from chalicelib.users import User, UserNotFound, UserRepository
+from chalicelib.users import User, UserNotFound, UserRepository, user_from_item
 
 logger = logging.getLogger(__name__)
 
@@ -85,16 +85,15 @@ class Accounts:
         return user
 
     def login(self, username: str, password: str, client: Client) -> SignedIn:
-        had_failures = self._throttle.check(username)
+        lock = self._throttle.reserve(username, client.ip)
         user = self._users.get(username)
         if user is None:
             # Same work as a wrong password, so response time does not reveal who has an account.
             self._hasher.verify_dummy(password)
-            self._failed(username, client, known=False)
+            self._failed(username, client, lock=lock)
         elif not self._hasher.verify(password, user.password_hash):
-            self._failed(username, client, known=True)
-        if had_failures:
-            self._throttle.succeeded(username)
+            self._failed(username, client, lock=lock)
+        self._throttle.succeeded(username, client.ip)
         if user.disabled:
             self._events.record(username, "login_refused_disabled", client)
             raise AccountDisabled(username)
@@ -118,9 +117,13 @@ class Accounts:
         return self._signed_in(user, session, rotation.token)
 
     def authorize(self, claims: Claims) -> User:
-        """The current profile behind a verified access token, unless revoked since issue."""
-        user = self._users.get(claims.username)
-        if user is None or user.disabled or claims.token_version < user.token_version:
+        """The current profile behind a verified access token, unless revoked since issue:
+        the user deleted or disabled, every session ended since, or this session ended."""
+        profile, live = self._sessions.live_with_profile(claims.username, claims.session_id)
+        if profile is None or not live:
+            raise TokenRevoked(claims.username)
+        user = user_from_item(profile)
+        if user.disabled or claims.token_version < user.token_version:
             raise TokenRevoked(claims.username)
         return user
 
@@ -134,10 +137,11 @@ class Accounts:
 
     def change_password(self, username: str, current: str, new: str, client: Client) -> SignedIn:
         """Replace the password, end every session and token, and start a fresh session."""
-        self._throttle.check(username)
+        lock = self._throttle.reserve(username, client.ip)
         user = self.profile(username)
         if not self._hasher.verify(current, user.password_hash):
-            self._failed(username, client, known=True, kind="password_change_failure")
+            self._failed(username, client, lock=lock, kind="password_change_failure")
+        self._throttle.succeeded(username, client.ip)
         check_new_password(username, new)
         new_hash = self._hasher.hash(new)
         version = self._users.change_password(
@@ -166,16 +170,13 @@ class Accounts:
         return user
 
     def _failed(
-        self, username: str, client: Client, *, known: bool, kind: str = "login_failure"
+        self, username: str, client: Client, *, lock: int, kind: str = "login_failure"
     ) -> NoReturn:
-        lock = self._throttle.failed(username)
-        if known:
-            # Only real accounts get log rows; unknown names are in the structured log alone.
-            self._events.record(username, kind, client)
-            if lock:
-                self._events.record(username, "lockout", client, seconds=lock)
-        else:
-            logger.info("login failure for an unknown user", extra={"fields": {"ip": client.ip}})
+        # Recorded whether or not the account exists: the same writes on both paths keep
+        # response times from telling them apart.
+        self._events.record(username, kind, client)
+        if lock:
+            self._events.record(username, "lockout", client, seconds=lock)
         raise InvalidCredentials
 
     def _start_session(self, user: User, client: Client) -> SignedIn:

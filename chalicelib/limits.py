@@ -6,7 +6,7 @@ windows are enforced here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -25,14 +25,21 @@ class TooManyAttempts(Exception):
         self.retry_after = max(1, retry_after)
 
 
-def _failure_key(username: str) -> dict[str, str]:
-    return {**user_key(username), SORT_KEY: "LOGINFAIL"}
+def _failure_key(username: str, address: str) -> dict[str, str]:
+    return {**user_key(username), SORT_KEY: f"LOGINFAIL#{address}"}
 
 
 class LoginThrottle:
-    """After ``free_failures`` wrong passwords, each further one locks the account's password
-    login for 1 s, 2 s, 4 s ... up to ``max_backoff``; a success or ``window`` without failures
-    resets it."""
+    """Back-off on password attempts per account and client address.
+
+    After ``free_failures`` failed attempts from one address, each further attempt locks the
+    account's password login for that address for 1 s, 2 s, 4 s ... up to ``max_backoff``; a
+    success, or ``window`` without attempts, resets it. Keying by address means an attacker
+    cannot lock the owner out from the owner's own network.
+
+    Every attempt is counted before its password is checked, with a conditional write on the
+    previous count, so parallel guesses cannot slip in between a failure and its lock.
+    """
 
     def __init__(
         self,
@@ -49,64 +56,57 @@ class LoginThrottle:
         self._window = window
         self._clock = clock
 
-    def check(self, username: str) -> bool:
-        """Raise ``TooManyAttempts`` while locked; True when failures are on record."""
-        item = self._table.get_item(Key=_failure_key(username), ConsistentRead=True).get("Item")
-        if item is None:
-            return False
-        now = self._now()
-        locked_until = int(str(item.get("lockedUntil", 0)))
-        if locked_until > now:
-            raise TooManyAttempts(locked_until - now)
-        return True
+    def reserve(self, username: str, address: str) -> int:
+        """Count an attempt; return the lock in seconds it starts if it fails (0: none).
 
-    def failed(self, username: str) -> int:
-        """Count a failure; return the lock it starts in seconds (0 for a free failure)."""
-        now = self._now()
-        expires = now + self._window
+        Raises ``TooManyAttempts`` while locked, or when a parallel attempt counted first.
+        """
+        key = _failure_key(username, address)
+        now = int(self._clock().timestamp())
+        row = self._table.get_item(Key=key, ConsistentRead=True).get("Item")
+        failures = 0
+        condition = "attribute_not_exists(#pk)"
+        names = {"#pk": PARTITION_KEY, "#ttl": TTL_ATTRIBUTE}
+        values: dict[str, Any] = {}
+        if row is not None:
+            locked_until = int(str(row.get("lockedUntil", 0)))
+            if locked_until > now:
+                raise TooManyAttempts(locked_until - now)
+            previous, last = int(str(row["failures"])), int(str(row["lastAttemptAt"]))
+            condition = "failures = :previous AND lastAttemptAt = :last"
+            names = {"#ttl": TTL_ATTRIBUTE}
+            values = {":previous": previous, ":last": last}
+            if now - last < self._window:
+                failures = previous
+        attempt = failures + 1
+        lock = 0
+        if attempt > self._free:
+            lock = min(1 << min(attempt - self._free - 1, 30), self._max_backoff)
         try:
-            response = self._table.update_item(
-                Key=_failure_key(username),
-                UpdateExpression="SET lastFailureAt = :now, #ttl = :expires ADD failures :one",
-                ConditionExpression="attribute_not_exists(#pk) OR lastFailureAt > :stale",
-                ExpressionAttributeNames={"#pk": PARTITION_KEY, "#ttl": TTL_ATTRIBUTE},
+            self._table.update_item(
+                Key=key,
+                UpdateExpression=(
+                    "SET failures = :attempt, lastAttemptAt = :now, lockedUntil = :until, "
+                    "#ttl = :expires"
+                ),
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
                 ExpressionAttributeValues={
+                    **values,
+                    ":attempt": attempt,
                     ":now": now,
-                    ":expires": expires,
-                    ":one": 1,
-                    ":stale": now - self._window,
+                    ":until": now + lock,
+                    ":expires": now + max(self._window, lock),
                 },
-                ReturnValues="UPDATED_NEW",
             )
-            failures = int(str(response["Attributes"]["failures"]))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
-            # The last failure is older than the window: start counting afresh.
-            self._table.put_item(
-                Item={
-                    **_failure_key(username),
-                    "failures": 1,
-                    "lastFailureAt": now,
-                    TTL_ATTRIBUTE: expires,
-                }
-            )
-            failures = 1
-        if failures <= self._free:
-            return 0
-        backoff = min(1 << min(failures - self._free - 1, 30), self._max_backoff)
-        self._table.update_item(
-            Key=_failure_key(username),
-            UpdateExpression="SET lockedUntil = :until",
-            ExpressionAttributeValues={":until": now + backoff},
-        )
-        return backoff
+            raise TooManyAttempts(max(1, lock)) from exc
+        return lock
 
-    def succeeded(self, username: str) -> None:
-        self._table.delete_item(Key=_failure_key(username))
-
-    def _now(self) -> int:
-        return int(self._clock().timestamp())
+    def succeeded(self, username: str, address: str) -> None:
+        self._table.delete_item(Key=_failure_key(username, address))
 
 
 class IpRateLimiter:

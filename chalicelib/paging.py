@@ -21,6 +21,8 @@ def encode_cursor(position: dict[str, str]) -> str:
 
 def decode_cursor(cursor: str, *, prefix: str) -> dict[str, str]:
     """The position in ``cursor``; every value must start with ``prefix``."""
+    if len(cursor) > 2048:
+        raise InvalidCursor(cursor[:32])
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         position = json.loads(raw)

@@ -44,6 +44,7 @@ class RefreshRequest(Payload):
 class PasswordChangeRequest(Payload):
     currentPassword: AnyPassword
     newPassword: NewPassword
+    refreshTokenDelivery: Literal["cookie", "body"] = "cookie"
 
 
 ItemName = Annotated[str, StringConstraints(min_length=1, max_length=200)]

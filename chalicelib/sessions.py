@@ -22,7 +22,7 @@ from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
 from chalicelib.clock import Clock, utc_now
-from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
+from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, user_key
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -34,6 +34,10 @@ _USER_AGENT_CHARS = 200
 
 class InvalidRefreshToken(Exception):
     """The refresh token is malformed, unknown, expired or its session has ended."""
+
+
+class SessionLookupThrottled(Exception):
+    """DynamoDB kept leaving the batch read unprocessed."""
 
 
 class RefreshTokenReused(Exception):
@@ -112,6 +116,21 @@ class DynamoDBSessionRepository:
         ).get("Item")
         return None if item is None else _session(item)
 
+    def with_profile(self, username: str, session_id: str) -> tuple[Any, Session | None]:
+        """The user's profile row and the session, in one round trip (for the authorizer)."""
+        keys = [user_key(username), _key(username, _SESSION + session_id)]
+        found: dict[str, Any] = {}
+        request: Any = {self._table.name: {"Keys": keys, "ConsistentRead": True}}
+        for _ in range(3):
+            response = self._table.meta.client.batch_get_item(RequestItems=request)
+            for row in response.get("Responses", {}).get(self._table.name, []):
+                found[str(row[SORT_KEY])] = row
+            request = response.get("UnprocessedKeys")
+            if not request:
+                session = found.get(_SESSION + session_id)
+                return found.get("PROFILE"), None if session is None else _session(session)
+        raise SessionLookupThrottled(username)
+
     def refresh_state(self, token: RefreshToken) -> tuple[str, str, int | None] | None:
         """(session id, state, consumed at) of a refresh token, or None if unknown."""
         item = self._table.get_item(
@@ -158,6 +177,10 @@ class DynamoDBSessionRepository:
                     ":now": now,
                 },
             )
+        except ClientError as exc:
+            self._forget(new, exc)
+            return False
+        try:
             # The condition keeps a concurrent logout from being undone by this update.
             self._table.update_item(
                 Key=_key(session.username, _SESSION + session.session_id),
@@ -167,11 +190,15 @@ class DynamoDBSessionRepository:
                 ExpressionAttributeValues={":now": now, ":idle": idle_expires_at},
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
-            self._table.delete_item(Key=_key(new.username, _REFRESH + new.digest))
-            return False
+            self._forget(new, exc)
+            raise InvalidRefreshToken("the session has ended") from exc
         return True
+
+    def _forget(self, token: RefreshToken, exc: ClientError) -> None:
+        """Drop a successor row nobody will get, after a failed condition (else re-raise)."""
+        if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise exc
+        self._table.delete_item(Key=_key(token.username, _REFRESH + token.digest))
 
     def all(self, username: str) -> list[Session]:
         sessions: list[Session] = []
@@ -278,6 +305,13 @@ class Sessions:
 
     def end(self, username: str, session_id: str) -> bool:
         return self._repository.delete(username, session_id)
+
+    def live_with_profile(self, username: str, session_id: str) -> tuple[Any, bool]:
+        """The profile row and whether the session is still live, in one read."""
+        profile, session = self._repository.with_profile(username, session_id)
+        now = self._now()
+        live = session is not None and now < min(session.expires_at, session.idle_expires_at)
+        return profile, live
 
     def active(self, username: str, *, token_version: int) -> list[Session]:
         """The user's live sessions, newest first."""

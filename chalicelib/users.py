@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -88,18 +89,7 @@ class DynamoDBUserRepository:
     def get(self, username: str) -> User | None:
         response = self._table.get_item(Key=user_key(username), ConsistentRead=True)
         item = response.get("Item")
-        if item is None:
-            return None
-        return User(
-            username=str(item["username"]),
-            password_hash=str(item["passwordHash"]),
-            created_at=str(item["createdAt"]),
-            # Rows written by the original system have no role.
-            role=str(item.get("role", DEFAULT_ROLE)),
-            updated_at=str(item["updatedAt"]) if "updatedAt" in item else None,
-            token_version=int(str(item.get("tokenVersion", 0))),
-            disabled=item.get("disabled") is True,
-        )
+        return None if item is None else user_from_item(item)
 
     def replace_password_hash(self, username: str, *, old: str, new: str, updated_at: str) -> bool:
         try:
@@ -191,3 +181,17 @@ class InMemoryUserRepository:
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def user_from_item(item: Mapping[str, Any]) -> User:
+    """A profile row, as the original system or this one wrote it."""
+    return User(
+        username=str(item["username"]),
+        password_hash=str(item["passwordHash"]),
+        created_at=str(item["createdAt"]),
+        # Rows written by the original system have no role.
+        role=str(item.get("role", DEFAULT_ROLE)),
+        updated_at=str(item["updatedAt"]) if "updatedAt" in item else None,
+        token_version=int(str(item.get("tokenVersion", 0))),
+        disabled=item.get("disabled") is True,
+    )

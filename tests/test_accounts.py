@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import threading
@@ -319,3 +320,42 @@ class TestLockout:
 def test_refresh_token_round_trips_any_username() -> None:
     token = RefreshToken(username="Name With Spaces/ü", secret="s" * 43)
     assert RefreshToken.parse(token.encode()) == token
+
+
+class TestLockoutHardening:
+    def test_an_attacker_elsewhere_cannot_lock_the_owner_out(
+        self, accounts: Accounts, alice: SignedIn
+    ) -> None:
+        attacker = Client(ip="198.51.100.66", user_agent="curl")
+        for _ in range(12):
+            with contextlib.suppress(InvalidCredentials, TooManyAttempts):
+                accounts.login("alice", "guess", attacker)
+        with pytest.raises(TooManyAttempts):
+            accounts.login("alice", PASSWORD, attacker)
+        assert accounts.login("alice", PASSWORD, CLIENT).user.username == "alice"
+
+    def test_parallel_guesses_cannot_slip_past_the_back_off(
+        self, accounts: Accounts, alice: SignedIn
+    ) -> None:
+        for _ in range(5):
+            with pytest.raises(InvalidCredentials):
+                accounts.login("alice", "wrong password", CLIENT)
+        barrier = threading.Barrier(8)
+        outcomes: list[str] = []
+
+        def guess() -> None:
+            barrier.wait()
+            try:
+                accounts.login("alice", "another guess", CLIENT)
+            except InvalidCredentials:
+                outcomes.append("checked")
+            except TooManyAttempts:
+                outcomes.append("refused")
+
+        threads = [threading.Thread(target=guess) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        # Only one of the burst has its password checked; the rest wait out the lock.
+        assert sorted(outcomes) == ["checked"] + ["refused"] * 7

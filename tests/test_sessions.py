@@ -361,3 +361,89 @@ def test_rotation_refuses_another_secret(client: Client, aws: boto3.Session) -> 
         client.lambda_.invoke("rotate_signing_key", event)
     versions = aws.client("secretsmanager").list_secret_version_ids(SecretId="someone-elses")
     assert len(versions["Versions"]) == 1
+
+
+class TestReviewFindings:
+    def test_ending_a_session_stops_its_access_token_at_once(self, api: Api) -> None:
+        api.signup("alice", PASSWORD)
+        laptop, phone = login(api), login(api)
+        laptop_auth = {"Authorization": f"Bearer {laptop.json_body['token']}"}
+        phone_token = phone.json_body["token"]
+        ended = api.client.http.delete(
+            f"/auth/sessions/{phone.json_body['sessionId']}", headers=laptop_auth
+        )
+        assert ended.status_code == 200
+        assert api.get("/auth/user", phone_token).status_code == 403
+        assert api.client.http.post("/auth/logout", headers=laptop_auth).status_code == 200
+        assert api.get("/auth/user", laptop.json_body["token"]).status_code == 403
+
+    def test_a_revoked_family_takes_its_access_tokens_along(
+        self, api: Api, clock: FakeClock
+    ) -> None:
+        api.signup("alice", PASSWORD)
+        stolen = login(api, refreshTokenDelivery="body").json_body["refreshToken"]
+        thief = api.post("/auth/refresh", {"refreshToken": stolen}).json_body
+        clock.advance(seconds=11)
+        assert api.post("/auth/refresh", {"refreshToken": stolen}).status_code == 401
+        assert api.get("/auth/user", thief["token"]).status_code == 403
+        events = api.get("/auth/events", login(api).json_body["token"]).json_body["events"]
+        assert "refresh_reuse" in {event["type"] for event in events}
+
+    def test_other_cookies_do_not_break_refresh(self, api: Api, alice: Any) -> None:
+        value = cookie_of(alice)["gatehouse_refresh"].value
+        cookie = f'consent={{"a":1}}; bad cookie=1; gatehouse_refresh={value}; theme=dark'
+        response = api.client.http.post("/auth/refresh", headers={"Cookie": cookie, **SITE})
+        assert response.status_code == 200
+
+    def test_password_change_can_deliver_the_new_token_in_the_body(
+        self, api: Api, alice: Any
+    ) -> None:
+        response = api.post(
+            "/auth/password",
+            {
+                "currentPassword": PASSWORD,
+                "newPassword": "an entirely new passphrase",
+                "refreshTokenDelivery": "body",
+            },
+            {"Authorization": f"Bearer {alice.json_body['token']}"},
+        )
+        assert response.status_code == 200
+        assert "Set-Cookie" not in response.headers
+        refreshed = api.post("/auth/refresh", {"refreshToken": response.json_body["refreshToken"]})
+        assert refreshed.status_code == 200
+
+    @pytest.mark.parametrize(
+        ("method", "path"),
+        [
+            ("DELETE", "/auth/sessions/" + "s" * 2000),
+            ("GET", "/items/" + "f" * 2000),
+            ("GET", "/users/" + "u" * 2000 + "/events"),
+            ("GET", "/auth/events?cursor=" + "e" * 5000),
+        ],
+    )
+    def test_oversized_ids_are_4xx_not_500(
+        self, api: Api, alice: Any, table: Any, method: str, path: str
+    ) -> None:
+        table.update_item(
+            Key=user_key("alice"),
+            UpdateExpression="SET #role = :admin",
+            ExpressionAttributeNames={"#role": "role"},
+            ExpressionAttributeValues={":admin": "admin"},
+        )
+        auth = {"Authorization": f"Bearer {login(api).json_body['token']}"}
+        response = api.client.http.request(method, path, headers=auth)
+        assert response.status_code in {400, 404}
+
+    def test_ipv6_clients_are_counted_per_64(
+        self, api: Api, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("IP_RATE_LIMIT", "1")
+        monkeypatch.setenv("TRUSTED_PROXY_HOPS", "1")
+
+        def signup(name: str, address: str) -> int:
+            body = {"username": name, "password": PASSWORD}
+            return int(api.post("/auth/signup", body, {"X-Forwarded-For": address}).status_code)
+
+        assert signup("user-one", "2001:db8:1:2::1") == 201
+        assert signup("user-two", "2001:db8:1:2:ffff::9") == 429
+        assert signup("user-three", "2001:db8:1:3::1") == 201
