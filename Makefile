@@ -8,12 +8,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: help install dev test lint typecheck unit bench clean
+.PHONY: help install dev test lint typecheck unit bench admin clean
 
 help:
 	@echo "make dev    run the API on http://127.0.0.1:8000 with a local AWS emulator"
 	@echo "make test   lint, type-check and run every test"
 	@echo "make bench  print cold-start, hashing and request-overhead figures"
+	@echo "make admin USERNAME=alice   create or promote an administrator locally"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +38,13 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+# make admin USERNAME=alice: create or promote an administrator in the running `make dev`.
+admin: $(STAMP)
+	@test -n "$(USERNAME)" || { echo "usage: make admin USERNAME=<name>"; exit 2; }
+	AWS_ENDPOINT_URL=$${AWS_ENDPOINT_URL:-http://127.0.0.1:$${LOCAL_AWS_PORT:-5000}} \
+	AWS_DEFAULT_REGION=eu-west-2 AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local \
+	$(BIN)/python -m tools.admin "$(USERNAME)"
 
 bench: $(STAMP)
 	$(BIN)/python -m tools.bench

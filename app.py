@@ -32,6 +32,7 @@ from chalicelib.accounts import (
     SignedIn,
     TokenRevoked,
 )
+from chalicelib.administration import AccountPurge, Administration
 from chalicelib.clock import Clock, iso, utc_now
 from chalicelib.events import Client, SecurityEvents
 from chalicelib.items import (
@@ -50,9 +51,12 @@ from chalicelib.payloads import (
     ItemWrite,
     LoginRequest,
     PasswordChangeRequest,
+    PasswordConfirmation,
     Payload,
     RefreshRequest,
     SignupRequest,
+    UserCreate,
+    UserUpdate,
 )
 from chalicelib.policy import WeakPassword
 from chalicelib.rotation import RotationError, SigningKeyRotation
@@ -63,6 +67,7 @@ from chalicelib.users import DynamoDBUserRepository, User, UsernameTaken, UserNo
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
+    from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
 app = Chalice(app_name="gatehouse", configure_logs=False)
@@ -162,6 +167,26 @@ class Dependencies:
             tokens=self.tokens,
             sessions=sessions,
             throttle=throttle,
+            events=SecurityEvents(self.table, clock=self._clock),
+            purge=self.purge,
+            clock=self._clock,
+        )
+
+    @cached_property
+    def s3(self) -> S3Client:
+        return boto3.client("s3", config=BOTO_CONFIG)
+
+    @cached_property
+    def purge(self) -> AccountPurge:
+        bucket = self.settings.uploads_bucket
+        return AccountPurge(self.table, s3=self.s3 if bucket else None, bucket=bucket)
+
+    @cached_property
+    def administration(self) -> Administration:
+        return Administration(
+            self.table,
+            hasher=ScryptHasher(self._scrypt_cost),
+            purge=self.purge,
             events=SecurityEvents(self.table, clock=self._clock),
             clock=self._clock,
         )
@@ -605,10 +630,7 @@ def own_events() -> Response:
 @endpoint
 def user_events(username: str) -> Response:
     _require_admin()
-    username = unquote(username)
-    if len(username) > MAX_USERNAME:
-        raise UserNotFound(username)
-    return _events_page(username)
+    return _events_page(_username_param(username))
 
 
 def _item_json(item: Item) -> dict[str, Any]:
@@ -747,6 +769,81 @@ def admin_items() -> Response:
     page = dependencies.items.by_status(status, limit=limit, cursor=cursor)
     items = [{**_item_json(i), "owner": i.owner} for i in page.items]
     return _json(200, {"items": items, "nextCursor": page.cursor})
+
+
+def _admin_user_json(user: User) -> dict[str, Any]:
+    return {**_profile(user), "disabled": user.disabled}
+
+
+def _username_param(raw: str) -> str:
+    username = unquote(raw)
+    if len(username) > MAX_USERNAME:
+        raise UserNotFound(username)
+    return username
+
+
+@app.route("/auth/user", methods=["DELETE"], authorizer=bearer)
+@endpoint
+def delete_own_account() -> Response:
+    body = parse(PasswordConfirmation)
+    dependencies.accounts.delete_account(_caller()["username"], body.password, _limited())
+    return _json(200, {"message": "Account deleted"}, {"Set-Cookie": _refresh_cookie("", 0)})
+
+
+@app.route("/users", methods=["GET"], authorizer=bearer)
+@endpoint
+def list_users() -> Response:
+    _require_admin()
+    limit, cursor = _page_limit()
+    page = dependencies.administration.list_users(limit=limit, cursor=cursor)
+    users = [_admin_user_json(user) for user in page.users]
+    return _json(200, {"users": users, "nextCursor": page.cursor})
+
+
+@app.route("/users", methods=["POST"], authorizer=bearer)
+@endpoint
+def create_user() -> Response:
+    admin = _require_admin()
+    body = parse(UserCreate)
+    user = dependencies.administration.create_user(
+        body.username, body.password, role=body.role, admin=admin["username"], client=_client()
+    )
+    return _json(201, _admin_user_json(user))
+
+
+@app.route("/users/{username}", methods=["GET"], authorizer=bearer)
+@endpoint
+def get_user(username: str) -> Response:
+    _require_admin()
+    return _json(200, _admin_user_json(dependencies.administration.get(_username_param(username))))
+
+
+@app.route("/users/{username}", methods=["PUT", "PATCH"], authorizer=bearer)
+@endpoint
+def update_user(username: str) -> Response:
+    admin = _require_admin()
+    body = parse(UserUpdate)
+    if _request().method == "PUT" and (body.role is None or body.disabled is None):
+        raise HttpError(400, "PUT needs both role and disabled; use PATCH to change one")
+    user = dependencies.administration.update_user(
+        _username_param(username),
+        role=body.role,
+        disabled=body.disabled,
+        admin=admin["username"],
+        client=_client(),
+    )
+    return _json(200, _admin_user_json(user))
+
+
+@app.route("/users/{username}", methods=["DELETE"], authorizer=bearer)
+@endpoint
+def delete_user(username: str) -> Response:
+    admin = _require_admin()
+    dependencies.administration.delete_user(
+        _username_param(username), admin=admin["username"], client=_client()
+    )
+    # Idempotent: deleting an account that is already gone is the same success.
+    return _json(200, {"message": "User deleted"})
 
 
 @app.lambda_function(name="rotate_signing_key")

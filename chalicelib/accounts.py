@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, replace
 from typing import NoReturn
 
+from chalicelib.administration import AccountPurge
 from chalicelib.clock import Clock, iso, utc_now
 from chalicelib.events import Client, Page, SecurityEvents
 from chalicelib.limits import LoginThrottle
@@ -61,8 +62,10 @@ class Accounts:
         sessions: Sessions,
         throttle: LoginThrottle,
         events: SecurityEvents,
+        purge: AccountPurge,
         clock: Clock = utc_now,
     ) -> None:
+        self._purge = purge
         self._users = users
         self._hasher = hasher
         self._tokens = tokens
@@ -152,6 +155,15 @@ class Accounts:
         return self._start_session(
             replace(user, password_hash=new_hash, token_version=version), client
         )
+
+    def delete_account(self, username: str, password: str, client: Client) -> None:
+        """Delete the caller's own account, as completely as an administrator would."""
+        lock = self._throttle.reserve(username, client.ip)
+        if not self._hasher.verify(password, self.profile(username).password_hash):
+            self._failed(username, client, lock=lock, kind="account_delete_failure")
+        self._purge.purge(username)
+        # The purge took the partition, failure counters included; log the deletion only.
+        logger.info("account deleted by its owner", extra={"fields": {"username": username}})
 
     def active_sessions(self, user: User) -> list[Session]:
         return self._sessions.active(user.username, token_version=user.token_version)

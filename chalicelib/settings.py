@@ -31,6 +31,7 @@ class Settings:
     ip_rate_limit: int = 60
     ip_rate_window_seconds: int = 60
     trusted_proxy_hops: int = 0
+    uploads_bucket: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -78,6 +79,7 @@ class Settings:
                 env, "IP_RATE_WINDOW_SECONDS", cls.ip_rate_window_seconds, 1, 3600
             ),
             trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", cls.trusted_proxy_hops, 0, 5),
+            uploads_bucket=env.get("UPLOADS_BUCKET", "").strip() or None,
         )
 
 

@@ -117,6 +117,36 @@ class DynamoDBUserRepository:
             username, "SET updatedAt = :now ADD tokenVersion :one", {":now": updated_at, ":one": 1}
         )
 
+    def set_access(
+        self, username: str, *, role: str | None, disabled: bool | None, updated_at: str
+    ) -> User:
+        """Change the role and/or the disabled flag of an existing user."""
+        sets = ["updatedAt = :now"]
+        values: dict[str, Any] = {":now": updated_at}
+        if role is not None:
+            sets.append("#role = :role")
+            values[":role"] = role
+        if disabled is not None:
+            sets.append("disabled = :disabled")
+            values[":disabled"] = disabled
+        try:
+            response = self._table.update_item(
+                Key=user_key(username),
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="attribute_exists(#pk)",
+                ExpressionAttributeNames={
+                    "#pk": PARTITION_KEY,
+                    **({"#role": "role"} if role else {}),
+                },
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                raise UserNotFound(username) from exc
+            raise
+        return user_from_item(response["Attributes"])
+
     def _update_existing(self, username: str, expression: str, values: dict[str, Any]) -> int:
         try:
             # The condition stops an update from creating a half profile for a deleted user.

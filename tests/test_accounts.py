@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from chalicelib.accounts import Accounts, InvalidCredentials, SignedIn
+from chalicelib.administration import AccountPurge
 from chalicelib.events import Client, SecurityEvents
 from chalicelib.limits import LoginThrottle, TooManyAttempts
 from chalicelib.passwords import DEFAULT_COST, ScryptHasher
@@ -51,6 +52,7 @@ def build(table: Any, clock: FakeClock, *, hasher: ScryptHasher | None = None) -
         sessions=sessions,
         throttle=LoginThrottle(table, free_failures=5, max_backoff=900, window=3600, clock=clock),
         events=SecurityEvents(table, clock=clock),
+        purge=AccountPurge(table),
         clock=clock,
     )
 

@@ -25,17 +25,34 @@ CHALICE_CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.j
 class Resources:
     table_name: str
     jwt_secret_id: str
+    uploads_bucket: str
 
     @classmethod
     def for_stage(cls, stage: str) -> Resources:
         """The names a Chalice stage's environment points at, so set-up and app agree."""
         env = json.loads(CHALICE_CONFIG.read_text())["stages"][stage]["environment_variables"]
-        return cls(table_name=env["TABLE_NAME"], jwt_secret_id=env["JWT_SECRET_ID"])
+        return cls(
+            table_name=env["TABLE_NAME"],
+            jwt_secret_id=env["JWT_SECRET_ID"],
+            uploads_bucket=env["UPLOADS_BUCKET"],
+        )
 
 
 def provision(session: boto3.Session, resources: Resources) -> None:
     ensure_table(session, resources.table_name)
     ensure_secret(session, resources.jwt_secret_id)
+    ensure_bucket(session, resources.uploads_bucket)
+
+
+def ensure_bucket(session: boto3.Session, bucket: str) -> None:
+    client = session.client("s3")
+    try:
+        client.create_bucket(
+            Bucket=bucket,
+            CreateBucketConfiguration={"LocationConstraint": session.region_name},  # type: ignore[typeddict-item]
+        )
+    except (client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists):
+        return
 
 
 def ensure_table(session: boto3.Session, table_name: str) -> None:

@@ -1,0 +1,165 @@
+"""What administrators do to accounts, and the complete deletion of an account."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.conditions import Attr, Key
+
+from chalicelib.clock import Clock, iso, utc_now
+from chalicelib.events import Client, SecurityEvents
+from chalicelib.paging import InvalidCursor, decode_cursor, encode_cursor
+from chalicelib.passwords import ScryptHasher
+from chalicelib.policy import check_new_password
+from chalicelib.table import PARTITION_KEY, SORT_KEY, user_key
+from chalicelib.users import DynamoDBUserRepository, User, UserNotFound, user_from_item
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.service_resource import Table
+    from mypy_boto3_s3 import S3Client
+
+logger = logging.getLogger(__name__)
+
+
+def upload_prefix(username: str) -> str:
+    return f"uploads/{username}/"
+
+
+class AccountPurge:
+    """Deletes everything an account has: its partition, then its uploaded objects.
+
+    The profile goes first, so the authorizer stops honouring the account's tokens at once;
+    the rest follows however many rows there are (paged reads, batched deletes whose
+    unprocessed items boto3 resends). Running it again finds nothing: it is idempotent.
+    """
+
+    def __init__(self, table: Table, *, s3: S3Client | None = None, bucket: str | None = None):
+        self._table = table
+        self._s3 = s3
+        self._bucket = bucket
+
+    def purge(self, username: str) -> int:
+        self._table.delete_item(Key=user_key(username))
+        deleted = 1
+        query: dict[str, Any] = {
+            "KeyConditionExpression": Key(PARTITION_KEY).eq(f"USER#{username}"),
+            "ProjectionExpression": "#pk, #sk",
+            "ExpressionAttributeNames": {"#pk": PARTITION_KEY, "#sk": SORT_KEY},
+            "ConsistentRead": True,
+        }
+        with self._table.batch_writer() as batch:
+            while True:
+                page = self._table.query(**query)
+                for row in page.get("Items", []):
+                    batch.delete_item(
+                        Key={PARTITION_KEY: row[PARTITION_KEY], SORT_KEY: row[SORT_KEY]}
+                    )
+                    deleted += 1
+                if "LastEvaluatedKey" not in page:
+                    break
+                query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        if self._s3 is not None and self._bucket is not None:
+            deleted += _purge_objects(self._s3, self._bucket, upload_prefix(username))
+        logger.info("account purged", extra={"fields": {"username": username, "deleted": deleted}})
+        return deleted
+
+
+def _purge_objects(s3: S3Client, bucket: str, prefix: str) -> int:
+    deleted = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys: Any = [{"Key": entry["Key"]} for entry in page.get("Contents", [])]
+        if not keys:
+            continue
+        result = s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+        if result.get("Errors"):
+            raise RuntimeError(f"could not delete {len(result['Errors'])} uploaded objects")
+        deleted += len(keys)
+    return deleted
+
+
+@dataclass(frozen=True)
+class UserPage:
+    users: list[User]
+    cursor: str | None
+
+
+class Administration:
+    def __init__(
+        self,
+        table: Table,
+        *,
+        hasher: ScryptHasher,
+        purge: AccountPurge,
+        events: SecurityEvents,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._table = table
+        self._users = DynamoDBUserRepository(table)
+        self._hasher = hasher
+        self._purge = purge
+        self._events = events
+        self._clock = clock
+
+    def list_users(self, *, limit: int, cursor: str | None) -> UserPage:
+        """Every profile, in no particular order; a scan, so meant for administrators only."""
+        scan: dict[str, Any] = {"FilterExpression": Attr(SORT_KEY).eq("PROFILE")}
+        if cursor is not None:
+            position = decode_cursor(cursor, prefix="")
+            if set(position) != {"pk"} or not position["pk"].startswith("USER#"):
+                raise InvalidCursor(cursor)
+            scan["ExclusiveStartKey"] = {PARTITION_KEY: position["pk"], SORT_KEY: "PROFILE"}
+        rows: list[Any] = []
+        while len(rows) <= limit:
+            page = self._table.scan(**scan, Limit=500)
+            rows += page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                break
+            scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        users = [user_from_item(row) for row in rows[:limit]]
+        if len(rows) <= limit:
+            return UserPage(users, None)
+        return UserPage(users, encode_cursor({"pk": str(rows[limit - 1][PARTITION_KEY])}))
+
+    def get(self, username: str) -> User:
+        user = self._users.get(username)
+        if user is None:
+            raise UserNotFound(username)
+        return user
+
+    def create_user(
+        self, username: str, password: str, *, role: str, admin: str, client: Client
+    ) -> User:
+        check_new_password(username, password)
+        now = iso(self._clock())
+        user = User(
+            username=username,
+            password_hash=self._hasher.hash(password),
+            created_at=now,
+            updated_at=now,
+            role=role,
+        )
+        self._users.add(user)
+        self._events.record(admin, "admin_create_user", client, target=username, role=role)
+        return user
+
+    def update_user(
+        self,
+        username: str,
+        *,
+        role: str | None,
+        disabled: bool | None,
+        admin: str,
+        client: Client,
+    ) -> User:
+        user = self._users.set_access(
+            username, role=role, disabled=disabled, updated_at=iso(self._clock())
+        )
+        changes = {k: v for k, v in {"role": role, "disabled": disabled}.items() if v is not None}
+        self._events.record(admin, "admin_update_user", client, target=username, **changes)
+        return user
+
+    def delete_user(self, username: str, *, admin: str, client: Client) -> None:
+        self._purge.purge(username)
+        self._events.record(admin, "admin_delete_user", client, target=username)

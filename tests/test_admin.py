@@ -1,0 +1,195 @@
+"""User administration, complete account deletion, and the first-admin command."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import boto3
+import pytest
+from boto3.dynamodb.conditions import Key
+
+from chalicelib.table import user_key
+from tests.conftest import Api
+from tools import admin as admin_command
+from tools.localaws import Resources
+
+PASSWORD = "correct horse battery"
+ADMIN_ROUTES = [
+    ("GET", "/users", None),
+    ("POST", "/users", {"username": "newbie", "password": PASSWORD}),
+    ("GET", "/users/alice", None),
+    ("PUT", "/users/alice", {"role": "admin", "disabled": False}),
+    ("PATCH", "/users/alice", {"role": "admin"}),
+    ("DELETE", "/users/alice", None),
+    ("GET", "/users/alice/events", None),
+    ("GET", "/admin/items?status=active", None),
+]
+
+
+def call(api: Api, token: str, method: str, path: str, body: Any = None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"}
+    if body is None:
+        return api.client.http.request(method, path, headers=headers)
+    headers["Content-Type"] = "application/json"
+    return api.client.http.request(method, path, headers=headers, body=json.dumps(body).encode())
+
+
+def partition(table: Any, username: str) -> list[Any]:
+    return list(table.query(KeyConditionExpression=Key("pk").eq(f"USER#{username}"))["Items"])
+
+
+@pytest.fixture
+def root(api: Api, table: Any) -> str:
+    api.signup("root", PASSWORD)
+    table.update_item(
+        Key=user_key("root"),
+        UpdateExpression="SET #role = :admin",
+        ExpressionAttributeNames={"#role": "role"},
+        ExpressionAttributeValues={":admin": "admin"},
+    )
+    return api.login("root", PASSWORD)
+
+
+@pytest.fixture
+def alice(api: Api) -> str:
+    api.signup("alice", PASSWORD)
+    return api.login("alice", PASSWORD)
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_ROUTES)
+def test_every_admin_route_refuses_a_normal_user(
+    api: Api, alice: str, method: str, path: str, body: Any
+) -> None:
+    response = call(api, alice, method, path, body)
+    assert response.status_code == 403
+    assert response.json_body == {"message": "Administrator role required"}
+
+
+def test_create_read_and_list_users(api: Api, root: str, table: Any) -> None:
+    created = call(
+        api, root, "POST", "/users", {"username": "ops", "password": PASSWORD, "role": "admin"}
+    )
+    assert created.status_code == 201
+    assert (created.json_body["username"], created.json_body["role"]) == ("ops", "admin")
+    assert (
+        call(api, root, "POST", "/users", {"username": "ops", "password": PASSWORD}).status_code
+        == 409
+    )
+    weak = call(api, root, "POST", "/users", {"username": "weak", "password": "password"})
+    assert weak.status_code == 400
+    # A row the original system wrote: no role, no updatedAt.
+    table.put_item(
+        Item={
+            **user_key("legacy"),
+            "username": "legacy",
+            "passwordHash": "x:y",
+            "createdAt": "2024-01-01T00:00:00.000Z",
+        }
+    )
+    for n in range(4):
+        call(api, root, "POST", "/users", {"username": f"user{n}", "password": PASSWORD})
+    seen: list[str] = []
+    cursor = None
+    while True:
+        query = "?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = call(api, root, "GET", f"/users{query}").json_body
+        seen += [user["username"] for user in page["users"]]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == ["legacy", "ops", "root", "user0", "user1", "user2", "user3"]
+    legacy = call(api, root, "GET", "/users/legacy").json_body
+    assert legacy == {
+        "username": "legacy",
+        "createdAt": "2024-01-01T00:00:00.000Z",
+        "role": "user",
+        "disabled": False,
+    }
+    assert "passwordHash" not in str(call(api, root, "GET", "/users").body)
+    assert call(api, root, "GET", "/users/nobody").status_code == 404
+
+
+def test_disabling_stops_tokens_at_once_and_role_changes_apply(
+    api: Api, root: str, alice: str
+) -> None:
+    assert (
+        call(api, root, "PATCH", "/users/alice", {"disabled": True}).json_body["disabled"] is True
+    )
+    assert api.get("/auth/user", alice).status_code == 403
+    assert api.post("/auth/login", {"username": "alice", "password": PASSWORD}).status_code == 403
+    assert call(api, root, "PUT", "/users/alice", {"role": "admin"}).status_code == 400
+    call(api, root, "PUT", "/users/alice", {"role": "admin", "disabled": False})
+    token = api.login("alice", PASSWORD)
+    assert call(api, token, "GET", "/users").status_code == 200
+    assert call(api, root, "PATCH", "/users/nobody", {"role": "admin"}).status_code == 404
+    events = call(api, root, "GET", "/auth/events").json_body["events"]
+    assert [e["type"] for e in events if e["type"].startswith("admin_")] == [
+        "admin_update_user"
+    ] * 2
+
+
+def test_deleting_a_user_removes_everything_and_is_idempotent(
+    api: Api, root: str, alice: str, table: Any, aws: boto3.Session, resources: Resources
+) -> None:
+    for n in range(30):
+        response = call(api, alice, "POST", "/items", {"name": f"item {n}"})
+        assert response.status_code == 201
+    s3 = aws.client("s3")
+    for name in ("images/1/a.png", "documents/2/b.pdf"):
+        s3.put_object(Bucket=resources.uploads_bucket, Key=f"uploads/alice/{name}", Body=b"x")
+    s3.put_object(Bucket=resources.uploads_bucket, Key="uploads/alicia/images/3/c.png", Body=b"x")
+    assert len(partition(table, "alice")) > 30
+
+    assert call(api, root, "DELETE", "/users/alice").status_code == 200
+    assert partition(table, "alice") == []
+    remaining = s3.list_objects_v2(Bucket=resources.uploads_bucket).get("Contents", [])
+    assert [entry["Key"] for entry in remaining] == ["uploads/alicia/images/3/c.png"]
+    assert api.get("/auth/user", alice).status_code == 403
+    assert call(api, alice, "POST", "/items", {"name": "after"}).status_code == 403
+    assert call(api, root, "DELETE", "/users/alice").status_code == 200
+
+
+def test_users_delete_their_own_account_with_their_password(
+    api: Api, alice: str, table: Any
+) -> None:
+    call(api, alice, "POST", "/items", {"name": "mine"})
+    wrong = call(api, alice, "DELETE", "/auth/user", {"password": "not my password"})
+    assert wrong.status_code == 401
+    assert call(api, alice, "DELETE", "/auth/user", {}).status_code == 400
+    assert partition(table, "alice") != []
+    done = call(api, alice, "DELETE", "/auth/user", {"password": PASSWORD})
+    assert done.status_code == 200
+    assert "Max-Age=0" in done.headers["Set-Cookie"]
+    assert partition(table, "alice") == []
+    assert api.get("/auth/user", alice).status_code == 403
+    assert api.post("/auth/login", {"username": "alice", "password": PASSWORD}).status_code == 401
+
+
+def test_the_first_admin_command_creates_or_promotes(
+    table: Any,
+    resources: Resources,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TABLE_NAME", resources.table_name)
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long admin passphrase\n"))
+    assert admin_command.main(["boss"]) == 0
+    assert table.get_item(Key=user_key("boss"))["Item"]["role"] == "admin"
+    assert "created administrator boss" in capsys.readouterr().out
+
+    table.put_item(
+        Item={
+            **user_key("worker"),
+            "username": "worker",
+            "passwordHash": "x:y",
+            "createdAt": "2024-01-01T00:00:00.000Z",
+        }
+    )
+    assert admin_command.main(["worker"]) == 0
+    assert table.get_item(Key=user_key("worker"))["Item"]["role"] == "admin"
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("password\n"))
+    assert admin_command.main(["weakling"]) == 2
+    assert "Item" not in table.get_item(Key=user_key("weakling"))
