@@ -55,6 +55,7 @@ from chalicelib.payloads import (
     Payload,
     RefreshRequest,
     SignupRequest,
+    UploadStart,
     UserCreate,
     UserUpdate,
 )
@@ -63,6 +64,13 @@ from chalicelib.rotation import RotationError, SigningKeyRotation
 from chalicelib.sessions import DynamoDBSessionRepository, InvalidRefreshToken, Sessions
 from chalicelib.settings import Settings, authorizer_ttl_seconds
 from chalicelib.tokens import CachedKeys, InvalidToken, SecretsManagerKeySource, TokenService
+from chalicelib.uploads import (
+    Upload,
+    UploadIncomplete,
+    UploadNotFound,
+    UploadRejected,
+    Uploads,
+)
 from chalicelib.users import DynamoDBUserRepository, User, UsernameTaken, UserNotFound
 
 if TYPE_CHECKING:
@@ -196,6 +204,13 @@ class Dependencies:
         return Items(self.table, clock=self._clock)
 
     @cached_property
+    def uploads(self) -> Uploads:
+        bucket = self.settings.uploads_bucket
+        if bucket is None:
+            raise HttpError(503, "Uploads are not configured (UPLOADS_BUCKET)")
+        return Uploads(self.table, self.s3, bucket=bucket, clock=self._clock)
+
+    @cached_property
     def ip_limiter(self) -> IpRateLimiter:
         return IpRateLimiter(
             self.table,
@@ -234,6 +249,7 @@ def _error_for(exc: Exception) -> HttpError | None:
         InvalidCursor: (400, "Invalid pagination cursor"),
         ItemNotFound: (404, "Item not found"),
         OwnerMissing: (401, "Account no longer exists"),
+        UploadNotFound: (404, "Upload not found"),
     }
     if isinstance(exc, HttpError):
         return exc
@@ -241,6 +257,10 @@ def _error_for(exc: Exception) -> HttpError | None:
         error = HttpError(412, "The item has changed since you read it", currentVersion=exc.current)
         error.headers["ETag"] = f'"{exc.current}"'
         return error
+    if isinstance(exc, UploadRejected):
+        return HttpError(400, str(exc))
+    if isinstance(exc, UploadIncomplete):
+        return HttpError(409, str(exc))
     if isinstance(exc, WeakPassword):
         return HttpError(400, str(exc))
     if isinstance(exc, TooManyAttempts):
@@ -844,6 +864,71 @@ def delete_user(username: str) -> Response:
     )
     # Idempotent: deleting an account that is already gone is the same success.
     return _json(200, {"message": "User deleted"})
+
+
+def _upload_json(upload: Upload) -> dict[str, Any]:
+    return {
+        "id": upload.upload_id,
+        "kind": upload.kind,
+        "filename": upload.filename,
+        "contentType": upload.content_type,
+        "size": upload.size,
+        "status": upload.status,
+        "createdAt": upload.created_at,
+    }
+
+
+def _upload_id(raw: str) -> str:
+    if not ITEM_ID.fullmatch(raw):
+        raise UploadNotFound(raw)
+    return raw
+
+
+@app.route("/uploads", methods=["POST"], authorizer=bearer)
+@endpoint
+def start_upload() -> Response:
+    body = parse(UploadStart)
+    upload, post = dependencies.uploads.start(
+        _caller()["username"],
+        filename=body.filename,
+        content_type=body.contentType,
+        size=body.size,
+        kind=body.kind,
+    )
+    return _json(201, {"upload": _upload_json(upload), "post": post})
+
+
+@app.route("/uploads/{upload_id}/complete", methods=["POST"], authorizer=bearer)
+@endpoint
+def complete_upload(upload_id: str) -> Response:
+    upload = dependencies.uploads.complete(_caller()["username"], _upload_id(upload_id))
+    return _json(200, _upload_json(upload))
+
+
+@app.route("/uploads", methods=["GET"], authorizer=bearer)
+@endpoint
+def list_uploads() -> Response:
+    limit, cursor = _page_limit()
+    page = dependencies.uploads.list(_caller()["username"], limit=limit, cursor=cursor)
+    uploads = [_upload_json(upload) for upload in page.uploads]
+    return _json(200, {"uploads": uploads, "nextCursor": page.cursor})
+
+
+@app.route("/uploads/{upload_id}", methods=["GET"], authorizer=bearer)
+@endpoint
+def get_upload(upload_id: str) -> Response:
+    upload = dependencies.uploads.get(_caller()["username"], _upload_id(upload_id))
+    body = _upload_json(upload)
+    if upload.status == "ready":
+        body["downloadUrl"] = dependencies.uploads.download_url(upload)
+    return _json(200, body)
+
+
+@app.route("/uploads/{upload_id}", methods=["DELETE"], authorizer=bearer)
+@endpoint
+def delete_upload(upload_id: str) -> Response:
+    dependencies.uploads.delete(_caller()["username"], _upload_id(upload_id))
+    return _json(200, {"message": "Upload deleted"})
 
 
 @app.lambda_function(name="rotate_signing_key")

@@ -17,7 +17,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from chalicelib.clock import Clock, iso, utc_now
-from chalicelib.paging import InvalidCursor, decode_cursor, encode_cursor
+from chalicelib.paging import InvalidCursor, collect, decode_cursor, encode_cursor
 from chalicelib.table import INDEXES, PARTITION_KEY, SORT_KEY, plain, user_key
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ class Items:
         if cursor is not None:
             after = decode_cursor(cursor, prefix=_ITEM)["sk"]
             query["ExclusiveStartKey"] = {PARTITION_KEY: f"USER#{owner}", SORT_KEY: after}
-        rows = _collect(self._table, query, limit=limit, filtered=status is not None)
+        rows = collect(self._table, query, limit=limit, filtered=status is not None)
         items = [_item(row) for row in rows[:limit]]
         more = len(rows) > limit
         return ItemPage(items, encode_cursor({"sk": _ITEM + items[-1].item_id}) if more else None)
@@ -156,7 +156,7 @@ class Items:
                 _INDEX.partition_key: f"ITEMSTATUS#{status}",
                 _INDEX.sort_key: position["gsi"],
             }
-        rows = _collect(self._table, query, limit=limit, filtered=False)
+        rows = collect(self._table, query, limit=limit, filtered=False)
         items = [_item(row) for row in rows[:limit]]
         if len(rows) <= limit:
             return ItemPage(items, None)
@@ -227,18 +227,6 @@ class Items:
         if current is None:
             raise ItemNotFound(item_id) from exc
         raise VersionMismatch(int(str(current["version"]))) from exc
-
-
-def _collect(table: Table, query: dict[str, Any], *, limit: int, filtered: bool) -> list[Any]:
-    """Up to ``limit + 1`` rows (one more than asked tells whether another page exists)."""
-    rows: list[Any] = []
-    while True:
-        # With a filter DynamoDB limits the rows it reads, not the ones it returns: read ahead.
-        page = table.query(**query, Limit=200 if filtered else limit + 1 - len(rows))
-        rows += page.get("Items", [])
-        if len(rows) > limit or "LastEvaluatedKey" not in page:
-            return rows
-        query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def _storable(data: dict[str, Any]) -> Any:

@@ -9,6 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.service_resource import Table
 
 
 class InvalidCursor(Exception):
@@ -33,3 +37,17 @@ def decode_cursor(cursor: str, *, prefix: str) -> dict[str, str]:
     if not all(isinstance(v, str) and v.startswith(prefix) for v in position.values()):
         raise InvalidCursor(cursor)
     return position
+
+
+def collect(
+    table: Table, query: dict[str, Any], *, limit: int, filtered: bool = False
+) -> list[Any]:
+    """Up to ``limit + 1`` rows of ``query`` (one more than asked tells that a next page exists)."""
+    rows: list[Any] = []
+    while True:
+        # With a filter DynamoDB limits the rows it reads, not the ones it returns: read ahead.
+        page = table.query(**query, Limit=200 if filtered else limit + 1 - len(rows))
+        rows += page.get("Items", [])
+        if len(rows) > limit or "LastEvaluatedKey" not in page:
+            return rows
+        query["ExclusiveStartKey"] = page["LastEvaluatedKey"]

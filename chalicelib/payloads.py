@@ -7,7 +7,7 @@ from decimal import Clamped, Inexact, Overflow, Rounded, Underflow
 from typing import Annotated, Any, Literal
 
 from boto3.dynamodb.types import DYNAMODB_CONTEXT
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 # New names: what the site and URLs can carry without escaping.
 NewUsername = Annotated[
@@ -118,3 +118,10 @@ class UserUpdate(Payload):
 
 class PasswordConfirmation(Payload):
     password: AnyPassword
+
+
+class UploadStart(Payload):
+    filename: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    contentType: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    size: Annotated[int, Field(ge=1, le=1024**3)]
+    kind: Literal["image", "document"]

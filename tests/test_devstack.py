@@ -179,3 +179,56 @@ def test_sigterm_to_make_dev_stops_everything() -> None:
     assert running.leftovers() == []
     assert not listening(running.api_port)
     assert not listening(running.aws_port)
+
+
+def test_a_real_upload_through_the_presigned_post(stack: RunningStack) -> None:
+    credentials = {"username": "uploader", "password": "correct horse battery"}
+    assert requests.post(f"{stack.api_url}/auth/signup", json=credentials, timeout=10).ok
+    token = requests.post(f"{stack.api_url}/auth/login", json=credentials, timeout=10).json()
+    auth = {"Authorization": f"Bearer {token['token']}"}
+    content = b"%PDF-1.4 a small document\n"
+
+    def presign(size: int) -> dict[str, object]:
+        body = {
+            "filename": "notes.pdf",
+            "contentType": "application/pdf",
+            "size": size,
+            "kind": "document",
+        }
+        response = requests.post(f"{stack.api_url}/uploads", json=body, headers=auth, timeout=10)
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    def post_file(created: dict[str, object], data: bytes, **overrides: str) -> requests.Response:
+        post = created["post"]
+        assert isinstance(post, dict)
+        fields = {**post["fields"], **overrides}
+        return requests.post(
+            post["url"], data=fields, files={"file": ("notes.pdf", data)}, timeout=30
+        )
+
+    created = presign(len(content))
+    upload = created["upload"]
+    assert isinstance(upload, dict)
+    assert post_file(created, content).status_code == 204
+    done = requests.post(
+        f"{stack.api_url}/uploads/{upload['id']}/complete", headers=auth, timeout=10
+    )
+    assert done.json()["status"] == "ready"
+    listed = requests.get(f"{stack.api_url}/uploads", headers=auth, timeout=10).json()
+    assert [entry["id"] for entry in listed["uploads"]] == [upload["id"]]
+    detail = requests.get(
+        f"{stack.api_url}/uploads/{upload['id']}", headers=auth, timeout=10
+    ).json()
+    assert requests.get(detail["downloadUrl"], timeout=10).content == content
+    deleted = requests.delete(f"{stack.api_url}/uploads/{upload['id']}", headers=auth, timeout=10)
+    assert deleted.status_code == 200
+    assert requests.get(detail["downloadUrl"], timeout=10).status_code == 404
+
+    # The policy, not the API, stops these: the emulator enforces it as S3 does.
+    too_big = post_file(presign(100), b"x" * (25 * 1024 * 1024 + 1))
+    assert too_big.status_code == 400
+    assert b"EntityTooLarge" in too_big.content
+    wrong_type = post_file(presign(len(content)), content, **{"Content-Type": "text/html"})
+    assert wrong_type.status_code == 403
+    assert b"Policy Condition failed" in wrong_type.content

@@ -1,16 +1,25 @@
-"""The local AWS emulator: moto's server, applying one request at a time.
+"""The local AWS emulator: moto's server, made faithful where the app depends on it.
 
-moto does not serialise concurrent requests, so two conditional writes racing on one item can
-both succeed, which DynamoDB never allows (and which signup uniqueness and refresh rotation rely
-on). One lock around the application restores that atomicity; a laptop does not need the
-concurrency it costs. Run: ``python -m tools.emulator --host 127.0.0.1 --port 5000``.
+- moto does not serialise concurrent requests, so two conditional writes racing on one item can
+  both succeed, which DynamoDB never allows (signup uniqueness and refresh rotation rely on it).
+  One lock around the application restores that atomicity; a laptop does not need the
+  concurrency it costs.
+- moto accepts any browser upload (presigned POST) whatever its policy says; S3 enforces the
+  policy's conditions and expiry, and the upload limits rely on that, so this checks them too
+  (not the signature: local credentials are not secret).
+
+Run: ``python -m tools.emulator --host 127.0.0.1 --port 5000``.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import io
+import json
 import threading
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from moto.moto_server.werkzeug_app import (
@@ -18,9 +27,76 @@ from moto.moto_server.werkzeug_app import (
     MotoRequestHandler,
     create_backend_app,
 )
+from werkzeug.formparser import parse_form_data
 from werkzeug.serving import run_simple
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class PostPolicy:
+    """WSGI middleware: refuse presigned POST uploads that break their policy, as S3 does."""
+
+    def __init__(self, app: WsgiApp) -> None:
+        self._app = app
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        content_type = environ.get("CONTENT_TYPE", "")
+        if environ["REQUEST_METHOD"] != "POST" or not content_type.startswith("multipart/"):
+            return self._app(environ, start_response)
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        _, form, files = parse_form_data({**environ, "wsgi.input": io.BytesIO(body)})
+        environ["wsgi.input"] = io.BytesIO(body)
+        fields = {name.lower(): value for name, value in form.items()}
+        if "policy" in fields and "file" in files:
+            refusal = _refusal(fields, len(files["file"].read()))
+            if refusal is not None:
+                status, code, message = refusal
+                xml = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+                start_response(status, [("Content-Type", "application/xml")])
+                return [xml.encode()]
+        return self._app(environ, start_response)
+
+
+def _refusal(fields: dict[str, str], size: int) -> tuple[str, str, str] | None:
+    policy = json.loads(base64.b64decode(fields["policy"]))
+    expires = datetime.fromisoformat(policy["expiration"].replace("Z", "+00:00"))
+    if expires <= datetime.now(UTC):
+        return "403 Forbidden", "AccessDenied", "Invalid according to Policy: Policy expired."
+    for condition in policy.get("conditions", []):
+        if isinstance(condition, dict):
+            condition = ["eq", *next(iter(condition.items()))]
+            condition[1] = "$" + condition[1]
+        operator = str(condition[0]).lower()
+        if operator == "content-length-range":
+            if size > int(condition[2]):
+                return (
+                    "400 Bad Request",
+                    "EntityTooLarge",
+                    "Your proposed upload exceeds the maximum allowed size",
+                )
+            if size < int(condition[1]):
+                return (
+                    "400 Bad Request",
+                    "EntityTooSmall",
+                    "Your proposed upload is smaller than the minimum allowed size",
+                )
+            continue
+        name = str(condition[1]).lstrip("$").lower()
+        if name == "bucket":
+            continue
+        value = fields.get(name, "")
+        expected = str(condition[2])
+        if (operator == "eq" and value != expected) or (
+            operator == "starts-with" and not value.startswith(expected)
+        ):
+            return (
+                "403 Forbidden",
+                "AccessDenied",
+                f"Invalid according to Policy: Policy Condition failed: {json.dumps(condition)}",
+            )
+    return None
 
 
 class Serialised:
@@ -44,7 +120,7 @@ def main() -> None:
     run_simple(
         args.host,
         args.port,
-        Serialised(app),
+        PostPolicy(Serialised(app)),
         threaded=True,
         request_handler=MotoRequestHandler,
     )

@@ -1,0 +1,258 @@
+"""Uploads straight from the browser to S3 through presigned POSTs, recorded under the owner.
+
+Objects: ``uploads/{username}/images|documents/{id}/{safe filename}``. Records:
+``USER#{username}`` / ``UPLOAD#{id}``, ``pending`` until the object is checked, then ``ready``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.conditions import Key
+from botocore.exceptions import ClientError
+
+from chalicelib.administration import upload_prefix
+from chalicelib.clock import Clock, iso, utc_now
+from chalicelib.items import new_item_id
+from chalicelib.paging import collect, decode_cursor, encode_cursor
+from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.service_resource import Table
+    from mypy_boto3_s3 import S3Client
+
+_UPLOAD = "UPLOAD#"
+MAX_FILENAME = 100
+PENDING_SECONDS = 86400  # a never-completed record goes (TTL) after a day
+
+
+@dataclass(frozen=True)
+class Kind:
+    folder: str
+    max_bytes: int
+    content_types: frozenset[str]
+
+
+KINDS = {
+    "image": Kind(
+        "images",
+        10 * 1024 * 1024,
+        frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"}),
+    ),
+    "document": Kind(
+        "documents",
+        25 * 1024 * 1024,
+        frozenset(
+            {
+                "application/pdf",
+                "text/plain",
+                "text/csv",
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            }
+        ),
+    ),
+}
+
+
+class UploadRejected(Exception):
+    """The declared upload breaks the rules for its kind."""
+
+
+class UploadNotFound(Exception):
+    """No upload with this id belongs to the caller."""
+
+
+class UploadIncomplete(Exception):
+    """The object is missing or differs from what was declared."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Upload:
+    owner: str
+    upload_id: str
+    kind: str
+    filename: str
+    content_type: str
+    size: int
+    key: str
+    status: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class UploadPage:
+    uploads: list[Upload]
+    cursor: str | None
+
+
+def safe_filename(name: str) -> str:
+    """A name that is only ever a name: no directories, no dot-dot, no control characters."""
+    name = unicodedata.normalize("NFKC", name)
+    name = re.split(r"[/\\]", name)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = re.sub(r"[^A-Za-z0-9._ -]", "_", name).strip(" .")
+    name = re.sub(r"\.{2,}", ".", name)
+    if len(name) > MAX_FILENAME:
+        _, dot, extension = name.rpartition(".")
+        keep = extension[:10] if dot and len(extension) <= 10 else ""
+        name = name[: MAX_FILENAME - len(keep) - 1].rstrip(" .") + ("." + keep if keep else "")
+    return name or "file"
+
+
+class Uploads:
+    def __init__(
+        self,
+        table: Table,
+        s3: S3Client,
+        *,
+        bucket: str,
+        clock: Clock = utc_now,
+        post_seconds: int = 900,
+        get_seconds: int = 300,
+    ) -> None:
+        self._table = table
+        self._s3 = s3
+        self._bucket = bucket
+        self._clock = clock
+        self._post_seconds = post_seconds
+        self._get_seconds = get_seconds
+
+    def start(
+        self, owner: str, *, filename: str, content_type: str, size: int, kind: str
+    ) -> tuple[Upload, dict[str, Any]]:
+        """Record a pending upload and presign the POST that may create exactly its object."""
+        rules = KINDS[kind]
+        if content_type not in rules.content_types:
+            allowed = ", ".join(sorted(rules.content_types))
+            raise UploadRejected(f"a {kind} must be one of: {allowed}")
+        if not 1 <= size <= rules.max_bytes:
+            raise UploadRejected(f"a {kind} must be between 1 byte and {rules.max_bytes} bytes")
+        now = self._clock()
+        upload_id = new_item_id(int(now.timestamp() * 1000))
+        name = safe_filename(filename)
+        key = f"{upload_prefix(owner)}{rules.folder}/{upload_id}/{name}"
+        upload = Upload(
+            owner=owner,
+            upload_id=upload_id,
+            kind=kind,
+            filename=name,
+            content_type=content_type,
+            size=size,
+            key=key,
+            status="pending",
+            created_at=iso(now),
+        )
+        self._table.put_item(
+            Item={
+                **_key(owner, upload_id),
+                **_record(upload),
+                TTL_ATTRIBUTE: int(now.timestamp()) + PENDING_SECONDS,
+            }
+        )
+        # The policy pins the key and the type and bounds the size: S3 refuses anything else.
+        post = self._s3.generate_presigned_post(
+            Bucket=self._bucket,
+            Key=key,
+            Fields={"Content-Type": content_type},
+            Conditions=[
+                {"Content-Type": content_type},
+                ["content-length-range", 1, rules.max_bytes],
+            ],
+            ExpiresIn=self._post_seconds,
+        )
+        return upload, dict(post)
+
+    def complete(self, owner: str, upload_id: str) -> Upload:
+        upload = self.get(owner, upload_id)
+        try:
+            head = self._s3.head_object(Bucket=self._bucket, Key=upload.key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                raise UploadIncomplete("the file has not been uploaded yet") from exc
+            raise
+        if head["ContentLength"] != upload.size or head.get("ContentType") != upload.content_type:
+            raise UploadIncomplete("the uploaded file differs from what was declared")
+        if upload.status == "ready":
+            return upload
+        self._table.update_item(
+            Key=_key(owner, upload_id),
+            UpdateExpression="SET #status = :ready REMOVE #ttl",
+            ConditionExpression="attribute_exists(#pk)",
+            ExpressionAttributeNames={
+                "#status": "status",
+                "#ttl": TTL_ATTRIBUTE,
+                "#pk": PARTITION_KEY,
+            },
+            ExpressionAttributeValues={":ready": "ready"},
+        )
+        return replace(upload, status="ready")
+
+    def get(self, owner: str, upload_id: str) -> Upload:
+        row = self._table.get_item(Key=_key(owner, upload_id), ConsistentRead=True).get("Item")
+        if row is None:
+            raise UploadNotFound(upload_id)
+        return _upload(row)
+
+    def download_url(self, upload: Upload) -> str:
+        return self._s3.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self._bucket, "Key": upload.key},
+            ExpiresIn=self._get_seconds,
+        )
+
+    def list(self, owner: str, *, limit: int, cursor: str | None) -> UploadPage:
+        query: dict[str, Any] = {
+            "KeyConditionExpression": Key(PARTITION_KEY).eq(f"USER#{owner}")
+            & Key(SORT_KEY).begins_with(_UPLOAD),
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+        }
+        if cursor is not None:
+            after = decode_cursor(cursor, prefix=_UPLOAD)["sk"]
+            query["ExclusiveStartKey"] = {PARTITION_KEY: f"USER#{owner}", SORT_KEY: after}
+        rows = collect(self._table, query, limit=limit)
+        uploads = [_upload(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        last = _UPLOAD + uploads[-1].upload_id if uploads else ""
+        return UploadPage(uploads, encode_cursor({"sk": last}) if more else None)
+
+    def delete(self, owner: str, upload_id: str) -> None:
+        upload = self.get(owner, upload_id)
+        self._s3.delete_object(Bucket=self._bucket, Key=upload.key)
+        self._table.delete_item(Key=_key(owner, upload_id))
+
+
+def _key(owner: str, upload_id: str) -> dict[str, str]:
+    return {PARTITION_KEY: f"USER#{owner}", SORT_KEY: _UPLOAD + upload_id}
+
+
+def _record(upload: Upload) -> dict[str, Any]:
+    return {
+        "owner": upload.owner,
+        "uploadId": upload.upload_id,
+        "kind": upload.kind,
+        "filename": upload.filename,
+        "contentType": upload.content_type,
+        "size": upload.size,
+        "objectKey": upload.key,
+        "status": upload.status,
+        "createdAt": upload.created_at,
+    }
+
+
+def _upload(row: dict[str, Any]) -> Upload:
+    return Upload(
+        owner=str(row["owner"]),
+        upload_id=str(row["uploadId"]),
+        kind=str(row["kind"]),
+        filename=str(row["filename"]),
+        content_type=str(row["contentType"]),
+        size=int(str(row["size"])),
+        key=str(row["objectKey"]),
+        status=str(row["status"]),
+        created_at=str(row["createdAt"]),
+    )
