@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -189,7 +190,7 @@ def test_a_real_upload_through_the_presigned_post(stack: RunningStack) -> None:
     content = b"%PDF-1.4 a small document\n"
 
     def presign(size: int) -> dict[str, object]:
-        body = {
+        body: dict[str, Any] = {
             "filename": "notes.pdf",
             "contentType": "application/pdf",
             "size": size,
