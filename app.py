@@ -21,9 +21,10 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from chalice.app import AuthRequest, AuthResponse, Chalice, Request, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from chalicelib import logs
+from chalicelib import responses as R
 from chalicelib.accounts import (
     AccountDisabled,
     Accounts,
@@ -44,6 +45,7 @@ from chalicelib.items import (
     VersionMismatch,
 )
 from chalicelib.limits import IpRateLimiter, LoginThrottle, TooManyAttempts
+from chalicelib.openapi import Operation, document
 from chalicelib.paging import InvalidCursor
 from chalicelib.passwords import DEFAULT_COST, ScryptCost, ScryptHasher
 from chalicelib.payloads import (
@@ -86,6 +88,7 @@ logs.configure("INFO")  # the level is adjusted once settings are read
 # revoked token keeps working. It is baked into the API definition when Chalice packages the
 # app, which is why it is read here rather than from the runtime settings.
 AUTHORIZER_TTL_SECONDS = authorizer_ttl_seconds(os.environ)
+API_VERSION = "1.0.0"
 MAX_BODY_BYTES = 16 * 1024
 UNSUPPORTED_MEDIA_TYPE = "Content-Type must be application/json"
 REFRESH_COOKIE = "gatehouse_refresh"
@@ -285,6 +288,33 @@ def _error_for(exc: Exception) -> HttpError | None:
 
 
 View = TypeVar("View", bound=Callable[..., Response])
+# What each view promises, for the generated OpenAPI document; keyed by view name.
+_DOCS: dict[str, dict[str, Any]] = {}
+
+
+def doc(
+    summary: str,
+    response: type[BaseModel],
+    *,
+    status: int = 200,
+    request: type[BaseModel] | None = None,
+    errors: tuple[int, ...] = (),
+    admin: bool = False,
+    query: tuple[str, ...] = (),
+) -> Callable[[View], View]:
+    def register(view: View) -> View:
+        _DOCS[view.__name__] = {
+            "summary": summary,
+            "response": response,
+            "status": status,
+            "request": request,
+            "errors": errors + ((403,) if admin else ()),
+            "admin": admin,
+            "query": query,
+        }
+        return view
+
+    return register
 
 
 def endpoint(view: View) -> View:
@@ -527,12 +557,14 @@ def _events_page(username: str) -> Response:
 
 
 @app.route("/health", methods=["GET"])
+@doc("Liveness check", R.Health)
 @endpoint
 def health() -> Response:
     return _json(200, {"status": "ok"})
 
 
 @app.route("/auth/signup", methods=["POST"])
+@doc("Create an account", R.SignedUp, status=201, request=SignupRequest, errors=(409, 429))
 @endpoint
 def signup() -> Response:
     client = _limited()
@@ -542,6 +574,12 @@ def signup() -> Response:
 
 
 @app.route("/auth/login", methods=["POST"])
+@doc(
+    "Log in: an access token and a session (refresh token as cookie or in the body)",
+    R.SignedIn,
+    request=LoginRequest,
+    errors=(401, 403, 429),
+)
 @endpoint
 def login() -> Response:
     client = _limited()
@@ -553,6 +591,12 @@ def login() -> Response:
 
 
 @app.route("/auth/refresh", methods=["POST"])
+@doc(
+    "Rotate the refresh token (cookie with Origin and X-Requested-With, or body)",
+    R.SignedIn,
+    request=RefreshRequest,
+    errors=(401, 403, 429),
+)
 @endpoint
 def refresh() -> Response:
     client = _limited()
@@ -573,6 +617,7 @@ def refresh() -> Response:
 
 
 @app.route("/auth/logout", methods=["POST"], authorizer=bearer)
+@doc("End this session", R.Message)
 @endpoint
 def logout() -> Response:
     caller = _caller()
@@ -581,6 +626,7 @@ def logout() -> Response:
 
 
 @app.route("/auth/logout-all", methods=["POST"], authorizer=bearer)
+@doc("End every session and revoke every access token", R.Message)
 @endpoint
 def logout_all() -> Response:
     caller = _caller()
@@ -589,6 +635,7 @@ def logout_all() -> Response:
 
 
 @app.route("/auth/user", methods=["GET"], authorizer=bearer)
+@doc("The caller's profile", R.Profile)
 @endpoint
 def current_user() -> Response:
     caller = _caller()
@@ -597,6 +644,12 @@ def current_user() -> Response:
 
 
 @app.route("/auth/password", methods=["POST"], authorizer=bearer)
+@doc(
+    "Change the password; other sessions end",
+    R.SignedIn,
+    request=PasswordChangeRequest,
+    errors=(429,),
+)
 @endpoint
 def change_password() -> Response:
     caller = _caller()
@@ -611,6 +664,7 @@ def change_password() -> Response:
 
 
 @app.route("/auth/sessions", methods=["GET"], authorizer=bearer)
+@doc("The caller's live sessions", R.SessionList)
 @endpoint
 def list_sessions() -> Response:
     caller = _caller()
@@ -632,6 +686,7 @@ def list_sessions() -> Response:
 
 
 @app.route("/auth/sessions/{session_id}", methods=["DELETE"], authorizer=bearer)
+@doc("End one of the caller's sessions", R.Message, errors=(404,))
 @endpoint
 def end_session(session_id: str) -> Response:
     if not SESSION_ID.fullmatch(session_id):
@@ -641,12 +696,25 @@ def end_session(session_id: str) -> Response:
 
 
 @app.route("/auth/events", methods=["GET"], authorizer=bearer)
+@doc(
+    "The caller's security events, newest first",
+    R.EventList,
+    errors=(400,),
+    query=("limit", "cursor"),
+)
 @endpoint
 def own_events() -> Response:
     return _events_page(_caller()["username"])
 
 
 @app.route("/users/{username}/events", methods=["GET"], authorizer=bearer)
+@doc(
+    "Anyone's security events",
+    R.EventList,
+    errors=(400, 404),
+    admin=True,
+    query=("limit", "cursor"),
+)
 @endpoint
 def user_events(username: str) -> Response:
     _require_admin()
@@ -704,6 +772,7 @@ def _require_admin() -> dict[str, str]:
 
 
 @app.route("/items", methods=["POST"], authorizer=bearer)
+@doc("Create an item", R.ItemView, status=201, request=ItemWrite)
 @endpoint
 def create_item() -> Response:
     body = parse(ItemWrite)
@@ -716,6 +785,12 @@ def create_item() -> Response:
 
 
 @app.route("/items", methods=["GET"], authorizer=bearer)
+@doc(
+    "The caller's items, newest first",
+    R.ItemList,
+    errors=(400,),
+    query=("status", "limit", "cursor"),
+)
 @endpoint
 def list_items() -> Response:
     limit, cursor = _page_limit()
@@ -725,6 +800,7 @@ def list_items() -> Response:
 
 
 @app.route("/items/{item_id}", methods=["GET"], authorizer=bearer)
+@doc("One item (with its ETag)", R.ItemView, errors=(404,))
 @endpoint
 def get_item(item_id: str) -> Response:
     item_id = _item_id(item_id)
@@ -732,6 +808,7 @@ def get_item(item_id: str) -> Response:
 
 
 @app.route("/items/{item_id}", methods=["PUT"], authorizer=bearer)
+@doc("Replace an item (If-Match required)", R.ItemView, request=ItemWrite, errors=(404, 412, 428))
 @endpoint
 def replace_item(item_id: str) -> Response:
     item_id = _item_id(item_id)
@@ -749,6 +826,12 @@ def replace_item(item_id: str) -> Response:
 
 
 @app.route("/items/{item_id}", methods=["PATCH"], authorizer=bearer)
+@doc(
+    "Change some fields of an item (If-Match required)",
+    R.ItemView,
+    request=ItemPatch,
+    errors=(404, 412, 428),
+)
 @endpoint
 def patch_item(item_id: str) -> Response:
     item_id = _item_id(item_id)
@@ -770,6 +853,7 @@ def patch_item(item_id: str) -> Response:
 
 
 @app.route("/items/{item_id}", methods=["DELETE"], authorizer=bearer)
+@doc("Delete an item (If-Match optional)", R.Message, errors=(404, 412))
 @endpoint
 def delete_item(item_id: str) -> Response:
     item_id = _item_id(item_id)
@@ -779,6 +863,13 @@ def delete_item(item_id: str) -> Response:
 
 
 @app.route("/admin/items", methods=["GET"], authorizer=bearer)
+@doc(
+    "Everyone's items with a status, newest first",
+    R.ItemList,
+    errors=(400,),
+    admin=True,
+    query=("status", "limit", "cursor"),
+)
 @endpoint
 def admin_items() -> Response:
     _require_admin()
@@ -803,6 +894,12 @@ def _username_param(raw: str) -> str:
 
 
 @app.route("/auth/user", methods=["DELETE"], authorizer=bearer)
+@doc(
+    "Delete the caller's account and everything in it",
+    R.Message,
+    request=PasswordConfirmation,
+    errors=(429,),
+)
 @endpoint
 def delete_own_account() -> Response:
     body = parse(PasswordConfirmation)
@@ -811,6 +908,7 @@ def delete_own_account() -> Response:
 
 
 @app.route("/users", methods=["GET"], authorizer=bearer)
+@doc("Every user", R.UserList, errors=(400,), admin=True, query=("limit", "cursor"))
 @endpoint
 def list_users() -> Response:
     _require_admin()
@@ -821,6 +919,14 @@ def list_users() -> Response:
 
 
 @app.route("/users", methods=["POST"], authorizer=bearer)
+@doc(
+    "Create a user with a role",
+    R.AdminUser,
+    status=201,
+    request=UserCreate,
+    errors=(409,),
+    admin=True,
+)
 @endpoint
 def create_user() -> Response:
     admin = _require_admin()
@@ -832,6 +938,7 @@ def create_user() -> Response:
 
 
 @app.route("/users/{username}", methods=["GET"], authorizer=bearer)
+@doc("One user", R.AdminUser, errors=(404,), admin=True)
 @endpoint
 def get_user(username: str) -> Response:
     _require_admin()
@@ -839,6 +946,13 @@ def get_user(username: str) -> Response:
 
 
 @app.route("/users/{username}", methods=["PUT", "PATCH"], authorizer=bearer)
+@doc(
+    "Change a user's role or disabled flag (PUT: both)",
+    R.AdminUser,
+    request=UserUpdate,
+    errors=(404,),
+    admin=True,
+)
 @endpoint
 def update_user(username: str) -> Response:
     admin = _require_admin()
@@ -856,6 +970,7 @@ def update_user(username: str) -> Response:
 
 
 @app.route("/users/{username}", methods=["DELETE"], authorizer=bearer)
+@doc("Delete a user and everything they own (idempotent)", R.Message, admin=True)
 @endpoint
 def delete_user(username: str) -> Response:
     admin = _require_admin()
@@ -885,6 +1000,12 @@ def _upload_id(raw: str) -> str:
 
 
 @app.route("/uploads", methods=["POST"], authorizer=bearer)
+@doc(
+    "Start an upload: a presigned POST for the file",
+    R.UploadStarted,
+    status=201,
+    request=UploadStart,
+)
 @endpoint
 def start_upload() -> Response:
     body = parse(UploadStart)
@@ -899,6 +1020,7 @@ def start_upload() -> Response:
 
 
 @app.route("/uploads/{upload_id}/complete", methods=["POST"], authorizer=bearer)
+@doc("Check the uploaded object and mark the upload ready", R.UploadView, errors=(404, 409))
 @endpoint
 def complete_upload(upload_id: str) -> Response:
     upload = dependencies.uploads.complete(_caller()["username"], _upload_id(upload_id))
@@ -906,6 +1028,7 @@ def complete_upload(upload_id: str) -> Response:
 
 
 @app.route("/uploads", methods=["GET"], authorizer=bearer)
+@doc("The caller's uploads, newest first", R.UploadList, errors=(400,), query=("limit", "cursor"))
 @endpoint
 def list_uploads() -> Response:
     limit, cursor = _page_limit()
@@ -915,6 +1038,7 @@ def list_uploads() -> Response:
 
 
 @app.route("/uploads/{upload_id}", methods=["GET"], authorizer=bearer)
+@doc("One upload, with a short-lived download URL when ready", R.UploadView, errors=(404,))
 @endpoint
 def get_upload(upload_id: str) -> Response:
     upload = dependencies.uploads.get(_caller()["username"], _upload_id(upload_id))
@@ -925,10 +1049,32 @@ def get_upload(upload_id: str) -> Response:
 
 
 @app.route("/uploads/{upload_id}", methods=["DELETE"], authorizer=bearer)
+@doc("Delete an upload and its object", R.Message, errors=(404,))
 @endpoint
 def delete_upload(upload_id: str) -> Response:
     dependencies.uploads.delete(_caller()["username"], _upload_id(upload_id))
     return _json(200, {"message": "Upload deleted"})
+
+
+def api_operations() -> list[Operation]:
+    """Every route of the route table with what its view promises (KeyError: undocumented)."""
+    return [
+        Operation(
+            method=method,
+            path=path,
+            bearer=entry.authorizer is not None,
+            **_DOCS[entry.view_name],
+        )
+        for path, methods in app.routes.items()
+        for method, entry in methods.items()
+    ]
+
+
+@app.route("/openapi.json", methods=["GET"])
+@doc("This document", R.Answer)
+@endpoint
+def openapi() -> Response:
+    return _json(200, document(api_operations(), title="Gatehouse API", version=API_VERSION))
 
 
 @app.lambda_function(name="rotate_signing_key")
