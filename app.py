@@ -196,7 +196,7 @@ class Dependencies:
     def administration(self) -> Administration:
         return Administration(
             self.table,
-            hasher=ScryptHasher(self._scrypt_cost),
+            accounts=self.accounts,
             purge=self.purge,
             events=SecurityEvents(self.table, clock=self._clock),
             clock=self._clock,

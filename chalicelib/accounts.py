@@ -20,7 +20,13 @@ from chalicelib.sessions import (
     Sessions,
 )
 from chalicelib.tokens import Claims, IssuedToken, TokenService
-from chalicelib.users import User, UserNotFound, UserRepository, user_from_item
+from chalicelib.users import (
+    DEFAULT_ROLE,
+    User,
+    UserNotFound,
+    UserRepository,
+    user_from_item,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +80,9 @@ class Accounts:
         self._events = events
         self._clock = clock
 
-    def register(self, username: str, password: str, client: Client) -> User:
+    def register(
+        self, username: str, password: str, client: Client, *, role: str = DEFAULT_ROLE
+    ) -> User:
         check_new_password(username, password)
         now = iso(self._clock())
         user = User(
@@ -82,6 +90,7 @@ class Accounts:
             password_hash=self._hasher.hash(password),
             created_at=now,
             updated_at=now,
+            role=role,
         )
         self._users.add(user)
         self._events.record(username, "signup", client)

@@ -11,14 +11,14 @@ from boto3.dynamodb.conditions import Attr, Key
 from chalicelib.clock import Clock, iso, utc_now
 from chalicelib.events import Client, SecurityEvents
 from chalicelib.paging import InvalidCursor, decode_cursor, encode_cursor
-from chalicelib.passwords import ScryptHasher
-from chalicelib.policy import check_new_password
 from chalicelib.table import PARTITION_KEY, SORT_KEY, user_key
 from chalicelib.users import DynamoDBUserRepository, User, UserNotFound, user_from_item
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
     from mypy_boto3_s3 import S3Client
+
+    from chalicelib.accounts import Accounts
 
 logger = logging.getLogger(__name__)
 
@@ -90,14 +90,14 @@ class Administration:
         self,
         table: Table,
         *,
-        hasher: ScryptHasher,
+        accounts: Accounts,
         purge: AccountPurge,
         events: SecurityEvents,
         clock: Clock = utc_now,
     ) -> None:
         self._table = table
         self._users = DynamoDBUserRepository(table)
-        self._hasher = hasher
+        self._accounts = accounts
         self._purge = purge
         self._events = events
         self._clock = clock
@@ -131,16 +131,7 @@ class Administration:
     def create_user(
         self, username: str, password: str, *, role: str, admin: str, client: Client
     ) -> User:
-        check_new_password(username, password)
-        now = iso(self._clock())
-        user = User(
-            username=username,
-            password_hash=self._hasher.hash(password),
-            created_at=now,
-            updated_at=now,
-            role=role,
-        )
-        self._users.add(user)
+        user = self._accounts.register(username, password, client, role=role)
         self._events.record(admin, "admin_create_user", client, target=username, role=role)
         return user
 
