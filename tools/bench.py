@@ -22,8 +22,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, cast
 
 import boto3
+import jwt
 from chalice.test import Client, HTTPResponse
 
 import app
@@ -212,10 +214,18 @@ def request_rows(resources: Resources) -> list[Row]:
     item = table.get_item(Key=user_key(USERNAME), ConsistentRead=True)["Item"]
     stored, hasher = str(item["passwordHash"]), ScryptHasher()
 
-    progress(f"GET /auth/user vs get_item ({GET_RUNS} runs)")
+    # The read the route needs: the authorizer's one batch read of the profile and the session.
+    session_key = {
+        "pk": f"USER#{USERNAME}",
+        "sk": f"SESSION#{jwt.decode(token, options={'verify_signature': False})['sid']}",
+    }
+    batch = {
+        resources.table_name: {"Keys": [user_key(USERNAME), session_key], "ConsistentRead": True}
+    }
+    progress(f"GET /auth/user vs its batch read ({GET_RUNS} runs)")
     get_ms, item_ms = paired_medians(
         timed(lambda: expect(http.get("/auth/user", headers=bearer), 200)),
-        timed(lambda: table.get_item(Key=user_key(USERNAME), ConsistentRead=True)),
+        timed(lambda: table.meta.client.batch_get_item(RequestItems=cast("Any", batch))),
         GET_RUNS,
     )
     progress(f"POST /auth/login vs scrypt verify ({LOGIN_RUNS} runs)")
@@ -237,7 +247,7 @@ def request_rows(resources: Resources) -> list[Row]:
     )
     return [
         Row("GET /auth/user (test client)", f"{get_ms:.2f} ms"),
-        Row("DynamoDB get_item alone", f"{item_ms:.2f} ms"),
+        Row("its BatchGetItem alone", f"{item_ms:.2f} ms"),
         Row("  ratio", f"{get_ms / item_ms:.2f}x", "<= 1.3x", get_ms / item_ms <= 1.3),
         Row("POST /auth/login (test client)", f"{login_ms:.1f} ms"),
         Row("scrypt verify alone", f"{verify_ms:.1f} ms"),
