@@ -193,3 +193,25 @@ def test_the_first_admin_command_creates_or_promotes(
     monkeypatch.setattr("sys.stdin", io.StringIO("password\n"))
     assert admin_command.main(["weakling"]) == 2
     assert "Item" not in table.get_item(Key=user_key("weakling"))
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/users", {"username": "x", "password": PASSWORD}),
+        ("POST", "/users", {"username": "valid", "password": PASSWORD, "role": "owner"}),
+        ("POST", "/users", {"username": "valid", "password": PASSWORD, "extra": 1}),
+        ("POST", "/users", ["not", "an", "object"]),
+        ("PATCH", "/users/alice", {"role": "superuser"}),
+        ("PATCH", "/users/alice", {"disabled": "yes"}),
+        ("PUT", "/users/alice", {"disabled": True}),
+        ("GET", "/users?limit=0", None),
+        ("GET", "/users?cursor=not-a-cursor", None),
+    ],
+)
+def test_bad_admin_requests_are_400(
+    api: Api, root: str, alice: str, method: str, path: str, body: Any
+) -> None:
+    response = call(api, root, method, path, body)
+    assert response.status_code == 400
+    assert response.json_body["message"]
