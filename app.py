@@ -41,7 +41,6 @@ from chalicelib.items import (
     Item,
     ItemNotFound,
     Items,
-    OwnerMissing,
     VersionMismatch,
 )
 from chalicelib.limits import IpRateLimiter, LoginThrottle, TooManyAttempts
@@ -73,7 +72,14 @@ from chalicelib.uploads import (
     UploadRejected,
     Uploads,
 )
-from chalicelib.users import DynamoDBUserRepository, User, UsernameTaken, UserNotFound
+from chalicelib.users import (
+    ConcurrentChange,
+    DynamoDBUserRepository,
+    OwnerMissing,
+    User,
+    UsernameTaken,
+    UserNotFound,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -89,7 +95,8 @@ logs.configure("INFO")  # the level is adjusted once settings are read
 # app, which is why it is read here rather than from the runtime settings.
 AUTHORIZER_TTL_SECONDS = authorizer_ttl_seconds(os.environ)
 API_VERSION = "1.0.0"
-MAX_BODY_BYTES = 16 * 1024
+# Room for an item's 32 KiB of data plus its other fields.
+MAX_BODY_BYTES = 64 * 1024
 UNSUPPORTED_MEDIA_TYPE = "Content-Type must be application/json"
 REFRESH_COOKIE = "gatehouse_refresh"
 # A header no cross-site form can send, and that makes any cross-origin fetch preflight.
@@ -252,6 +259,7 @@ def _error_for(exc: Exception) -> HttpError | None:
         InvalidCursor: (400, "Invalid pagination cursor"),
         ItemNotFound: (404, "Item not found"),
         OwnerMissing: (401, "Account no longer exists"),
+        ConcurrentChange: (409, "A simultaneous change got in the way; please retry"),
         UploadNotFound: (404, "Upload not found"),
     }
     if isinstance(exc, HttpError):
@@ -301,6 +309,7 @@ def doc(
     errors: tuple[int, ...] = (),
     admin: bool = False,
     query: tuple[str, ...] = (),
+    headers: tuple[str, ...] = (),
 ) -> Callable[[View], View]:
     def register(view: View) -> View:
         _DOCS[view.__name__] = {
@@ -311,6 +320,7 @@ def doc(
             "errors": errors + ((403,) if admin else ()),
             "admin": admin,
             "query": query,
+            "headers": headers,
         }
         return view
 
@@ -362,6 +372,11 @@ def parse(model: type[PayloadT]) -> PayloadT:
         raise HttpError(400, "Request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise HttpError(400, "Request body must be a JSON object")
+    try:
+        # JSON may spell lone surrogates ("\\ud800"), which DynamoDB cannot store.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise HttpError(400, "Request body contains invalid Unicode") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -808,7 +823,13 @@ def get_item(item_id: str) -> Response:
 
 
 @app.route("/items/{item_id}", methods=["PUT"], authorizer=bearer)
-@doc("Replace an item (If-Match required)", R.ItemView, request=ItemWrite, errors=(404, 412, 428))
+@doc(
+    "Replace an item (If-Match required)",
+    R.ItemView,
+    request=ItemWrite,
+    errors=(404, 412, 428),
+    headers=("If-Match",),
+)
 @endpoint
 def replace_item(item_id: str) -> Response:
     item_id = _item_id(item_id)
@@ -831,6 +852,7 @@ def replace_item(item_id: str) -> Response:
     R.ItemView,
     request=ItemPatch,
     errors=(404, 412, 428),
+    headers=("If-Match",),
 )
 @endpoint
 def patch_item(item_id: str) -> Response:
@@ -853,7 +875,7 @@ def patch_item(item_id: str) -> Response:
 
 
 @app.route("/items/{item_id}", methods=["DELETE"], authorizer=bearer)
-@doc("Delete an item (If-Match optional)", R.Message, errors=(404, 412))
+@doc("Delete an item (If-Match optional)", R.Message, errors=(404, 412), headers=("If-Match",))
 @endpoint
 def delete_item(item_id: str) -> Response:
     item_id = _item_id(item_id)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from boto3.dynamodb.conditions import Attr, Key
 
 from chalicelib.clock import Clock, iso, utc_now
 from chalicelib.events import Client, SecurityEvents
-from chalicelib.paging import InvalidCursor, decode_cursor, encode_cursor
+from chalicelib.paging import KEY_TEXT, MAX_READS, decode_cursor, encode_cursor
 from chalicelib.table import PARTITION_KEY, SORT_KEY, user_key
 from chalicelib.users import DynamoDBUserRepository, User, UserNotFound, user_from_item
 
@@ -24,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 
 def upload_prefix(username: str) -> str:
-    return f"uploads/{username}/"
+    # Percent-encoded: names the original system allowed may hold "/", and "alice/x" must not
+    # live inside alice's prefix. New names (A-Z a-z 0-9 . _ -) are unchanged.
+    return f"uploads/{quote(username, safe='._-')}/"
 
 
 class AccountPurge:
@@ -79,6 +83,13 @@ def _purge_objects(s3: S3Client, bucket: str, prefix: str) -> int:
     return deleted
 
 
+_KEY_PART = re.compile(f"{KEY_TEXT}{{1,300}}")
+
+
+def _cursor(pk: Any, sk: Any) -> str:
+    return encode_cursor({"pk": str(pk), "sk": str(sk)})
+
+
 @dataclass(frozen=True)
 class UserPage:
     users: list[User]
@@ -106,21 +117,24 @@ class Administration:
         """Every profile, in no particular order; a scan, so meant for administrators only."""
         scan: dict[str, Any] = {"FilterExpression": Attr(SORT_KEY).eq("PROFILE")}
         if cursor is not None:
-            position = decode_cursor(cursor, prefix="")
-            if set(position) != {"pk"} or not position["pk"].startswith("USER#"):
-                raise InvalidCursor(cursor)
-            scan["ExclusiveStartKey"] = {PARTITION_KEY: position["pk"], SORT_KEY: "PROFILE"}
+            position = decode_cursor(cursor, {"pk": _KEY_PART, "sk": _KEY_PART})
+            scan["ExclusiveStartKey"] = {PARTITION_KEY: position["pk"], SORT_KEY: position["sk"]}
         rows: list[Any] = []
-        while len(rows) <= limit:
+        resume = None
+        for _ in range(MAX_READS):
             page = self._table.scan(**scan, Limit=500)
             rows += page.get("Items", [])
-            if "LastEvaluatedKey" not in page:
+            resume = page.get("LastEvaluatedKey")
+            if len(rows) > limit or resume is None:
                 break
-            scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            scan["ExclusiveStartKey"] = resume
         users = [user_from_item(row) for row in rows[:limit]]
-        if len(rows) <= limit:
-            return UserPage(users, None)
-        return UserPage(users, encode_cursor({"pk": str(rows[limit - 1][PARTITION_KEY])}))
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            return UserPage(users, _cursor(last[PARTITION_KEY], last[SORT_KEY]))
+        return UserPage(
+            users, None if resume is None else _cursor(resume[PARTITION_KEY], resume[SORT_KEY])
+        )
 
     def get(self, username: str) -> User:
         user = self._users.get(username)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 RETENTION = timedelta(days=90)
 _EVENT = "EVENT#"
+_EVENT_SK = re.compile(r"EVENT#\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z#[0-9a-f]{8}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,7 +84,7 @@ class SecurityEvents:
         if cursor is not None:
             query["ExclusiveStartKey"] = {
                 PARTITION_KEY: f"USER#{username}",
-                SORT_KEY: decode_cursor(cursor, prefix=_EVENT)["sk"],
+                SORT_KEY: decode_cursor(cursor, {"sk": _EVENT_SK})["sk"],
             }
         page = self._table.query(**query)
         events = [

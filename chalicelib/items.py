@@ -8,17 +8,19 @@ id, for the administrators' cross-user listing by status.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from chalicelib.clock import Clock, iso, utc_now
-from chalicelib.paging import InvalidCursor, collect, decode_cursor, encode_cursor
-from chalicelib.table import INDEXES, PARTITION_KEY, SORT_KEY, plain, user_key
+from chalicelib.paging import KEY_TEXT, collect, decode_cursor, encode_cursor
+from chalicelib.table import INDEXES, PARTITION_KEY, SORT_KEY, plain
+from chalicelib.users import put_owned
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -26,14 +28,13 @@ if TYPE_CHECKING:
 STATUSES = ("active", "pending", "archived")
 _ITEM = "ITEM#"
 _INDEX = INDEXES[0]
+_ID = re.compile("[0-9a-f]{28}")
+_ITEM_SK = re.compile("ITEM#[0-9a-f]{28}")
+_OWNER_PK = re.compile(f"USER#{KEY_TEXT}{{1,128}}")
 
 
 class ItemNotFound(Exception):
     """No item with this id belongs to the caller."""
-
-
-class OwnerMissing(Exception):
-    """The owner's account no longer exists."""
 
 
 class VersionMismatch(Exception):
@@ -85,34 +86,9 @@ class Items:
             created_at=iso(now),
             updated_at=iso(now),
         )
-        names = {"#pk": PARTITION_KEY}
-        try:
-            # The owner must still exist: a token that outlives its account's deletion (up to
-            # the authorizer cache TTL) cannot leave items behind in a purged partition.
-            self._table.meta.client.transact_write_items(
-                TransactItems=[
-                    {
-                        "ConditionCheck": {
-                            "TableName": self._table.name,
-                            "Key": cast("Any", user_key(owner)),
-                            "ConditionExpression": "attribute_exists(#pk)",
-                            "ExpressionAttributeNames": names,
-                        }
-                    },
-                    {
-                        "Put": {
-                            "TableName": self._table.name,
-                            "Item": cast("Any", _row(item)),
-                            "ConditionExpression": "attribute_not_exists(#pk)",
-                            "ExpressionAttributeNames": names,
-                        }
-                    },
-                ]
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
-                raise OwnerMissing(owner) from exc
-            raise
+        # The owner must still exist: a token that outlives its account's deletion (up to the
+        # authorizer cache TTL) cannot leave items behind in a purged partition.
+        put_owned(self._table, _row(item), owner=owner)
         return item
 
     def get(self, owner: str, item_id: str) -> Item:
@@ -132,12 +108,13 @@ class Items:
         if status is not None:
             query["FilterExpression"] = Attr("status").eq(status)
         if cursor is not None:
-            after = decode_cursor(cursor, prefix=_ITEM)["sk"]
+            after = decode_cursor(cursor, {"sk": _ITEM_SK})["sk"]
             query["ExclusiveStartKey"] = {PARTITION_KEY: f"USER#{owner}", SORT_KEY: after}
-        rows = collect(self._table, query, limit=limit, filtered=status is not None)
+        rows, resume = collect(self._table, query, limit=limit, filtered=status is not None)
         items = [_item(row) for row in rows[:limit]]
-        more = len(rows) > limit
-        return ItemPage(items, encode_cursor({"sk": _ITEM + items[-1].item_id}) if more else None)
+        if len(rows) > limit:
+            return ItemPage(items, encode_cursor({"sk": _ITEM + items[-1].item_id}))
+        return ItemPage(items, None if resume is None else encode_cursor({"sk": resume[SORT_KEY]}))
 
     def by_status(self, status: str, *, limit: int, cursor: str | None) -> ItemPage:
         """Every user's items with ``status``, newest first, through the sparse index."""
@@ -147,16 +124,14 @@ class Items:
             "ScanIndexForward": False,
         }
         if cursor is not None:
-            position = decode_cursor(cursor, prefix="")
-            if set(position) != {"pk", "sk", "gsi"}:
-                raise InvalidCursor(cursor)
+            position = decode_cursor(cursor, {"pk": _OWNER_PK, "sk": _ITEM_SK, "gsi": _ID})
             query["ExclusiveStartKey"] = {
                 PARTITION_KEY: position["pk"],
                 SORT_KEY: position["sk"],
                 _INDEX.partition_key: f"ITEMSTATUS#{status}",
                 _INDEX.sort_key: position["gsi"],
             }
-        rows = collect(self._table, query, limit=limit, filtered=False)
+        rows, _ = collect(self._table, query, limit=limit)
         items = [_item(row) for row in rows[:limit]]
         if len(rows) <= limit:
             return ItemPage(items, None)

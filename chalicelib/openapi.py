@@ -25,6 +25,12 @@ _REASONS = {
 }
 
 
+_QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
+    "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+    "status": {"enum": ["active", "pending", "archived"]},
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class Operation:
     """What the route table and a view's ``doc`` say about one method on one path."""
@@ -39,6 +45,7 @@ class Operation:
     bearer: bool = False
     admin: bool = False
     query: tuple[str, ...] = field(default=())
+    headers: tuple[str, ...] = field(default=())
 
 
 def document(operations: list[Operation], *, title: str, version: str) -> dict[str, Any]:
@@ -70,7 +77,14 @@ def document(operations: list[Operation], *, title: str, version: str) -> dict[s
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in re.findall(r"{(\w+)}", op.path)
-        ] + [{"name": name, "in": "query", "schema": {"type": "string"}} for name in op.query]
+        ]
+        parameters += [
+            {"name": name, "in": "query", "schema": _QUERY_SCHEMAS.get(name, {"type": "string"})}
+            for name in op.query
+        ]
+        parameters += [
+            {"name": name, "in": "header", "schema": {"type": "string"}} for name in op.headers
+        ]
         if parameters:
             spec["parameters"] = parameters
         paths.setdefault(op.path, {})[op.method.lower()] = spec

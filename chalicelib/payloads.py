@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from decimal import Clamped, Inexact, Overflow, Rounded, Underflow
+from decimal import Clamped, Decimal, Inexact, Overflow, Rounded, Underflow
 from typing import Annotated, Any, Literal
 
 from boto3.dynamodb.types import DYNAMODB_CONTEXT
@@ -53,6 +53,9 @@ MAX_DATA_BYTES = 32 * 1024
 
 
 MAX_DATA_DEPTH = 16
+# DynamoDB's number range: magnitudes from 1E-130 up to (not including) 1E126.
+_TOO_LARGE = Decimal("1e126")
+_TOO_SMALL = Decimal("1e-130")
 
 
 def _storable(data: dict[str, Any]) -> dict[str, Any]:
@@ -79,11 +82,13 @@ def _check_values(value: Any, *, depth: int) -> None:
             _check_values(inner, depth=depth + 1)
     elif isinstance(value, int | float) and not isinstance(value, bool):
         try:
-            DYNAMODB_CONTEXT.create_decimal(repr(value))
+            number = DYNAMODB_CONTEXT.create_decimal(repr(value))
         except (Inexact, Rounded, Overflow, Underflow, Clamped):
+            number = None
+        if number is None or abs(number) >= _TOO_LARGE or 0 < abs(number) < _TOO_SMALL:
             raise ValueError(
                 "numbers must have at most 38 significant digits and lie between 1e-130 and 1e126"
-            ) from None
+            )
 
 
 ItemData = Annotated[dict[str, Any], AfterValidator(_storable)]

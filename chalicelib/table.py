@@ -2,12 +2,19 @@
 
 Access patterns (every entity lives under its owner's partition or in the sparse index):
 
-| entity        | pk                 | sk          | gsi1pk / gsi1sk                |
-|---------------|--------------------|-------------|--------------------------------|
-| user profile  | USER#{username}    | PROFILE     | -                              |
+| entity          | pk               | sk                       | gsi1pk / gsi1sk           |
+|-----------------|------------------|--------------------------|---------------------------|
+| user profile    | USER#{username}  | PROFILE                  | -                         |
+| session         | USER#{username}  | SESSION#{id}             | -                         |
+| refresh token   | USER#{username}  | REFRESH#{sha256}         | -                         |
+| login attempts  | USER#{username}  | LOGINFAIL#{address}      | -                         |
+| security event  | USER#{username}  | EVENT#{iso time}#{rand}  | -                         |
+| item            | USER#{username}  | ITEM#{id}                | ITEMSTATUS#{status} / {id}|
+| upload          | USER#{username}  | UPLOAD#{id}              | -                         |
+| per-IP counter  | RATE#{address}   | WINDOW#{start}           | -                         |
 
-Later entities (items, sessions, refresh tokens, events) add rows here and set ``gsi1pk`` /
-``gsi1sk`` only when they need a cross-user query, which keeps the index sparse. Rows that
+A user's own data is one partition (one query lists it, one purge deletes it). Only rows that
+need a cross-user query set ``gsi1pk`` / ``gsi1sk``, which keeps the index sparse. Rows that
 expire carry ``expiresAt`` (epoch seconds), the table's TTL attribute.
 """
 

@@ -19,12 +19,14 @@ from chalicelib.clock import Clock, iso, utc_now
 from chalicelib.items import new_item_id
 from chalicelib.paging import collect, decode_cursor, encode_cursor
 from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
+from chalicelib.users import put_owned
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
     from mypy_boto3_s3 import S3Client
 
 _UPLOAD = "UPLOAD#"
+_UPLOAD_SK = re.compile("UPLOAD#[0-9a-f]{28}")
 MAX_FILENAME = 100
 PENDING_SECONDS = 86400  # a never-completed record goes (TTL) after a day
 
@@ -146,13 +148,13 @@ class Uploads:
             status="pending",
             created_at=iso(now),
         )
-        self._table.put_item(
-            Item={
-                **_key(owner, upload_id),
-                **_record(upload),
-                TTL_ATTRIBUTE: int(now.timestamp()) + PENDING_SECONDS,
-            }
-        )
+        row = {
+            **_key(owner, upload_id),
+            **_record(upload),
+            TTL_ATTRIBUTE: int(now.timestamp()) + PENDING_SECONDS,
+        }
+        # As for items: no record, and so no presigned POST, for an account being deleted.
+        put_owned(self._table, row, owner=owner)
         # The policy pins the key and the type and bounds the size: S3 refuses anything else.
         post = self._s3.generate_presigned_post(
             Bucket=self._bucket,
@@ -160,7 +162,7 @@ class Uploads:
             Fields={"Content-Type": content_type},
             Conditions=[
                 {"Content-Type": content_type},
-                ["content-length-range", 1, rules.max_bytes],
+                ["content-length-range", size, size],
             ],
             ExpiresIn=self._post_seconds,
         )
@@ -175,20 +177,27 @@ class Uploads:
                 raise UploadIncomplete("the file has not been uploaded yet") from exc
             raise
         if head["ContentLength"] != upload.size or head.get("ContentType") != upload.content_type:
+            # Nothing is kept that does not match its record; the client may upload again.
+            self._s3.delete_object(Bucket=self._bucket, Key=upload.key)
             raise UploadIncomplete("the uploaded file differs from what was declared")
         if upload.status == "ready":
             return upload
-        self._table.update_item(
-            Key=_key(owner, upload_id),
-            UpdateExpression="SET #status = :ready REMOVE #ttl",
-            ConditionExpression="attribute_exists(#pk)",
-            ExpressionAttributeNames={
-                "#status": "status",
-                "#ttl": TTL_ATTRIBUTE,
-                "#pk": PARTITION_KEY,
-            },
-            ExpressionAttributeValues={":ready": "ready"},
-        )
+        try:
+            self._table.update_item(
+                Key=_key(owner, upload_id),
+                UpdateExpression="SET #status = :ready REMOVE #ttl",
+                ConditionExpression="attribute_exists(#pk)",
+                ExpressionAttributeNames={
+                    "#status": "status",
+                    "#ttl": TTL_ATTRIBUTE,
+                    "#pk": PARTITION_KEY,
+                },
+                ExpressionAttributeValues={":ready": "ready"},
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise UploadNotFound(upload_id) from exc  # deleted meanwhile
+            raise
         return replace(upload, status="ready")
 
     def get(self, owner: str, upload_id: str) -> Upload:
@@ -212,9 +221,9 @@ class Uploads:
             "ConsistentRead": True,
         }
         if cursor is not None:
-            after = decode_cursor(cursor, prefix=_UPLOAD)["sk"]
+            after = decode_cursor(cursor, {"sk": _UPLOAD_SK})["sk"]
             query["ExclusiveStartKey"] = {PARTITION_KEY: f"USER#{owner}", SORT_KEY: after}
-        rows = collect(self._table, query, limit=limit)
+        rows, _ = collect(self._table, query, limit=limit)
         uploads = [_upload(row) for row in rows[:limit]]
         more = len(rows) > limit
         last = _UPLOAD + uploads[-1].upload_id if uploads else ""

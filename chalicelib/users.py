@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from botocore.exceptions import ClientError
 
@@ -225,3 +225,44 @@ def user_from_item(item: Mapping[str, Any]) -> User:
         token_version=int(str(item.get("tokenVersion", 0))),
         disabled=item.get("disabled") is True,
     )
+
+
+class OwnerMissing(Exception):
+    """The owner's account no longer exists."""
+
+
+class ConcurrentChange(Exception):
+    """A simultaneous write got in the way; retrying will do."""
+
+
+def put_owned(table: Table, row: dict[str, Any], *, owner: str) -> None:
+    """Write a new row under ``owner`` only while the owner's profile exists, atomically."""
+    names = {"#pk": PARTITION_KEY}
+    try:
+        table.meta.client.transact_write_items(
+            TransactItems=[
+                {
+                    "ConditionCheck": {
+                        "TableName": table.name,
+                        "Key": cast("Any", user_key(owner)),
+                        "ConditionExpression": "attribute_exists(#pk)",
+                        "ExpressionAttributeNames": names,
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": table.name,
+                        "Item": cast("Any", row),
+                        "ConditionExpression": "attribute_not_exists(#pk)",
+                        "ExpressionAttributeNames": names,
+                    }
+                },
+            ]
+        )
+    except ClientError as exc:
+        if _code(exc) != "TransactionCanceledException":
+            raise
+        reasons = exc.response.get("CancellationReasons", [])
+        if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+            raise OwnerMissing(owner) from exc
+        raise ConcurrentChange(owner) from exc

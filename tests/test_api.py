@@ -265,7 +265,7 @@ BAD_INPUTS = [
     (
         "/auth/signup",
         "application/json",
-        b'{"username": "alice", "password": "' + b"p" * 20000 + b'"}',
+        b'{"username": "alice", "password": "' + b"p" * 70000 + b'"}',
         413,
         "larger",
     ),

@@ -197,7 +197,12 @@ BAD_ITEM_BODIES = [
     (b'{"name": "x", "data": {"n": 123456789012345678901234567890123456789}}', "38"),
     (b'{"name": "x", "data": {"n": 1e200}}', "38"),
     (b'{"name": "x", "data": ' + b'{"a": ' * 17 + b"1" + b"}" * 17 + b"}", "nest"),
-    (b'{"name": "x", "data": {"big": "' + b"x" * 33000 + b'"}}', "larger"),
+    (b'{"name": "x", "data": {"big": "' + b"x" * 33000 + b'"}}', "32768 bytes"),
+    (b'{"name": "x", "data": {"big": "' + b"x" * 70000 + b'"}}', "larger than 65536"),
+    (b'{"name": "x", "data": {"s": "\\ud800"}}', "invalid Unicode"),
+    (b'{"name": "\\udfff"}', "invalid Unicode"),
+    (b'{"name": "x", "data": {"n": 1e126}}', "1e126"),
+    (b'{"name": "x", "data": {"n": 1e-140}}', "1e-130"),
 ]
 
 
@@ -212,7 +217,8 @@ def test_bad_item_bodies_are_4xx(alice: Caller, body: bytes, words: str, method:
     if method == "PATCH" and words == "name" and body == b"{}":
         assert response.status_code == 200  # an empty patch changes nothing
         return
-    assert 400 <= response.status_code < 500
+    expected = 413 if "larger" in words else 400
+    assert response.status_code == expected
     assert words.lower() in response.json_body["message"].lower()
 
 
@@ -226,12 +232,41 @@ def test_bad_item_bodies_are_4xx(alice: Caller, body: bytes, words: str, method:
         "?cursor=%%%",
         f"?cursor={_cursor({'sk': 'PROFILE'})}",
         f"?cursor={_cursor({'pk': 'USER#bob', 'sk': 'ITEM#1'})}",
+        f"?cursor={_cursor({'sk': 'ITEM#' + 'a' * 1500})}",
+        f"?cursor={_cursor({'sk': 'ITEM#' + '0' * 27 + 'g'})}",
     ],
 )
-def test_bad_list_parameters_are_400(alice: Caller, query: str) -> None:
-    response = alice.call("GET", f"/items{query}")
+@pytest.mark.parametrize("path", ["/items", "/uploads", "/auth/events"])
+def test_bad_list_parameters_are_400(alice: Caller, query: str, path: str) -> None:
+    if "status=" in query and path != "/items":
+        return
+    response = alice.call("GET", f"{path}{query}")
     assert response.status_code == 400
     assert response.json_body["message"]
+
+
+@pytest.mark.parametrize(
+    "position",
+    [
+        {"pk": "USER#bob", "sk": "ITEM#" + "a" * 1500, "gsi": "0" * 28},
+        {"pk": "USER#" + "b" * 2000, "sk": "ITEM#" + "0" * 28, "gsi": "0" * 28},
+        {"pk": "USER#bob", "sk": "ITEM#" + "0" * 28},
+        {"sk": "ITEM#" + "0" * 28},
+    ],
+)
+def test_tampered_admin_cursors_are_400(
+    alice: Caller, table: Any, position: dict[str, str]
+) -> None:
+    table.update_item(
+        Key=user_key("alice"),
+        UpdateExpression="SET #role = :admin",
+        ExpressionAttributeNames={"#role": "role"},
+        ExpressionAttributeValues={":admin": "admin"},
+    )
+    headers = {"Authorization": f"Bearer {alice.api.login('alice', PASSWORD)}"}
+    path = f"/admin/items?status=active&cursor={_cursor(position)}"
+    response = alice.api.client.http.get(path, headers=headers)
+    assert response.status_code == 400
 
 
 @pytest.mark.parametrize("if_match", ["1", '"x"', "*", '"1", "2"'])
