@@ -185,10 +185,14 @@ class Dependencies:
             tokens=self.tokens,
             sessions=sessions,
             throttle=throttle,
-            events=SecurityEvents(self.table, clock=self._clock),
+            events=self.events,
             purge=self.purge,
             clock=self._clock,
         )
+
+    @cached_property
+    def events(self) -> SecurityEvents:
+        return SecurityEvents(self.table, clock=self._clock)
 
     @cached_property
     def s3(self) -> S3Client:
@@ -205,7 +209,7 @@ class Dependencies:
             self.table,
             accounts=self.accounts,
             purge=self.purge,
-            events=SecurityEvents(self.table, clock=self._clock),
+            events=self.events,
             clock=self._clock,
         )
 
@@ -752,17 +756,22 @@ def _item_response(item: Item, status: int = 200) -> Response:
     return _json(status, _item_json(item), {"ETag": f'"{item.version}"'})
 
 
-def _if_match(*, required: bool) -> int | None:
+def _if_match() -> int | None:
     """The version the client's change is based on, from its If-Match ETag."""
     raw = _request().headers.get("if-match")
     if raw is None:
-        if required:
-            raise HttpError(428, "If-Match header required: send the ETag of the item you read")
         return None
     match = re.fullmatch(r'\s*(?:W/)?"(\d{1,18})"\s*', raw)
     if match is None:
         raise HttpError(412, "If-Match does not match the item's current ETag")
     return int(match.group(1))
+
+
+def _required_if_match() -> int:
+    version = _if_match()
+    if version is None:
+        raise HttpError(428, "If-Match header required: send the ETag of the item you read")
+    return version
 
 
 def _item_id(raw: str) -> str:
@@ -833,12 +842,12 @@ def get_item(item_id: str) -> Response:
 @endpoint
 def replace_item(item_id: str) -> Response:
     item_id = _item_id(item_id)
-    version = _if_match(required=True)
+    version = _required_if_match()
     body = parse(ItemWrite)
     item = dependencies.items.replace(
         _caller()["username"],
         item_id,
-        expected_version=version or 0,
+        expected_version=version,
         name=body.name,
         data=body.data,
         status=body.status,
@@ -857,7 +866,7 @@ def replace_item(item_id: str) -> Response:
 @endpoint
 def patch_item(item_id: str) -> Response:
     item_id = _item_id(item_id)
-    version = _if_match(required=True)
+    version = _required_if_match()
     body = parse(ItemPatch)
     owner = _caller()["username"]
     current = dependencies.items.get(owner, item_id)
@@ -879,7 +888,7 @@ def patch_item(item_id: str) -> Response:
 @endpoint
 def delete_item(item_id: str) -> Response:
     item_id = _item_id(item_id)
-    version = _if_match(required=False)
+    version = _if_match()
     dependencies.items.delete(_caller()["username"], item_id, expected_version=version)
     return _json(200, {"message": "Item deleted"})
 

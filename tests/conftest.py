@@ -17,6 +17,7 @@ from moto.core.botocore_stubber import BotocoreStubber
 
 import app as app_module
 from chalicelib.passwords import ScryptCost
+from chalicelib.table import user_key
 from tools.localaws import Resources, provision
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,3 +146,13 @@ process.stdout.write(JSON.stringify(out));
     )
     hashes: list[str] = json.loads(result.stdout)
     return hashes
+
+
+def promote(table: Any, username: str) -> None:
+    """Give an existing user the admin role, straight in the table."""
+    table.update_item(
+        Key=user_key(username),
+        UpdateExpression="SET #role = :admin",
+        ExpressionAttributeNames={"#role": "role"},
+        ExpressionAttributeValues={":admin": "admin"},
+    )

@@ -11,7 +11,7 @@ import pytest
 from boto3.dynamodb.conditions import Key
 
 from chalicelib.table import user_key
-from tests.conftest import Api
+from tests.conftest import Api, promote
 from tools import admin as admin_command
 from tools.localaws import Resources
 
@@ -43,12 +43,7 @@ def partition(table: Any, username: str) -> list[Any]:
 @pytest.fixture
 def root(api: Api, table: Any) -> str:
     api.signup("root", PASSWORD)
-    table.update_item(
-        Key=user_key("root"),
-        UpdateExpression="SET #role = :admin",
-        ExpressionAttributeNames={"#role": "role"},
-        ExpressionAttributeValues={":admin": "admin"},
-    )
+    promote(table, "root")
     return api.login("root", PASSWORD)
 
 

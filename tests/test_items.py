@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.table import user_key
-from tests.conftest import Api, FakeClock
+from tests.conftest import Api, FakeClock, promote
 
 PASSWORD = "correct horse battery"
 
@@ -164,12 +163,7 @@ def test_admins_list_items_of_everyone_by_status(
     alice.create("a1", status="pending")
     bob.create("b1", status="pending")
     bob.create("b2", status="active")
-    table.update_item(
-        Key=user_key("bob"),
-        UpdateExpression="SET #role = :admin",
-        ExpressionAttributeNames={"#role": "role"},
-        ExpressionAttributeValues={":admin": "admin"},
-    )
+    promote(table, "bob")
     assert alice.call("GET", "/admin/items?status=pending").status_code == 403
     first = bob.call("GET", "/admin/items?status=pending&limit=1").json_body
     second = bob.call("GET", f"/admin/items?status=pending&cursor={first['nextCursor']}").json_body
@@ -257,12 +251,7 @@ def test_bad_list_parameters_are_400(alice: Caller, query: str, path: str) -> No
 def test_tampered_admin_cursors_are_400(
     alice: Caller, table: Any, position: dict[str, str]
 ) -> None:
-    table.update_item(
-        Key=user_key("alice"),
-        UpdateExpression="SET #role = :admin",
-        ExpressionAttributeNames={"#role": "role"},
-        ExpressionAttributeValues={":admin": "admin"},
-    )
+    promote(table, "alice")
     headers = {"Authorization": f"Bearer {alice.api.login('alice', PASSWORD)}"}
     path = f"/admin/items?status=active&cursor={_cursor(position)}"
     response = alice.api.client.http.get(path, headers=headers)

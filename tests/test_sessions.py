@@ -14,7 +14,7 @@ from chalice.test import Client
 
 import app as app_module
 from chalicelib.table import user_key
-from tests.conftest import ROOT, Api, FakeClock
+from tests.conftest import ROOT, Api, FakeClock, promote
 from tools.localaws import Resources, provision
 
 PASSWORD = "correct horse battery"
@@ -320,12 +320,7 @@ class TestEvents:
 
     def test_only_admins_read_other_logs(self, api: Api, alice: Any, table: Any) -> None:
         api.signup("root", PASSWORD)
-        table.update_item(
-            Key=user_key("root"),
-            UpdateExpression="SET #role = :admin",
-            ExpressionAttributeNames={"#role": "role"},
-            ExpressionAttributeValues={":admin": "admin"},
-        )
+        promote(table, "root")
         admin_token = login(api, "root").json_body["token"]
         events = api.get("/users/alice/events", admin_token).json_body["events"]
         assert {event["type"] for event in events} == {"signup", "login"}
@@ -424,12 +419,7 @@ class TestReviewFindings:
     def test_oversized_ids_are_4xx_not_500(
         self, api: Api, alice: Any, table: Any, method: str, path: str
     ) -> None:
-        table.update_item(
-            Key=user_key("alice"),
-            UpdateExpression="SET #role = :admin",
-            ExpressionAttributeNames={"#role": "role"},
-            ExpressionAttributeValues={":admin": "admin"},
-        )
+        promote(table, "alice")
         auth = {"Authorization": f"Bearer {login(api).json_body['token']}"}
         response = api.client.http.request(method, path, headers=auth)
         assert response.status_code in {400, 404}
