@@ -7,11 +7,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+# The site's node packages, reinstalled when the lock file changes.
+NODE_STAMP := frontend/node_modules/.installed-$(shell sha1sum frontend/package-lock.json | cut -c1-12)
+# The browser tests drive Debian's Chromium (Playwright cannot download its own here).
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: help install dev test lint typecheck unit bench admin clean
+.PHONY: help install dev test lint typecheck unit bench admin clean site frontend-check
 
 help:
-	@echo "make dev    run the API on http://127.0.0.1:8000 with a local AWS emulator"
+	@echo "make dev    run the site on http://127.0.0.1:5173 (API under /api) with a local AWS emulator"
 	@echo "make test   lint, type-check and run every test"
 	@echo "make bench  print cold-start, hashing and request-overhead figures"
 	@echo "make admin USERNAME=alice   create or promote an administrator locally"
@@ -22,12 +26,27 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-install: $(STAMP)
+$(NODE_STAMP): frontend/package.json frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund
+	@rm -f frontend/node_modules/.installed-*
+	@touch $@
 
-dev: $(STAMP)
+$(CHROMIUM):
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+
+install: $(STAMP) $(NODE_STAMP)
+
+dev: $(STAMP) $(NODE_STAMP)
 	exec $(BIN)/python -m tools.devstack
 
-test: lint typecheck unit
+# The static site in frontend/build; prints the first page's gzipped JS + CSS against its budget.
+site: $(NODE_STAMP)
+	cd frontend && npm run --silent build
+
+frontend-check: $(NODE_STAMP)
+	cd frontend && npm run --silent check && npm run --silent format:check
+
+test: lint typecheck frontend-check unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -36,7 +55,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) site $(CHROMIUM)
 	$(BIN)/pytest
 
 # make admin USERNAME=alice: create or promote an administrator in the running `make dev`.
@@ -51,3 +70,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
+	rm -rf frontend/node_modules frontend/build frontend/.svelte-kit

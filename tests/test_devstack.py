@@ -4,109 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from tests.conftest import ROOT
+from tests.localstack import RunningStack, start
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def processes_mentioning(*needles: str) -> list[str]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if any(needle in text for needle in needles):
-            found.append(text)
-    return found
-
-
-@dataclass
-class RunningStack:
-    process: subprocess.Popen[str]
-    output: list[str]
-    api_url: str
-    aws_port: int
-    api_port: int
-
-    def stop(self, sig: signal.Signals) -> int:
-        self.process.send_signal(sig)
-        return self.process.wait(timeout=30)
-
-    def leftovers(self) -> list[str]:
-        return processes_mentioning(
-            f"--port {self.api_port} ",
-            f"--port {self.aws_port} ",
-            f"LOCAL_AWS_PORT={self.aws_port}",
-        )
-
-
-def start(command: list[str]) -> RunningStack:
-    aws_port, api_port = free_port(), free_port()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"AWS_ENDPOINT_URL", "MAKEFLAGS", "MAKELEVEL", "MFLAGS"}
-    }
-    env.update(LOCAL_AWS_PORT=str(aws_port), API_PORT=str(api_port))
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    output: list[str] = []
-
-    def drain() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            output.append(line)
-            lines.put(line)
-
-    threading.Thread(target=drain, daemon=True).start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if lines.get(timeout=1).strip() == "ready":
-                return RunningStack(
-                    process, output, f"http://127.0.0.1:{api_port}", aws_port, api_port
-                )
-        except queue.Empty:
-            if process.poll() is not None:
-                break
-    process.kill()
-    pytest.fail("the local stack did not start:\n" + "".join(output))
 
 
 @pytest.fixture
@@ -162,24 +73,71 @@ def test_a_signal_stops_everything_and_frees_the_ports(
     stack: RunningStack, sig: signal.Signals
 ) -> None:
     assert stack.leftovers()
+    assert stack.ports_open() == [stack.aws_port, stack.api_port, stack.site_port]
     assert stack.stop(sig) == 0
-    assert not listening(stack.api_port)
-    assert not listening(stack.aws_port)
+    assert stack.ports_open() == []
     assert stack.leftovers() == []
     assert "stopped" in "".join(stack.output)
 
 
 def test_sigterm_to_make_dev_stops_everything() -> None:
     running = start(["make", "--no-print-directory", "dev"])
-    assert listening(running.api_port)
+    assert running.ports_open() == [running.aws_port, running.api_port, running.site_port]
     running.process.send_signal(signal.SIGTERM)
     running.process.wait(timeout=30)
     deadline = time.monotonic() + 20
-    while (running.leftovers() or listening(running.api_port)) and time.monotonic() < deadline:
+    while (running.leftovers() or running.ports_open()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert running.leftovers() == []
-    assert not listening(running.api_port)
-    assert not listening(running.aws_port)
+    assert running.ports_open() == []
+
+
+def test_the_dev_site_is_one_origin_with_the_api_under_api(stack: RunningStack) -> None:
+    page = requests.get(f"{stack.site_url}/login", timeout=30)
+    assert page.status_code == 200
+    assert "/.svelte-kit/generated/client/app.js" in page.text  # vite dev: reloads on edits
+    assert requests.get(f"{stack.site_url}/api/health", timeout=10).json() == {"status": "ok"}
+    credentials = {"username": "carol", "password": "correct horse battery"}
+    assert requests.post(f"{stack.site_url}/api/auth/signup", json=credentials, timeout=10).ok
+    browser = requests.Session()
+    login = browser.post(f"{stack.site_url}/api/auth/login", json=credentials, timeout=10)
+    assert login.status_code == 200
+    cookie = next(iter(browser.cookies))
+    assert (cookie.name, cookie.path) == ("gatehouse_refresh", "/api/auth")
+    # The API lets the site's own origin, on whatever port it runs, refresh by cookie, and
+    # only that origin.
+    csrf = {"X-Requested-With": "fetch"}
+    foreign = browser.post(
+        f"{stack.site_url}/api/auth/refresh",
+        headers={**csrf, "Origin": "http://127.0.0.1:1"},
+        timeout=10,
+    )
+    assert foreign.status_code == 403
+    refreshed = browser.post(
+        f"{stack.site_url}/api/auth/refresh",
+        headers={**csrf, "Origin": stack.site_url},
+        timeout=10,
+    )
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.json()["username"] == "carol"
+
+
+def test_the_uploads_bucket_answers_cors_for_the_site_only(stack: RunningStack) -> None:
+    bucket = f"{stack.aws_url}/gatehouse-dev-uploads"
+    preflight = {"Access-Control-Request-Method": "POST"}
+    allowed = requests.options(bucket, headers={**preflight, "Origin": stack.site_url}, timeout=10)
+    assert allowed.status_code == 200
+    assert allowed.headers["Access-Control-Allow-Origin"] == stack.site_url
+    assert "POST" in allowed.headers["Access-Control-Allow-Methods"]
+    foreign = requests.options(
+        bucket, headers={**preflight, "Origin": "https://evil.example"}, timeout=10
+    )
+    assert "Access-Control-Allow-Origin" not in foreign.headers
+    # moto's server would otherwise allow every origin on every service.
+    other = requests.get(
+        f"{stack.aws_url}/moto-api/", headers={"Origin": "https://evil.example"}, timeout=10
+    )
+    assert "Access-Control-Allow-Origin" not in other.headers
 
 
 def test_a_real_upload_through_the_presigned_post(stack: RunningStack) -> None:

@@ -1,11 +1,16 @@
-"""``make dev``: the embedded AWS emulator plus ``chalice local``, stopped together.
+"""``make dev``: the embedded AWS emulator, ``chalice local`` and the site, stopped together.
 
-Ports and host come from the environment (LOCAL_AWS_PORT, API_PORT, DEV_HOST). Ctrl-C or
-SIGTERM stops every process this started; so does the death of the parent (make).
+The site is served on one origin with the API under ``/api`` (prefix stripped), as deployed:
+by ``vite dev`` (``--site dev``, the default: reloads as you edit ``frontend/``) or by
+``tools/siteserver.py`` from the built site (``--site build``: what the browser tests use).
+
+Ports and host come from the environment (LOCAL_AWS_PORT, API_PORT, SITE_PORT, DEV_HOST). Ctrl-C
+or SIGTERM stops every process this started; so does the death of the parent (make).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import os
@@ -17,12 +22,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import boto3
 
 from tools.localaws import Resources, provision
 
 ROOT = Path(__file__).resolve().parent.parent
+FRONTEND = ROOT / "frontend"
 LOG_DIR = ROOT / ".local"
 STAGE = "dev"
 REGION = "eu-west-2"
@@ -55,16 +62,33 @@ def responds(url: str) -> bool:
         return False
 
 
+SiteMode = Literal["dev", "build"]
+
+
 class Stack:
-    def __init__(self, *, host: str, aws_port: int, api_port: int) -> None:
+    def __init__(
+        self, *, host: str, aws_port: int, api_port: int, site_port: int, site: SiteMode = "dev"
+    ) -> None:
         self.host = host
         self.aws_url = f"http://{host}:{aws_port}"
         self.api_url = f"http://{host}:{api_port}"
+        self.site_url = f"http://{host}:{site_port}"
         self._aws_port = aws_port
         self._api_port = api_port
+        self._site_port = site_port
+        self._site_mode: SiteMode = site
         self._emulator: subprocess.Popen[bytes] | None = None
         self._api: subprocess.Popen[bytes] | None = None
+        self._site: subprocess.Popen[bytes] | None = None
         self._loaded: dict[Path, float] = {}
+
+    @property
+    def site_origins(self) -> list[str]:
+        """Where the browser may load the site from: allowed to refresh and to upload."""
+        origins = [self.site_url]
+        if self.host == "127.0.0.1":
+            origins.append(f"http://localhost:{self._site_port}")
+        return origins
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -75,18 +99,27 @@ class Stack:
             AWS_ACCESS_KEY_ID=env.get("AWS_ACCESS_KEY_ID", "local"),
             AWS_SECRET_ACCESS_KEY=env.get("AWS_SECRET_ACCESS_KEY", "local"),
             PYTHONUNBUFFERED="1",
+            # tools/localapi.py: the site's real origins, whatever its port.
+            LOCAL_ALLOWED_ORIGINS=",".join(self.site_origins),
+            # frontend/vite.config.ts: where `vite dev` listens and proxies /api to.
+            GATEHOUSE_API_URL=self.api_url,
+            DEV_HOST=self.host,
+            SITE_PORT=str(self._site_port),
         )
         return env
 
-    def _spawn(self, args: list[str], *, log: Path | None = None) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, args: list[str], *, log: Path | None = None, cwd: Path = ROOT
+    ) -> subprocess.Popen[bytes]:
         # Each child leads its own process group, so stopping it also stops whatever it forked,
         # and a terminal's Ctrl-C reaches only us.
         return subprocess.Popen(
             args,
-            cwd=ROOT,
+            cwd=cwd,
             env=self.environment(),
             start_new_session=True,
             preexec_fn=die_with_parent,
+            stdin=subprocess.DEVNULL,
             stdout=None if log is None else log.open("ab"),
             stderr=subprocess.STDOUT if log is not None else None,
         )
@@ -115,37 +148,65 @@ class Stack:
             aws_access_key_id="local", aws_secret_access_key="local", region_name=REGION
         )
         os.environ["AWS_ENDPOINT_URL"] = self.aws_url
-        provision(session, Resources.for_stage(STAGE))
+        provision(session, Resources.for_stage(STAGE), site_origins=self.site_origins)
         self._start_api()
+        self._start_site()
 
     def _start_api(self) -> None:
         # chalice's own autoreload watches every file under the project (.venv and logs
         # included) and drops requests when it restarts, so we reload on source changes only.
-        chalice = str(Path(sys.executable).parent / "chalice")
         self._loaded = _source_mtimes()  # what this API process runs
+        # `chalice local --no-autoreload`, letting the site's origin through (see tools/localapi).
         self._api = api = self._spawn(
             [
-                chalice,
-                "local",
+                sys.executable,
+                "-m",
+                "tools.localapi",
                 "--host",
                 self.host,
                 "--port",
                 str(self._api_port),
                 "--stage",
                 STAGE,
-                "--no-autoreload",
             ]
         )
         wait_until(
             lambda: responds(f"{self.api_url}/health"), what="chalice local", timeout=60, child=api
         )
 
+    def _start_site(self) -> None:
+        if self._site_mode == "dev":
+            vite = FRONTEND / "node_modules" / ".bin" / "vite"
+            if not vite.exists():
+                raise RuntimeError("frontend/node_modules is missing: run `make dev`")
+            self._site = site = self._spawn([str(vite), "dev"], cwd=FRONTEND)
+        else:
+            self._site = site = self._spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "tools.siteserver",
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self._site_port),
+                    "--api",
+                    self.api_url,
+                ]
+            )
+        wait_until(
+            lambda: responds(f"{self.site_url}/api/health"),
+            what="the site",
+            timeout=60,
+            child=site,
+        )
+
     def run(self) -> int:
         """Serve until the emulator exits, restarting the API whenever its source changes."""
-        if self._emulator is None or self._api is None:
+        if self._emulator is None or self._api is None or self._site is None:
             raise RuntimeError("start() the stack before running it")
         reported = False
-        while self._emulator.poll() is None:
+        while self._emulator.poll() is None and self._site.poll() is None:
             time.sleep(0.5)
             if _source_mtimes() != self._loaded:
                 reported = False
@@ -156,9 +217,13 @@ class Stack:
             if self._api.poll() is not None and not reported:
                 reported = True
                 print("the API is down: fix the code and save to restart it", file=sys.stderr)
+        if self._site.poll() is not None:
+            print(f"the site exited with status {self._site.returncode}", file=sys.stderr)
+            return self._site.returncode
         return self._emulator.returncode
 
     def stop(self) -> None:
+        _stop(self._site)
         _stop(self._api)
         _stop(self._emulator)
 
@@ -192,12 +257,22 @@ def _raise_stop(signum: int, _frame: object) -> None:
     raise _Stop(signum)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--site",
+        choices=["dev", "build"],
+        default="dev",
+        help="serve the site with `vite dev` (default) or the built frontend/build",
+    )
+    site: SiteMode = "build" if parser.parse_args(argv).site == "build" else "dev"
     die_with_parent()
     stack = Stack(
         host=os.environ.get("DEV_HOST", "127.0.0.1"),
         aws_port=int(os.environ.get("LOCAL_AWS_PORT", "5000")),
         api_port=int(os.environ.get("API_PORT", "8000")),
+        site_port=int(os.environ.get("SITE_PORT", "5173")),
+        site=site,
     )
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
@@ -205,10 +280,11 @@ def main() -> int:
         stack.start()
         print(
             f"\nGatehouse is running (stage {STAGE}).\n"
+            f"  Site:          {stack.site_url}  (the API under /api)\n"
             f"  API:           {stack.api_url}\n"
             f"  AWS emulator:  {stack.aws_url}  (in memory: a restart starts empty;"
             f" its log is in .local/emulator.log)\n\n"
-            f"Try:\n"
+            f"Open {stack.site_url} in a browser, or try the API:\n"
             f"  curl -s -X POST {stack.api_url}/auth/signup \\\n"
             f"       -H 'Content-Type: application/json' \\\n"
             f'       -d \'{{"username": "alice", "password": "correct horse battery"}}\'\n\n'
@@ -216,7 +292,7 @@ def main() -> int:
             flush=True,
         )
         status = stack.run()
-        print(f"the AWS emulator exited with status {status}; stopping", file=sys.stderr)
+        print(f"a server exited with status {status}; stopping", file=sys.stderr)
         return 1
     except _Stop:
         return 0

@@ -7,6 +7,11 @@
 - moto accepts any browser upload (presigned POST) whatever its policy says; S3 enforces the
   policy's conditions and expiry, and the upload limits rely on that, so this checks them too
   (not the signature: local credentials are not secret).
+- moto's server answers every cross-origin request with ``Access-Control-Allow-Origin: *``; S3
+  answers only what the bucket's CORS rules allow, so that global header is turned off and the
+  buckets' own rules apply (``tools/localaws.py`` allows the local site's origin). moto applies
+  them to preflights and most requests but not to a browser's form POST, so this adds them there,
+  as S3 does, or the browser could not read the answer to its upload.
 
 Run: ``python -m tools.emulator --host 127.0.0.1 --port 5000``.
 """
@@ -22,11 +27,16 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.moto_server import werkzeug_app
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
     create_backend_app,
 )
+from moto.s3.exceptions import MissingBucket
+from moto.s3.models import s3_backends
+from moto.s3.utils import cors_matches_origin
 from werkzeug.formparser import parse_form_data
 from werkzeug.serving import run_simple
 
@@ -99,6 +109,41 @@ def _refusal(fields: dict[str, str], size: int) -> tuple[str, str, str] | None:
     return None
 
 
+class PostCors:
+    """WSGI middleware: a browser's POST to a bucket gets the CORS headers its rules allow."""
+
+    def __init__(self, app: WsgiApp) -> None:
+        self._app = app
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        origin = environ.get("HTTP_ORIGIN")
+        if environ["REQUEST_METHOD"] != "POST" or not origin:
+            return self._app(environ, start_response)
+        bucket = environ.get("PATH_INFO", "").lstrip("/").split("/", 1)[0]
+        if not _bucket_allows(bucket, origin, "POST"):
+            return self._app(environ, start_response)
+
+        def start(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
+            if not any(name.lower() == "access-control-allow-origin" for name, _ in headers):
+                headers = [*headers, ("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+            return start_response(status, headers, *rest)
+
+        return self._app(environ, start)
+
+
+def _bucket_allows(bucket: str, origin: str, method: str) -> bool:
+    try:
+        rules = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].get_bucket(bucket).cors
+    except MissingBucket:
+        return False
+    return any(
+        method in (rule.allowed_methods or []) and cors_matches_origin(origin, rule.allowed_origins)
+        for rule in rules
+    )
+
+
 class Serialised:
     """WSGI middleware: requests reach ``app`` one at a time, responses fully produced."""
 
@@ -116,11 +161,13 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args()
+    # What MOTO_DISABLE_GLOBAL_CORS does, read when moto's backends are created (on first use).
+    werkzeug_app.DISABLE_GLOBAL_CORS = True  # type: ignore[attr-defined]
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(
         args.host,
         args.port,
-        PostPolicy(Serialised(app)),
+        PostCors(PostPolicy(Serialised(app))),
         threaded=True,
         request_handler=MotoRequestHandler,
     )

@@ -5,8 +5,10 @@ Used by ``make dev`` against the emulator, by the tests under moto, and by the b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,21 +40,40 @@ class Resources:
         )
 
 
-def provision(session: boto3.Session, resources: Resources) -> None:
+def provision(
+    session: boto3.Session, resources: Resources, *, site_origins: Sequence[str] = ()
+) -> None:
     ensure_table(session, resources.table_name)
     ensure_secret(session, resources.jwt_secret_id)
-    ensure_bucket(session, resources.uploads_bucket)
+    ensure_bucket(session, resources.uploads_bucket, site_origins=site_origins)
 
 
-def ensure_bucket(session: boto3.Session, bucket: str) -> None:
+def ensure_bucket(session: boto3.Session, bucket: str, *, site_origins: Sequence[str] = ()) -> None:
+    """The uploads bucket; browsers on ``site_origins`` may POST files to it (CORS)."""
     client = session.client("s3")
-    try:
+    with contextlib.suppress(
+        client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists
+    ):
         client.create_bucket(
             Bucket=bucket,
             CreateBucketConfiguration={"LocationConstraint": session.region_name},  # type: ignore[typeddict-item]
         )
-    except (client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists):
-        return
+    if site_origins:
+        # The site posts files straight to the bucket with XMLHttpRequest (for its progress
+        # events), which needs a preflight: only the site's own origins get an answer.
+        client.put_bucket_cors(
+            Bucket=bucket,
+            CORSConfiguration={
+                "CORSRules": [
+                    {
+                        "AllowedOrigins": list(site_origins),
+                        "AllowedMethods": ["POST"],
+                        "AllowedHeaders": ["*"],
+                        "MaxAgeSeconds": 600,
+                    }
+                ]
+            },
+        )
 
 
 def ensure_table(session: boto3.Session, table_name: str) -> None:

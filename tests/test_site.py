@@ -1,0 +1,595 @@
+"""The site in a real browser (Debian's Chromium, driven by Playwright) against the real stack.
+
+The stack is ``python -m tools.devstack --site build``: the emulator, ``chalice local`` and the
+built site (``make site``) behind the same ``/api`` proxy as deployed, on free ports. Screenshots
+of the main pages go to ``docs/screenshots/`` (the README shows them).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    Request,
+    expect,
+    sync_playwright,
+)
+
+from tests.conftest import ROOT
+from tests.localstack import RunningStack, start
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+PASSWORD = "correct horse battery"
+# The shortest access-token lifetime that leaves time for a page to load and act on its token.
+SHORT_TTL_SECONDS = 3
+# These tests sign up and log in far more often than a person; the per-IP limit has its own tests.
+STACK_ENV = {"IP_RATE_LIMIT": "100000"}
+
+
+def launch(command_env: dict[str, str]) -> Iterator[RunningStack]:
+    if not (ROOT / "frontend" / "build" / "200.html").is_file():
+        pytest.fail("the site is not built: run `make site` (make test does)")
+    running = start([sys.executable, "-m", "tools.devstack", "--site", "build"], command_env)
+    yield running
+    if running.process.poll() is None:
+        running.stop(signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[RunningStack]:
+    yield from launch(STACK_ENV)
+
+
+@pytest.fixture(scope="module")
+def short_ttl_stack() -> Iterator[RunningStack]:
+    yield from launch({**STACK_ENV, "ACCESS_TOKEN_TTL_SECONDS": str(SHORT_TTL_SECONDS)})
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make test`, which installs Debian's chromium")
+    launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    yield launched
+    launched.close()
+
+
+@pytest.fixture
+def contexts(browser: Browser) -> Iterator[list[BrowserContext]]:
+    """Browser contexts (separate cookie jars: separate browsers) closed after the test."""
+    opened: list[BrowserContext] = []
+    yield opened
+    for context in opened:
+        context.close()
+
+
+OpenPage = Callable[..., Page]
+
+
+@pytest.fixture
+def open_page(browser: Browser, stack: RunningStack, contexts: list[BrowserContext]) -> OpenPage:
+    return _opener(browser, stack, contexts)
+
+
+@pytest.fixture
+def open_short_ttl_page(
+    browser: Browser, short_ttl_stack: RunningStack, contexts: list[BrowserContext]
+) -> OpenPage:
+    return _opener(browser, short_ttl_stack, contexts)
+
+
+def _opener(browser: Browser, stack: RunningStack, contexts: list[BrowserContext]) -> OpenPage:
+    def open_page(width: int = 1000, height: int = 760) -> Page:
+        context = browser.new_context(
+            base_url=stack.site_url, viewport={"width": width, "height": height}
+        )
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        return context.new_page()
+
+    return open_page
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(3)}"
+
+
+def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def sign_up(page: Page, username: str) -> None:
+    page.goto("/signup")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign up").click()
+    expect(page).to_have_url(re.compile(r"/dashboard$"))
+    expect(page.get_by_test_id("profile-username")).to_have_text(username)
+
+
+def log_in(page: Page, username: str, password: str = PASSWORD) -> None:
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
+def api_token(stack: RunningStack, username: str) -> str:
+    """A second client of the same account, straight on the API (its own session)."""
+    response = requests.post(
+        f"{stack.api_url}/auth/login",
+        json={"username": username, "password": PASSWORD, "refreshTokenDelivery": "body"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["token"])
+
+
+def api(stack: RunningStack, token: str, method: str, path: str, **kwargs: Any) -> Any:
+    response = requests.request(
+        method,
+        f"{stack.api_url}{path}",
+        headers={"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})},
+        timeout=10,
+        **kwargs,
+    )
+    assert response.ok, response.text
+    return response.json()
+
+
+def add_item(page: Page, name: str, status: str = "active") -> None:
+    page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_label("Status", exact=True).select_option(status)
+    page.get_by_role("button", name="Add item").click()
+    expect(page.get_by_role("status")).to_contain_text(f"Created “{name}”")
+
+
+def items(page: Page) -> Any:
+    return page.get_by_test_id("item")
+
+
+def test_sign_up_log_in_and_the_dashboard_shows_the_profile(open_page: OpenPage) -> None:
+    page = open_page()
+    page.goto("/")
+    expect(page.get_by_role("heading", name="Gatehouse")).to_be_visible()
+    screenshot(page, "home")
+
+    username = unique("alice")
+    sign_up(page, username)
+    expect(page.get_by_test_id("profile-role")).to_have_text("user")
+    expect(page.get_by_test_id("nav-username")).to_have_text(username)
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(re.compile(r"/login$"))
+    expect(page.get_by_role("status")).to_have_text("You are logged out.")
+    log_in(page, username)
+    expect(page).to_have_url(re.compile(r"/dashboard$"))
+    expect(page.get_by_test_id("profile-username")).to_have_text(username)
+    expect(page.get_by_test_id("profile-role")).to_have_text("user")
+
+
+def test_a_wrong_password_shows_the_servers_message(
+    open_page: OpenPage, stack: RunningStack
+) -> None:
+    username = unique("bob")
+    sign_up(open_page(), username)
+    expected = requests.post(
+        f"{stack.api_url}/auth/login",
+        json={"username": username, "password": "not the password"},
+        timeout=10,
+    ).json()["message"]
+
+    page = open_page()
+    page.goto("/login")
+    log_in(page, username, "not the password either")
+    alert = page.get_by_role("alert")
+    expect(alert).to_have_text(expected)
+    expect(alert).to_have_attribute("aria-live", "assertive")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    screenshot(page, "login-error")
+
+
+def test_a_private_page_sends_a_visitor_to_login_and_back(open_page: OpenPage) -> None:
+    username = unique("carol")
+    sign_up(open_page(), username)
+
+    page = open_page()
+    page.goto("/uploads")
+    expect(page).to_have_url(re.compile(r"/login\?next=%2Fuploads$"))
+    log_in(page, username)
+    expect(page).to_have_url(re.compile(r"/uploads$"))
+    expect(page.get_by_role("heading", name="Uploads", exact=True)).to_be_visible()
+
+    # `next` leads only to a path on this site.
+    other = open_page()
+    other.goto("/login?next=//evil.example/steal")
+    log_in(other, username)
+    expect(other).to_have_url(re.compile(r"^http://127\.0\.0\.1:\d+/dashboard$"))
+
+
+def test_the_fallback_page_routes_unknown_paths_in_the_browser(open_page: OpenPage) -> None:
+    page = open_page()
+    response = page.goto("/dashboard/does/not/exist")
+    assert response is not None
+    assert response.status == 200  # 200.html, as the CDN serves it
+    expect(page.get_by_role("heading", name="404")).to_be_visible()
+
+
+def test_create_edit_filter_page_and_delete_items(open_page: OpenPage, stack: RunningStack) -> None:
+    page = open_page()
+    username = unique("dave")
+    sign_up(page, username)
+    expect(page.get_by_text("No items yet.")).to_be_visible()
+
+    add_item(page, "Buy milk")
+    add_item(page, "Write report", "pending")
+    expect(items(page)).to_have_count(2)
+    expect(items(page).first).to_contain_text("Write report")
+
+    page.get_by_role("button", name="Edit Buy milk").click()
+    page.get_by_label("Name", exact=True).nth(1).fill("Buy oat milk")
+    page.get_by_label("Status", exact=True).nth(1).select_option("archived")
+    page.get_by_label("Notes", exact=True).fill("two cartons")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_contain_text("Saved “Buy oat milk”")
+    edited = items(page).filter(has_text="Buy oat milk")
+    expect(edited).to_contain_text("archived")
+    expect(edited).to_contain_text("two cartons")
+
+    page.get_by_label("Show").select_option("pending")
+    expect(items(page)).to_have_count(1)
+    expect(items(page).first).to_contain_text("Write report")
+    page.get_by_label("Show").select_option("")
+    expect(items(page)).to_have_count(2)
+
+    page.get_by_role("button", name="Delete Write report").click()
+    page.get_by_role("button", name="Yes, delete").click()
+    expect(page.get_by_role("status")).to_contain_text("Deleted “Write report”")
+    expect(items(page)).to_have_count(1)
+
+    # Paging: 10 per page, newest first.
+    token = api_token(stack, username)
+    for index in range(11):
+        api(stack, token, "POST", "/items", json={"name": f"bulk {index:02d}"})
+    page.reload()
+    expect(items(page)).to_have_count(10)
+    expect(items(page).first).to_contain_text("bulk 10")
+    page.get_by_role("button", name="Older").click()
+    expect(items(page)).to_have_count(2)
+    expect(page.get_by_text("Page 2")).to_be_visible()
+    expect(items(page).last).to_contain_text("Buy oat milk")
+    page.get_by_role("button", name="Newer").click()
+    expect(items(page)).to_have_count(10)
+    expect(page.get_by_role("button", name="Newer")).to_be_disabled()
+    screenshot(page, "dashboard")
+    remaining = api(stack, token, "GET", "/items?limit=100")["items"]
+    assert [item["name"] for item in remaining][-1] == "Buy oat milk"
+    assert len(remaining) == 12
+
+
+def test_an_edit_that_loses_a_race_says_so(open_page: OpenPage, stack: RunningStack) -> None:
+    page = open_page()
+    username = unique("erin")
+    sign_up(page, username)
+    add_item(page, "Shared plan")
+    page.get_by_role("button", name="Edit Shared plan").click()
+
+    # Meanwhile another session of the same account saves the item first.
+    token = api_token(stack, username)
+    [item] = api(stack, token, "GET", "/items")["items"]
+    api(
+        stack,
+        token,
+        "PATCH",
+        f"/items/{item['id']}",
+        json={"name": "Shared plan v2"},
+        headers={"If-Match": f'"{item["version"]}"'},
+    )
+
+    page.get_by_label("Name", exact=True).nth(1).fill("My version")
+    with page.expect_response(lambda r: r.request.method == "PATCH") as patched:
+        page.get_by_role("button", name="Save").click()
+    assert patched.value.status == 412
+    conflict = page.get_by_test_id("conflict")
+    expect(conflict).to_contain_text("The item has changed since you read it")
+    expect(conflict).to_contain_text("Someone changed this item after you opened it")
+    screenshot(page, "edit-conflict")
+
+    page.get_by_role("button", name="Load the latest version").click()
+    expect(page.get_by_label("Name", exact=True).nth(1)).to_have_value("Shared plan v2")
+    page.get_by_label("Name", exact=True).nth(1).fill("Merged plan")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_contain_text("Saved “Merged plan”")
+    assert api(stack, token, "GET", f"/items/{item['id']}")["name"] == "Merged plan"
+
+
+def test_upload_with_progress_then_download_and_delete(
+    open_page: OpenPage, stack: RunningStack, tmp_path: Path
+) -> None:
+    page = open_page()
+    username = unique("frank")
+    sign_up(page, username)
+    page.get_by_role("link", name="Uploads").click()
+    expect(page.get_by_text("No files yet.")).to_be_visible()
+
+    content = b"line of a small document\n" * 40_000  # about 1 MiB
+    document = tmp_path / "notes.txt"
+    document.write_bytes(content)
+    # Record every value the progress bar shows, and slow the upload down enough to see some.
+    page.evaluate(
+        """() => {
+            window.progressSeen = [];
+            new MutationObserver(() => {
+                const bar = document.querySelector('progress');
+                if (bar) window.progressSeen.push(Number(bar.value));
+            }).observe(document.body, { subtree: true, childList: true, attributes: true });
+        }"""
+    )
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 400_000},
+    )
+    page.get_by_label("File", exact=True).set_input_files(str(document))
+    page.get_by_role("button", name="Upload", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("Uploaded notes.txt", timeout=30_000)
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+    )
+    expect(page.get_by_test_id("progress-text")).to_have_text("100%")
+    seen: list[float] = page.evaluate("window.progressSeen")
+    assert any(0 < value < 100 for value in seen), seen
+    assert seen == sorted(seen)
+    row = page.get_by_test_id("upload")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("notes.txt")
+    expect(row).to_contain_text("ready")
+    screenshot(page, "uploads")
+
+    with page.expect_popup() as popup:
+        page.get_by_role("button", name="Download notes.txt").click()
+    download_url = popup.value.url
+    popup.value.close()
+    assert download_url.startswith(stack.aws_url)
+    assert requests.get(download_url, timeout=10).content == content
+
+    page.get_by_role("button", name="Delete notes.txt").click()
+    page.get_by_role("button", name="Yes, delete").click()
+    expect(page.get_by_role("status")).to_contain_text("Deleted notes.txt")
+    expect(page.get_by_test_id("upload")).to_have_count(0)
+    assert requests.get(download_url, timeout=10).status_code == 404
+    assert api(stack, api_token(stack, username), "GET", "/uploads")["uploads"] == []
+
+
+def test_the_admin_page_is_for_admins_only(open_page: OpenPage, stack: RunningStack) -> None:
+    page = open_page()
+    admin = unique("grace")
+    sign_up(page, admin)
+    other = unique("heidi")
+    sign_up(open_page(), other)
+
+    expect(page.get_by_role("link", name="Dashboard")).to_be_visible()
+    expect(page.get_by_role("link", name="Admin")).to_have_count(0)
+    page.goto("/admin")
+    expect(page.get_by_test_id("not-admin")).to_be_visible()
+    expect(page.get_by_role("table")).to_have_count(0)
+
+    promoted = subprocess.run(
+        [sys.executable, "-m", "tools.admin", admin],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "AWS_ENDPOINT_URL": stack.aws_url,
+            "AWS_DEFAULT_REGION": "eu-west-2",
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+        },
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "is now an administrator" in promoted.stdout
+
+    page.goto("/dashboard")
+    page.get_by_role("link", name="Admin").click()
+    expect(page).to_have_url(re.compile(r"/admin$"))
+    row = page.locator(f'[data-username="{other}"]')
+    expect(row).to_be_visible()
+    expect(page.locator(f'[data-username="{admin}"]')).to_be_visible()
+
+    row.get_by_label(f"Role of {other}").select_option("admin")
+    expect(page.get_by_role("status")).to_have_text(f"Updated {other}: admin.")
+    row.get_by_role("button", name=f"Disable {other}").click()
+    expect(page.get_by_role("status")).to_have_text(f"Updated {other}: admin, disabled.")
+    expect(row.get_by_role("button", name=f"Enable {other}")).to_be_visible()
+    refused = requests.post(
+        f"{stack.api_url}/auth/login", json={"username": other, "password": PASSWORD}, timeout=10
+    )
+    assert refused.status_code == 403
+    screenshot(page, "admin")
+
+    row.get_by_role("button", name=f"Delete {other}").click()
+    row.get_by_role("button", name=f"Yes, delete {other}").click()
+    expect(page.get_by_role("status")).to_have_text(f"Deleted {other} and everything they owned.")
+    expect(row).to_have_count(0)
+    gone = requests.post(
+        f"{stack.api_url}/auth/login", json={"username": other, "password": PASSWORD}, timeout=10
+    )
+    assert gone.status_code == 401
+
+
+def test_a_reload_keeps_the_user_logged_in_with_no_token_in_storage(open_page: OpenPage) -> None:
+    page = open_page()
+    username = unique("ivan")
+    sign_up(page, username)
+    page.reload()
+    expect(page).to_have_url(re.compile(r"/dashboard$"))
+    expect(page.get_by_test_id("profile-username")).to_have_text(username)
+    page.goto("/account")
+    expect(page.get_by_role("heading", name="Account", exact=True)).to_be_visible()
+
+    stored: dict[str, str] = page.evaluate("({...localStorage, ...sessionStorage})")
+    # Only SvelteKit's scroll positions; no JWT ("eyJ..."), no refresh token, in Web Storage.
+    assert all(key.startswith("sveltekit:") for key in stored), stored
+    assert not any("eyJ" in value or username in value for value in stored.values())
+    [cookie] = page.context.cookies()
+    assert cookie["name"] == "gatehouse_refresh"
+    assert cookie["httpOnly"] is True
+    assert cookie["path"] == "/api/auth"
+    assert cookie["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie") == ""
+
+
+def test_an_expired_access_token_is_renewed_without_the_user_noticing(
+    open_short_ttl_page: OpenPage,
+) -> None:
+    page = open_short_ttl_page()
+    sign_up(page, unique("judy"))
+    calls: list[tuple[str, str, int]] = []
+    page.on(
+        "response",
+        lambda response: (
+            calls.append(
+                (response.request.method, response.url.split("/api", 1)[-1], response.status)
+            )
+            if "/api/" in response.url
+            else None
+        ),
+    )
+    time.sleep(SHORT_TTL_SECONDS + 1)
+    add_item(page, "Made after expiry")
+    expect(items(page)).to_have_count(1)
+    expect(page).to_have_url(re.compile(r"/dashboard$"))
+    expect(page.get_by_role("alert").first).to_be_empty()
+    assert ("POST", "/items", 403) in calls  # the expired token, refused by the authorizer
+    assert ("POST", "/auth/refresh", 200) in calls
+    assert ("POST", "/items", 201) in calls  # the same request, retried once
+
+
+def test_tabs_renew_their_tokens_one_at_a_time(open_short_ttl_page: OpenPage) -> None:
+    first = open_short_ttl_page()
+    sign_up(first, unique("kim"))
+    second = first.context.new_page()
+    second.goto("/dashboard")
+    expect(second.get_by_text("No items yet.")).to_be_visible()
+
+    spans: list[tuple[float, float]] = []
+    started: dict[Request, float] = {}
+
+    def on_request(request: Request) -> None:
+        if request.url.endswith("/api/auth/refresh"):
+            started[request] = time.monotonic()
+
+    def on_finished(request: Request) -> None:
+        if request in started:
+            spans.append((started[request], time.monotonic()))
+
+    for page in (first, second):
+        page.on("request", on_request)
+        page.on("requestfinished", on_finished)
+    time.sleep(SHORT_TTL_SECONDS + 1)
+    # Both tabs find their tokens expired at the same moment.
+    for page in (first, second):
+        page.get_by_label("Show").select_option("archived")
+    for page in (first, second):
+        expect(page.get_by_text("No items with status archived yet.")).to_be_visible()
+        expect(page).to_have_url(re.compile(r"/dashboard$"))
+    assert len(spans) >= 2
+    spans.sort()
+    for (_, end), (begin, _) in itertools.pairwise(spans):
+        assert begin >= end - 0.01, spans  # the Web Lock: never two refreshes at once
+
+
+def test_log_out_everywhere_ends_the_session_in_another_browser(open_page: OpenPage) -> None:
+    username = unique("leo")
+    laptop = open_page()
+    sign_up(laptop, username)
+    phone = open_page(width=360)
+    phone.goto("/login")
+    log_in(phone, username)
+    expect(phone).to_have_url(re.compile(r"/dashboard$"))
+
+    laptop.get_by_role("link", name="Account").click()
+    expect(laptop.get_by_test_id("session")).to_have_count(2)
+    expect(laptop.get_by_test_id("event").first).to_contain_text("login")
+    screenshot(laptop, "account")
+    laptop.get_by_role("button", name="Log out everywhere").click()
+    expect(laptop).to_have_url(re.compile(r"/login$"))
+    expect(laptop.get_by_role("status")).to_have_text("You are logged out on every device.")
+
+    # The other browser's next request finds its token revoked and its session gone.
+    phone.get_by_role("link", name="Account").click()
+    expect(phone).to_have_url(re.compile(r"/login\?next=%2Faccount$"))
+    expect(phone.get_by_role("status")).to_have_text("Your session has ended; please log in again.")
+    phone.reload()
+    expect(phone.get_by_role("heading", name="Log in")).to_be_visible()
+    expect(phone.get_by_test_id("nav-username")).to_have_count(0)
+
+
+def test_keyboard_only_at_320_pixels(open_page: OpenPage) -> None:
+    username = unique("mia")
+    sign_up(open_page(), username)
+    page = open_page(width=320, height=640)
+    page.goto("/login")
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none"
+    page.get_by_label("Username").focus()
+    page.keyboard.type(username)
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/dashboard$"))
+    page.get_by_label("Name", exact=True).focus()
+    page.keyboard.type("Typed item")
+    page.keyboard.press("Enter")
+    expect(items(page)).to_have_count(1)
+    for path in ("/dashboard", "/uploads", "/account"):
+        page.goto(path)
+        expect(page.get_by_role("heading", level=1)).to_be_visible()
+        page.wait_for_load_state("networkidle")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 320, f"{path} scrolls sideways at 320 px ({width} px)"
+    page.goto("/dashboard")
+    expect(items(page)).to_have_count(1)
+    screenshot(page, "dashboard-320px")

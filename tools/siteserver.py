@@ -1,0 +1,185 @@
+"""The built site as the CDN serves it, with ``/api/*`` proxied to the API: one origin.
+
+The browser tests run against this: the real build output (``frontend/build``) and the same
+rules as the Site stack's CloudFront distribution:
+
+- ``/api`` and ``/api/...`` go to the API with the ``/api`` prefix stripped, every method, headers
+  and cookies passed both ways;
+- any other path is a file of the build (``/login`` is ``login.html``), and a path that is not is
+  answered with the SPA fallback ``200.html``, which routes in the browser;
+- hashed assets under ``/_app/immutable/`` may be cached for a year, pages must be revalidated.
+
+``vite dev`` (with its own proxy, see ``frontend/vite.config.ts``) serves the site for ``make dev``;
+``vite preview`` would run SvelteKit's server middleware instead of serving the files the CDN
+serves, so it cannot show a broken fallback or a missing file.
+
+Run: ``python -m tools.siteserver --port 5173 --api http://127.0.0.1:8000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import mimetypes
+import posixpath
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+from urllib.parse import unquote, urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "frontend" / "build"
+FALLBACK = "200.html"
+# Connection-level headers a proxy must not forward (RFC 9110, section 7.6.1).
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+MAX_BODY = 16 * 1024 * 1024
+
+
+class SiteHandler(BaseHTTPRequestHandler):
+    root: ClassVar[Path] = BUILD
+    api: ClassVar[str] = "http://127.0.0.1:8000"
+    server_version = "gatehouse-site"
+
+    def do_GET(self) -> None:
+        if self._is_api():
+            self._proxy()
+        else:
+            self._static(head=False)
+
+    def do_HEAD(self) -> None:
+        if self._is_api():
+            self._proxy()
+        else:
+            self._static(head=True)
+
+    def do_POST(self) -> None:
+        self._api_only()
+
+    def do_PUT(self) -> None:
+        self._api_only()
+
+    def do_PATCH(self) -> None:
+        self._api_only()
+
+    def do_DELETE(self) -> None:
+        self._api_only()
+
+    def do_OPTIONS(self) -> None:
+        self._api_only()
+
+    def log_message(self, format: str, *args: object) -> None:
+        # Paths only: query strings and headers (tokens, cookies) never reach the log.
+        return
+
+    def _is_api(self) -> bool:
+        path = urlsplit(self.path).path
+        return path == "/api" or path.startswith("/api/")
+
+    def _api_only(self) -> None:
+        if self._is_api():
+            self._proxy()
+        else:
+            self._reply(405, b"Method Not Allowed", "text/plain; charset=utf-8", "no-store")
+
+    def _static(self, *, head: bool) -> None:
+        file = self._resolve(unquote(urlsplit(self.path).path))
+        body = file.read_bytes()
+        immutable = "/_app/immutable/" in file.as_posix()
+        cache = "public, max-age=31536000, immutable" if immutable else "no-cache"
+        content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        if content_type.startswith("text/") or content_type == "application/javascript":
+            content_type += "; charset=utf-8"
+        self._reply(200, body, content_type, cache, head=head)
+
+    def _resolve(self, path: str) -> Path:
+        clean = posixpath.normpath("/" + path).lstrip("/")
+        candidates = [clean, f"{clean}.html", posixpath.join(clean, "index.html")]
+        for candidate in candidates:
+            file = (self.root / candidate).resolve()
+            if file.is_file() and file.is_relative_to(self.root.resolve()):
+                return file
+        return self.root / FALLBACK
+
+    def _reply(
+        self, status: int, body: bytes, content_type: str, cache: str, *, head: bool = False
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", cache)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _proxy(self) -> None:
+        target = urlsplit(self.api)
+        parts = urlsplit(self.path)
+        upstream_path = (parts.path.removeprefix("/api") or "/") + (
+            f"?{parts.query}" if parts.query else ""
+        )
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY or "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self._reply(413, b'{"message": "Request too large"}', "application/json", "no-store")
+            return
+        body = self.rfile.read(length) if length else None
+        headers = {
+            name: value for name, value in self.headers.items() if name.lower() not in HOP_BY_HOP
+        }
+        headers["Host"] = target.netloc
+        connection = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, 60)
+        try:
+            connection.request(self.command, upstream_path, body=body, headers=headers)
+            response = connection.getresponse()
+            payload = response.read()
+        except OSError:
+            self._reply(
+                502, b'{"message": "The API is not reachable"}', "application/json", "no-store"
+            )
+            return
+        finally:
+            connection.close()
+        self.send_response(response.status, response.reason)
+        for name, value in response.getheaders():
+            if name.lower() not in HOP_BY_HOP | {"content-length", "date", "server"}:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+
+def serve(*, host: str, port: int, api: str, root: Path = BUILD) -> ThreadingHTTPServer:
+    """A server bound to ``host:port``; call ``serve_forever()`` on it."""
+    if not (root / FALLBACK).is_file():
+        raise SystemExit(f"{root / FALLBACK} is missing: build the site first (make site)")
+    handler = type("Handler", (SiteHandler,), {"root": root, "api": api})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5173)
+    parser.add_argument("--api", default="http://127.0.0.1:8000")
+    parser.add_argument("--root", type=Path, default=BUILD)
+    args = parser.parse_args()
+    serve(host=args.host, port=args.port, api=args.api, root=args.root).serve_forever()
+
+
+if __name__ == "__main__":
+    main()
