@@ -6,21 +6,32 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt cdk/requirements.txt | sha1sum | cut -c1-12)
+# cfn-lint and the SAM translator pin an older pydantic than the app: a venv of their own.
+CFNLINT := .venv-cfnlint
+CFNLINT_STAMP := $(CFNLINT)/.installed-$(shell sha1sum cdk/requirements-cfnlint.txt | cut -c1-12)
+# The pinned CDK CLI, for make synth and make deploy.
+CDK_STAMP := cdk/node_modules/.installed-$(shell sha1sum cdk/package-lock.json | cut -c1-12)
+# Synthesis runs offline: no credentials, no lookups, no Docker, no telemetry.
+CDK := cd cdk && PATH="$(CURDIR)/$(BIN):$$PATH" AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-eu-west-2} \
+	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 CDK_DISABLE_CLI_TELEMETRY=true \
+	npx --no-install cdk --no-notices
 # The site's node packages, reinstalled when the lock file changes.
 NODE_STAMP := frontend/node_modules/.installed-$(shell sha1sum frontend/package-lock.json | cut -c1-12)
 # The browser tests drive Debian's Chromium (Playwright cannot download its own here).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help install dev test lint typecheck unit bench admin clean site frontend-check
+.PHONY: help install dev test lint typecheck unit bench admin clean site frontend-check synth deploy
 
 help:
 	@echo "make dev    run the site on http://127.0.0.1:5173 (API under /api) with a local AWS emulator"
 	@echo "make test   lint, type-check and run every test"
 	@echo "make bench  print cold-start, hashing and request-overhead figures"
 	@echo "make admin USERNAME=alice   create or promote an administrator locally"
+	@echo "make synth  synthesize every AWS stack offline (cdk/README.md)"
+	@echo "make deploy deploy every stack to your AWS account (cdk/README.md)"
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt cdk/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-*
@@ -29,6 +40,17 @@ $(STAMP): requirements.txt requirements-dev.txt
 $(NODE_STAMP): frontend/package.json frontend/package-lock.json
 	cd frontend && npm ci --no-audit --no-fund
 	@rm -f frontend/node_modules/.installed-*
+	@touch $@
+
+$(CFNLINT_STAMP): cdk/requirements-cfnlint.txt
+	@test -x $(CFNLINT)/bin/python || $(PYTHON) -m venv $(CFNLINT)
+	$(CFNLINT)/bin/python -m pip install --quiet --disable-pip-version-check -r cdk/requirements-cfnlint.txt
+	@rm -f $(CFNLINT)/.installed-*
+	@touch $@
+
+$(CDK_STAMP): cdk/package.json cdk/package-lock.json
+	cd cdk && npm ci --no-audit --no-fund
+	@rm -f cdk/node_modules/.installed-*
 	@touch $@
 
 $(CHROMIUM):
@@ -54,9 +76,22 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy cdk/app.py
 
-unit: $(STAMP) site $(CHROMIUM)
+unit: $(STAMP) $(CFNLINT_STAMP) site $(CHROMIUM)
 	$(BIN)/pytest
+
+# Every stack, offline, into cdk/cdk.out; cdk-nag runs during synthesis. Chalice only prints
+# "Could not install dependencies" when a wheel is missing, so that line fails the build here.
+synth: $(STAMP) $(CDK_STAMP) site
+	@mkdir -p .local
+	set -o pipefail; $(CDK) synth --quiet 2>&1 | tee $(CURDIR)/.local/synth.log
+	@! grep -q "Could not install dependencies" .local/synth.log || { echo "a Lambda dependency has no wheel"; exit 1; }
+	$(BIN)/python -m tools.lambda_package cdk/cdk.out
+
+# Deploys every stack to the account your AWS credentials name (cdk/README.md walks through it).
+deploy: synth
+	$(CDK) deploy --all --app cdk.out --require-approval broadening $(CDK_ARGS)
 
 # make admin USERNAME=alice: create or promote an administrator in the running `make dev`.
 admin: $(STAMP)
@@ -69,5 +104,6 @@ bench: $(STAMP)
 	$(BIN)/python -m tools.bench
 
 clean:
-	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CFNLINT) .local .pytest_cache .mypy_cache .ruff_cache
+	rm -rf cdk/node_modules cdk/cdk.out cdk/chalice.out
 	rm -rf frontend/node_modules frontend/build frontend/.svelte-kit

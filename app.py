@@ -20,7 +20,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from chalice.app import AuthRequest, AuthResponse, Chalice, Request, Response
+from chalice.app import AuthRequest, AuthResponse, Chalice, CORSConfig, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from chalicelib import logs
@@ -63,7 +63,7 @@ from chalicelib.payloads import (
 from chalicelib.policy import WeakPassword
 from chalicelib.rotation import RotationError, SigningKeyRotation
 from chalicelib.sessions import DynamoDBSessionRepository, InvalidRefreshToken, Sessions
-from chalicelib.settings import Settings, authorizer_ttl_seconds
+from chalicelib.settings import Settings, authorizer_ttl_seconds, cors_allow_origin
 from chalicelib.tokens import CachedKeys, InvalidToken, SecretsManagerKeySource, TokenService
 from chalicelib.uploads import (
     Upload,
@@ -101,6 +101,16 @@ UNSUPPORTED_MEDIA_TYPE = "Content-Type must be application/json"
 REFRESH_COOKIE = "gatehouse_refresh"
 # A header no cross-site form can send, and that makes any cross-origin fetch preflight.
 CSRF_HEADER = "X-Requested-With"
+# The site calls the API on its own origin (/api/*) and needs no CORS. Only the optional API
+# domain (api.<domain>) answers scripts on the site's origin; also baked in at packaging time.
+CORS_ALLOW_ORIGIN = cors_allow_origin(os.environ)
+if CORS_ALLOW_ORIGIN is not None:
+    app.api.cors = CORSConfig(
+        allow_origin=CORS_ALLOW_ORIGIN,
+        allow_headers=["If-Match", CSRF_HEADER],
+        expose_headers=["ETag", "Retry-After", "X-Request-Id"],
+        max_age=600,
+    )
 # Shapes of ids in paths, checked before they become keys (DynamoDB refuses keys over 1 KB).
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 ITEM_ID = re.compile(r"[0-9a-f]{28}")
@@ -523,7 +533,13 @@ def _refuse_cross_site() -> None:
     """Cookie-borne requests must come from an allowed origin and carry our custom header."""
     request = _request()
     origin = request.headers.get("origin", "").rstrip("/")
-    if origin not in dependencies.settings.allowed_origins:
+    allowed = dependencies.settings.allowed_origins
+    edge_header = dependencies.settings.site_origin_header
+    if edge_header:
+        # Set by our CloudFront function to the origin the browser used, whatever it sent; it
+        # names the site's origin where that is not known before deployment (no custom domain).
+        allowed = allowed | {request.headers.get(edge_header, "").rstrip("/")} - {""}
+    if origin not in allowed:
         raise HttpError(403, "Cross-site request refused: origin not allowed")
     if not request.headers.get(CSRF_HEADER):
         raise HttpError(403, f"Cross-site request refused: {CSRF_HEADER} header required")

@@ -23,12 +23,13 @@ if TYPE_CHECKING:
     from chalicelib.accounts import Accounts
 
 logger = logging.getLogger(__name__)
+UPLOAD_PREFIX = "uploads/"  # every object the app writes lies under it (the IAM grants rely on it)
 
 
 def upload_prefix(username: str) -> str:
     # Percent-encoded: names the original system allowed may hold "/", and "alice/x" must not
     # live inside alice's prefix. New names (A-Z a-z 0-9 . _ -) are unchanged.
-    return f"uploads/{quote(username, safe='._-')}/"
+    return f"{UPLOAD_PREFIX}{quote(username, safe='._-')}/"
 
 
 class AccountPurge:

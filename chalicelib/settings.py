@@ -31,6 +31,7 @@ class Settings:
     ip_rate_limit: int = 60
     ip_rate_window_seconds: int = 60
     trusted_proxy_hops: int = 0
+    site_origin_header: str | None = None
     uploads_bucket: str | None = None
 
     @classmethod
@@ -79,6 +80,7 @@ class Settings:
                 env, "IP_RATE_WINDOW_SECONDS", cls.ip_rate_window_seconds, 1, 3600
             ),
             trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", cls.trusted_proxy_hops, 0, 5),
+            site_origin_header=env.get("SITE_ORIGIN_HEADER", "").strip().lower() or None,
             uploads_bucket=env.get("UPLOADS_BUCKET", "").strip() or None,
         )
 
@@ -86,6 +88,17 @@ class Settings:
 def authorizer_ttl_seconds(env: Mapping[str, str]) -> int:
     """API Gateway's authorizer cache TTL; read when Chalice packages the app."""
     return _int(env, "AUTHORIZER_TTL_SECONDS", 60, 0, 3600)
+
+
+def cors_allow_origin(env: Mapping[str, str]) -> str | None:
+    """The one origin allowed to call the API cross-origin (api.<domain>); packaging time."""
+    origin = env.get("CORS_ALLOW_ORIGIN", "").strip().rstrip("/")
+    if not origin:
+        return None
+    scheme, _, host = origin.partition("://")
+    if scheme not in {"https", "http"} or not host or "/" in host or "*" in host:
+        raise SettingsError("environment variable CORS_ALLOW_ORIGIN must be one origin")
+    return origin
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

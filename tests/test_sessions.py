@@ -40,6 +40,12 @@ def login(api: Api, username: str = "alice", **extra: str) -> Any:
 
 
 @pytest.fixture
+def edge_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As deployed without a domain: CloudFront names the site's origin in this header."""
+    monkeypatch.setenv("SITE_ORIGIN_HEADER", "X-Gatehouse-Site-Origin")
+
+
+@pytest.fixture
 def alice(api: Api) -> Any:
     api.signup("alice", PASSWORD)
     return login(api)
@@ -95,6 +101,19 @@ class TestCookies:
         assert "Cross-site" in response.json_body["message"]
         # The refused request did not consume the token.
         assert refresh_with_cookie(api, value).status_code == 200
+
+    @pytest.mark.parametrize(
+        ("edge_says", "status"),
+        [("https://d1.cloudfront.net", 200), ("https://d2.cloudfront.net", 403), ("", 403)],
+    )
+    def test_the_edge_may_name_the_sites_origin(
+        self, edge_header: None, api: Api, alice: Any, edge_says: str, status: int
+    ) -> None:
+        headers = {"Origin": "https://d1.cloudfront.net", "X-Requested-With": "gatehouse"}
+        if edge_says:
+            headers["X-Gatehouse-Site-Origin"] = edge_says
+        value = cookie_of(alice)["gatehouse_refresh"].value
+        assert refresh_with_cookie(api, value, headers).status_code == status
 
     def test_a_failed_refresh_clears_the_cookie(self, api: Api, alice: Any) -> None:
         response = refresh_with_cookie(api, "YWxpY2U." + "x" * 43)

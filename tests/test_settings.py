@@ -4,7 +4,12 @@ import dataclasses
 
 import pytest
 
-from chalicelib.settings import Settings, SettingsError, authorizer_ttl_seconds
+from chalicelib.settings import (
+    Settings,
+    SettingsError,
+    authorizer_ttl_seconds,
+    cors_allow_origin,
+)
 
 REQUIRED = {"TABLE_NAME": "users", "JWT_SECRET_ID": "jwt"}
 
@@ -38,6 +43,7 @@ def test_every_variable_is_read() -> None:
             "IP_RATE_LIMIT": "1000",
             "IP_RATE_WINDOW_SECONDS": "10",
             "TRUSTED_PROXY_HOPS": "1",
+            "SITE_ORIGIN_HEADER": "X-Gatehouse-Site-Origin",
         }
     )
     assert (settings.jwt_issuer, settings.jwt_audience) == ("iss", "aud")
@@ -54,12 +60,27 @@ def test_every_variable_is_read() -> None:
     assert settings.login_failure_window_seconds == 600
     assert (settings.ip_rate_limit, settings.ip_rate_window_seconds) == (1000, 10)
     assert settings.trusted_proxy_hops == 1
+    assert settings.site_origin_header == "x-gatehouse-site-origin"
 
 
 def test_settings_are_frozen() -> None:
     settings = Settings.from_env(REQUIRED)
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.table_name = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("raw", "origin"),
+    [("", None), ("https://example.com/", "https://example.com"), ("  ", None)],
+)
+def test_the_cors_origin_is_one_origin_or_none(raw: str, origin: str | None) -> None:
+    assert cors_allow_origin({"CORS_ALLOW_ORIGIN": raw}) == origin
+
+
+@pytest.mark.parametrize("raw", ["*", "https://*.example.com", "example.com", "https://a.com/path"])
+def test_a_cors_origin_that_is_not_one_origin_is_refused(raw: str) -> None:
+    with pytest.raises(SettingsError, match="CORS_ALLOW_ORIGIN"):
+        cors_allow_origin({"CORS_ALLOW_ORIGIN": raw})
 
 
 def test_authorizer_ttl_is_validated_and_defaults_to_a_minute() -> None:

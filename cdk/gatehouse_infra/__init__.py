@@ -1,0 +1,1 @@
+"""Gatehouse's AWS infrastructure: the stacks ``cdk/app.py`` puts together."""

@@ -1,0 +1,181 @@
+"""Deployment settings, read once from CDK context (``cdk.json``, overridable with ``-c``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aws_cdk as cdk
+from constructs import Node
+
+PROJECT = "gatehouse"
+BillingMode = Literal["on-demand", "provisioned"]
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_NAME = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# API Gateway's account-level default; the seed's 10k req/s is a ceiling, not a target.
+MAX_THROTTLE_RATE = 10_000
+
+
+class ConfigError(ValueError):
+    """A context value is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    environment: str = "production"
+    owner: str = "platform"
+    primary_region: str = "eu-west-2"
+    certificate_region: str = "us-east-1"
+    domain_name: str | None = None
+    api_domain_name: str | None = None
+    hosted_zone_id: str | None = None
+    hosted_zone_name: str | None = None
+    custom_api_domain: bool = False
+    enable_waf: bool = False
+    billing: BillingMode = "on-demand"
+    alarm_email: str | None = None
+    throttle_rate_limit: int = 50
+    throttle_burst_limit: int = 100
+    waf_auth_rate_limit: int = 300
+    monthly_budget_usd: int = 25
+    site_dir: str = "../frontend/build"
+
+    @classmethod
+    def from_context(cls, node: Node) -> DeployConfig:
+        def value(key: str) -> Any:
+            found = node.try_get_context(key)
+            return None if found in (None, "") else found
+
+        config = cls(
+            environment=_match(value("environment") or cls.environment, _NAME, "environment"),
+            owner=str(value("owner") or cls.owner),
+            primary_region=_match(
+                value("primaryRegion") or cls.primary_region, _REGION, "primaryRegion"
+            ),
+            certificate_region=_match(
+                value("certificateRegion") or cls.certificate_region, _REGION, "certificateRegion"
+            ),
+            domain_name=_domain(value("domainName"), "domainName"),
+            api_domain_name=_domain(value("apiDomainName"), "apiDomainName"),
+            hosted_zone_id=_optional(
+                value("hostedZoneId"), re.compile(r"^Z[A-Z0-9]{1,31}$"), "hostedZoneId"
+            ),
+            hosted_zone_name=_domain(value("hostedZoneName"), "hostedZoneName"),
+            custom_api_domain=_flag(value("customApiDomain"), "customApiDomain"),
+            enable_waf=_flag(value("enableWaf"), "enableWaf"),
+            billing=_billing(value("dynamoBilling")),
+            alarm_email=_optional(value("alarmEmail"), _EMAIL, "alarmEmail"),
+            throttle_rate_limit=_number(
+                value("throttleRateLimit"),
+                cls.throttle_rate_limit,
+                "throttleRateLimit",
+                maximum=MAX_THROTTLE_RATE,
+            ),
+            throttle_burst_limit=_number(
+                value("throttleBurstLimit"),
+                cls.throttle_burst_limit,
+                "throttleBurstLimit",
+                maximum=5_000,
+            ),
+            waf_auth_rate_limit=_number(
+                value("wafAuthRateLimit"),
+                cls.waf_auth_rate_limit,
+                "wafAuthRateLimit",
+                maximum=2_000_000_000,
+                minimum=10,
+            ),
+            monthly_budget_usd=_number(
+                value("monthlyBudgetUsd"),
+                cls.monthly_budget_usd,
+                "monthlyBudgetUsd",
+                maximum=1_000_000,
+            ),
+            site_dir=str(value("siteDir") or cls.site_dir),
+        )
+        config.check()
+        return config
+
+    def check(self) -> None:
+        if self.domain_name is None:
+            if self.custom_api_domain or self.api_domain_name:
+                raise ConfigError("customApiDomain and apiDomainName need domainName")
+            return
+        if not (self.hosted_zone_id and self.hosted_zone_name):
+            raise ConfigError("domainName needs hostedZoneId and hostedZoneName (no lookups)")
+        for name in (self.domain_name, self.api_domain):
+            if name != self.hosted_zone_name and not name.endswith("." + self.hosted_zone_name):
+                raise ConfigError(f"{name} is not inside the hosted zone {self.hosted_zone_name}")
+
+    @property
+    def prefix(self) -> str:
+        """The stem of every name: ``gatehouse-production``."""
+        return f"{PROJECT}-{self.environment}"
+
+    @property
+    def uploads_bucket_name(self) -> str:
+        """Bucket names are global: the account id keeps this one unique."""
+        return f"{self.prefix}-uploads-{cdk.Aws.ACCOUNT_ID}"
+
+    @property
+    def api_domain(self) -> str:
+        if self.domain_name is None:
+            raise ConfigError("the API domain needs domainName")
+        return self.api_domain_name or f"api.{self.domain_name}"
+
+    @property
+    def needs_edge_stack(self) -> bool:
+        """Certificates and the WAF web ACL for CloudFront live in the certificate region."""
+        return self.domain_name is not None or self.enable_waf
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {"Project": PROJECT, "Environment": self.environment, "Owner": self.owner}
+
+
+def _match(raw: Any, pattern: re.Pattern[str], key: str) -> str:
+    text = str(raw).strip()
+    if not pattern.match(text):
+        raise ConfigError(f"context {key}={raw!r} is not valid")
+    return text
+
+
+def _optional(raw: Any, pattern: re.Pattern[str], key: str) -> str | None:
+    return None if raw is None else _match(raw, pattern, key)
+
+
+def _domain(raw: Any, key: str) -> str | None:
+    return None if raw is None else _match(str(raw).lower(), _DOMAIN, key)
+
+
+def _flag(raw: Any, key: str) -> bool:
+    if raw is None or isinstance(raw, bool):
+        return bool(raw)
+    text = str(raw).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"context {key}={raw!r} is not true or false")
+
+
+def _number(raw: Any, default: int, key: str, *, maximum: int, minimum: int = 1) -> int:
+    if raw is None:
+        return default
+    try:
+        number = int(str(raw))
+    except ValueError:
+        raise ConfigError(f"context {key}={raw!r} is not a whole number") from None
+    if not minimum <= number <= maximum:
+        raise ConfigError(f"context {key}={number} is outside {minimum}..{maximum}")
+    return number
+
+
+def _billing(raw: Any) -> BillingMode:
+    if raw is None or raw == "on-demand":
+        return "on-demand"
+    if raw == "provisioned":
+        return "provisioned"
+    raise ConfigError(f"context dynamoBilling={raw!r} is not on-demand or provisioned")

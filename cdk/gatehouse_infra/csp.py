@@ -1,0 +1,47 @@
+"""The site's Content-Security-Policy, shared by CloudFront (Site stack) and the local site server.
+
+SvelteKit boots from a small inline script in each HTML shell; rather than allow every inline
+script, the policy lists the SHA-256 of the ones in the built HTML. No aws_cdk import here: the
+local server (tools/siteserver.py) uses it too, so the browser tests run under the same policy.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from pathlib import Path
+
+SPA_FALLBACK = "200.html"  # adapter-static's fallback page (frontend/svelte.config.js)
+_INLINE = re.compile(r"<(script|style)(?![^>]*\bsrc=)[^>]*>(.*?)</\1>", re.DOTALL | re.IGNORECASE)
+
+
+def inline_hashes(site_dir: Path) -> dict[str, list[str]]:
+    """CSP sources for the inline scripts and styles in the HTML shells (SvelteKit's boot)."""
+    pages = [site_dir / "index.html", site_dir / SPA_FALLBACK]
+    missing = [str(page) for page in pages if not page.is_file()]
+    if missing:
+        raise FileNotFoundError(f"build the site first (make site): {', '.join(missing)} missing")
+    found: dict[str, set[str]] = {"script": set(), "style": set()}
+    for page in pages:
+        for kind, body in _INLINE.findall(page.read_text(encoding="utf-8")):
+            digest = base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode()
+            found[kind.lower()].add(f"'sha256-{digest}'")
+    return {kind: sorted(values) for kind, values in found.items()}
+
+
+def content_security_policy(site_dir: Path, upload_hosts: list[str]) -> str:
+    hashes = inline_hashes(site_dir)
+    directives = {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", *hashes["script"]],
+        "style-src": ["'self'", *hashes["style"]],
+        "img-src": ["'self'", "data:", "blob:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'", *upload_hosts],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'none'"],
+        "object-src": ["'none'"],
+    }
+    return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())

@@ -1,0 +1,650 @@
+"""The CDK app: synthesized offline (with and without a domain), then checked resource by resource.
+
+Each configuration is synthesized once, in a subprocess as ``cdk synth`` would run it; cdk-nag's
+AwsSolutions pack runs during synthesis and fails it on any unacknowledged finding.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chalicelib.table import INDEXES, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, create_table_request
+from tests.conftest import ROOT
+from tools.lambda_package import ELF_MACHINES, find_package, inspect
+
+sys.path.insert(0, str(ROOT / "cdk"))
+from gatehouse_infra import api as api_module
+from gatehouse_infra.config import ConfigError, DeployConfig
+from gatehouse_infra.site import SITE_ORIGIN, SPA_ROUTING
+
+CFN_LINT = ROOT / ".venv-cfnlint" / "bin" / "cfn-lint"
+BOOT_SCRIPT = "__sveltekit_boot = { base: '' };"
+CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
+CACHING_OPTIMIZED = "658327ea-f89d-4fab-a63d-7e88639e58f6"
+ALL_VIEWER_EXCEPT_HOST = "b689b0a8-53d0-40ab-baf2-68738e2966ac"
+API_GRANTS = {
+    *api_module.TABLE_ACTIONS,
+    "secretsmanager:GetSecretValue",
+    "s3:PutObject",
+    "s3:GetObject",
+    "s3:DeleteObject",
+    "s3:ListBucket",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+}
+DOMAIN = {
+    "domainName": "example.com",
+    "hostedZoneId": "Z0123456789ABCDEFGHIJ",
+    "hostedZoneName": "example.com",
+    "customApiDomain": True,
+    "enableWaf": True,
+    "dynamoBilling": "provisioned",
+    "alarmEmail": "ops@example.com",
+}
+
+
+@dataclass
+class Assembly:
+    path: Path
+    output: str
+
+    def template(self, stack: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(
+            (self.path / f"gatehouse-production-{stack}.template.json").read_text()
+        )
+        return data
+
+    def resources(self, stack: str, kind: str) -> dict[str, dict[str, Any]]:
+        return {
+            name: resource
+            for name, resource in self.template(stack)["Resources"].items()
+            if resource["Type"] == kind
+        }
+
+    def one(self, stack: str, kind: str) -> dict[str, Any]:
+        found = list(self.resources(stack, kind).values())
+        assert len(found) == 1, f"{len(found)} {kind} in {stack}"
+        properties: dict[str, Any] = found[0].get("Properties", {})
+        return properties
+
+    def stacks(self) -> list[str]:
+        return sorted(path.name for path in self.path.glob("*.template.json"))
+
+
+def synthesize(out: Path, site: Path, overrides: dict[str, Any]) -> Assembly:
+    context = json.loads((ROOT / "cdk" / "cdk.json").read_text())["context"]
+    context.update(overrides, siteDir=str(site))
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AWS_", "CDK_")) or key == "AWS_DEFAULT_REGION"
+    }
+    env.update(
+        CDK_OUTDIR=str(out / "cdk.out"),
+        CDK_CONTEXT_JSON=json.dumps(context),
+        AWS_DEFAULT_REGION="eu-west-2",
+        JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20",
+    )
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "cdk" / "app.py")],
+        cwd=out,  # chalice.out/ is written here
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return Assembly(path=out / "cdk.out", output=output)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A built site in miniature: the two HTML shells with SvelteKit's inline boot script."""
+    root = tmp_path_factory.mktemp("site")
+    for page in ("index.html", "200.html"):
+        (root / page).write_text(f"<!doctype html><html><body><script>{BOOT_SCRIPT}</script>")
+    (root / "_app" / "immutable").mkdir(parents=True)
+    (root / "_app" / "immutable" / "start.js").write_text("export {};")
+    return root
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory, site: Path) -> Assembly:
+    return synthesize(tmp_path_factory.mktemp("plain"), site, {})
+
+
+@pytest.fixture(scope="module")
+def domain(tmp_path_factory: pytest.TempPathFactory, site: Path) -> Assembly:
+    return synthesize(tmp_path_factory.mktemp("domain"), site, DOMAIN)
+
+
+@pytest.fixture(params=["plain", "domain"])
+def assembly(request: pytest.FixtureRequest) -> Assembly:
+    found: Assembly = request.getfixturevalue(request.param)
+    return found
+
+
+def statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, resource in template["Resources"].items():
+        if resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::Role"):
+            properties = resource["Properties"]
+            documents = [properties.get("PolicyDocument")] + [
+                policy["PolicyDocument"] for policy in properties.get("Policies", [])
+            ]
+            for document in filter(None, documents):
+                for statement in document["Statement"]:
+                    yield name, statement
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+class TestSynthesis:
+    def test_every_stack_synthesizes_offline_and_passes_cdk_nag(self, plain: Assembly) -> None:
+        assert plain.stacks() == [
+            f"gatehouse-production-{name}.template.json"
+            for name in ("api", "data", "edge-monitoring", "monitoring", "site")
+        ]
+        assert "Could not install dependencies" not in plain.output
+
+    def test_a_domain_adds_the_edge_stack_in_the_certificate_region(self, domain: Assembly) -> None:
+        manifest = json.loads((domain.path / "manifest.json").read_text())
+        environments = {
+            name: artifact["environment"]
+            for name, artifact in manifest["artifacts"].items()
+            if artifact["type"] == "aws:cloudformation:stack"
+        }
+        assert environments["gatehouse-production-edge"].endswith("/us-east-1")
+        assert environments["gatehouse-production-edge-monitoring"].endswith("/us-east-1")
+        assert environments["gatehouse-production-api"].endswith("/eu-west-2")
+
+    def test_cfn_lint_finds_no_errors(self, assembly: Assembly) -> None:
+        templates = [str(assembly.path / name) for name in assembly.stacks()]
+        result = subprocess.run(
+            [str(CFN_LINT), "--format", "parseable", *templates],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        errors = [line for line in result.stdout.splitlines() if ":E" in line]
+        # Exit status bit 2 means errors (SAM templates are translated first); 4 is warnings.
+        assert result.returncode & 2 == 0, result.stdout + result.stderr
+        assert errors == []
+
+    def test_the_lambda_zip_holds_our_code_and_arm64_wheels_only(self, plain: Assembly) -> None:
+        path, architecture = find_package(plain.path, "gatehouse-production-api", "APIHandler")
+        report = inspect(path, architecture)
+        print(report.summary())
+        assert report.problems == []
+        assert architecture == "arm64"
+        assert report.shared_objects
+        assert set(report.shared_objects.values()) == {ELF_MACHINES["arm64"]}
+        assert report.compressed_bytes < 10_000_000
+
+    def test_every_taggable_resource_is_tagged(self, assembly: Assembly) -> None:
+        tagged = 0
+        for stack in assembly.stacks():
+            template = json.loads((assembly.path / stack).read_text())
+            for name, resource in template["Resources"].items():
+                tags = resource.get("Properties", {}).get("Tags")
+                if tags is None:
+                    continue
+                keys = set(tags) if isinstance(tags, dict) else {tag["Key"] for tag in tags}
+                assert {"Project", "Environment", "Owner"} <= keys, f"{stack} {name}"
+                tagged += 1
+        assert tagged > 20
+
+
+class TestData:
+    def test_the_table_is_the_one_the_app_defines(self, assembly: Assembly) -> None:
+        table = assembly.one("data", "AWS::DynamoDB::Table")
+        local = create_table_request("gatehouse-production")
+        assert table["TableName"] == "gatehouse-production"
+        assert table["KeySchema"] == local["KeySchema"]
+        assert sorted(table["AttributeDefinitions"], key=str) == sorted(
+            local["AttributeDefinitions"], key=str
+        )
+        [index] = table["GlobalSecondaryIndexes"]
+        assert index["IndexName"] == INDEXES[0].name
+        assert index["KeySchema"] == local["GlobalSecondaryIndexes"][0]["KeySchema"]
+        assert index["Projection"] == {"ProjectionType": "ALL"}
+        assert table["TimeToLiveSpecification"] == {
+            "AttributeName": TTL_ATTRIBUTE,
+            "Enabled": True,
+        }
+        assert {PARTITION_KEY, SORT_KEY} <= {
+            a["AttributeName"] for a in table["AttributeDefinitions"]
+        }
+
+    def test_the_table_is_protected(self, assembly: Assembly) -> None:
+        [resource] = assembly.resources("data", "AWS::DynamoDB::Table").values()
+        table = resource["Properties"]
+        assert resource["DeletionPolicy"] == "Retain"
+        assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+        assert table["DeletionProtectionEnabled"] is True
+        assert table["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+        assert table["SSESpecification"]["SSEEnabled"] is True
+
+    def test_billing_is_on_demand_unless_provisioned_is_asked_for(
+        self, plain: Assembly, domain: Assembly
+    ) -> None:
+        assert plain.one("data", "AWS::DynamoDB::Table")["BillingMode"] == "PAY_PER_REQUEST"
+        provisioned = domain.one("data", "AWS::DynamoDB::Table")
+        assert provisioned["ProvisionedThroughput"] == {
+            "ReadCapacityUnits": 1,
+            "WriteCapacityUnits": 1,
+        }
+        index = provisioned["GlobalSecondaryIndexes"][0]
+        assert index["ProvisionedThroughput"]["ReadCapacityUnits"] == 1
+
+    def test_every_bucket_is_private_encrypted_and_tls_only(self, assembly: Assembly) -> None:
+        for stack in ("data", "site"):
+            buckets = assembly.resources(stack, "AWS::S3::Bucket")
+            policies = assembly.resources(stack, "AWS::S3::BucketPolicy")
+            for name, bucket in buckets.items():
+                properties = bucket["Properties"]
+                assert properties["PublicAccessBlockConfiguration"] == {
+                    "BlockPublicAcls": True,
+                    "BlockPublicPolicy": True,
+                    "IgnorePublicAcls": True,
+                    "RestrictPublicBuckets": True,
+                }, name
+                assert properties["BucketEncryption"], name
+                tls_only = [
+                    statement
+                    for policy in policies.values()
+                    if policy["Properties"]["Bucket"] == {"Ref": name}
+                    for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+                    if statement["Effect"] == "Deny"
+                    and statement.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+                ]
+                assert tls_only, f"{name} accepts plain HTTP"
+
+    def test_uploads_expire_temporary_files_and_abandoned_multipart_uploads(
+        self, plain: Assembly
+    ) -> None:
+        uploads = next(
+            bucket["Properties"]
+            for bucket in plain.resources("data", "AWS::S3::Bucket").values()
+            if "BucketName" in bucket["Properties"]
+        )
+        rules = {rule["Id"]: rule for rule in uploads["LifecycleConfiguration"]["Rules"]}
+        assert rules["temporary-files"]["Prefix"] == "uploads/temp/"
+        assert rules["temporary-files"]["ExpirationInDays"] == 1
+        assert rules["abandoned-multipart"]["AbortIncompleteMultipartUpload"] == {
+            "DaysAfterInitiation": 1
+        }
+        assert "CorsConfiguration" not in uploads  # set by the Site stack, which knows the origin
+
+    def test_backups_move_to_glacier_after_90_days(self, plain: Assembly) -> None:
+        rules = [
+            rule
+            for bucket in plain.resources("data", "AWS::S3::Bucket").values()
+            for rule in bucket["Properties"].get("LifecycleConfiguration", {}).get("Rules", [])
+            if rule.get("Prefix") == "backups/"
+        ]
+        assert rules[0]["Transitions"] == [{"StorageClass": "GLACIER", "TransitionInDays": 90}]
+
+
+class TestApi:
+    def functions(self, assembly: Assembly) -> dict[str, dict[str, Any]]:
+        return {
+            name: resource["Properties"]
+            for name, resource in assembly.resources("api", "AWS::Serverless::Function").items()
+        }
+
+    def test_functions_run_on_arm64_with_memory_for_scrypt(self, plain: Assembly) -> None:
+        functions = self.functions(plain)
+        assert set(functions) == {"APIHandler", "Bearer", "RotateSigningKey"}
+        for name in ("APIHandler", "Bearer"):
+            assert functions[name]["Architectures"] == ["arm64"]
+            assert functions[name]["MemorySize"] == api_module.MEMORY_MB
+            assert functions[name]["Timeout"] == api_module.TIMEOUT_SECONDS
+            environment = functions[name]["Environment"]["Variables"]
+            assert environment["TRUSTED_PROXY_HOPS"] == "2"
+            assert environment["SITE_ORIGIN_HEADER"] == api_module.SITE_ORIGIN_HEADER
+            assert environment["JWT_SECRET_ID"] == {"Ref": self.secret_name(plain)}
+            assert set(environment) >= {"TABLE_NAME", "UPLOADS_BUCKET", "ALLOWED_ORIGINS"}
+
+    def secret_name(self, assembly: Assembly) -> str:
+        [name] = assembly.resources("api", "AWS::SecretsManager::Secret")
+        return name
+
+    def test_logs_are_kept_seven_days_in_each_functions_own_group(self, plain: Assembly) -> None:
+        groups = plain.resources("api", "AWS::Logs::LogGroup")
+        assert {group["Properties"]["RetentionInDays"] for group in groups.values()} == {7}
+        for properties in self.functions(plain).values():
+            assert properties["LoggingConfig"]["LogGroup"]["Ref"] in groups
+
+    def test_the_signing_key_is_generated_and_rotated_monthly(self, plain: Assembly) -> None:
+        secret = plain.one("api", "AWS::SecretsManager::Secret")
+        generator = secret["GenerateSecretString"]
+        assert generator["PasswordLength"] >= 43  # 62 symbols: 64 characters hold 381 bits
+        assert generator["ExcludePunctuation"] is True
+        assert secret["Name"] == "gatehouse/production/jwt-signing-key"
+        schedule = plain.one("api", "AWS::SecretsManager::RotationSchedule")
+        assert schedule["RotationLambdaARN"] == {"Fn::GetAtt": ["RotateSigningKey", "Arn"]}
+        assert schedule["RotationRules"] == {"ScheduleExpression": "rate(30 days)"}
+        permissions = plain.resources("api", "AWS::Lambda::Permission").values()
+        assert any(
+            p["Properties"]["Principal"] == "secretsmanager.amazonaws.com"
+            and p["Properties"]["FunctionName"] == {"Ref": "RotateSigningKey"}
+            for p in permissions
+        )
+
+    def test_roles_grant_only_named_actions_on_named_resources(self, assembly: Assembly) -> None:
+        template = assembly.template("api")
+        grants: dict[str, set[str]] = {}
+        for name, statement in statements(template):
+            if statement["Effect"] != "Allow" or "Service" in json.dumps(
+                statement.get("Principal", {})
+            ):
+                continue
+            actions = as_list(statement["Action"])
+            assert all("*" not in action for action in actions), (name, actions)
+            assert "*" not in as_list(statement["Resource"]), (name, statement)
+            grants.setdefault(name, set()).update(actions)
+        api_policy = next(name for name in grants if name.startswith("ApiRoleDefaultPolicy"))
+        assert grants[api_policy] == API_GRANTS
+        rotation = next(name for name in grants if name.startswith("RotationRoleDefaultPolicy"))
+        assert "secretsmanager:PutSecretValue" in grants[rotation]
+        assert not any(action.startswith(("dynamodb:", "s3:")) for action in grants[rotation])
+
+    def test_chalice_deploy_policy_grants_what_the_cdk_role_grants(self) -> None:
+        """``chalice deploy --stage prod`` uses .chalice/policy-prod.json instead of CDK's role."""
+        document = json.loads((ROOT / ".chalice" / "policy-prod.json").read_text())
+        actions = {action for s in document["Statement"] for action in as_list(s["Action"])}
+        # Chalice's functions log to /aws/lambda/..., which Lambda creates on first use.
+        assert actions - {"logs:CreateLogGroup"} == API_GRANTS
+        resources = [r for s in document["Statement"] for r in as_list(s["Resource"])]
+        assert "*" not in resources
+        assert any(r.endswith(":table/gatehouse-production") for r in resources)
+        assert any(":secret:gatehouse/production/jwt-signing-key-" in r for r in resources)
+
+    def test_the_api_role_reaches_only_the_uploads_prefix(self, plain: Assembly) -> None:
+        for name, statement in statements(plain.template("api")):
+            if name.startswith("ApiRole") and "s3:PutObject" in as_list(statement["Action"]):
+                [resource] = as_list(statement["Resource"])
+                assert json.dumps(resource).endswith('/uploads/*"]]}')
+
+    def test_the_stage_is_throttled_and_gateway_errors_are_json(self, plain: Assembly) -> None:
+        rest_api = plain.one("api", "AWS::Serverless::Api")
+        assert rest_api["StageName"] == "api"
+        assert rest_api["EndpointConfiguration"] == "REGIONAL"
+        [settings] = rest_api["MethodSettings"]
+        assert settings["ThrottlingRateLimit"] == 50
+        assert settings["ThrottlingBurstLimit"] == 100
+        responses = rest_api["DefinitionBody"]["x-amazon-apigateway-gateway-responses"]
+        for kind in ("DEFAULT_4XX", "DEFAULT_5XX"):
+            template = responses[kind]["responseTemplates"]["application/json"]
+            assert template == '{"message": $context.error.messageString}'
+        authorizer = rest_api["DefinitionBody"]["securityDefinitions"]["bearer"]
+        assert authorizer["x-amazon-apigateway-authorizer"]["authorizerResultTtlInSeconds"] == 60
+
+    def test_cors_only_on_the_api_domain_and_only_for_the_site(
+        self, plain: Assembly, domain: Assembly
+    ) -> None:
+        plain_paths = plain.one("api", "AWS::Serverless::Api")["DefinitionBody"]["paths"]
+        assert not any("options" in methods for methods in plain_paths.values())
+        body = domain.one("api", "AWS::Serverless::Api")["DefinitionBody"]
+        options = body["paths"]["/items"]["options"]
+        headers = options["x-amazon-apigateway-integration"]["responses"]["default"][
+            "responseParameters"
+        ]
+        assert headers["method.response.header.Access-Control-Allow-Origin"] == (
+            "'https://example.com'"
+        )
+        gateway = body["x-amazon-apigateway-gateway-responses"]["DEFAULT_4XX"]
+        assert (
+            gateway["responseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"]
+            == "'https://example.com'"
+        )
+
+    def test_the_api_domain_is_regional_tls_1_2_with_aliases(self, domain: Assembly) -> None:
+        name = domain.one("api", "AWS::ApiGateway::DomainName")
+        assert name["DomainName"] == "api.example.com"
+        assert name["EndpointConfiguration"] == {"Types": ["REGIONAL"]}
+        assert name["SecurityPolicy"] == "TLS_1_2"
+        assert domain.one("api", "AWS::ApiGateway::BasePathMapping")["Stage"] == "api"
+        records = domain.resources("api", "AWS::Route53::RecordSet").values()
+        assert sorted(r["Properties"]["Type"] for r in records) == ["A", "AAAA"]
+        certificate = domain.one("api", "AWS::CertificateManager::Certificate")
+        assert certificate["ValidationMethod"] == "DNS"
+
+
+class TestSite:
+    def distribution(self, assembly: Assembly) -> dict[str, Any]:
+        config: dict[str, Any] = assembly.one("site", "AWS::CloudFront::Distribution")[
+            "DistributionConfig"
+        ]
+        return config
+
+    def test_the_bucket_is_read_through_origin_access_control_only(self, plain: Assembly) -> None:
+        assert plain.resources("site", "AWS::CloudFront::CloudFrontOriginAccessIdentity") == {}
+        control = plain.one("site", "AWS::CloudFront::OriginAccessControl")
+        assert control["OriginAccessControlConfig"]["SigningBehavior"] == "always"
+        grants = [
+            statement
+            for policy in plain.resources("site", "AWS::S3::BucketPolicy").values()
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+            if statement["Effect"] == "Allow"
+            and statement.get("Principal") == {"Service": "cloudfront.amazonaws.com"}
+        ]
+        assert [g["Action"] for g in grants] == ["s3:GetObject"]
+        assert "AWS:SourceArn" in grants[0]["Condition"]["StringEquals"]
+
+    def test_behaviours_cache_the_site_and_pass_the_api_through(self, plain: Assembly) -> None:
+        config = self.distribution(plain)
+        default = config["DefaultCacheBehavior"]
+        assert default["Compress"] is True
+        assert default["CachePolicyId"] == CACHING_OPTIMIZED
+        assert default["ViewerProtocolPolicy"] == "redirect-to-https"
+        [api] = config["CacheBehaviors"]
+        assert api["PathPattern"] == "/api/*"
+        assert api["CachePolicyId"] == CACHING_DISABLED
+        assert api["OriginRequestPolicyId"] == ALL_VIEWER_EXCEPT_HOST
+        assert set(api["AllowedMethods"]) >= {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+        # No distribution-wide error pages: the API's own 403 and 404 reach the browser.
+        assert "CustomErrorResponses" not in config
+        assert config["HttpVersion"] == "http2and3"
+        assert config["IPV6Enabled"] is True
+
+    def test_the_api_origin_is_the_execute_api_domain_over_tls_1_2(self, plain: Assembly) -> None:
+        origins = {o["Id"]: o for o in self.distribution(plain)["Origins"]}
+        [api] = [o for o in origins.values() if "CustomOriginConfig" in o]
+        assert "execute-api" in json.dumps(api["DomainName"])
+        assert "OriginPath" not in api or api["OriginPath"] == ""
+        assert api["CustomOriginConfig"]["OriginProtocolPolicy"] == "https-only"
+        assert api["CustomOriginConfig"]["OriginSSLProtocols"] == ["TLSv1.2"]
+
+    def test_with_a_domain_tls_1_2_2021_waf_and_aliases(self, domain: Assembly) -> None:
+        config = self.distribution(domain)
+        assert config["Aliases"] == ["example.com"]
+        assert config["ViewerCertificate"]["MinimumProtocolVersion"] == "TLSv1.2_2021"
+        assert config["ViewerCertificate"]["SslSupportMethod"] == "sni-only"
+        assert "WebACLId" in config
+        records = domain.resources("site", "AWS::Route53::RecordSet").values()
+        assert sorted(r["Properties"]["Type"] for r in records) == ["A", "AAAA"]
+
+    def test_security_headers_allow_only_what_the_site_needs(
+        self, plain: Assembly, site: Path
+    ) -> None:
+        policy = plain.one("site", "AWS::CloudFront::ResponseHeadersPolicy")
+        headers = policy["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
+        hsts = headers["StrictTransportSecurity"]
+        assert hsts["AccessControlMaxAgeSec"] >= 365 * 86400
+        assert hsts["IncludeSubdomains"] is True
+        assert headers["ContentTypeOptions"]["Override"] is True
+        assert headers["FrameOptions"]["FrameOption"] == "DENY"
+        assert headers["ReferrerPolicy"]["ReferrerPolicy"] == "strict-origin-when-cross-origin"
+        csp = json.dumps(headers["ContentSecurityPolicy"]["ContentSecurityPolicy"])
+        digest = base64.b64encode(hashlib.sha256(BOOT_SCRIPT.encode()).digest()).decode()
+        assert f"script-src 'self' 'sha256-{digest}';" in csp
+        assert "frame-ancestors 'none'" in csp
+        assert "unsafe-inline" not in csp
+        assert "unsafe-eval" not in csp
+
+    def test_uploads_cors_names_the_sites_origin_only(
+        self, plain: Assembly, domain: Assembly
+    ) -> None:
+        def create(assembly: Assembly) -> Any:
+            [resource] = assembly.resources("site", "Custom::AWS").values()
+            return resource["Properties"]["Create"]
+
+        assert '\\"AllowedOrigins\\":[\\"https://example.com\\"]' in json.dumps(create(domain))
+        # Without a domain: the distribution's own domain, known only once it is created.
+        parts = create(plain)["Fn::Join"][1]
+        at = parts.index({"Fn::GetAtt": ["Distribution830FAC52", "DomainName"]})
+        assert parts[at - 1].endswith('"AllowedOrigins":["https://')
+        assert parts[at + 1].startswith('"],')
+
+    def test_the_site_is_deployed_without_docker_and_invalidated(self, plain: Assembly) -> None:
+        deployments = plain.resources("site", "Custom::CDKBucketDeployment")
+        assert len(deployments) == 2
+        assert any("DistributionPaths" in d["Properties"] for d in deployments.values())
+        manifest = json.loads((plain.path / "gatehouse-production-site.assets.json").read_text())
+        assert manifest.get("dockerImages", {}) == {}
+
+
+def run_function(code: str, uri: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Runs a CloudFront Function's handler in node with a viewer-request event."""
+    event = {
+        "request": {"uri": uri, "headers": headers or {"host": {"value": "d1.cloudfront.net"}}}
+    }
+    script = f"{code}\nprocess.stdout.write(JSON.stringify(handler({json.dumps(event)})));"
+    result = subprocess.run(
+        ["node", "-e", script], capture_output=True, text=True, check=True, timeout=30
+    )
+    request: dict[str, Any] = json.loads(result.stdout)
+    return request
+
+
+class TestEdgeFunctions:
+    @pytest.mark.parametrize(
+        ("uri", "served"),
+        [
+            ("/", "/index.html"),
+            ("/dashboard", "/200.html"),
+            ("/items/abc/edit", "/200.html"),
+            ("/_app/immutable/start.js", "/_app/immutable/start.js"),
+            ("/favicon.svg", "/favicon.svg"),
+        ],
+    )
+    def test_client_routes_get_the_shell_and_files_stay_files(self, uri: str, served: str) -> None:
+        assert run_function(SPA_ROUTING, uri)["uri"] == served
+
+    def test_the_site_origin_header_is_the_host_the_browser_used(self) -> None:
+        forged = {
+            "host": {"value": "example.com"},
+            api_module.SITE_ORIGIN_HEADER: {"value": "https://evil.example"},
+        }
+        request = run_function(SITE_ORIGIN, "/api/auth/refresh", forged)
+        assert request["headers"][api_module.SITE_ORIGIN_HEADER] == {"value": "https://example.com"}
+
+
+class TestMonitoring:
+    def alarms(self, assembly: Assembly, stack: str) -> list[dict[str, Any]]:
+        return [
+            r["Properties"] for r in assembly.resources(stack, "AWS::CloudWatch::Alarm").values()
+        ]
+
+    def test_the_seeds_alarms_and_thresholds(self, plain: Assembly) -> None:
+        alarms = self.alarms(plain, "monitoring")
+        by_description = {alarm["AlarmDescription"]: alarm for alarm in alarms}
+        error_rates = [a for d, a in by_description.items() if "1 % of invocations" in d]
+        assert len(error_rates) == 2  # the API handler and the authorizer
+        assert {a["Threshold"] for a in error_rates} == {1}
+        api = next(a for d, a in by_description.items() if "5XX" in d)
+        assert (api["MetricName"], api["Threshold"], api["Period"]) == ("5XXError", 10, 300)
+        assert api["ComparisonOperator"] == "GreaterThanThreshold"
+        throttles = next(a for d, a in by_description.items() if "throttled" in d)
+        assert throttles["Threshold"] == 0
+        assert all(alarm["AlarmActions"] for alarm in alarms)
+        [cloudfront] = self.alarms(plain, "edge-monitoring")
+        assert cloudfront["MetricName"] == "5xxErrorRate"
+        assert cloudfront["Threshold"] == 1
+        assert {"Name": "Region", "Value": "Global"} in cloudfront["Dimensions"]
+
+    def test_a_dashboard_and_a_monthly_budget(self, plain: Assembly) -> None:
+        assert plain.one("monitoring", "AWS::CloudWatch::Dashboard")["DashboardName"] == (
+            "gatehouse-production"
+        )
+        budget = plain.one("monitoring", "AWS::Budgets::Budget")
+        assert budget["Budget"]["TimeUnit"] == "MONTHLY"
+        assert budget["Budget"]["BudgetLimit"] == {"Amount": 25, "Unit": "USD"}
+        kinds = {
+            n["Notification"]["NotificationType"] for n in budget["NotificationsWithSubscribers"]
+        }
+        assert kinds == {"ACTUAL", "FORECASTED"}
+
+    def test_alarm_email_subscribes_to_both_topics(self, plain: Assembly, domain: Assembly) -> None:
+        for stack in ("monitoring", "edge-monitoring"):
+            assert plain.resources(stack, "AWS::SNS::Subscription") == {}
+            assert domain.one(stack, "AWS::SNS::Subscription")["Endpoint"] == "ops@example.com"
+
+
+class TestEdge:
+    def test_site_certificate_is_dns_validated_in_us_east_1(self, domain: Assembly) -> None:
+        certificate = domain.one("edge", "AWS::CertificateManager::Certificate")
+        assert certificate["DomainName"] == "example.com"
+        assert certificate["DomainValidationOptions"] == [
+            {"DomainName": "example.com", "HostedZoneId": "Z0123456789ABCDEFGHIJ"}
+        ]
+
+    def test_the_web_acl_has_managed_rules_and_an_auth_rate_limit(self, domain: Assembly) -> None:
+        acl = domain.one("edge", "AWS::WAFv2::WebACL")
+        assert acl["Scope"] == "CLOUDFRONT"
+        rules = {rule["Name"]: rule for rule in acl["Rules"]}
+        assert {
+            "AWSManagedRulesCommonRuleSet",
+            "AWSManagedRulesKnownBadInputsRuleSet",
+            "AWSManagedRulesAmazonIpReputationList",
+        } <= set(rules)
+        limit = rules["auth-rate-limit"]["Statement"]["RateBasedStatement"]
+        assert limit["ScopeDownStatement"]["ByteMatchStatement"]["SearchString"] == "/api/auth/"
+        assert rules["auth-rate-limit"]["Action"] == {"Block": {}}
+
+
+class TestConfig:
+    @pytest.mark.parametrize(
+        ("context", "complaint"),
+        [
+            ({"domainName": "example.com"}, "hostedZoneId"),
+            ({"customApiDomain": True}, "need domainName"),
+            ({"primaryRegion": "mars"}, "primaryRegion"),
+            ({"throttleRateLimit": 20000}, "throttleRateLimit"),
+            ({"enableWaf": "perhaps"}, "enableWaf"),
+            ({"dynamoBilling": "free"}, "dynamoBilling"),
+            (
+                {
+                    "domainName": "example.org",
+                    "hostedZoneId": "Z0123456789ABCDEFGHIJ",
+                    "hostedZoneName": "example.com",
+                },
+                "not inside the hosted zone",
+            ),
+        ],
+    )
+    def test_bad_context_is_refused_with_its_name(
+        self, context: dict[str, Any], complaint: str
+    ) -> None:
+        class Node:
+            def try_get_context(self, key: str) -> Any:
+                return context.get(key)
+
+        with pytest.raises(ConfigError, match=complaint):
+            DeployConfig.from_context(Node())  # type: ignore[arg-type]
