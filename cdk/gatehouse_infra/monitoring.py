@@ -43,6 +43,25 @@ def alarm_topic(scope: Construct, config: DeployConfig) -> sns.Topic:
     return topic
 
 
+def above(
+    metric: cloudwatch.Metric | cloudwatch.MathExpression,
+    scope: Construct,
+    id: str,
+    description: str,
+    threshold: float,
+) -> cloudwatch.Alarm:
+    """An alarm when one 5-minute period is above ``threshold``; no data is not an alarm."""
+    return metric.create_alarm(
+        scope,
+        id,
+        alarm_description=description,
+        threshold=threshold,
+        evaluation_periods=1,
+        comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+    )
+
+
 def cloudfront_5xx_rate(distribution_id: str) -> cloudwatch.Metric:
     return cloudwatch.Metric(
         namespace="AWS/CloudFront",
@@ -89,14 +108,12 @@ class MonitoringStack(cdk.Stack):
                 period=FIVE_MINUTES,
             )
             alarms.append(
-                rate.create_alarm(
+                above(
+                    rate,
                     self,
                     f"{name}ErrorRate",
-                    alarm_description=f"{name}: more than 1 % of invocations failed",
-                    threshold=LAMBDA_ERROR_RATE_PERCENT,
-                    evaluation_periods=1,
-                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                    f"{name}: more than 1 % of invocations failed",
+                    LAMBDA_ERROR_RATE_PERCENT,
                 )
             )
             lambda_widgets.append(
@@ -113,14 +130,12 @@ class MonitoringStack(cdk.Stack):
             for metric in ("Count", "4XXError", "5XXError")
         }
         alarms.append(
-            api_metric["5XXError"].create_alarm(
+            above(
+                api_metric["5XXError"],
                 self,
                 "Api5xx",
-                alarm_description="API Gateway answered 5XX more than 10 times in 5 minutes",
-                threshold=API_5XX_PER_FIVE_MINUTES,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                "API Gateway answered 5XX more than 10 times in 5 minutes",
+                API_5XX_PER_FIVE_MINUTES,
             )
         )
         throttles = cloudwatch.MathExpression(
@@ -141,17 +156,7 @@ class MonitoringStack(cdk.Stack):
             label="DynamoDB throttled requests",
             period=FIVE_MINUTES,
         )
-        alarms.append(
-            throttles.create_alarm(
-                self,
-                "TableThrottles",
-                alarm_description="DynamoDB throttled a request",
-                threshold=0,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            )
-        )
+        alarms.append(above(throttles, self, "TableThrottles", "DynamoDB throttled a request", 0))
         for alarm in alarms:
             alarm.add_alarm_action(action)
         cloudwatch.Dashboard(
@@ -225,13 +230,11 @@ class EdgeMonitoringStack(cdk.Stack):
     ) -> None:
         super().__init__(scope, id, **kwargs)
         topic = alarm_topic(self, config)
-        alarm = cloudfront_5xx_rate(distribution_id).create_alarm(
+        alarm = above(
+            cloudfront_5xx_rate(distribution_id),
             self,
             "CloudFront5xxRate",
-            alarm_description="More than 1 % of CloudFront responses were 5xx",
-            threshold=CLOUDFRONT_5XX_RATE_PERCENT,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            "More than 1 % of CloudFront responses were 5xx",
+            CLOUDFRONT_5XX_RATE_PERCENT,
         )
         alarm.add_alarm_action(actions.SnsAction(topic))
