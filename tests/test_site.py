@@ -564,6 +564,41 @@ def test_log_out_everywhere_ends_the_session_in_another_browser(open_page: OpenP
     expect(phone.get_by_test_id("nav-username")).to_have_count(0)
 
 
+def test_change_password_then_delete_the_account(open_page: OpenPage, stack: RunningStack) -> None:
+    page = open_page()
+    username = unique("nora")
+    sign_up(page, username)
+    page.get_by_role("link", name="Account").click()
+    expect(page.get_by_test_id("session")).to_have_count(1)
+    expect(page.get_by_test_id("session")).to_contain_text("Headless Chrome 156 on Linux")
+
+    page.get_by_label("Current password").fill("wrong password")
+    page.get_by_label("New password").fill("a brand new passphrase")
+    page.get_by_role("button", name="Change password").click()
+    expect(page.get_by_role("alert").nth(1)).to_have_text("Invalid username or password")
+    expect(page).to_have_url(re.compile(r"/account$"))  # the app's 401 is not a lost session
+
+    page.get_by_label("Current password").fill(PASSWORD)
+    page.get_by_role("button", name="Change password").click()
+    expect(page.get_by_role("status")).to_have_text(
+        "Password changed. Every other session has been logged out."
+    )
+    expect(page.get_by_test_id("event").first).to_contain_text("password change")
+    old = {"username": username, "password": PASSWORD}
+    assert requests.post(f"{stack.api_url}/auth/login", json=old, timeout=10).status_code == 401
+    page.reload()  # the new session's cookie restores it
+    expect(page.get_by_test_id("session")).to_have_count(1)
+
+    page.get_by_label("Password", exact=True).fill("a brand new passphrase")
+    page.get_by_role("button", name="Delete my account").click()
+    expect(page).to_have_url(re.compile(r"/login$"))
+    expect(page.get_by_role("status")).to_have_text(
+        "Your account and everything in it have been deleted."
+    )
+    new = {"username": username, "password": "a brand new passphrase"}
+    assert requests.post(f"{stack.api_url}/auth/login", json=new, timeout=10).status_code == 401
+
+
 def test_keyboard_only_at_320_pixels(open_page: OpenPage) -> None:
     username = unique("mia")
     sign_up(open_page(), username)

@@ -54,8 +54,9 @@ export async function send<T>(
 	options: SendOptions = {}
 ): Promise<Reply<T>> {
 	const auth = options.auth ?? true;
-	if (auth && accessToken === null) {
-		await renew();
+	if (auth && accessToken === null && !(await renew())) {
+		endSession();
+		throw new ApiError(401, { message: 'Your session has ended; please log in again.' });
 	}
 	let reply = await call(method, path, options, auth);
 	if (auth && rejectedToken(reply)) {

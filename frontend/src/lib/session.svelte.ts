@@ -10,6 +10,8 @@ class SessionState {
 	profile: Profile | null = $state(null);
 	/** A message for the login page, e.g. why the session ended. */
 	notice: string = $state('');
+	/** The user ended the session (logged out): no reason to come back to the page after login. */
+	deliberate = $state(false);
 }
 
 export const session = new SessionState();
@@ -17,7 +19,7 @@ export const session = new SessionState();
 let restoring: Promise<void> | null = null;
 
 onSessionEnded(() => {
-	signedOut('Your session has ended; please log in again.');
+	signedOut('Your session has ended; please log in again.', false);
 });
 
 /** On load: a reload keeps the user signed in through the HttpOnly refresh cookie. */
@@ -65,6 +67,7 @@ export async function login(username: string, password: string): Promise<void> {
 export function signedIn(data: SignedIn): void {
 	setAccessToken(data.token);
 	session.notice = '';
+	session.deliberate = false;
 }
 
 export async function logout(): Promise<void> {
@@ -80,11 +83,12 @@ export async function logoutEverywhere(): Promise<void> {
 	signedOut('You are logged out on every device.');
 }
 
-export function signedOut(notice: string): void {
+export function signedOut(notice: string, deliberate = true): void {
 	setAccessToken(null);
 	session.profile = null;
 	session.status = 'anonymous';
 	session.notice = notice;
+	session.deliberate = deliberate;
 }
 
 /** `next` from a query string, if it is a path on this site (never another origin). */
