@@ -228,8 +228,13 @@ def test_a_private_page_sends_a_visitor_to_login_and_back(open_page: OpenPage) -
     sign_up(open_page(), username)
 
     page = open_page()
+    api_calls: list[str] = []
+    page.on(
+        "request", lambda request: api_calls.append(request.url) if "/api/" in request.url else None
+    )
     page.goto("/uploads")
     expect(page).to_have_url(re.compile(r"/login\?next=%2Fuploads$"))
+    assert api_calls == []  # a browser that never logged in does not even try to refresh
     log_in(page, username)
     expect(page).to_have_url(re.compile(r"/uploads$"))
     expect(page.get_by_role("heading", name="Uploads", exact=True)).to_be_visible()
@@ -467,7 +472,9 @@ def test_a_reload_keeps_the_user_logged_in_with_no_token_in_storage(open_page: O
     expect(page.get_by_role("heading", name="Account", exact=True)).to_be_visible()
 
     stored: dict[str, str] = page.evaluate("({...localStorage, ...sessionStorage})")
-    # Only SvelteKit's scroll positions; no JWT ("eyJ..."), no refresh token, in Web Storage.
+    # SvelteKit's scroll positions and our "may have a session" flag; no JWT ("eyJ..."), no
+    # refresh token, in Web Storage.
+    assert stored.pop("gatehouse:session") == "1"
     assert all(key.startswith("sveltekit:") for key in stored), stored
     assert not any("eyJ" in value or username in value for value in stored.values())
     [cookie] = page.context.cookies()

@@ -18,6 +18,27 @@ export const session = new SessionState();
 
 let restoring: Promise<void> | null = null;
 
+// Whether this browser may hold a session: a flag, never a credential. It spares visitors who
+// never logged in a refresh request (and a hit on the per-address limit) on every page load.
+const HINT = 'gatehouse:session';
+
+function hinted(): boolean {
+	try {
+		return localStorage.getItem(HINT) === '1';
+	} catch {
+		return true; // storage blocked: ask the API
+	}
+}
+
+function hint(present: boolean): void {
+	try {
+		if (present) localStorage.setItem(HINT, '1');
+		else localStorage.removeItem(HINT);
+	} catch {
+		// storage blocked: every load asks the API
+	}
+}
+
 onSessionEnded(() => {
 	signedOut('Your session has ended; please log in again.', false);
 });
@@ -26,11 +47,16 @@ onSessionEnded(() => {
 export function restore(): Promise<void> {
 	restoring ??= (async () => {
 		try {
-			if (await renew()) {
-				await loadProfile();
-				return;
+			if (hinted()) {
+				if (await renew()) {
+					await loadProfile();
+					return;
+				}
+				hint(false); // the session is over
 			}
 		} catch (error) {
+			// The API could not answer (an outage, the rate limit): show the visitor as logged out
+			// for now, and keep the flag so that the next load tries again.
 			if (!(error instanceof ApiError)) throw error;
 		}
 		if (session.status === 'unknown') {
@@ -66,6 +92,7 @@ export async function login(username: string, password: string): Promise<void> {
 /** A password change starts a new session (the API sets its cookie) and ends the others. */
 export function signedIn(data: SignedIn): void {
 	setAccessToken(data.token);
+	hint(true);
 	session.notice = '';
 	session.deliberate = false;
 }
@@ -85,6 +112,7 @@ export async function logoutEverywhere(): Promise<void> {
 
 export function signedOut(notice: string, deliberate = true): void {
 	setAccessToken(null);
+	hint(false);
 	session.profile = null;
 	session.status = 'anonymous';
 	session.notice = notice;
