@@ -21,7 +21,7 @@ NODE_STAMP := frontend/node_modules/.installed-$(shell sha1sum frontend/package-
 # The browser tests drive Debian's Chromium (Playwright cannot download its own here).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help install dev test lint typecheck unit bench admin clean site frontend-check synth deploy
+.PHONY: help install dev test lint typecheck unit bench admin clean site frontend-check synth deploy destroy
 
 help:
 	@echo "make dev    run the site on http://127.0.0.1:5173 (API under /api) with a local AWS emulator"
@@ -30,6 +30,7 @@ help:
 	@echo "make admin USERNAME=alice   create or promote an administrator locally"
 	@echo "make synth  synthesize every AWS stack offline (cdk/README.md)"
 	@echo "make deploy deploy every stack to your AWS account (cdk/README.md)"
+	@echo "make destroy delete the stacks, keeping the table and data buckets"
 
 $(STAMP): requirements.txt requirements-dev.txt cdk/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -83,15 +84,21 @@ unit: $(STAMP) $(CFNLINT_STAMP) site $(CHROMIUM)
 
 # Every stack, offline, into cdk/cdk.out; cdk-nag runs during synthesis. Chalice only prints
 # "Could not install dependencies" when a wheel is missing, so that line fails the build here.
+# CONTEXT="-c domainName=example.com ..." overrides cdk/cdk.json for synth, deploy and destroy.
 synth: $(STAMP) $(CDK_STAMP) site
-	@mkdir -p .local
-	set -o pipefail; $(CDK) synth --quiet 2>&1 | tee $(CURDIR)/.local/synth.log
+	@mkdir -p .local && rm -rf cdk/cdk.out
+	set -o pipefail; $(CDK) synth --quiet $(CONTEXT) 2>&1 | tee $(CURDIR)/.local/synth.log
 	@! grep -q "Could not install dependencies" .local/synth.log || { echo "a Lambda dependency has no wheel"; exit 1; }
 	$(BIN)/python -m tools.lambda_package cdk/cdk.out
 
-# Deploys every stack to the account your AWS credentials name (cdk/README.md walks through it).
+# Deploys the assembly make synth just built (so with the same CONTEXT) to the account your AWS
+# credentials name; DEPLOY_ARGS for CLI options such as --require-approval never.
 deploy: synth
-	$(CDK) deploy --all --app cdk.out --require-approval broadening $(CDK_ARGS)
+	$(CDK) deploy --all --app cdk.out --require-approval broadening $(DEPLOY_ARGS)
+
+# Deletes the stacks; the table and the data buckets are retained (cdk/README.md, Teardown).
+destroy: $(STAMP) $(CDK_STAMP) site
+	$(CDK) destroy --all $(CONTEXT)
 
 # make admin USERNAME=alice: create or promote an administrator in the running `make dev`.
 admin: $(STAMP)

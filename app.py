@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hmac
 import ipaddress
 import json
 import logging
@@ -63,7 +64,7 @@ from chalicelib.payloads import (
 from chalicelib.policy import WeakPassword
 from chalicelib.rotation import RotationError, SigningKeyRotation
 from chalicelib.sessions import DynamoDBSessionRepository, InvalidRefreshToken, Sessions
-from chalicelib.settings import Settings, authorizer_ttl_seconds, cors_allow_origin
+from chalicelib.settings import EDGE_HEADER, Settings, authorizer_ttl_seconds, cors_allow_origin
 from chalicelib.tokens import CachedKeys, InvalidToken, SecretsManagerKeySource, TokenService
 from chalicelib.uploads import (
     Upload,
@@ -476,7 +477,7 @@ def _client() -> Client:
     request = _request()
     address = str((request.context.get("identity") or {}).get("sourceIp") or "unknown")
     hops = dependencies.settings.trusted_proxy_hops
-    if hops:
+    if hops and _through_edge(request):
         # Behind N trusted proxies (CloudFront), the client is the Nth address from the right;
         # anything further left was written by the client and cannot be trusted.
         forwarded = request.headers.get("x-forwarded-for", "").split(",")
@@ -484,6 +485,19 @@ def _client() -> Client:
         if len(forwarded) >= hops:
             address = forwarded[-hops]
     return Client(ip=_rate_key(address), user_agent=request.headers.get("user-agent", "")[:200])
+
+
+def _through_edge(request: Request) -> bool:
+    """Whether the request came through our CDN, which alone may vouch for forwarded headers.
+
+    With ``EDGE_SECRET`` set, CloudFront adds it as ``EDGE_HEADER``; a caller of the API
+    Gateway endpoint itself lacks it, so its ``X-Forwarded-For`` cannot pick its rate-limit key.
+    """
+    secret = dependencies.settings.edge_secret
+    if secret is None:
+        return True
+    presented = request.headers.get(EDGE_HEADER, "")
+    return hmac.compare_digest(presented.encode("utf-8"), secret.encode("utf-8"))
 
 
 def _rate_key(address: str) -> str:
@@ -535,7 +549,7 @@ def _refuse_cross_site() -> None:
     origin = request.headers.get("origin", "").rstrip("/")
     allowed = dependencies.settings.allowed_origins
     edge_header = dependencies.settings.site_origin_header
-    if edge_header:
+    if edge_header and _through_edge(request):
         # Set by our CloudFront function to the origin the browser used, whatever it sent; it
         # names the site's origin where that is not known before deployment (no custom domain).
         allowed = allowed | {request.headers.get(edge_header, "").rstrip("/")} - {""}

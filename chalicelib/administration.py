@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from chalicelib.accounts import Accounts
 
 logger = logging.getLogger(__name__)
-UPLOAD_PREFIX = "uploads/"  # every object the app writes lies under it (the IAM grants rely on it)
+# Every object the app writes lies under it (the IAM grants rely on it). Not uploads/{name}/:
+# the bucket's lifecycle rule empties uploads/temp/ daily, and "temp" is a valid username.
+UPLOAD_PREFIX = "uploads/users/"
 
 
 def upload_prefix(username: str) -> str:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+# CloudFront sends EDGE_SECRET in this header to prove a request came through it.
+EDGE_HEADER = "x-gatehouse-edge"
+MIN_EDGE_SECRET = 32
 
 
 class SettingsError(Exception):
@@ -32,6 +36,7 @@ class Settings:
     ip_rate_window_seconds: int = 60
     trusted_proxy_hops: int = 0
     site_origin_header: str | None = None
+    edge_secret: str | None = field(default=None, repr=False)
     uploads_bucket: str | None = None
 
     @classmethod
@@ -81,6 +86,7 @@ class Settings:
             ),
             trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", cls.trusted_proxy_hops, 0, 5),
             site_origin_header=env.get("SITE_ORIGIN_HEADER", "").strip().lower() or None,
+            edge_secret=_secret(env, "EDGE_SECRET"),
             uploads_bucket=env.get("UPLOADS_BUCKET", "").strip() or None,
         )
 
@@ -99,6 +105,15 @@ def cors_allow_origin(env: Mapping[str, str]) -> str | None:
     if scheme not in {"https", "http"} or not host or "/" in host or "*" in host:
         raise SettingsError("environment variable CORS_ALLOW_ORIGIN must be one origin")
     return origin
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    if value and len(value) < MIN_EDGE_SECRET:
+        raise SettingsError(
+            f"environment variable {name} must be at least {MIN_EDGE_SECRET} characters"
+        )
+    return value or None
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

@@ -1,6 +1,6 @@
 """Uploads straight from the browser to S3 through presigned POSTs, recorded under the owner.
 
-Objects: ``uploads/{username}/images|documents/{id}/{safe filename}``. Records:
+Objects: ``uploads/users/{username}/images|documents/{id}/{safe filename}``. Records:
 ``USER#{username}`` / ``UPLOAD#{id}``, ``pending`` until the object is checked, then ``ready``.
 """
 

@@ -133,11 +133,13 @@ def test_deleting_a_user_removes_everything_and_is_idempotent(
         assert response.status_code == 201
     s3 = aws.client("s3")
     for name in ("images/1/a.png", "documents/2/b.pdf"):
-        s3.put_object(Bucket=resources.uploads_bucket, Key=f"uploads/alice/{name}", Body=b"x")
+        s3.put_object(Bucket=resources.uploads_bucket, Key=f"uploads/users/alice/{name}", Body=b"x")
     # Neighbours that a careless prefix would catch: "alicia", and a legacy name "alice/x".
-    s3.put_object(Bucket=resources.uploads_bucket, Key="uploads/alicia/images/3/c.png", Body=b"x")
     s3.put_object(
-        Bucket=resources.uploads_bucket, Key="uploads/alice%2Fx/images/4/d.png", Body=b"x"
+        Bucket=resources.uploads_bucket, Key="uploads/users/alicia/images/3/c.png", Body=b"x"
+    )
+    s3.put_object(
+        Bucket=resources.uploads_bucket, Key="uploads/users/alice%2Fx/images/4/d.png", Body=b"x"
     )
     assert len(partition(table, "alice")) > 30
 
@@ -145,8 +147,8 @@ def test_deleting_a_user_removes_everything_and_is_idempotent(
     assert partition(table, "alice") == []
     remaining = s3.list_objects_v2(Bucket=resources.uploads_bucket).get("Contents", [])
     assert sorted(entry["Key"] for entry in remaining) == [
-        "uploads/alice%2Fx/images/4/d.png",
-        "uploads/alicia/images/3/c.png",
+        "uploads/users/alice%2Fx/images/4/d.png",
+        "uploads/users/alicia/images/3/c.png",
     ]
     assert api.get("/auth/user", alice).status_code == 403
     assert call(api, alice, "POST", "/items", {"name": "after"}).status_code == 403

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from chalicelib.administration import UPLOAD_PREFIX
+from chalicelib.settings import EDGE_HEADER
 from chalicelib.table import INDEXES, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, create_table_request
 from tests.conftest import ROOT
 from tools.lambda_package import ELF_MACHINES, find_package, inspect
@@ -26,13 +28,38 @@ from tools.lambda_package import ELF_MACHINES, find_package, inspect
 sys.path.insert(0, str(ROOT / "cdk"))
 from gatehouse_infra import api as api_module
 from gatehouse_infra.config import ConfigError, DeployConfig
+from gatehouse_infra.data import UPLOAD_TEMP_PREFIX
 from gatehouse_infra.site import SITE_ORIGIN, SPA_ROUTING
 
 CFN_LINT = ROOT / ".venv-cfnlint" / "bin" / "cfn-lint"
+EDGE_KEY_REFERENCE = "{{resolve:secretsmanager:gatehouse/production/edge-key:SecretString:::}}"
 BOOT_SCRIPT = "__sveltekit_boot = { base: '' };"
 CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
 CACHING_OPTIMIZED = "658327ea-f89d-4fab-a63d-7e88639e58f6"
 ALL_VIEWER_EXCEPT_HOST = "b689b0a8-53d0-40ab-baf2-68738e2966ac"
+# Every resource type in the templates that accepts tags.
+TAGGABLE = frozenset(
+    {
+        "AWS::ApiGateway::DomainName",
+        "AWS::Budgets::Budget",
+        "AWS::CertificateManager::Certificate",
+        "AWS::CloudFront::Distribution",
+        "AWS::CloudFront::Function",
+        "AWS::CloudWatch::Alarm",
+        "AWS::DynamoDB::Table",
+        "AWS::IAM::Role",
+        "AWS::Lambda::Function",
+        "AWS::Logs::LogGroup",
+        "AWS::S3::Bucket",
+        "AWS::SNS::Topic",
+        "AWS::SecretsManager::Secret",
+        "AWS::Serverless::Api",
+        "AWS::Serverless::Function",
+        "AWS::WAFv2::WebACL",
+    }
+)
+# CDK creates its cross-region reference helpers while resolving references, after tagging.
+UNTAGGABLE_HELPERS = ("CustomCrossRegionExport",)
 API_GRANTS = {
     *api_module.TABLE_ACTIONS,
     "secretsmanager:GetSecretValue",
@@ -159,7 +186,9 @@ class TestSynthesis:
             f"gatehouse-production-{name}.template.json"
             for name in ("api", "data", "edge-monitoring", "monitoring", "site")
         ]
-        assert "Could not install dependencies" not in plain.output
+
+    def test_every_lambda_dependency_was_installed(self, assembly: Assembly) -> None:
+        assert "Could not install dependencies" not in assembly.output
 
     def test_a_domain_adds_the_edge_stack_in_the_certificate_region(self, domain: Assembly) -> None:
         manifest = json.loads((domain.path / "manifest.json").read_text())
@@ -196,17 +225,18 @@ class TestSynthesis:
         assert report.compressed_bytes < 10_000_000
 
     def test_every_taggable_resource_is_tagged(self, assembly: Assembly) -> None:
-        tagged = 0
+        checked = 0
         for stack in assembly.stacks():
             template = json.loads((assembly.path / stack).read_text())
             for name, resource in template["Resources"].items():
-                tags = resource.get("Properties", {}).get("Tags")
-                if tags is None:
+                if resource["Type"] not in TAGGABLE or name.startswith(UNTAGGABLE_HELPERS):
                     continue
+                properties = resource["Properties"]
+                tags = properties.get("Tags", properties.get("ResourceTags", []))
                 keys = set(tags) if isinstance(tags, dict) else {tag["Key"] for tag in tags}
                 assert {"Project", "Environment", "Owner"} <= keys, f"{stack} {name}"
-                tagged += 1
-        assert tagged > 20
+                checked += 1
+        assert checked > 30
 
 
 class TestData:
@@ -310,6 +340,7 @@ class TestApi:
     def test_functions_run_on_arm64_with_memory_for_scrypt(self, plain: Assembly) -> None:
         functions = self.functions(plain)
         assert set(functions) == {"APIHandler", "Bearer", "RotateSigningKey"}
+        assert functions["RotateSigningKey"]["Architectures"] == ["arm64"]
         for name in ("APIHandler", "Bearer"):
             assert functions[name]["Architectures"] == ["arm64"]
             assert functions[name]["MemorySize"] == api_module.MEMORY_MB
@@ -319,9 +350,36 @@ class TestApi:
             assert environment["SITE_ORIGIN_HEADER"] == api_module.SITE_ORIGIN_HEADER
             assert environment["JWT_SECRET_ID"] == {"Ref": self.secret_name(plain)}
             assert set(environment) >= {"TABLE_NAME", "UPLOADS_BUCKET", "ALLOWED_ORIGINS"}
+            assert environment["EDGE_SECRET"] == EDGE_KEY_REFERENCE
+
+    def test_the_edge_key_is_generated_and_only_referenced(self, plain: Assembly) -> None:
+        secrets = plain.resources("api", "AWS::SecretsManager::Secret")
+        [edge] = [r["Properties"] for n, r in secrets.items() if n != self.secret_name(plain)]
+        assert edge["Name"] == "gatehouse/production/edge-key"
+        assert edge["GenerateSecretString"]["PasswordLength"] >= 32
+        # Its value is never in a template, only CloudFormation's reference to it.
+        for stack in ("api", "site"):
+            text = json.dumps(plain.template(stack))
+            assert text.count(EDGE_KEY_REFERENCE) >= 1
+
+    def test_the_rotation_function_has_its_own_role(self, plain: Assembly) -> None:
+        """chalice.cdk ignores per-function stage settings: the role is overridden, not lost."""
+        functions = self.functions(plain)
+        rotation = functions["RotateSigningKey"]
+        [role] = [name for name in plain.resources("api", "AWS::IAM::Role") if "Rotation" in name]
+        assert rotation["Role"] == {"Fn::GetAtt": [role, "Arn"]}
+        assert functions["APIHandler"]["Role"] != rotation["Role"]
+        assert (rotation["MemorySize"], rotation["Timeout"]) == (256, 30)
+        [resource] = [
+            r for n, r in plain.template("api")["Resources"].items() if n == "RotateSigningKey"
+        ]
+        assert any(name.startswith("RotationRoleDefaultPolicy") for name in resource["DependsOn"])
 
     def secret_name(self, assembly: Assembly) -> str:
-        [name] = assembly.resources("api", "AWS::SecretsManager::Secret")
+        """The logical id of the signing key."""
+        [name] = [
+            n for n in assembly.resources("api", "AWS::SecretsManager::Secret") if "Signing" in n
+        ]
         return name
 
     def test_logs_are_kept_seven_days_in_each_functions_own_group(self, plain: Assembly) -> None:
@@ -331,7 +389,9 @@ class TestApi:
             assert properties["LoggingConfig"]["LogGroup"]["Ref"] in groups
 
     def test_the_signing_key_is_generated_and_rotated_monthly(self, plain: Assembly) -> None:
-        secret = plain.one("api", "AWS::SecretsManager::Secret")
+        secret = plain.resources("api", "AWS::SecretsManager::Secret")[self.secret_name(plain)][
+            "Properties"
+        ]
         generator = secret["GenerateSecretString"]
         assert generator["PasswordLength"] >= 43  # 62 symbols: 64 characters hold 381 bits
         assert generator["ExcludePunctuation"] is True
@@ -375,11 +435,18 @@ class TestApi:
         assert any(r.endswith(":table/gatehouse-production") for r in resources)
         assert any(":secret:gatehouse/production/jwt-signing-key-" in r for r in resources)
 
-    def test_the_api_role_reaches_only_the_uploads_prefix(self, plain: Assembly) -> None:
-        for name, statement in statements(plain.template("api")):
-            if name.startswith("ApiRole") and "s3:PutObject" in as_list(statement["Action"]):
-                [resource] = as_list(statement["Resource"])
-                assert json.dumps(resource).endswith('/uploads/*"]]}')
+    def test_the_api_role_reaches_only_the_users_uploads(self, plain: Assembly) -> None:
+        objects = [
+            resource
+            for name, statement in statements(plain.template("api"))
+            if name.startswith("ApiRole") and "s3:PutObject" in as_list(statement["Action"])
+            for resource in as_list(statement["Resource"])
+        ]
+        assert len(objects) == 1
+        assert json.dumps(objects[0]).endswith(f'/{UPLOAD_PREFIX}*"]]}}')
+        # The daily expiry of temporary files can never reach a user's objects.
+        assert not UPLOAD_PREFIX.startswith(UPLOAD_TEMP_PREFIX)
+        assert not UPLOAD_TEMP_PREFIX.startswith(UPLOAD_PREFIX)
 
     def test_the_stage_is_throttled_and_gateway_errors_are_json(self, plain: Assembly) -> None:
         rest_api = plain.one("api", "AWS::Serverless::Api")
@@ -419,7 +486,9 @@ class TestApi:
         assert name["DomainName"] == "api.example.com"
         assert name["EndpointConfiguration"] == {"Types": ["REGIONAL"]}
         assert name["SecurityPolicy"] == "TLS_1_2"
-        assert domain.one("api", "AWS::ApiGateway::BasePathMapping")["Stage"] == "api"
+        [mapping] = domain.resources("api", "AWS::ApiGateway::BasePathMapping").values()
+        assert mapping["Properties"]["Stage"] == "api"
+        assert "RestAPIapiStage" in mapping["DependsOn"]  # the stage SAM generates
         records = domain.resources("api", "AWS::Route53::RecordSet").values()
         assert sorted(r["Properties"]["Type"] for r in records) == ["A", "AAAA"]
         certificate = domain.one("api", "AWS::CertificateManager::Certificate")
@@ -470,6 +539,9 @@ class TestSite:
         assert "OriginPath" not in api or api["OriginPath"] == ""
         assert api["CustomOriginConfig"]["OriginProtocolPolicy"] == "https-only"
         assert api["CustomOriginConfig"]["OriginSSLProtocols"] == ["TLSv1.2"]
+        assert api["OriginCustomHeaders"] == [
+            {"HeaderName": EDGE_HEADER, "HeaderValue": EDGE_KEY_REFERENCE}
+        ]
 
     def test_with_a_domain_tls_1_2_2021_waf_and_aliases(self, domain: Assembly) -> None:
         config = self.distribution(domain)
@@ -515,7 +587,11 @@ class TestSite:
     def test_the_site_is_deployed_without_docker_and_invalidated(self, plain: Assembly) -> None:
         deployments = plain.resources("site", "Custom::CDKBucketDeployment")
         assert len(deployments) == 2
-        assert any("DistributionPaths" in d["Properties"] for d in deployments.values())
+        [pages] = [d for d in deployments.values() if "DistributionPaths" in d["Properties"]]
+        [assets] = [
+            name for name, d in deployments.items() if "DistributionPaths" not in d["Properties"]
+        ]
+        assert assets in pages["DependsOn"]  # hashed assets first, then pages and invalidation
         manifest = json.loads((plain.path / "gatehouse-production-site.assets.json").read_text())
         assert manifest.get("dockerImages", {}) == {}
 
@@ -566,7 +642,7 @@ class TestMonitoring:
         alarms = self.alarms(plain, "monitoring")
         by_description = {alarm["AlarmDescription"]: alarm for alarm in alarms}
         error_rates = [a for d, a in by_description.items() if "1 % of invocations" in d]
-        assert len(error_rates) == 2  # the API handler and the authorizer
+        assert len(error_rates) == 3  # the API handler, the authorizer, the key rotation
         assert {a["Threshold"] for a in error_rates} == {1}
         api = next(a for d, a in by_description.items() if "5XX" in d)
         assert (api["MetricName"], api["Threshold"], api["Period"]) == ("5XXError", 10, 300)

@@ -39,10 +39,19 @@ def login(api: Api, username: str = "alice", **extra: str) -> Any:
     return response
 
 
+EDGE_SECRET = "e" * 40
+
+
 @pytest.fixture
 def edge_header(monkeypatch: pytest.MonkeyPatch) -> None:
     """As deployed without a domain: CloudFront names the site's origin in this header."""
     monkeypatch.setenv("SITE_ORIGIN_HEADER", "X-Gatehouse-Site-Origin")
+
+
+@pytest.fixture
+def edge_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As deployed: CloudFront proves a request passed through it with this shared value."""
+    monkeypatch.setenv("EDGE_SECRET", EDGE_SECRET)
 
 
 @pytest.fixture
@@ -114,6 +123,17 @@ class TestCookies:
             headers["X-Gatehouse-Site-Origin"] = edge_says
         value = cookie_of(alice)["gatehouse_refresh"].value
         assert refresh_with_cookie(api, value, headers).status_code == status
+
+    def test_without_the_edge_secret_the_site_origin_header_is_ignored(
+        self, edge_header: None, edge_secret: None, api: Api, alice: Any
+    ) -> None:
+        origin = "https://d1.cloudfront.net"
+        headers = {"Origin": origin, "X-Requested-With": "gatehouse"}
+        headers["X-Gatehouse-Site-Origin"] = origin
+        value = cookie_of(alice)["gatehouse_refresh"].value
+        assert refresh_with_cookie(api, value, headers).status_code == 403
+        through_edge = {**headers, "X-Gatehouse-Edge": EDGE_SECRET}
+        assert refresh_with_cookie(api, value, through_edge).status_code == 200
 
     def test_a_failed_refresh_clears_the_cookie(self, api: Api, alice: Any) -> None:
         response = refresh_with_cookie(api, "YWxpY2U." + "x" * 43)
@@ -314,6 +334,26 @@ class TestLimits:
         # A client-written address further left changes nothing: the proxy's entry counts.
         assert signup("user-two", "1.2.3.4, 198.51.100.1") == 429
         assert signup("user-three", "198.51.100.2") == 201
+
+    def test_only_requests_through_the_edge_may_name_their_address(
+        self, edge_secret: None, api: Api, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("IP_RATE_LIMIT", "1")
+        monkeypatch.setenv("TRUSTED_PROXY_HOPS", "2")
+
+        def signup(name: str, forwarded: str, edge: str | None) -> int:
+            headers = {"X-Forwarded-For": forwarded}
+            if edge is not None:
+                headers["X-Gatehouse-Edge"] = edge
+            body = {"username": name, "password": PASSWORD}
+            return int(api.post("/auth/signup", body, headers).status_code)
+
+        assert signup("user-one", "198.51.100.1, 203.0.113.9", EDGE_SECRET) == 201
+        assert signup("user-two", "198.51.100.2, 203.0.113.9", EDGE_SECRET) == 201
+        # Straight to API Gateway, forged addresses are ignored: all share the caller's own.
+        assert signup("user-three", "198.51.100.3, 203.0.113.9", None) == 201
+        assert signup("user-four", "198.51.100.4, 203.0.113.9", None) == 429
+        assert signup("user-five", "198.51.100.5, 203.0.113.9", "x" * 32) == 429
 
 
 class TestEvents:

@@ -44,6 +44,7 @@ def test_every_variable_is_read() -> None:
             "IP_RATE_WINDOW_SECONDS": "10",
             "TRUSTED_PROXY_HOPS": "1",
             "SITE_ORIGIN_HEADER": "X-Gatehouse-Site-Origin",
+            "EDGE_SECRET": "s" * 32,
         }
     )
     assert (settings.jwt_issuer, settings.jwt_audience) == ("iss", "aud")
@@ -61,6 +62,8 @@ def test_every_variable_is_read() -> None:
     assert (settings.ip_rate_limit, settings.ip_rate_window_seconds) == (1000, 10)
     assert settings.trusted_proxy_hops == 1
     assert settings.site_origin_header == "x-gatehouse-site-origin"
+    assert settings.edge_secret == "s" * 32
+    assert "s" * 32 not in repr(settings)
 
 
 def test_settings_are_frozen() -> None:
@@ -107,6 +110,7 @@ def test_authorizer_ttl_is_validated_and_defaults_to_a_minute() -> None:
         ({**REQUIRED, "REFRESH_GRACE_SECONDS": "61"}, "REFRESH_GRACE_SECONDS"),
         ({**REQUIRED, "IP_RATE_LIMIT": "0"}, "IP_RATE_LIMIT"),
         ({**REQUIRED, "TRUSTED_PROXY_HOPS": "-1"}, "TRUSTED_PROXY_HOPS"),
+        ({**REQUIRED, "EDGE_SECRET": "short"}, "EDGE_SECRET"),
     ],
 )
 def test_a_missing_or_bad_variable_fails_naming_it(env: dict[str, str], named: str) -> None:

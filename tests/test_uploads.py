@@ -32,7 +32,7 @@ def test_start_presigns_a_post_that_pins_key_type_and_size(api: Api) -> None:
     upload, post = response.json_body["upload"], response.json_body["post"]
     assert (upload["status"], upload["filename"], upload["size"]) == ("pending", "cat.png", 32)
     key = post["fields"]["key"]
-    assert key == f"uploads/alice/images/{upload['id']}/cat.png"
+    assert key == f"uploads/users/alice/images/{upload['id']}/cat.png"
     assert post["fields"]["Content-Type"] == "image/png"
     assert "policy" in post["fields"]
 

@@ -38,6 +38,8 @@ ARCHITECTURE = "arm64"
 # and 1024 MB (about 0.6 vCPU) keeps a login near a quarter of a second (README, "Hashing").
 MEMORY_MB = 1024
 TIMEOUT_SECONDS = 10
+ROTATION_MEMORY_MB = 256
+ROTATION_TIMEOUT_SECONDS = 30
 LOG_RETENTION = logs.RetentionDays.ONE_WEEK
 SIGNING_KEY_ROTATION = cdk.Duration.days(30)
 # Logical ids in the template ``chalice package`` writes.
@@ -89,6 +91,27 @@ class ApiStack(cdk.Stack):
                 password_length=64, exclude_punctuation=True, include_space=False
             ),
         )
+        # Proves to the API that a request came through CloudFront, which alone may vouch for
+        # X-Forwarded-For. Both sides read it at deploy time through a dynamic reference.
+        edge_key_name = f"{PROJECT}/{config.environment}/edge-key"
+        self.edge_key = secretsmanager.Secret(
+            self,
+            "EdgeKey",
+            secret_name=edge_key_name,
+            description="Shared by CloudFront and the Gatehouse API (x-gatehouse-edge header)",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=48, exclude_punctuation=True, include_space=False
+            ),
+        )
+        acknowledge(
+            self.edge_key,
+            {
+                "SMG4": "CloudFront and the API read it at deploy time, so it cannot rotate "
+                "on its own; cdk/README.md gives the manual rotation (new value, redeploy).",
+            },
+        )
+        # By name, a literal: the site stack needs no export for it.
+        self.edge_key_reference = cdk.SecretValue.secrets_manager(edge_key_name).unsafe_unwrap()
         log_groups = {
             name: logs.LogGroup(
                 self,
@@ -101,19 +124,25 @@ class ApiStack(cdk.Stack):
         }
         api_role = self._api_role(data, [API_FUNCTION, AUTHORIZER_FUNCTION])
         rotation_role = self._rotation_role()
-        self.chalice = self._package(config, data, api_role, rotation_role)
+        self.chalice = self._package(config, data, api_role)
+        # Roles with their policies, and the edge key its reference reads, before any function.
+        self.chalice.node.add_dependency(api_role, rotation_role, self.edge_key)
         for name, group in log_groups.items():
-            function = self.chalice.get_resource(name)
-            function.add_property_override(
+            self.chalice.get_resource(name).add_property_override(
                 "LoggingConfig", {"LogGroup": group.log_group_name, "LogFormat": "Text"}
             )
-            function.node.add_dependency(group)
+        # chalice.cdk passes stage_config as top-level settings only: per-function settings
+        # there would be ignored, so the rotation function's role and size are set here.
+        rotation_function = self.chalice.get_resource(ROTATION_FUNCTION)
+        rotation_function.add_property_override("Role", rotation_role.role_arn)
+        rotation_function.add_property_override("MemorySize", ROTATION_MEMORY_MB)
+        rotation_function.add_property_override("Timeout", ROTATION_TIMEOUT_SECONDS)
         self._configure_rest_api(config)
         self.rest_api_id = self.chalice.get_resource(REST_API).ref
         self.execute_api_domain = f"{self.rest_api_id}.execute-api.{self.region}.amazonaws.com"
         self.function_names = {
             name: self.chalice.get_resource(name).ref
-            for name in (API_FUNCTION, AUTHORIZER_FUNCTION)
+            for name in (API_FUNCTION, AUTHORIZER_FUNCTION, ROTATION_FUNCTION)
         }
         rotation = self.signing_key.add_rotation_schedule(
             "Rotation",
@@ -218,7 +247,6 @@ class ApiStack(cdk.Stack):
         config: DeployConfig,
         data: DataStack,
         api_role: iam.Role,
-        rotation_role: iam.Role,
     ) -> Chalice:
         # Read when Chalice imports app.py to package it, like AUTHORIZER_TTL_SECONDS.
         os.environ["CORS_ALLOW_ORIGIN"] = cors_origin(config)
@@ -234,6 +262,7 @@ class ApiStack(cdk.Stack):
             "TRUSTED_PROXY_HOPS": "2",
             "AUTHORIZER_TTL_SECONDS": str(authorizer_ttl_seconds(os.environ)),
             "LOG_LEVEL": "INFO",
+            "EDGE_SECRET": self.edge_key_reference,
         }
         return Chalice(
             self,
@@ -250,13 +279,6 @@ class ApiStack(cdk.Stack):
                 "autogen_policy": False,
                 "environment_variables": environment,
                 "tags": config.tags,
-                "lambda_functions": {
-                    "rotate_signing_key": {
-                        "iam_role_arn": rotation_role.role_arn,
-                        "lambda_memory_size": 256,
-                        "lambda_timeout": 30,
-                    }
-                },
             },
         )
 
@@ -316,7 +338,8 @@ class ApiStack(cdk.Stack):
             rest_api_id=self.rest_api_id,
             stage=STAGE,
         )
-        mapping.add_dependency(self.chalice.get_resource(REST_API))
+        # SAM names the stage it generates <api><stage>Stage; a mapping made before it fails.
+        mapping.add_override("DependsOn", [REST_API, f"{REST_API}{STAGE}Stage"])
         alias = route53.RecordTarget.from_alias(targets.ApiGatewayDomain(domain))
         route53.ARecord(self, "ApiAlias", zone=zone, record_name=config.api_domain, target=alias)
         route53.AaaaRecord(

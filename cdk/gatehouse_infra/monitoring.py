@@ -213,6 +213,11 @@ class MonitoringStack(cdk.Stack):
                 )
                 for kind, threshold in (("ACTUAL", 80), ("FORECASTED", 100))
             ],
+            # Not reached by cdk.Tags (the budget's tags are a property of their own).
+            resource_tags=[
+                budgets.CfnBudget.ResourceTagProperty(key=key, value=value)
+                for key, value in config.tags.items()
+            ],
         )
 
 

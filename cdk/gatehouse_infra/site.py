@@ -22,6 +22,7 @@ from aws_cdk import aws_s3_deployment as s3deploy
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from chalicelib.settings import EDGE_HEADER
 from gatehouse_infra.api import SITE_ORIGIN_HEADER, STAGE, ApiStack
 from gatehouse_infra.config import DeployConfig
 from gatehouse_infra.csp import SPA_FALLBACK, content_security_policy
@@ -132,6 +133,8 @@ class SiteStack(cdk.Stack):
             api.execute_api_domain,
             protocol_policy=cloudfront.OriginProtocolPolicy.HTTPS_ONLY,
             origin_ssl_protocols=[cloudfront.OriginSslPolicy.TLS_V1_2],
+            # Lets the API trust X-Forwarded-For and the site-origin header from us alone.
+            custom_headers={EDGE_HEADER: api.edge_key_reference},
         )
         domain_names = [config.domain_name] if config.domain_name else None
         self.distribution = cloudfront.Distribution(
@@ -190,7 +193,7 @@ class SiteStack(cdk.Stack):
 
     def _deploy(self, bucket: Any, site_dir: Path) -> None:
         """Hashed assets cached for a year; everything else revalidated; then an invalidation."""
-        s3deploy.BucketDeployment(
+        assets = s3deploy.BucketDeployment(
             self,
             "Assets",
             sources=[s3deploy.Source.asset(str(site_dir))],
@@ -203,7 +206,7 @@ class SiteStack(cdk.Stack):
             ],
             memory_limit=512,
         )
-        s3deploy.BucketDeployment(
+        pages = s3deploy.BucketDeployment(
             self,
             "Pages",
             sources=[s3deploy.Source.asset(str(site_dir))],
@@ -215,6 +218,8 @@ class SiteStack(cdk.Stack):
             distribution_paths=["/*"],
             memory_limit=512,
         )
+        # New pages name new hashed assets: upload those before the pages and the invalidation.
+        pages.node.add_dependency(assets)
 
     def _uploads_cors(self, data: DataStack, config: DeployConfig) -> None:
         """Presigned POSTs from the site's origin only; set here because only here is it known."""

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import aws_cdk as cdk
+import jsii
+from constructs import IConstruct
 
 from gatehouse_infra.api import ApiStack
 from gatehouse_infra.config import DeployConfig
@@ -67,4 +69,24 @@ def build(app: cdk.App, *, base_dir: Path) -> list[cdk.Stack]:
     for stack in stacks:
         for key, value in config.tags.items():
             cdk.Tags.of(stack).add(key, value)
+        cdk.Aspects.of(stack).add(TagProviderResources(config.tags))
     return stacks
+
+
+@jsii.implements(cdk.IAspect)
+class TagProviderResources:
+    """Tags the roles and functions of CDK's custom-resource providers, which cdk.Tags skips:
+    they are plain CfnResources, not the taggable L1 classes."""
+
+    TYPES = frozenset({"AWS::IAM::Role", "AWS::Lambda::Function"})
+
+    def __init__(self, tags: dict[str, str]) -> None:
+        self._tags = [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
+
+    def visit(self, node: IConstruct) -> None:
+        if (
+            isinstance(node, cdk.CfnResource)
+            and node.cfn_resource_type in self.TYPES
+            and not cdk.TagManager.is_taggable(node)
+        ):
+            node.add_property_override("Tags", self._tags)
