@@ -402,6 +402,37 @@ def test_upload_with_progress_then_download_and_delete(
     assert api(stack, api_token(stack, username), "GET", "/uploads")["uploads"] == []
 
 
+def test_a_refused_upload_shows_storages_reason_and_leaves_nothing_behind(
+    open_page: OpenPage, stack: RunningStack, tmp_path: Path
+) -> None:
+    page = open_page()
+    username = unique("fay")
+    sign_up(page, username)
+    page.goto("/uploads")
+    refusal = (
+        "<Error><Code>AccessDenied</Code><Message>Invalid according to Policy: Policy expired."
+        "</Message></Error>"
+    )
+    page.route(
+        f"{stack.aws_url}/**",
+        lambda route: route.fulfill(
+            status=403,
+            headers={"Access-Control-Allow-Origin": stack.site_url},
+            content_type="application/xml",
+            body=refusal,
+        ),
+    )
+    image = tmp_path / "pixel.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    page.get_by_label("File", exact=True).set_input_files(str(image))
+    page.get_by_role("button", name="Upload", exact=True).click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "Storage refused the file: Invalid according to Policy: Policy expired."
+    )
+    expect(page.get_by_text("No files yet.")).to_be_visible()
+    assert api(stack, api_token(stack, username), "GET", "/uploads")["uploads"] == []
+
+
 def test_the_admin_page_is_for_admins_only(open_page: OpenPage, stack: RunningStack) -> None:
     page = open_page()
     admin = unique("grace")
