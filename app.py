@@ -64,7 +64,13 @@ from chalicelib.payloads import (
 from chalicelib.policy import WeakPassword
 from chalicelib.rotation import RotationError, SigningKeyRotation
 from chalicelib.sessions import DynamoDBSessionRepository, InvalidRefreshToken, Sessions
-from chalicelib.settings import EDGE_HEADER, Settings, authorizer_ttl_seconds, cors_allow_origin
+from chalicelib.settings import (
+    EDGE_HEADER,
+    Settings,
+    api_key_required,
+    authorizer_ttl_seconds,
+    cors_allow_origin,
+)
 from chalicelib.tokens import CachedKeys, InvalidToken, SecretsManagerKeySource, TokenService
 from chalicelib.uploads import (
     Upload,
@@ -311,6 +317,17 @@ def _error_for(exc: Exception) -> HttpError | None:
 
 
 View = TypeVar("View", bound=Callable[..., Response])
+# With usage plans (cdk context apiKeys), API Gateway answers 403 to any request without a key:
+# CloudFront sends the site's own, machine clients each have theirs. Fixed at packaging time.
+API_KEY_REQUIRED = api_key_required(os.environ)
+
+
+def route(path: str, **options: Any) -> Callable[[View], View]:
+    """``app.route`` with the deployment's API-key requirement."""
+    register: Callable[[View], View] = app.route(path, api_key_required=API_KEY_REQUIRED, **options)
+    return register
+
+
 # What each view promises, for the generated OpenAPI document; keyed by view name.
 _DOCS: dict[str, dict[str, Any]] = {}
 
@@ -605,14 +622,14 @@ def _events_page(username: str) -> Response:
     return _json(200, {"events": events, "nextCursor": page.cursor})
 
 
-@app.route("/health", methods=["GET"])
+@route("/health", methods=["GET"])
 @doc("Liveness check", R.Health)
 @endpoint
 def health() -> Response:
     return _json(200, {"status": "ok"})
 
 
-@app.route("/auth/signup", methods=["POST"])
+@route("/auth/signup", methods=["POST"])
 @doc("Create an account", R.SignedUp, status=201, request=SignupRequest, errors=(409, 429))
 @endpoint
 def signup() -> Response:
@@ -622,7 +639,7 @@ def signup() -> Response:
     return _json(201, {"message": "User created successfully", "username": user.username})
 
 
-@app.route("/auth/login", methods=["POST"])
+@route("/auth/login", methods=["POST"])
 @doc(
     "Log in: an access token and a session (refresh token as cookie or in the body)",
     R.SignedIn,
@@ -639,7 +656,7 @@ def login() -> Response:
     )
 
 
-@app.route("/auth/refresh", methods=["POST"])
+@route("/auth/refresh", methods=["POST"])
 @doc(
     "Rotate the refresh token (cookie with Origin and X-Requested-With, or body)",
     R.SignedIn,
@@ -665,7 +682,7 @@ def refresh() -> Response:
     return _signed_in(signed_in, status=200, message="Token refreshed", delivery=delivery)
 
 
-@app.route("/auth/logout", methods=["POST"], authorizer=bearer)
+@route("/auth/logout", methods=["POST"], authorizer=bearer)
 @doc("End this session", R.Message)
 @endpoint
 def logout() -> Response:
@@ -674,7 +691,7 @@ def logout() -> Response:
     return _json(200, {"message": "Logged out"}, {"Set-Cookie": _refresh_cookie("", 0)})
 
 
-@app.route("/auth/logout-all", methods=["POST"], authorizer=bearer)
+@route("/auth/logout-all", methods=["POST"], authorizer=bearer)
 @doc("End every session and revoke every access token", R.Message)
 @endpoint
 def logout_all() -> Response:
@@ -683,7 +700,7 @@ def logout_all() -> Response:
     return _json(200, {"message": "Logged out everywhere"}, {"Set-Cookie": _refresh_cookie("", 0)})
 
 
-@app.route("/auth/user", methods=["GET"], authorizer=bearer)
+@route("/auth/user", methods=["GET"], authorizer=bearer)
 @doc("The caller's profile", R.Profile)
 @endpoint
 def current_user() -> Response:
@@ -692,7 +709,7 @@ def current_user() -> Response:
     return _json(200, {key: caller[key] for key in PROFILE_FIELDS if key in caller})
 
 
-@app.route("/auth/password", methods=["POST"], authorizer=bearer)
+@route("/auth/password", methods=["POST"], authorizer=bearer)
 @doc(
     "Change the password; other sessions end",
     R.SignedIn,
@@ -712,7 +729,7 @@ def change_password() -> Response:
     )
 
 
-@app.route("/auth/sessions", methods=["GET"], authorizer=bearer)
+@route("/auth/sessions", methods=["GET"], authorizer=bearer)
 @doc("The caller's live sessions", R.SessionList)
 @endpoint
 def list_sessions() -> Response:
@@ -734,7 +751,7 @@ def list_sessions() -> Response:
     return _json(200, {"sessions": sessions})
 
 
-@app.route("/auth/sessions/{session_id}", methods=["DELETE"], authorizer=bearer)
+@route("/auth/sessions/{session_id}", methods=["DELETE"], authorizer=bearer)
 @doc("End one of the caller's sessions", R.Message, errors=(404,))
 @endpoint
 def end_session(session_id: str) -> Response:
@@ -744,7 +761,7 @@ def end_session(session_id: str) -> Response:
     return _json(200, {"message": "Session ended"})
 
 
-@app.route("/auth/events", methods=["GET"], authorizer=bearer)
+@route("/auth/events", methods=["GET"], authorizer=bearer)
 @doc(
     "The caller's security events, newest first",
     R.EventList,
@@ -756,7 +773,7 @@ def own_events() -> Response:
     return _events_page(_caller()["username"])
 
 
-@app.route("/users/{username}/events", methods=["GET"], authorizer=bearer)
+@route("/users/{username}/events", methods=["GET"], authorizer=bearer)
 @doc(
     "Anyone's security events",
     R.EventList,
@@ -825,7 +842,7 @@ def _require_admin() -> dict[str, str]:
     return caller
 
 
-@app.route("/items", methods=["POST"], authorizer=bearer)
+@route("/items", methods=["POST"], authorizer=bearer)
 @doc("Create an item", R.ItemView, status=201, request=ItemWrite)
 @endpoint
 def create_item() -> Response:
@@ -838,7 +855,7 @@ def create_item() -> Response:
     return response
 
 
-@app.route("/items", methods=["GET"], authorizer=bearer)
+@route("/items", methods=["GET"], authorizer=bearer)
 @doc(
     "The caller's items, newest first",
     R.ItemList,
@@ -853,7 +870,7 @@ def list_items() -> Response:
     return _json(200, {"items": [_item_json(i) for i in page.items], "nextCursor": page.cursor})
 
 
-@app.route("/items/{item_id}", methods=["GET"], authorizer=bearer)
+@route("/items/{item_id}", methods=["GET"], authorizer=bearer)
 @doc("One item (with its ETag)", R.ItemView, errors=(404,))
 @endpoint
 def get_item(item_id: str) -> Response:
@@ -861,7 +878,7 @@ def get_item(item_id: str) -> Response:
     return _item_response(dependencies.items.get(_caller()["username"], item_id))
 
 
-@app.route("/items/{item_id}", methods=["PUT"], authorizer=bearer)
+@route("/items/{item_id}", methods=["PUT"], authorizer=bearer)
 @doc(
     "Replace an item (If-Match required)",
     R.ItemView,
@@ -885,7 +902,7 @@ def replace_item(item_id: str) -> Response:
     return _item_response(item)
 
 
-@app.route("/items/{item_id}", methods=["PATCH"], authorizer=bearer)
+@route("/items/{item_id}", methods=["PATCH"], authorizer=bearer)
 @doc(
     "Change some fields of an item (If-Match required)",
     R.ItemView,
@@ -913,7 +930,7 @@ def patch_item(item_id: str) -> Response:
     return _item_response(item)
 
 
-@app.route("/items/{item_id}", methods=["DELETE"], authorizer=bearer)
+@route("/items/{item_id}", methods=["DELETE"], authorizer=bearer)
 @doc("Delete an item (If-Match optional)", R.Message, errors=(404, 412), headers=("If-Match",))
 @endpoint
 def delete_item(item_id: str) -> Response:
@@ -923,7 +940,7 @@ def delete_item(item_id: str) -> Response:
     return _json(200, {"message": "Item deleted"})
 
 
-@app.route("/admin/items", methods=["GET"], authorizer=bearer)
+@route("/admin/items", methods=["GET"], authorizer=bearer)
 @doc(
     "Everyone's items with a status, newest first",
     R.ItemList,
@@ -954,7 +971,7 @@ def _username_param(raw: str) -> str:
     return username
 
 
-@app.route("/auth/user", methods=["DELETE"], authorizer=bearer)
+@route("/auth/user", methods=["DELETE"], authorizer=bearer)
 @doc(
     "Delete the caller's account and everything in it",
     R.Message,
@@ -968,7 +985,7 @@ def delete_own_account() -> Response:
     return _json(200, {"message": "Account deleted"}, {"Set-Cookie": _refresh_cookie("", 0)})
 
 
-@app.route("/users", methods=["GET"], authorizer=bearer)
+@route("/users", methods=["GET"], authorizer=bearer)
 @doc("Every user", R.UserList, errors=(400,), admin=True, query=("limit", "cursor"))
 @endpoint
 def list_users() -> Response:
@@ -979,7 +996,7 @@ def list_users() -> Response:
     return _json(200, {"users": users, "nextCursor": page.cursor})
 
 
-@app.route("/users", methods=["POST"], authorizer=bearer)
+@route("/users", methods=["POST"], authorizer=bearer)
 @doc(
     "Create a user with a role",
     R.AdminUser,
@@ -998,7 +1015,7 @@ def create_user() -> Response:
     return _json(201, _admin_user_json(user))
 
 
-@app.route("/users/{username}", methods=["GET"], authorizer=bearer)
+@route("/users/{username}", methods=["GET"], authorizer=bearer)
 @doc("One user", R.AdminUser, errors=(404,), admin=True)
 @endpoint
 def get_user(username: str) -> Response:
@@ -1006,7 +1023,7 @@ def get_user(username: str) -> Response:
     return _json(200, _admin_user_json(dependencies.administration.get(_username_param(username))))
 
 
-@app.route("/users/{username}", methods=["PUT", "PATCH"], authorizer=bearer)
+@route("/users/{username}", methods=["PUT", "PATCH"], authorizer=bearer)
 @doc(
     "Change a user's role or disabled flag (PUT: both)",
     R.AdminUser,
@@ -1030,7 +1047,7 @@ def update_user(username: str) -> Response:
     return _json(200, _admin_user_json(user))
 
 
-@app.route("/users/{username}", methods=["DELETE"], authorizer=bearer)
+@route("/users/{username}", methods=["DELETE"], authorizer=bearer)
 @doc("Delete a user and everything they own (idempotent)", R.Message, admin=True)
 @endpoint
 def delete_user(username: str) -> Response:
@@ -1060,7 +1077,7 @@ def _upload_id(raw: str) -> str:
     return raw
 
 
-@app.route("/uploads", methods=["POST"], authorizer=bearer)
+@route("/uploads", methods=["POST"], authorizer=bearer)
 @doc(
     "Start an upload: a presigned POST for the file",
     R.UploadStarted,
@@ -1080,7 +1097,7 @@ def start_upload() -> Response:
     return _json(201, {"upload": _upload_json(upload), "post": post})
 
 
-@app.route("/uploads/{upload_id}/complete", methods=["POST"], authorizer=bearer)
+@route("/uploads/{upload_id}/complete", methods=["POST"], authorizer=bearer)
 @doc("Check the uploaded object and mark the upload ready", R.UploadView, errors=(404, 409))
 @endpoint
 def complete_upload(upload_id: str) -> Response:
@@ -1088,7 +1105,7 @@ def complete_upload(upload_id: str) -> Response:
     return _json(200, _upload_json(upload))
 
 
-@app.route("/uploads", methods=["GET"], authorizer=bearer)
+@route("/uploads", methods=["GET"], authorizer=bearer)
 @doc("The caller's uploads, newest first", R.UploadList, errors=(400,), query=("limit", "cursor"))
 @endpoint
 def list_uploads() -> Response:
@@ -1098,7 +1115,7 @@ def list_uploads() -> Response:
     return _json(200, {"uploads": uploads, "nextCursor": page.cursor})
 
 
-@app.route("/uploads/{upload_id}", methods=["GET"], authorizer=bearer)
+@route("/uploads/{upload_id}", methods=["GET"], authorizer=bearer)
 @doc("One upload, with a short-lived download URL when ready", R.UploadView, errors=(404,))
 @endpoint
 def get_upload(upload_id: str) -> Response:
@@ -1109,7 +1126,7 @@ def get_upload(upload_id: str) -> Response:
     return _json(200, body)
 
 
-@app.route("/uploads/{upload_id}", methods=["DELETE"], authorizer=bearer)
+@route("/uploads/{upload_id}", methods=["DELETE"], authorizer=bearer)
 @doc("Delete an upload and its object", R.Message, errors=(404,))
 @endpoint
 def delete_upload(upload_id: str) -> Response:
@@ -1131,7 +1148,7 @@ def api_operations() -> list[Operation]:
     ]
 
 
-@app.route("/openapi.json", methods=["GET"])
+@route("/openapi.json", methods=["GET"])
 @doc("This document", R.Answer)
 @endpoint
 def openapi() -> Response:

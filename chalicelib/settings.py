@@ -96,6 +96,11 @@ def authorizer_ttl_seconds(env: Mapping[str, str]) -> int:
     return _int(env, "AUTHORIZER_TTL_SECONDS", 60, 0, 3600)
 
 
+def api_key_required(env: Mapping[str, str]) -> bool:
+    """Whether API Gateway demands an API key on every route; read when Chalice packages."""
+    return _bool(env, "API_KEY_REQUIRED", False)
+
+
 def cors_allow_origin(env: Mapping[str, str]) -> str | None:
     """The one origin allowed to call the API cross-origin (api.<domain>); packaging time."""
     origin = env.get("CORS_ALLOW_ORIGIN", "").strip().rstrip("/")

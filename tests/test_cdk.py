@@ -33,6 +33,7 @@ from gatehouse_infra.site import SITE_ORIGIN, SPA_ROUTING
 
 CFN_LINT = ROOT / ".venv-cfnlint" / "bin" / "cfn-lint"
 EDGE_KEY_REFERENCE = "{{resolve:secretsmanager:gatehouse/production/edge-key:SecretString:::}}"
+SITE_KEY_REFERENCE = "{{resolve:secretsmanager:gatehouse/production/site-api-key:SecretString:::}}"
 BOOT_SCRIPT = "__sveltekit_boot = { base: '' };"
 CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
 CACHING_OPTIMIZED = "658327ea-f89d-4fab-a63d-7e88639e58f6"
@@ -78,6 +79,7 @@ DOMAIN = {
     "enableWaf": True,
     "dynamoBilling": "provisioned",
     "alarmEmail": "ops@example.com",
+    "apiKeys": True,
 }
 
 
@@ -481,6 +483,33 @@ class TestApi:
             == "'https://example.com'"
         )
 
+    def test_usage_plans_make_every_route_need_a_key(
+        self, plain: Assembly, domain: Assembly
+    ) -> None:
+        def methods(assembly: Assembly) -> list[dict[str, Any]]:
+            paths = assembly.one("api", "AWS::Serverless::Api")["DefinitionBody"]["paths"]
+            return [op for ops in paths.values() for m, op in ops.items() if m != "options"]
+
+        assert all({"api_key": []} in op.get("security", []) for op in methods(domain))
+        assert not any({"api_key": []} in op.get("security", []) for op in methods(plain))
+        assert plain.resources("api", "AWS::ApiGateway::UsagePlan") == {}
+        plans = {
+            r["Properties"]["UsagePlanName"]: r
+            for r in domain.resources("api", "AWS::ApiGateway::UsagePlan").values()
+        }
+        machines = plans["gatehouse-production-machines"]["Properties"]
+        assert machines["Throttle"] == {"RateLimit": 10, "BurstLimit": 20}
+        assert machines["Quota"] == {"Limit": 100_000, "Period": "MONTH"}
+        assert "Throttle" not in plans["gatehouse-production-site"]["Properties"]
+        for plan in plans.values():
+            assert "RestAPIapiStage" in plan["DependsOn"]
+            assert plan["Properties"]["ApiStages"] == [
+                {"ApiId": {"Ref": "RestAPI"}, "Stage": "api"}
+            ]
+        key = domain.one("api", "AWS::ApiGateway::ApiKey")
+        assert key["Value"] == SITE_KEY_REFERENCE
+        assert domain.one("api", "AWS::ApiGateway::UsagePlanKey")["KeyType"] == "API_KEY"
+
     def test_the_api_domain_is_regional_tls_1_2_with_aliases(self, domain: Assembly) -> None:
         name = domain.one("api", "AWS::ApiGateway::DomainName")
         assert name["DomainName"] == "api.example.com"
@@ -541,6 +570,12 @@ class TestSite:
         assert api["CustomOriginConfig"]["OriginSSLProtocols"] == ["TLSv1.2"]
         assert api["OriginCustomHeaders"] == [
             {"HeaderName": EDGE_HEADER, "HeaderValue": EDGE_KEY_REFERENCE}
+        ]
+
+    def test_with_usage_plans_cloudfront_sends_the_sites_key(self, domain: Assembly) -> None:
+        [api] = [o for o in self.distribution(domain)["Origins"] if "CustomOriginConfig" in o]
+        assert {"HeaderName": "x-api-key", "HeaderValue": SITE_KEY_REFERENCE} in api[
+            "OriginCustomHeaders"
         ]
 
     def test_with_a_domain_tls_1_2_2021_waf_and_aliases(self, domain: Assembly) -> None:
@@ -705,6 +740,7 @@ class TestConfig:
             ({"throttleRateLimit": 20000}, "throttleRateLimit"),
             ({"enableWaf": "perhaps"}, "enableWaf"),
             ({"dynamoBilling": "free"}, "dynamoBilling"),
+            ({"machineMonthlyQuota": 0}, "machineMonthlyQuota"),
             (
                 {
                     "domainName": "example.org",

@@ -7,6 +7,7 @@ import pytest
 from chalicelib.settings import (
     Settings,
     SettingsError,
+    api_key_required,
     authorizer_ttl_seconds,
     cors_allow_origin,
 )
@@ -84,6 +85,13 @@ def test_the_cors_origin_is_one_origin_or_none(raw: str, origin: str | None) -> 
 def test_a_cors_origin_that_is_not_one_origin_is_refused(raw: str) -> None:
     with pytest.raises(SettingsError, match="CORS_ALLOW_ORIGIN"):
         cors_allow_origin({"CORS_ALLOW_ORIGIN": raw})
+
+
+def test_api_keys_are_off_unless_asked_for() -> None:
+    assert api_key_required({}) is False
+    assert api_key_required({"API_KEY_REQUIRED": "true"}) is True
+    with pytest.raises(SettingsError, match="API_KEY_REQUIRED"):
+        api_key_required({"API_KEY_REQUIRED": "maybe"})
 
 
 def test_authorizer_ttl_is_validated_and_defaults_to_a_minute() -> None:

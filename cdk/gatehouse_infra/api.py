@@ -161,6 +161,9 @@ class ApiStack(cdk.Stack):
         rotation.node.add_dependency(self.chalice, permission)
         if config.custom_api_domain:
             self._custom_domain(config)
+        self.site_api_key_reference: str | None = None
+        if config.api_keys:
+            self.site_api_key_reference = self._usage_plans(config)
         cdk.CfnOutput(self, "RestApiId", value=self.rest_api_id)
         cdk.CfnOutput(self, "ApiUrl", value=f"https://{self.execute_api_domain}/{STAGE}/")
         cdk.CfnOutput(self, "SigningKeySecretName", value=self.signing_key.secret_name)
@@ -250,6 +253,7 @@ class ApiStack(cdk.Stack):
     ) -> Chalice:
         # Read when Chalice imports app.py to package it, like AUTHORIZER_TTL_SECONDS.
         os.environ["CORS_ALLOW_ORIGIN"] = cors_origin(config)
+        os.environ["API_KEY_REQUIRED"] = "true" if config.api_keys else "false"
         environment = {
             "TABLE_NAME": data.table.table_name,
             "JWT_SECRET_ID": self.signing_key.secret_arn,
@@ -314,6 +318,68 @@ class ApiStack(cdk.Stack):
             },
         )
 
+    def _after_stage(self, resource: cdk.CfnResource) -> None:
+        """Waits for the stage SAM generates (<api><stage>Stage): made earlier, it fails."""
+        resource.add_override("DependsOn", [REST_API, f"{REST_API}{STAGE}Stage"])
+        cdk.Validations.of(resource).acknowledge(
+            cdk.Acknowledgment(
+                id="CloudFormation-Validate::E3005",
+                reason="The stage exists once the SAM transform has run, before deployment.",
+            )
+        )
+
+    def _usage_plans(self, config: DeployConfig) -> str:
+        """Every route needs an API key: the site's (sent by CloudFront), or a machine client's.
+
+        The site's key value is generated in Secrets Manager and read by CloudFormation, like the
+        edge key; machine clients' keys are made by the operator and added to the machine plan
+        (cdk/README.md). Returns the reference CloudFront sends as ``x-api-key``.
+        """
+        name = f"{PROJECT}/{config.environment}/site-api-key"
+        secret = secretsmanager.Secret(
+            self,
+            "SiteApiKeyValue",
+            secret_name=name,
+            description="The API key CloudFront sends for the Gatehouse site",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=40, exclude_punctuation=True, include_space=False
+            ),
+        )
+        acknowledge(
+            secret,
+            {"SMG4": "Read by CloudFormation into the API key and CloudFront; rotated by hand."},
+        )
+        reference = cdk.SecretValue.secrets_manager(name).unsafe_unwrap()
+        key = apigateway.CfnApiKey(
+            self, "SiteApiKey", name=f"{config.prefix}-site", enabled=True, value=reference
+        )
+        key.node.add_dependency(secret)
+        stage = [apigateway.CfnUsagePlan.ApiStageProperty(api_id=self.rest_api_id, stage=STAGE)]
+        # The site's plan adds no limit of its own: the stage throttle and WAF bound it.
+        site_plan = apigateway.CfnUsagePlan(
+            self, "SitePlan", usage_plan_name=f"{config.prefix}-site", api_stages=stage
+        )
+        machine_plan = apigateway.CfnUsagePlan(
+            self,
+            "MachinePlan",
+            usage_plan_name=f"{config.prefix}-machines",
+            description="Machine clients: add each client's key to this plan",
+            api_stages=stage,
+            throttle=apigateway.CfnUsagePlan.ThrottleSettingsProperty(
+                rate_limit=config.machine_rate_limit, burst_limit=config.machine_burst_limit
+            ),
+            quota=apigateway.CfnUsagePlan.QuotaSettingsProperty(
+                limit=config.machine_monthly_quota, period="MONTH"
+            ),
+        )
+        for plan in (site_plan, machine_plan):
+            self._after_stage(plan)
+        apigateway.CfnUsagePlanKey(
+            self, "SitePlanKey", key_id=key.ref, key_type="API_KEY", usage_plan_id=site_plan.ref
+        )
+        cdk.CfnOutput(self, "MachineUsagePlanId", value=machine_plan.ref)
+        return reference
+
     def _custom_domain(self, config: DeployConfig) -> None:
         """``api.<domain>``: a regional endpoint, so its certificate lives in this region."""
         zone = hosted_zone(self, config)
@@ -338,8 +404,7 @@ class ApiStack(cdk.Stack):
             rest_api_id=self.rest_api_id,
             stage=STAGE,
         )
-        # SAM names the stage it generates <api><stage>Stage; a mapping made before it fails.
-        mapping.add_override("DependsOn", [REST_API, f"{REST_API}{STAGE}Stage"])
+        self._after_stage(mapping)
         alias = route53.RecordTarget.from_alias(targets.ApiGatewayDomain(domain))
         route53.ARecord(self, "ApiAlias", zone=zone, record_name=config.api_domain, target=alias)
         route53.AaaaRecord(

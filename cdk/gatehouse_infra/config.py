@@ -36,6 +36,10 @@ class DeployConfig:
     custom_api_domain: bool = False
     enable_waf: bool = False
     billing: BillingMode = "on-demand"
+    api_keys: bool = False
+    machine_rate_limit: int = 10
+    machine_burst_limit: int = 20
+    machine_monthly_quota: int = 100_000
     alarm_email: str | None = None
     throttle_rate_limit: int = 50
     throttle_burst_limit: int = 100
@@ -67,6 +71,25 @@ class DeployConfig:
             custom_api_domain=_flag(value("customApiDomain"), "customApiDomain"),
             enable_waf=_flag(value("enableWaf"), "enableWaf"),
             billing=_billing(value("dynamoBilling")),
+            api_keys=_flag(value("apiKeys"), "apiKeys"),
+            machine_rate_limit=_number(
+                value("machineRateLimit"),
+                cls.machine_rate_limit,
+                "machineRateLimit",
+                maximum=MAX_THROTTLE_RATE,
+            ),
+            machine_burst_limit=_number(
+                value("machineBurstLimit"),
+                cls.machine_burst_limit,
+                "machineBurstLimit",
+                maximum=5_000,
+            ),
+            machine_monthly_quota=_number(
+                value("machineMonthlyQuota"),
+                cls.machine_monthly_quota,
+                "machineMonthlyQuota",
+                maximum=1_000_000_000,
+            ),
             alarm_email=_optional(value("alarmEmail"), _EMAIL, "alarmEmail"),
             throttle_rate_limit=_number(
                 value("throttleRateLimit"),

@@ -133,8 +133,12 @@ class SiteStack(cdk.Stack):
             api.execute_api_domain,
             protocol_policy=cloudfront.OriginProtocolPolicy.HTTPS_ONLY,
             origin_ssl_protocols=[cloudfront.OriginSslPolicy.TLS_V1_2],
-            # Lets the API trust X-Forwarded-For and the site-origin header from us alone.
-            custom_headers={EDGE_HEADER: api.edge_key_reference},
+            # Lets the API trust X-Forwarded-For and the site-origin header from us alone, and,
+            # with usage plans, carries the site's API key.
+            custom_headers={
+                EDGE_HEADER: api.edge_key_reference,
+                **({"x-api-key": api.site_api_key_reference} if api.site_api_key_reference else {}),
+            },
         )
         domain_names = [config.domain_name] if config.domain_name else None
         self.distribution = cloudfront.Distribution(
