@@ -107,7 +107,7 @@ class ApiStack(cdk.Stack):
             self.edge_key,
             {
                 "SMG4": "CloudFront and the API read it at deploy time, so it cannot rotate "
-                "on its own; cdk/README.md gives the manual rotation (new value, redeploy).",
+                "on its own; cdk/README.md (Edge key rotation) gives the manual procedure.",
             },
         )
         # By name, a literal: the site stack needs no export for it.
