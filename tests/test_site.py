@@ -26,6 +26,7 @@ from playwright.sync_api import (
     Page,
     Playwright,
     Request,
+    Route,
     expect,
     sync_playwright,
 )
@@ -540,6 +541,35 @@ def test_an_expired_access_token_is_renewed_without_the_user_noticing(
     assert ("POST", "/items", 403) in calls  # the expired token, refused by the authorizer
     assert ("POST", "/auth/refresh", 200) in calls
     assert ("POST", "/items", 201) in calls  # the same request, retried once
+
+
+def test_a_deny_shaped_like_the_deployed_gateway_response_also_renews(
+    open_page: OpenPage,
+) -> None:
+    page = open_page()
+    sign_up(page, unique("ken"))
+    # Deployed, API Gateway's Deny comes through the API stack's JSON gateway response, with
+    # `message` rather than `Message`; the module must still read it as a rejected token.
+    answered: list[str] = []
+
+    def deny_once(route: Route) -> None:
+        if answered:
+            route.fallback()
+            return
+        answered.append(route.request.url)
+        route.fulfill(
+            status=403,
+            json={
+                "message": "User is not authorized to access this resource with an explicit deny"
+            },
+        )
+
+    page.route("**/api/items", deny_once)
+    with page.expect_response("**/api/auth/refresh") as refreshed:
+        add_item(page, "After a deny")
+    assert refreshed.value.status == 200
+    assert len(answered) == 1
+    expect(items(page)).to_have_count(1)
 
 
 def test_tabs_renew_their_tokens_one_at_a_time(open_short_ttl_page: OpenPage) -> None:

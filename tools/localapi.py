@@ -4,7 +4,8 @@
 process environment, so the dev stage's ``ALLOWED_ORIGINS`` (the default site port) always wins.
 The site's port is a setting (``SITE_PORT``) and the tests run it on a free port, so this builds
 the same server through Chalice's own factory and lets ``LOCAL_ALLOWED_ORIGINS`` replace that one
-variable. Everything else is exactly what ``chalice local --no-autoreload`` runs.
+variable. Everything else is what ``chalice local --no-autoreload`` runs, with a listen backlog
+that survives a burst of simultaneous clients.
 
 Run: ``python -m tools.localapi --host 127.0.0.1 --port 8000 --stage dev``.
 """
@@ -18,6 +19,7 @@ import sys
 from collections.abc import MutableMapping
 from pathlib import Path
 
+from chalice import local
 from chalice.app import Chalice
 from chalice.cli import create_local_server
 from chalice.cli.factory import CLIFactory
@@ -47,6 +49,9 @@ def main() -> None:
     # As `chalice local` does: the app's log lines on stdout.
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
     os.environ["AWS_CHALICE_CLI_MODE"] = "true"
+    # socketserver's listen backlog is 5: a burst of simultaneous clients (a page's parallel
+    # calls, the signup race test) overflows it and connections are reset.
+    local.ThreadedHTTPServer.request_queue_size = 128
     factory = _Factory(str(ROOT), environ=os.environ)
     server = create_local_server(factory, args.host, args.port, args.stage)
     server.serve_forever()

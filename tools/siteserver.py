@@ -166,9 +166,14 @@ def serve(*, host: str, port: int, api: str, root: Path = BUILD) -> ThreadingHTT
     if not (root / FALLBACK).is_file():
         raise SystemExit(f"{root / FALLBACK} is missing: build the site first (make site)")
     handler = type("Handler", (SiteHandler,), {"root": root, "api": api})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    return _Server((host, port), handler)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default backlog of 5 resets connections when a page loads its modules and
+    # makes its API calls at once.
+    request_queue_size = 128
 
 
 def main() -> None:

@@ -177,12 +177,15 @@ async function decode(response: Response): Promise<{ body: unknown; gateway: boo
 	if (response.ok) {
 		return { body: parsed, gateway: false };
 	}
-	// Every error the app sends has `message`; API Gateway's own answers carry an error type
-	// header, and its Deny says `Message`.
+	// Every error the app sends has `message`. API Gateway's own answers carry an error type
+	// header, and their wording is its own: `Message` by default, or `message` in the JSON
+	// gateway responses the API stack configures.
 	const record = (parsed ?? {}) as Record<string, unknown>;
+	const said = String(record.message ?? record.Message ?? '');
 	const gateway =
 		response.headers.has('x-amzn-ErrorType') ||
-		(typeof record.Message === 'string' && !('message' in record));
+		(response.status === 401 && said === 'Unauthorized') ||
+		(response.status === 403 && said.startsWith('User is not authorized to access this resource'));
 	const message =
 		typeof record.message === 'string'
 			? record.message
