@@ -34,6 +34,7 @@ from gatehouse_infra.site import SITE_ORIGIN, SPA_ROUTING
 CFN_LINT = ROOT / ".venv-cfnlint" / "bin" / "cfn-lint"
 EDGE_KEY_REFERENCE = "{{resolve:secretsmanager:gatehouse/production/edge-key:SecretString:::}}"
 SITE_KEY_REFERENCE = "{{resolve:secretsmanager:gatehouse/production/site-api-key:SecretString:::}}"
+ANNOUNCER = 'style="position: absolute; width: 1px"'  # SvelteKit's route announcer, in its JS
 BOOT_SCRIPT = "__sveltekit_boot = { base: '' };"
 CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
 CACHING_OPTIMIZED = "658327ea-f89d-4fab-a63d-7e88639e58f6"
@@ -146,7 +147,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for page in ("index.html", "200.html"):
         (root / page).write_text(f"<!doctype html><html><body><script>{BOOT_SCRIPT}</script>")
     (root / "_app" / "immutable").mkdir(parents=True)
-    (root / "_app" / "immutable" / "start.js").write_text("export {};")
+    (root / "_app" / "immutable" / "start.js").write_text(f"export const a = '<div {ANNOUNCER}>';")
     return root
 
 
@@ -601,6 +602,8 @@ class TestSite:
         csp = json.dumps(headers["ContentSecurityPolicy"]["ContentSecurityPolicy"])
         digest = base64.b64encode(hashlib.sha256(BOOT_SCRIPT.encode()).digest()).decode()
         assert f"script-src 'self' 'sha256-{digest}';" in csp
+        style = base64.b64encode(hashlib.sha256(b"position: absolute; width: 1px").digest())
+        assert f"style-src 'self' 'unsafe-hashes' 'sha256-{style.decode()}';" in csp
         assert "frame-ancestors 'none'" in csp
         assert "unsafe-inline" not in csp
         assert "unsafe-eval" not in csp

@@ -23,6 +23,7 @@ import requests
 from playwright.sync_api import (
     Browser,
     BrowserContext,
+    ConsoleMessage,
     Page,
     Playwright,
     Request,
@@ -98,27 +99,50 @@ def contexts(browser: Browser) -> Iterator[list[BrowserContext]]:
         context.close()
 
 
+@pytest.fixture
+def csp_violations() -> Iterator[list[str]]:
+    """What the browser refused under the site server's CSP, CloudFront's own: nothing, ever."""
+    refused: list[str] = []
+    yield refused
+    assert refused == []
+
+
 OpenPage = Callable[..., Page]
 
 
 @pytest.fixture
-def open_page(browser: Browser, stack: RunningStack, contexts: list[BrowserContext]) -> OpenPage:
-    return _opener(browser, stack, contexts)
+def open_page(
+    browser: Browser,
+    stack: RunningStack,
+    contexts: list[BrowserContext],
+    csp_violations: list[str],
+) -> OpenPage:
+    return _opener(browser, stack, contexts, csp_violations)
 
 
 @pytest.fixture
 def open_short_ttl_page(
-    browser: Browser, short_ttl_stack: RunningStack, contexts: list[BrowserContext]
+    browser: Browser,
+    short_ttl_stack: RunningStack,
+    contexts: list[BrowserContext],
+    csp_violations: list[str],
 ) -> OpenPage:
-    return _opener(browser, short_ttl_stack, contexts)
+    return _opener(browser, short_ttl_stack, contexts, csp_violations)
 
 
-def _opener(browser: Browser, stack: RunningStack, contexts: list[BrowserContext]) -> OpenPage:
+def _opener(
+    browser: Browser, stack: RunningStack, contexts: list[BrowserContext], refused: list[str]
+) -> OpenPage:
+    def record(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            refused.append(message.text)
+
     def open_page(width: int = 1000, height: int = 760) -> Page:
         context = browser.new_context(
             base_url=stack.site_url, viewport={"width": width, "height": height}
         )
         context.set_default_timeout(15_000)
+        context.on("console", record)
         contexts.append(context)
         return context.new_page()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -83,6 +85,26 @@ def test_files_pages_and_the_fallback(site: str) -> None:
     for unknown in ("/dashboard/deep/link", "/apiary", "/../secret.txt", "/%2e%2e/secret.txt"):
         response = requests.get(f"{site}{unknown}", timeout=5)
         assert (response.status_code, response.text) == (200, "fallback"), unknown
+
+
+def test_every_file_carries_the_production_csp(build: Path, api: str) -> None:
+    boot = "window.boot = 1;"
+    for page in ("index.html", "200.html"):
+        (build / page).write_text(f"<html><script>{boot}</script></html>")
+    digest = base64.b64encode(hashlib.sha256(boot.encode()).digest()).decode()
+    server = serve(
+        host="127.0.0.1",
+        port=free_port(),
+        api=api,
+        root=build,
+        upload_origin="http://127.0.0.1:5000",
+    )
+    for url in _background(server):
+        for path in ("/", "/dashboard", "/_app/immutable/start.abc.js"):
+            csp = requests.get(f"{url}{path}", timeout=5).headers["Content-Security-Policy"]
+            assert f"script-src 'self' 'sha256-{digest}';" in csp
+            assert "connect-src 'self' http://127.0.0.1:5000;" in csp
+            assert "frame-ancestors 'none'" in csp
 
 
 def test_api_calls_reach_the_api_without_the_prefix(site: str) -> None:

@@ -7,7 +7,10 @@ rules as the Site stack's CloudFront distribution:
   and cookies passed both ways;
 - any other path is a file of the build (``/login`` is ``login.html``), and a path that is not is
   answered with the SPA fallback ``200.html``, which routes in the browser;
-- hashed assets under ``/_app/immutable/`` may be cached for a year, pages must be revalidated.
+- hashed assets under ``/_app/immutable/`` may be cached for a year, pages must be revalidated;
+- every file carries the Content-Security-Policy header CloudFront sends (the same builder,
+  ``cdk/gatehouse_infra/csp.py``), with the uploads endpoint (here the emulator) allowed to be
+  posted to, so the browser tests run under the production policy.
 
 ``vite dev`` (with its own proxy, see ``frontend/vite.config.ts``) serves the site for ``make dev``;
 ``vite preview`` would run SvelteKit's server middleware instead of serving the files the CDN
@@ -21,15 +24,21 @@ from __future__ import annotations
 import argparse
 import http.client
 import mimetypes
+import os
 import posixpath
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(ROOT / "cdk"))  # the CDK app's CSP builder, which imports nothing of CDK
+
+from gatehouse_infra.csp import SPA_FALLBACK, content_security_policy  # noqa: E402
+
 BUILD = ROOT / "frontend" / "build"
-FALLBACK = "200.html"
+FALLBACK = SPA_FALLBACK
 # Connection-level headers a proxy must not forward (RFC 9110, section 7.6.1).
 HOP_BY_HOP = frozenset(
     {
@@ -50,6 +59,7 @@ MAX_BODY = 16 * 1024 * 1024
 class SiteHandler(BaseHTTPRequestHandler):
     root: ClassVar[Path] = BUILD
     api: ClassVar[str] = "http://127.0.0.1:8000"
+    csp: ClassVar[str] = "default-src 'self'"
     server_version = "gatehouse-site"
 
     def do_GET(self) -> None:
@@ -120,6 +130,7 @@ class SiteHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", cache)
         self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", self.csp)
         self.end_headers()
         if not head:
             self.wfile.write(body)
@@ -161,11 +172,14 @@ class SiteHandler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
 
-def serve(*, host: str, port: int, api: str, root: Path = BUILD) -> ThreadingHTTPServer:
+def serve(
+    *, host: str, port: int, api: str, root: Path = BUILD, upload_origin: str | None = None
+) -> ThreadingHTTPServer:
     """A server bound to ``host:port``; call ``serve_forever()`` on it."""
     if not (root / FALLBACK).is_file():
         raise SystemExit(f"{root / FALLBACK} is missing: build the site first (make site)")
-    handler = type("Handler", (SiteHandler,), {"root": root, "api": api})
+    csp = content_security_policy(root, [upload_origin] if upload_origin else [])
+    handler = type("Handler", (SiteHandler,), {"root": root, "api": api, "csp": csp})
     return _Server((host, port), handler)
 
 
@@ -182,8 +196,20 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=5173)
     parser.add_argument("--api", default="http://127.0.0.1:8000")
     parser.add_argument("--root", type=Path, default=BUILD)
+    parser.add_argument(
+        "--upload-origin",
+        default=os.environ.get("AWS_ENDPOINT_URL"),
+        help="where the browser posts uploads (default: the emulator, AWS_ENDPOINT_URL)",
+    )
     args = parser.parse_args()
-    serve(host=args.host, port=args.port, api=args.api, root=args.root).serve_forever()
+    server = serve(
+        host=args.host,
+        port=args.port,
+        api=args.api,
+        root=args.root,
+        upload_origin=args.upload_origin,
+    )
+    server.serve_forever()
 
 
 if __name__ == "__main__":
