@@ -106,6 +106,7 @@ API_VERSION = "1.0.0"
 MAX_BODY_BYTES = 64 * 1024
 UNSUPPORTED_MEDIA_TYPE = "Content-Type must be application/json"
 REFRESH_COOKIE = "gatehouse_refresh"
+NO_SESSION = "Session expired or revoked; please log in again"
 # A header no cross-site form can send, and that makes any cross-origin fetch preflight.
 CSRF_HEADER = "X-Requested-With"
 # The site calls the API on its own origin (/api/*) and needs no CORS. Only the optional API
@@ -670,12 +671,15 @@ def refresh() -> Response:
     if cookie is not None:
         _refuse_cross_site()
         raw, delivery = cookie, "cookie"
+    elif not _request().raw_body:
+        # No cookie and no body: a browser that holds no session (or whose cookie expired).
+        raise HttpError(401, NO_SESSION)
     else:
         raw, delivery = parse(RefreshRequest).refreshToken, "body"
     try:
         signed_in = dependencies.accounts.refresh(raw, client)
     except InvalidRefreshToken:
-        response = _json(401, {"message": "Session expired or revoked; please log in again"})
+        response = _json(401, {"message": NO_SESSION})
         if delivery == "cookie":
             response.headers["Set-Cookie"] = _refresh_cookie("", 0)
         return response

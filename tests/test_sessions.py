@@ -177,8 +177,17 @@ class TestBodyDelivery:
         assert replay.status_code == 401
         assert api.post("/auth/refresh", {"refreshToken": current}).status_code == 401
 
+    @pytest.mark.parametrize("headers", [{}, {"Content-Type": "application/json"}, SITE])
+    def test_a_refresh_with_neither_cookie_nor_body_is_a_401(
+        self, api: Api, headers: dict[str, str]
+    ) -> None:
+        """What a browser without a session sends; no Content-Type, so not a 415."""
+        response = api.client.http.post("/auth/refresh", headers=headers, body=b"")
+        assert response.status_code == 401
+        assert response.json_body["message"] == "Session expired or revoked; please log in again"
+
     @pytest.mark.parametrize(
-        "body", [b"", b"{}", b'{"refreshToken": 5}', b'{"refreshToken": ""}', b"[]"]
+        "body", [b"{}", b'{"refreshToken": 5}', b'{"refreshToken": ""}', b"[]"]
     )
     def test_a_refresh_without_a_token_is_a_400(self, api: Api, body: bytes) -> None:
         response = api.client.http.post(
