@@ -92,26 +92,10 @@ class ApiStack(cdk.Stack):
             ),
         )
         # Proves to the API that a request came through CloudFront, which alone may vouch for
-        # X-Forwarded-For. Both sides read it at deploy time through a dynamic reference.
-        edge_key_name = f"{PROJECT}/{config.environment}/edge-key"
-        self.edge_key = secretsmanager.Secret(
-            self,
-            "EdgeKey",
-            secret_name=edge_key_name,
-            description="Shared by CloudFront and the Gatehouse API (x-gatehouse-edge header)",
-            generate_secret_string=secretsmanager.SecretStringGenerator(
-                password_length=48, exclude_punctuation=True, include_space=False
-            ),
+        # X-Forwarded-For.
+        self.edge_key, self.edge_key_reference = self._shared_secret(
+            "EdgeKey", "edge-key", "Shared by CloudFront and the API (x-gatehouse-edge header)", 48
         )
-        acknowledge(
-            self.edge_key,
-            {
-                "SMG4": "CloudFront and the API read it at deploy time, so it cannot rotate "
-                "on its own; cdk/README.md (Edge key rotation) gives the manual procedure.",
-            },
-        )
-        # By name, a literal: the site stack needs no export for it.
-        self.edge_key_reference = cdk.SecretValue.secrets_manager(edge_key_name).unsafe_unwrap()
         log_groups = {
             name: logs.LogGroup(
                 self,
@@ -318,6 +302,33 @@ class ApiStack(cdk.Stack):
             },
         )
 
+    def _shared_secret(
+        self, id: str, name: str, description: str, length: int
+    ) -> tuple[secretsmanager.Secret, str]:
+        """A generated value that CloudFront and API Gateway or Lambda both hold.
+
+        Both read it at deploy time through CloudFormation's dynamic reference, so the value
+        is in no template. Returns the secret and that reference (by name, a literal: no export).
+        """
+        secret_name = f"{PROJECT}/{self.config.environment}/{name}"
+        secret = secretsmanager.Secret(
+            self,
+            id,
+            secret_name=secret_name,
+            description=f"Gatehouse: {description}",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=length, exclude_punctuation=True, include_space=False
+            ),
+        )
+        acknowledge(
+            secret,
+            {
+                "SMG4": "Read by CloudFormation into CloudFront and the API at deploy time, so "
+                "it cannot rotate on its own; cdk/README.md gives the manual procedure.",
+            },
+        )
+        return secret, cdk.SecretValue.secrets_manager(secret_name).unsafe_unwrap()
+
     def _after_stage(self, resource: cdk.CfnResource) -> None:
         """Waits for the stage SAM generates (<api><stage>Stage): made earlier, it fails."""
         resource.add_override("DependsOn", [REST_API, f"{REST_API}{STAGE}Stage"])
@@ -335,21 +346,9 @@ class ApiStack(cdk.Stack):
         edge key; machine clients' keys are made by the operator and added to the machine plan
         (cdk/README.md). Returns the reference CloudFront sends as ``x-api-key``.
         """
-        name = f"{PROJECT}/{config.environment}/site-api-key"
-        secret = secretsmanager.Secret(
-            self,
-            "SiteApiKeyValue",
-            secret_name=name,
-            description="The API key CloudFront sends for the Gatehouse site",
-            generate_secret_string=secretsmanager.SecretStringGenerator(
-                password_length=40, exclude_punctuation=True, include_space=False
-            ),
+        secret, reference = self._shared_secret(
+            "SiteApiKeyValue", "site-api-key", "The API key CloudFront sends for the site", 40
         )
-        acknowledge(
-            secret,
-            {"SMG4": "Read by CloudFormation into the API key and CloudFront; rotated by hand."},
-        )
-        reference = cdk.SecretValue.secrets_manager(name).unsafe_unwrap()
         key = apigateway.CfnApiKey(
             self, "SiteApiKey", name=f"{config.prefix}-site", enabled=True, value=reference
         )

@@ -53,6 +53,9 @@ class DeployConfig:
             found = node.try_get_context(key)
             return None if found in (None, "") else found
 
+        def number(key: str, default: int, *, maximum: int, minimum: int = 1) -> int:
+            return _number(value(key), default, key, maximum=maximum, minimum=minimum)
+
         config = cls(
             environment=_match(value("environment") or cls.environment, _NAME, "environment"),
             owner=str(value("owner") or cls.owner),
@@ -72,49 +75,25 @@ class DeployConfig:
             enable_waf=_flag(value("enableWaf"), "enableWaf"),
             billing=_billing(value("dynamoBilling")),
             api_keys=_flag(value("apiKeys"), "apiKeys"),
-            machine_rate_limit=_number(
-                value("machineRateLimit"),
-                cls.machine_rate_limit,
-                "machineRateLimit",
-                maximum=MAX_THROTTLE_RATE,
+            machine_rate_limit=number(
+                "machineRateLimit", cls.machine_rate_limit, maximum=MAX_THROTTLE_RATE
             ),
-            machine_burst_limit=_number(
-                value("machineBurstLimit"),
-                cls.machine_burst_limit,
-                "machineBurstLimit",
-                maximum=5_000,
-            ),
-            machine_monthly_quota=_number(
-                value("machineMonthlyQuota"),
-                cls.machine_monthly_quota,
-                "machineMonthlyQuota",
-                maximum=1_000_000_000,
+            machine_burst_limit=number("machineBurstLimit", cls.machine_burst_limit, maximum=5_000),
+            machine_monthly_quota=number(
+                "machineMonthlyQuota", cls.machine_monthly_quota, maximum=1_000_000_000
             ),
             alarm_email=_optional(value("alarmEmail"), _EMAIL, "alarmEmail"),
-            throttle_rate_limit=_number(
-                value("throttleRateLimit"),
-                cls.throttle_rate_limit,
-                "throttleRateLimit",
-                maximum=MAX_THROTTLE_RATE,
+            throttle_rate_limit=number(
+                "throttleRateLimit", cls.throttle_rate_limit, maximum=MAX_THROTTLE_RATE
             ),
-            throttle_burst_limit=_number(
-                value("throttleBurstLimit"),
-                cls.throttle_burst_limit,
-                "throttleBurstLimit",
-                maximum=5_000,
+            throttle_burst_limit=number(
+                "throttleBurstLimit", cls.throttle_burst_limit, maximum=5_000
             ),
-            waf_auth_rate_limit=_number(
-                value("wafAuthRateLimit"),
-                cls.waf_auth_rate_limit,
-                "wafAuthRateLimit",
-                maximum=2_000_000_000,
-                minimum=10,
+            waf_auth_rate_limit=number(
+                "wafAuthRateLimit", cls.waf_auth_rate_limit, maximum=2_000_000_000, minimum=10
             ),
-            monthly_budget_usd=_number(
-                value("monthlyBudgetUsd"),
-                cls.monthly_budget_usd,
-                "monthlyBudgetUsd",
-                maximum=1_000_000,
+            monthly_budget_usd=number(
+                "monthlyBudgetUsd", cls.monthly_budget_usd, maximum=1_000_000
             ),
             site_dir=str(value("siteDir") or cls.site_dir),
         )
