@@ -21,10 +21,10 @@ _INLINE = re.compile(r"<(script|style)(?![^>]*\bsrc=)[^>]*>(.*?)</\1>", re.DOTAL
 
 def inline_hashes(site_dir: Path) -> dict[str, list[str]]:
     """CSP sources for the inline scripts and styles in the HTML shells (SvelteKit's boot)."""
-    pages = [site_dir / "index.html", site_dir / SPA_FALLBACK]
-    missing = [str(page) for page in pages if not page.is_file()]
+    missing = [name for name in ("index.html", SPA_FALLBACK) if not (site_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(f"build the site first (make site): {', '.join(missing)} missing")
+    pages = sorted(site_dir.rglob("*.html"))
     found: dict[str, set[str]] = {"script": set(), "style": set(), "style-attribute": set()}
     for page in pages:
         for kind, body in _INLINE.findall(page.read_text(encoding="utf-8")):
