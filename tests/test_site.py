@@ -720,3 +720,36 @@ def test_keyboard_only_at_320_pixels(open_page: OpenPage) -> None:
     page.goto("/dashboard")
     expect(items(page)).to_have_count(1)
     screenshot(page, "dashboard-320px")
+
+
+LAYOUT_SHIFT = """() => new Promise((resolve) => {
+    // Every layout shift since the page loaded (buffered), none caused by input.
+    let total = 0;
+    const observer = new PerformanceObserver((list) => {
+        for (const entry of list.getEntries()) if (!entry.hadRecentInput) total += entry.value;
+    });
+    observer.observe({ type: 'layout-shift', buffered: true });
+    setTimeout(() => { observer.disconnect(); resolve(total); }, 300);
+})"""
+
+
+@pytest.mark.parametrize("width", [320, 1000])
+def test_nothing_moves_while_the_session_and_data_load(
+    open_page: OpenPage, stack: RunningStack, width: int
+) -> None:
+    page = open_page(width=width, height=700)
+    username = unique("olga")
+    sign_up(page, username)
+    add_item(page, "One item")
+    shifts: dict[str, float] = {}
+    for path in ("/dashboard", "/account"):
+        page.goto(path)  # a full load: the session is restored, then the page's data loads
+        if path == "/dashboard":
+            expect(items(page)).to_have_count(1)
+        else:
+            expect(page.get_by_test_id("session")).to_have_count(1)
+            expect(page.get_by_test_id("event").first).to_be_visible()
+        expect(page.get_by_test_id("nav-username")).to_have_text(username)
+        page.wait_for_load_state("networkidle")
+        shifts[path] = page.evaluate(LAYOUT_SHIFT)
+    assert all(shift < 0.01 for shift in shifts.values()), shifts
