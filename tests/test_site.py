@@ -436,7 +436,7 @@ def test_a_refused_upload_shows_storages_reason_and_leaves_nothing_behind(
     page.goto("/uploads")
     refusal = (
         "<Error><Code>AccessDenied</Code><Message>Invalid according to Policy: Policy expired."
-        "</Message></Error>"
+        " &lt;x-amz-date&gt; &amp; more</Message></Error>"
     )
     page.route(
         f"{stack.aws_url}/**",
@@ -452,7 +452,7 @@ def test_a_refused_upload_shows_storages_reason_and_leaves_nothing_behind(
     page.get_by_label("File", exact=True).set_input_files(str(image))
     page.get_by_role("button", name="Upload", exact=True).click()
     expect(page.get_by_role("alert")).to_have_text(
-        "Storage refused the file: Invalid according to Policy: Policy expired."
+        "Storage refused the file: Invalid according to Policy: Policy expired. <x-amz-date> & more"
     )
     expect(page.get_by_text("No files yet.")).to_be_visible()
     assert api(stack, api_token(stack, username), "GET", "/uploads")["uploads"] == []
@@ -753,3 +753,29 @@ def test_nothing_moves_while_the_session_and_data_load(
         page.wait_for_load_state("networkidle")
         shifts[path] = page.evaluate(LAYOUT_SHIFT)
     assert all(shift < 0.01 for shift in shifts.values()), shifts
+
+
+def test_an_upload_that_stalls_gives_up_and_says_so(
+    open_page: OpenPage, stack: RunningStack, tmp_path: Path
+) -> None:
+    page = open_page()
+    sign_up(page, unique("vera"))
+    page.goto("/uploads")
+    expect(page.get_by_text("No files yet.")).to_be_visible()
+    held: list[Route] = []
+    page.route(f"{stack.aws_url}/**", lambda route: held.append(route))
+    page.clock.install()
+    document = tmp_path / "stuck.txt"
+    document.write_bytes(b"never arrives\n")
+    page.get_by_label("File", exact=True).set_input_files(str(document))
+    page.get_by_role("button", name="Upload", exact=True).click()
+    expect(page.get_by_role("button", name="Uploading…")).to_be_visible()
+    while not held:
+        page.wait_for_timeout(50)
+    page.wait_for_timeout(500)
+    page.clock.fast_forward(61_000)
+    expect(page.get_by_role("alert")).to_have_text(
+        "The upload stalled (nothing sent for a minute); please try again."
+    )
+    expect(page.get_by_role("button", name="Upload", exact=True)).to_be_enabled()
+    expect(page.get_by_text("No files yet.")).to_be_visible()
