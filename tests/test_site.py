@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -753,6 +754,199 @@ def test_nothing_moves_while_the_session_and_data_load(
         page.wait_for_load_state("networkidle")
         shifts[path] = page.evaluate(LAYOUT_SHIFT)
     assert all(shift < 0.01 for shift in shifts.values()), shifts
+
+
+SWITCHED = "Another account signed in in another tab of this browser; please log in again."
+
+
+def test_a_tab_never_acts_for_the_account_another_tab_signed_in(
+    open_short_ttl_page: OpenPage, short_ttl_stack: RunningStack
+) -> None:
+    stack = short_ttl_stack
+    listening = open_short_ttl_page()  # hears the other tabs
+    first = unique("xena")
+    sign_up(listening, first)
+    deaf = listening.context.new_page()  # a tab that missed the news: only its refresh can tell
+    deaf.add_init_script("delete window.BroadcastChannel")
+    deaf.goto("/dashboard")
+    expect(deaf.get_by_test_id("profile-username")).to_have_text(first)
+
+    # Another tab of the same browser signs up (and so logs in) as someone else.
+    other = listening.context.new_page()
+    second = unique("yuri")
+    sign_up(other, second)
+
+    # The listening tab stops showing the first account's data at once, without a request.
+    expect(listening).to_have_url(re.compile(r"/login\?next=%2Fdashboard$"))
+    expect(listening.get_by_role("status")).to_have_text(SWITCHED)
+    expect(listening.get_by_test_id("nav-username")).to_have_count(0)
+
+    # The deaf tab's token expires; its refresh gets the second account's token, which it must
+    # not use: nothing is written into either account, and the tab asks for a login.
+    time.sleep(SHORT_TTL_SECONDS + 1)
+    deaf.get_by_label("Name", exact=True).fill("Meant for the first account")
+    deaf.get_by_role("button", name="Add item").click()
+    expect(deaf).to_have_url(re.compile(r"/login\?next=%2Fdashboard$"))
+    expect(deaf.get_by_role("status")).to_have_text(SWITCHED)
+    expect(deaf.get_by_test_id("nav-username")).to_have_count(0)
+    assert api(stack, api_token(stack, second), "GET", "/items")["items"] == []
+    assert api(stack, api_token(stack, first), "GET", "/items")["items"] == []
+
+    # The second account's tab is still signed in, and so is a reload of any tab (the flag stays).
+    other.reload()
+    expect(other.get_by_test_id("profile-username")).to_have_text(second)
+    deaf.reload()
+    expect(deaf).to_have_url(re.compile(r"/dashboard$"))
+    expect(deaf.get_by_test_id("profile-username")).to_have_text(second)
+
+
+def test_logging_out_in_one_tab_resets_the_others_at_once(open_page: OpenPage) -> None:
+    page = open_page()
+    sign_up(page, unique("zoe"))
+    other = page.context.new_page()
+    other.goto("/dashboard")
+    expect(other.get_by_text("No items yet.")).to_be_visible()
+    other_calls: list[str] = []
+    other.on("request", lambda r: other_calls.append(r.url) if "/api/" in r.url else None)
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(re.compile(r"/login$"))
+    expect(other).to_have_url(re.compile(r"/login\?next=%2Fdashboard$"))
+    expect(other.get_by_role("status")).to_have_text("You logged out in another tab.")
+    expect(other.get_by_test_id("nav-username")).to_have_count(0)
+    assert other_calls == []  # told by the other tab, not by a refused request
+
+
+BAD_NEXTS = [
+    "//evil.example/steal",
+    "/.//evil.example",  # dot segment
+    "/x/..%5C/evil.example",  # encoded backslash, then a dot segment
+    "/x/..\\/evil.example",  # backslash
+    "/\t/evil.example",  # tab (the URL parser drops it)
+    "/\n/evil.example",  # newline (ditto)
+    "/%2F%2Fevil.example",
+    "/%252F%252Fevil.example",  # double-encoded
+    "/x/..%255C/evil.example",
+    "https://evil.example/",
+    "/%E0%A4%A",  # malformed encoding
+]
+
+
+def test_next_never_leads_off_the_site(open_page: OpenPage) -> None:
+    page = open_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    username = unique("quinn")
+    sign_up(page, username)
+    for bad in BAD_NEXTS:
+        # Signed in, the login page sends the visitor on at once (restored from the cookie).
+        page.goto(f"/login?next={quote(bad, safe='')}")
+        expect(page).to_have_url(re.compile(r"^http://127\.0\.0\.1:\d+/dashboard$"))
+        expect(page.get_by_test_id("profile-username")).to_have_text(username)
+    for bad in BAD_NEXTS[1:3]:
+        page.get_by_role("button", name="Log out").click()
+        expect(page).to_have_url(re.compile(r"/login$"))
+        page.goto(f"/login?next={quote(bad, safe='')}")
+        log_in(page, username)
+        expect(page).to_have_url(re.compile(r"^http://127\.0\.0\.1:\d+/dashboard$"))
+        expect(page.get_by_test_id("profile-username")).to_have_text(username)
+    # A legitimate `next`, with a query and a hash, still leads back.
+    page.goto(f"/login?next={quote('/uploads?x=%2F%2Fa#top', safe='')}")
+    expect(page).to_have_url(re.compile(r"/uploads\?x=%2F%2Fa#top$"))
+    assert errors == []
+
+
+def refusing(status: int, message: str) -> Callable[[Route], None]:
+    return lambda route: route.fulfill(status=status, json={"message": message})
+
+
+def test_a_refresh_the_api_could_not_answer_keeps_the_session_and_says_why(
+    open_short_ttl_page: OpenPage,
+) -> None:
+    page = open_short_ttl_page()
+    username = unique("rita")
+    sign_up(page, username)
+    # Deployed, API Gateway refuses with its own 403 (a missing API key, say); a 429 or a 5xx
+    # are the same: only the app's 401 means there is no session.
+    for status, message in ((403, "Forbidden"), (503, "Service Unavailable: try again soon")):
+        page.route("**/api/auth/refresh", refusing(status, message))
+        time.sleep(SHORT_TTL_SECONDS + 1)
+        page.get_by_label("Name", exact=True).fill("Not yet")
+        page.get_by_role("button", name="Add item").click()
+        expect(page.get_by_role("alert").first).to_have_text(message)
+        expect(page).to_have_url(re.compile(r"/dashboard$"))
+        expect(page.get_by_test_id("nav-username")).to_have_text(username)
+        assert page.evaluate("localStorage.getItem('gatehouse:session')") == "1"
+        page.unroute("**/api/auth/refresh")
+    add_item(page, "Now")  # the API answers again: the same session goes on
+    expect(items(page)).to_have_count(1)
+
+
+def test_a_restore_the_api_could_not_answer_says_why(open_page: OpenPage) -> None:
+    page = open_page()
+    username = unique("sam")
+    sign_up(page, username)
+    message = "Too many requests from this address; try again in a minute."
+    page.route(
+        "**/api/auth/refresh", lambda route: route.fulfill(status=429, json={"message": message})
+    )
+    page.goto("/dashboard")
+    expect(page).to_have_url(re.compile(r"/login\?next=%2Fdashboard$"))
+    expect(page.get_by_role("alert")).to_have_text(message)
+    assert page.evaluate("localStorage.getItem('gatehouse:session')") == "1"
+    page.unroute("**/api/auth/refresh")
+    page.goto("/dashboard")  # the flag was kept: the next load tries again
+    expect(page.get_by_test_id("profile-username")).to_have_text(username)
+
+
+def test_a_refresh_that_never_answers_gives_up_and_says_so(open_page: OpenPage) -> None:
+    page = open_page()
+    sign_up(page, unique("tess"))
+    held: list[Route] = []
+    page.route("**/api/auth/refresh", lambda route: held.append(route))
+    page.clock.install()
+    page.goto("/dashboard")
+    while not held:
+        page.wait_for_timeout(50)
+    page.clock.fast_forward(11_000)  # the refresh's time limit; the lock is free again
+    expect(page.get_by_role("alert")).to_have_text(
+        "The server took too long to answer; please try again."
+    )
+
+
+def test_a_token_refused_after_another_call_renewed_it_is_not_renewed_again(
+    open_short_ttl_page: OpenPage,
+) -> None:
+    page = open_short_ttl_page()
+    sign_up(page, unique("uma"))
+    expect(page.get_by_text("No items yet.")).to_be_visible()
+    held: list[Route] = []
+    refreshes: list[str] = []
+    page.on(
+        "request", lambda r: refreshes.append(r.url) if r.url.endswith("/auth/refresh") else None
+    )
+
+    def hold_the_first_post(route: Route) -> None:
+        if route.request.method == "POST" and not held:
+            held.append(route)
+        else:
+            route.fallback()
+
+    page.route("**/api/items", hold_the_first_post)
+    time.sleep(SHORT_TTL_SECONDS + 1)
+    page.get_by_label("Name", exact=True).fill("Sent with the old token")
+    page.get_by_role("button", name="Add item").click()
+    while not held:
+        page.wait_for_timeout(50)
+    # Another call finds the token expired and renews it...
+    page.get_by_label("Show").select_option("pending")
+    expect(page.get_by_text("No items with status pending yet.")).to_be_visible()
+    assert len(refreshes) == 1
+    # ... then the held call's expired token is refused: it retries with the renewed one.
+    held[0].continue_()
+    expect(page.get_by_role("status")).to_contain_text("Created “Sent with the old token”")
+    assert len(refreshes) == 1
 
 
 def test_an_upload_that_stalls_gives_up_and_says_so(

@@ -9,6 +9,9 @@ import type { ErrorBody, SignedIn } from './types';
 
 const BASE = '/api';
 const REFRESH_LOCK = 'gatehouse-refresh';
+/** How long a refresh may take while it holds the cross-tab lock. */
+const REFRESH_TIMEOUT_MS = 10_000;
+const ENDED = 'Your session has ended; please log in again.';
 
 export class ApiError extends Error {
 	readonly status: number;
@@ -36,16 +39,30 @@ export interface SendOptions {
 }
 
 let accessToken: string | null = null;
+/** Whom this tab signed in as: a refresh must not switch it to another account. */
+let signedInAs: string | null = null;
 let refreshing: Promise<boolean> | null = null;
-let sessionEnded: (() => void) | null = null;
+/** Set when a refresh answered for another account than signedInAs. */
+let switched = false;
+let sessionEnded: ((otherAccount: boolean) => void) | null = null;
 
-/** Called when a refresh could not renew the session (logged out elsewhere, expired, ...). */
-export function onSessionEnded(handler: () => void): void {
+/**
+ * Called when a refresh could not renew the session (logged out elsewhere, expired, ...), or
+ * when the browser's session now belongs to another account (`otherAccount`).
+ */
+export function onSessionEnded(handler: (otherAccount: boolean) => void): void {
 	sessionEnded = handler;
 }
 
-export function setAccessToken(token: string | null): void {
+/** The token and the account it belongs to (null, null: signed out). */
+export function setAccessToken(token: string | null, username: string | null = null): void {
 	accessToken = token;
+	signedInAs = token === null ? null : username;
+}
+
+/** The account this tab is signed in as, if any. */
+export function currentUser(): string | null {
+	return accessToken === null ? null : signedInAs;
 }
 
 export async function send<T>(
@@ -56,15 +73,18 @@ export async function send<T>(
 	const auth = options.auth ?? true;
 	if (auth && accessToken === null && !(await renew())) {
 		endSession();
-		throw new ApiError(401, { message: 'Your session has ended; please log in again.' });
+		throw new ApiError(401, { message: ENDED });
 	}
+	const sentWith = accessToken;
 	let reply = await call(method, path, options, auth);
 	if (auth && rejectedToken(reply)) {
-		// The token expired or was revoked: renew it once and retry once.
-		reply = (await renew()) ? await call(method, path, options, auth) : reply;
+		// The token expired or was revoked: retry once, with the token another call already
+		// renewed meanwhile if there is one, else with a renewed token.
+		const renewed = accessToken !== null && accessToken !== sentWith ? true : await renew();
+		reply = renewed ? await call(method, path, options, auth) : reply;
 		if (rejectedToken(reply)) {
 			endSession();
-			throw new ApiError(401, { message: 'Your session has ended; please log in again.' });
+			throw new ApiError(401, { message: ENDED });
 		}
 	}
 	if (reply.status >= 400) {
@@ -75,7 +95,9 @@ export async function send<T>(
 
 /**
  * Get a new access token from the HttpOnly refresh cookie. Resolves false when there is no
- * session to renew; throws ApiError when the API could not answer (rate limit, outage).
+ * session to renew (the API's 401), or when the cookie now belongs to another account than the
+ * one this tab signed in as; throws ApiError when the API could not answer (rate limit, outage,
+ * no answer in time), leaving the session as it was.
  */
 export function renew(): Promise<boolean> {
 	// One refresh per tab at a time; Web Locks make it one per browser (the cookie is shared,
@@ -89,27 +111,56 @@ export function renew(): Promise<boolean> {
 async function refreshOnce(): Promise<boolean> {
 	let reply: RawReply;
 	try {
-		reply = await exchange('POST', '/auth/refresh', {
+		reply = await exchange(
+			'POST',
+			'/auth/refresh',
 			// The API accepts the cookie only with this header (a cross-site form cannot send it).
-			'X-Requested-With': 'fetch'
+			{ 'X-Requested-With': 'fetch' },
+			undefined,
+			// The lock makes every other tab wait for this request: never for long.
+			timeout(REFRESH_TIMEOUT_MS)
+		);
+	} catch (error) {
+		throw new ApiError(0, {
+			message:
+				error instanceof DOMException && error.name === 'AbortError'
+					? 'The server took too long to answer; please try again.'
+					: 'The server could not be reached; check your connection.'
 		});
-	} catch {
-		throw new ApiError(0, { message: 'The server could not be reached; check your connection.' });
 	}
 	if (reply.status === 200) {
-		accessToken = (reply.body as SignedIn).token;
+		const data = reply.body as SignedIn;
+		if (signedInAs !== null && data.username !== signedInAs) {
+			// Another tab signed in as someone else since: this tab must not act for them.
+			setAccessToken(null);
+			switched = true;
+			return false;
+		}
+		setAccessToken(data.token, data.username);
 		return true;
 	}
-	accessToken = null;
-	if (reply.status === 429 || reply.status >= 500) {
-		throw new ApiError(reply.status, reply.body as ErrorBody);
+	if (reply.status === 401) {
+		// The app's own answer: no session (no cookie, or an expired or revoked one).
+		accessToken = null;
+		return false;
 	}
-	return false;
+	// A rate limit, an outage, a gateway error: the session may well be alive; say why, and keep
+	// the token so that the next call tries again.
+	throw new ApiError(reply.status, reply.body as ErrorBody);
 }
 
 function endSession(): void {
-	accessToken = null;
-	sessionEnded?.();
+	const otherAccount = switched;
+	switched = false;
+	setAccessToken(null);
+	sessionEnded?.(otherAccount);
+}
+
+/** An AbortSignal that fires after `ms` (driven by setTimeout, which tests can fast-forward). */
+function timeout(ms: number): AbortSignal {
+	const controller = new AbortController();
+	setTimeout(() => controller.abort(), ms);
+	return controller.signal;
 }
 
 async function withLock<T>(task: () => Promise<T>): Promise<T> {
@@ -153,12 +204,14 @@ async function exchange(
 	method: string,
 	path: string,
 	headers: Record<string, string>,
-	body?: string
+	body?: string,
+	signal?: AbortSignal
 ): Promise<RawReply> {
 	const response = await fetch(BASE + path, {
 		method,
 		headers,
 		body,
+		signal,
 		credentials: 'same-origin',
 		cache: 'no-store'
 	});

@@ -1,6 +1,7 @@
 // Who is signed in, shared by every page. The credentials themselves stay inside api.ts.
 
 import { ApiError, onSessionEnded, renew, send, setAccessToken } from './api';
+import { problem, type Problem } from './errors';
 import type { Message, Profile, SignedIn } from './types';
 
 export type Status = 'unknown' | 'anonymous' | 'signed-in';
@@ -12,6 +13,8 @@ class SessionState {
 	notice: string = $state('');
 	/** The user ended the session (logged out): no reason to come back to the page after login. */
 	deliberate = $state(false);
+	/** Why the session could not be restored (rate limit, outage): the server's message. */
+	failure: Problem | null = $state(null);
 }
 
 export const session = new SessionState();
@@ -39,9 +42,60 @@ function hint(present: boolean): void {
 	}
 }
 
-onSessionEnded(() => {
-	signedOut('Your session has ended; please log in again.', false);
+const ENDED = 'Your session has ended; please log in again.';
+const SWITCHED = 'Another account signed in in another tab of this browser; please log in again.';
+
+onSessionEnded((otherAccount) => {
+	if (otherAccount) {
+		// The browser's session is now someone else's: leave it (and its flag) to them.
+		signedOut(SWITCHED, false, { tell: false, keepHint: true });
+	} else {
+		signedOut(ENDED, false);
+	}
 });
+
+// Tabs tell each other about sign-ins and sign-outs, so that a tab never goes on showing one
+// account's data while the browser's session belongs to another (or to nobody). The message
+// names the account only over BroadcastChannel; the storage fallback is removed at once.
+type TabNews = { type: 'signed-in'; username?: string } | { type: 'signed-out' };
+const CHANNEL = 'gatehouse:tabs';
+const channel = typeof BroadcastChannel === 'undefined' ? null : new BroadcastChannel(CHANNEL);
+
+function tell(news: TabNews): void {
+	if (channel) {
+		channel.postMessage(news);
+		return;
+	}
+	try {
+		// A storage event reaches the other tabs; nothing stays behind.
+		localStorage.setItem(CHANNEL, JSON.stringify({ type: news.type, at: Date.now() }));
+		localStorage.removeItem(CHANNEL);
+	} catch {
+		// storage blocked: other tabs learn at their next request
+	}
+}
+
+function heard(news: TabNews): void {
+	if (session.status !== 'signed-in') return;
+	if (news.type === 'signed-out') {
+		signedOut('You logged out in another tab.', false, { tell: false, keepHint: true });
+	} else if (news.username === undefined || news.username !== session.profile?.username) {
+		signedOut(SWITCHED, false, { tell: false, keepHint: true });
+	}
+}
+
+if (channel) {
+	channel.onmessage = (event: MessageEvent<TabNews>) => heard(event.data);
+} else if (typeof window !== 'undefined') {
+	window.addEventListener('storage', (event) => {
+		if (event.key !== CHANNEL || !event.newValue) return;
+		try {
+			heard(JSON.parse(event.newValue) as TabNews);
+		} catch {
+			// not ours
+		}
+	});
+}
 
 /** On load: a reload keeps the user signed in through the HttpOnly refresh cookie. */
 export function restore(): Promise<void> {
@@ -56,8 +110,10 @@ export function restore(): Promise<void> {
 			}
 		} catch (error) {
 			// The API could not answer (an outage, the rate limit): show the visitor as logged out
-			// for now, and keep the flag so that the next load tries again.
+			// for now, say why (the login page shows it), and keep the flag so that the next load
+			// tries again.
 			if (!(error instanceof ApiError)) throw error;
+			session.failure = problem(error);
 		}
 		if (session.status === 'unknown') {
 			session.status = 'anonymous';
@@ -91,10 +147,12 @@ export async function login(username: string, password: string): Promise<void> {
 
 /** A password change starts a new session (the API sets its cookie) and ends the others. */
 export function signedIn(data: SignedIn): void {
-	setAccessToken(data.token);
+	setAccessToken(data.token, data.username);
 	hint(true);
 	session.notice = '';
+	session.failure = null;
 	session.deliberate = false;
+	tell({ type: 'signed-in', username: data.username });
 }
 
 export async function logout(): Promise<void> {
@@ -110,30 +168,46 @@ export async function logoutEverywhere(): Promise<void> {
 	signedOut('You are logged out on every device.');
 }
 
-export function signedOut(notice: string, deliberate = true): void {
+export function signedOut(
+	notice: string,
+	deliberate = true,
+	{ tell: telling = true, keepHint = false } = {}
+): void {
 	setAccessToken(null);
-	hint(false);
+	if (!keepHint) hint(false);
+	if (telling) tell({ type: 'signed-out' });
+	session.failure = null;
 	session.profile = null;
 	session.status = 'anonymous';
 	session.notice = notice;
 	session.deliberate = deliberate;
 }
 
-/** `next` from a query string, if it is a path on this site (never another origin). */
+/**
+ * `next` from a query string, if it is a path on this site (never another origin). Judged on
+ * what the browser makes of it, and of its percent-decoded forms: `/.//host`, `/x/..%5C/host`,
+ * `/%2F/host` or a tab inside `//` all end up protocol-relative once normalised.
+ */
 export function safeNext(raw: string | null, fallback = '/dashboard'): string {
-	if (!raw || !raw.startsWith('/') || raw.startsWith('//') || raw.startsWith('/\\')) {
-		return fallback;
-	}
+	if (!raw || !raw.startsWith('/')) return fallback;
+	const origin = window.location.origin;
+	let form = raw;
 	try {
-		const url = new URL(raw, window.location.origin);
-		if (url.origin !== window.location.origin || url.pathname.startsWith('/api/')) {
-			return fallback;
+		for (let depth = 0; ; depth += 1) {
+			if (depth === 4) return fallback; // encoded over and over: not a link of ours
+			if (/[\\\u0000-\u001f\u007f]/.test(form) || form.startsWith('//')) return fallback;
+			const url = new URL(form, origin);
+			if (url.origin !== origin || /^\/[/\\]/.test(url.pathname)) return fallback;
+			const decoded = decodeURIComponent(form);
+			if (decoded === form) break;
+			form = decoded;
 		}
-		if (url.pathname === '/login' || url.pathname === '/signup') {
+		const url = new URL(raw, origin);
+		if (url.pathname.startsWith('/api/') || ['/login', '/signup'].includes(url.pathname)) {
 			return fallback;
 		}
 		return url.pathname + url.search + url.hash;
 	} catch {
-		return fallback;
+		return fallback; // malformed percent-encoding
 	}
 }
