@@ -472,23 +472,7 @@ def test_the_admin_page_is_for_admins_only(open_page: OpenPage, stack: RunningSt
     expect(page.get_by_test_id("not-admin")).to_be_visible()
     expect(page.get_by_role("table")).to_have_count(0)
 
-    promoted = subprocess.run(
-        [sys.executable, "-m", "tools.admin", admin],
-        cwd=ROOT,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "AWS_ENDPOINT_URL": stack.aws_url,
-            "AWS_DEFAULT_REGION": "eu-west-2",
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-        },
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert "is now an administrator" in promoted.stdout
+    promote(stack, admin)
 
     page.goto("/dashboard")
     page.get_by_role("link", name="Admin").click()
