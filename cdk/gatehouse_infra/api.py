@@ -155,50 +155,34 @@ class ApiStack(cdk.Stack):
 
     def _api_role(self, data: DataStack, functions: list[str]) -> iam.Role:
         """The API handler and the authorizer: the table, the secret (read), the uploads prefix."""
-        role = iam.Role(
-            self,
+        table = data.table.table_arn
+        return self._function_role(
             "ApiRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="Gatehouse API handler and authorizer",
-        )
-        role.add_to_policy(
+            "Gatehouse API handler and authorizer",
+            functions,
             iam.PolicyStatement(
                 actions=TABLE_ACTIONS,
-                resources=[
-                    data.table.table_arn,
-                    *(f"{data.table.table_arn}/index/{index.name}" for index in INDEXES),
-                ],
-            )
-        )
-        role.add_to_policy(
+                resources=[table, *(f"{table}/index/{index.name}" for index in INDEXES)],
+            ),
             iam.PolicyStatement(
                 actions=["secretsmanager:GetSecretValue"], resources=[self.signing_key.secret_arn]
-            )
-        )
-        role.add_to_policy(
+            ),
             iam.PolicyStatement(
                 actions=["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
                 resources=[f"{self._uploads_arn}/{UPLOAD_PREFIX}*"],
-            )
-        )
-        role.add_to_policy(
+            ),
             iam.PolicyStatement(
                 actions=["s3:ListBucket"],
                 resources=[self._uploads_arn],
                 conditions={"StringLike": {"s3:prefix": [f"{UPLOAD_PREFIX}*"]}},
-            )
+            ),
         )
-        self._grant_logging(role, functions)
-        return role
 
     def _rotation_role(self) -> iam.Role:
-        role = iam.Role(
-            self,
+        return self._function_role(
             "RotationRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="Gatehouse signing-key rotation",
-        )
-        role.add_to_policy(
+            "Gatehouse signing-key rotation",
+            [ROTATION_FUNCTION],
             iam.PolicyStatement(
                 actions=[
                     "secretsmanager:DescribeSecret",
@@ -207,9 +191,22 @@ class ApiStack(cdk.Stack):
                     "secretsmanager:UpdateSecretVersionStage",
                 ],
                 resources=[self.signing_key.secret_arn],
-            )
+            ),
         )
-        self._grant_logging(role, [ROTATION_FUNCTION])
+
+    def _function_role(
+        self, id: str, description: str, functions: list[str], *grants: iam.PolicyStatement
+    ) -> iam.Role:
+        """A role for ``functions``: ``grants`` plus writing to their own log groups."""
+        role = iam.Role(
+            self,
+            id,
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=description,
+        )
+        for grant in grants:
+            role.add_to_policy(grant)
+        self._grant_logging(role, functions)
         return role
 
     def _grant_logging(self, role: iam.Role, functions: list[str]) -> None:

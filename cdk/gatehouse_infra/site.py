@@ -18,6 +18,7 @@ from aws_cdk import aws_cloudfront_origins as origins
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_route53_targets as targets
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from aws_cdk import custom_resources as cr
 from constructs import Construct
@@ -195,7 +196,7 @@ class SiteStack(cdk.Stack):
         cdk.CfnOutput(self, "SiteBucketName", value=bucket.bucket_name)
         self._acknowledge(config, bucket)
 
-    def _deploy(self, bucket: Any, site_dir: Path) -> None:
+    def _deploy(self, bucket: s3.IBucket, site_dir: Path) -> None:
         """Hashed assets cached for a year; everything else revalidated; then an invalidation."""
         assets = s3deploy.BucketDeployment(
             self,
@@ -264,7 +265,7 @@ class SiteStack(cdk.Stack):
             install_latest_aws_sdk=False,
         )
 
-    def _acknowledge(self, config: DeployConfig, bucket: Any) -> None:
+    def _acknowledge(self, config: DeployConfig, bucket: s3.IBucket) -> None:
         reasons = {
             "CFR1": "No geo restriction: the site serves everyone; add one per deployment.",
             "CFR3": "Standard logs need an ACL-enabled bucket; request metrics and the API's own "
