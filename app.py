@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
@@ -35,7 +36,7 @@ from chalicelib.accounts import (
     TokenRevoked,
 )
 from chalicelib.administration import AccountPurge, Administration
-from chalicelib.clock import Clock, iso, utc_now
+from chalicelib.clock import Clock, ShiftedClock, iso, utc_now
 from chalicelib.events import Client, SecurityEvents
 from chalicelib.items import (
     STATUSES,
@@ -144,9 +145,18 @@ _UNAVAILABLE_CODES = frozenset(
 class Dependencies:
     """Everything the routes use, each built on first use and then kept for the container."""
 
-    def __init__(self, *, clock: Clock = utc_now, scrypt_cost: ScryptCost = DEFAULT_COST) -> None:
-        self._clock = clock
+    def __init__(
+        self, *, clock: Clock | None = None, scrypt_cost: ScryptCost = DEFAULT_COST
+    ) -> None:
+        self._injected_clock = clock
         self._scrypt_cost = scrypt_cost
+
+    @cached_property
+    def _clock(self) -> Clock:
+        if self._injected_clock is not None:
+            return self._injected_clock
+        offset_file = self.settings.clock_offset_file
+        return utc_now if offset_file is None else ShiftedClock(Path(offset_file))
 
     @cached_property
     def settings(self) -> Settings:

@@ -6,12 +6,12 @@ import logging
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from boto3.dynamodb.conditions import Attr, Key
 
 from chalicelib.clock import Clock, iso, utc_now
 from chalicelib.events import Client, SecurityEvents
+from chalicelib.objectkeys import upload_prefix
 from chalicelib.paging import KEY_TEXT, MAX_READS, decode_cursor, encode_cursor
 from chalicelib.table import PARTITION_KEY, SORT_KEY, user_key
 from chalicelib.users import DynamoDBUserRepository, User, UserNotFound, user_from_item
@@ -23,15 +23,6 @@ if TYPE_CHECKING:
     from chalicelib.accounts import Accounts
 
 logger = logging.getLogger(__name__)
-# Every object the app writes lies under it (the IAM grants rely on it). Not uploads/{name}/:
-# the bucket's lifecycle rule empties uploads/temp/ daily, and "temp" is a valid username.
-UPLOAD_PREFIX = "uploads/users/"
-
-
-def upload_prefix(username: str) -> str:
-    # Percent-encoded: names the original system allowed may hold "/", and "alice/x" must not
-    # live inside alice's prefix. New names (A-Z a-z 0-9 . _ -) are unchanged.
-    return f"{UPLOAD_PREFIX}{quote(username, safe='._-')}/"
 
 
 class AccountPurge:

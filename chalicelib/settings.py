@@ -38,6 +38,7 @@ class Settings:
     site_origin_header: str | None = None
     edge_secret: str | None = field(default=None, repr=False)
     uploads_bucket: str | None = None
+    clock_offset_file: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -88,7 +89,16 @@ class Settings:
             site_origin_header=env.get("SITE_ORIGIN_HEADER", "").strip().lower() or None,
             edge_secret=_secret(env, "EDGE_SECRET"),
             uploads_bucket=env.get("UPLOADS_BUCKET", "").strip() or None,
+            clock_offset_file=_clock_offset_file(env),
         )
+
+
+def _clock_offset_file(env: Mapping[str, str]) -> str | None:
+    """The local stages' test hook for moving time forward; never honoured in Lambda."""
+    path = env.get("CLOCK_OFFSET_FILE", "").strip() or None
+    if path is not None and "AWS_LAMBDA_FUNCTION_NAME" in env:
+        raise SettingsError("environment variable CLOCK_OFFSET_FILE is for local stages only")
+    return path
 
 
 def authorizer_ttl_seconds(env: Mapping[str, str]) -> int:

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
-from chalicelib.administration import upload_prefix
 from chalicelib.clock import Clock, iso, utc_now
 from chalicelib.items import new_item_id
+from chalicelib.objectkeys import upload_prefix
 from chalicelib.paging import collect, decode_cursor, encode_cursor
 from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 from chalicelib.users import put_owned

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.administration import UPLOAD_PREFIX
+from chalicelib.objectkeys import UPLOAD_PREFIX
 from chalicelib.settings import EDGE_HEADER
 from chalicelib.table import INDEXES, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, create_table_request
 from tests.conftest import ROOT

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
+from chalicelib.clock import ShiftedClock, utc_now
 from chalicelib.settings import (
     Settings,
     SettingsError,
@@ -124,3 +126,18 @@ def test_authorizer_ttl_is_validated_and_defaults_to_a_minute() -> None:
 def test_a_missing_or_bad_variable_fails_naming_it(env: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
         Settings.from_env(env)
+
+
+def test_the_clock_offset_file_is_refused_inside_lambda() -> None:
+    local = Settings.from_env({**REQUIRED, "CLOCK_OFFSET_FILE": ".local/clock-offset"})
+    assert local.clock_offset_file == ".local/clock-offset"
+    with pytest.raises(SettingsError, match="CLOCK_OFFSET_FILE"):
+        Settings.from_env({**REQUIRED, "CLOCK_OFFSET_FILE": "x", "AWS_LAMBDA_FUNCTION_NAME": "api"})
+
+
+def test_a_shifted_clock_adds_the_seconds_in_its_file(tmp_path: Path) -> None:
+    offset = tmp_path / "offset"
+    clock = ShiftedClock(offset)
+    assert abs((clock() - utc_now()).total_seconds()) < 5
+    offset.write_text("3600")
+    assert 3595 < (clock() - utc_now()).total_seconds() < 3605

@@ -23,7 +23,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from chalice.cdk import Chalice
 from constructs import Construct
 
-from chalicelib.administration import UPLOAD_PREFIX
+from chalicelib.objectkeys import UPLOAD_PREFIX
 from chalicelib.settings import authorizer_ttl_seconds
 from chalicelib.table import INDEXES
 from gatehouse_infra.config import PROJECT, DeployConfig
