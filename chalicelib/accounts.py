@@ -177,6 +177,11 @@ class Accounts:
     def active_sessions(self, user: User) -> list[Session]:
         return self._sessions.active(user.username, token_version=user.token_version)
 
+    def list_sessions(self, username: str) -> list[Session]:
+        """The account's live sessions."""
+        user = self.profile(username)
+        return self._sessions.active(user.username, token_version=user.token_version)
+
     def end_session(self, username: str, session_id: str) -> None:
         if not self._sessions.end(username, session_id):
             raise SessionNotFound(session_id)

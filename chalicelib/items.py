@@ -181,6 +181,29 @@ class Items:
             self._explain(exc, owner, item_id)
         return _item(response["Attributes"])
 
+    def patch(
+        self,
+        owner: str,
+        item_id: str,
+        *,
+        expected_version: int,
+        name: str | None = None,
+        data: dict[str, Any] | None = None,
+        status: str | None = None,
+    ) -> Item:
+        """Change the given fields if the item is still at ``expected_version``."""
+        current = self.get(owner, item_id)
+        if current.version != expected_version:
+            raise VersionMismatch(current.version)
+        return self.replace(
+            owner,
+            item_id,
+            expected_version=expected_version,
+            name=current.name if name is None else name,
+            data=current.data if data is None else data,
+            status=current.status if status is None else status,
+        )
+
     def delete(self, owner: str, item_id: str, *, expected_version: int | None) -> None:
         request: dict[str, Any] = {
             "Key": _key(owner, item_id),

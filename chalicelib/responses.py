@@ -1,10 +1,20 @@
-"""Shapes of the API's answers, for the generated OpenAPI document (not used at run time)."""
+"""The API's answers: their shapes (pydantic models, for the OpenAPI document; every answer the
+tests receive is validated against it) and the functions that render domain objects in them."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from chalicelib import accounts
+from chalicelib.clock import iso
+from chalicelib.events import Event
+from chalicelib.items import Item
+from chalicelib.sessions import Session
+from chalicelib.uploads import Upload
+from chalicelib.users import User
 
 
 class Answer(BaseModel):
@@ -126,3 +136,89 @@ class UploadStarted(Answer):
 class UploadList(Answer):
     uploads: list[UploadView]
     nextCursor: str | None
+
+
+def signed_in(result: accounts.SignedIn, *, message: str, refresh_in_body: bool) -> dict[str, Any]:
+    """``SignedIn``."""
+    shown: dict[str, Any] = {
+        "message": message,
+        "token": result.access.token,
+        "username": result.user.username,
+        "expiresIn": result.access.expires_in,
+        "sessionId": result.session.session_id,
+    }
+    if result.refresh is not None and refresh_in_body:
+        shown["refreshToken"] = result.refresh.encode()
+        shown["refreshExpiresIn"] = result.refresh_expires_in
+    return shown
+
+
+def profile(user: User) -> dict[str, str]:
+    """``Profile``."""
+    shown = {"username": user.username, "createdAt": user.created_at, "role": user.role}
+    if user.updated_at is not None:
+        shown["updatedAt"] = user.updated_at
+    return shown
+
+
+def admin_user(user: User) -> dict[str, Any]:
+    """``AdminUser``."""
+    return {**profile(user), "disabled": user.disabled}
+
+
+def session(session: Session, *, current: str) -> dict[str, Any]:
+    """``SessionView``; ``current`` is the caller's own session id."""
+    expires = min(session.expires_at, session.idle_expires_at)
+    return {
+        "id": session.session_id,
+        "createdAt": _iso(session.created_at),
+        "lastUsedAt": _iso(session.last_used_at),
+        "expiresAt": _iso(expires),
+        "userAgent": session.user_agent,
+        "current": session.session_id == current,
+    }
+
+
+def event(event: Event) -> dict[str, Any]:
+    """``EventView``."""
+    return {
+        "type": event.kind,
+        "at": event.at,
+        "ip": event.ip,
+        "userAgent": event.user_agent,
+        "details": event.details,
+    }
+
+
+def item(item: Item, *, with_owner: bool = False) -> dict[str, Any]:
+    """``ItemView``; the owner only in the administrators' listing."""
+    shown = {
+        "id": item.item_id,
+        "name": item.name,
+        "data": item.data,
+        "status": item.status,
+        "createdAt": item.created_at,
+        "updatedAt": item.updated_at,
+        "version": item.version,
+    }
+    return {**shown, "owner": item.owner} if with_owner else shown
+
+
+def upload(upload: Upload, *, download_url: str | None = None) -> dict[str, Any]:
+    """``UploadView``."""
+    shown: dict[str, Any] = {
+        "id": upload.upload_id,
+        "kind": upload.kind,
+        "filename": upload.filename,
+        "contentType": upload.content_type,
+        "size": upload.size,
+        "status": upload.status,
+        "createdAt": upload.created_at,
+    }
+    if download_url is not None:
+        shown["downloadUrl"] = download_url
+    return shown
+
+
+def _iso(epoch_seconds: int) -> str:
+    return iso(datetime.fromtimestamp(epoch_seconds, UTC))

@@ -24,11 +24,18 @@ class RotationError(Exception):
 
 
 class SigningKeyRotation:
-    def __init__(self, client: SecretsManagerClient) -> None:
+    """Rotates ``secret_id`` (a name or an ARN) and refuses to touch any other secret."""
+
+    def __init__(self, client: SecretsManagerClient, *, secret_id: str) -> None:
         self._client = client
+        self._secret_id = secret_id
 
     def run(self, *, step: str, secret_id: str, token: str) -> None:
-        stages = self._client.describe_secret(SecretId=secret_id).get("VersionIdsToStages", {})
+        description = self._client.describe_secret(SecretId=secret_id)
+        # Secrets Manager sends the ARN; the configuration may name the secret either way.
+        if self._secret_id not in {description["ARN"], description["Name"]}:
+            raise RotationError("this function rotates only the configured signing key")
+        stages = description.get("VersionIdsToStages", {})
         labels = stages.get(token)
         if labels is not None and "AWSCURRENT" in labels:
             logger.info("rotation step %s: the version is already current", step)

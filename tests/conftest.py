@@ -18,12 +18,15 @@ from moto.core.botocore_stubber import BotocoreStubber
 import app as app_module
 from chalicelib.passwords import ScryptCost
 from chalicelib.table import user_key
+from tools import localgateway
 from tools.localaws import Resources, provision
 
 ROOT = Path(__file__).resolve().parent.parent
 # A tiny scrypt cost keeps the suite fast; the production cost has its own tests.
 CHEAP_COST = ScryptCost(n=2**10, r=8, p=1)
 REGION = "eu-west-2"
+# The test client answers authorizer denials as the deployed API's gateway responses do.
+localgateway.install()
 
 
 class FakeClock:

@@ -15,6 +15,7 @@ import boto3
 import jwt
 import pytest
 from botocore.stub import Stubber
+from chalice.app import CORSConfig
 from chalice.test import Client
 
 import app as app_module
@@ -105,6 +106,12 @@ def _forge(claims: dict[str, Any], header: dict[str, Any]) -> str:
     return f"{part(header)}.{part(claims)}."
 
 
+def assert_invalid_token(response: Any) -> None:
+    """The original system's 401, which sends its browser client back to its login page."""
+    assert response.status_code == 401
+    assert response.json_body == {"message": "Invalid or expired token"}
+
+
 class TestAuthorizer:
     @pytest.fixture
     def token(self, api: Api) -> str:
@@ -112,42 +119,48 @@ class TestAuthorizer:
         return api.login("alice")
 
     def test_no_header_is_401(self, api: Api, token: str) -> None:
-        assert api.client.http.get("/auth/user").status_code == 401
+        assert_invalid_token(api.client.http.get("/auth/user"))
 
     @pytest.mark.parametrize(
         "header", ["garbage", "Bearer", "Bearer ", "Bearer not.a.jwt", "Basic YWxpY2U6cHc="]
     )
-    def test_garbage_is_denied(self, api: Api, token: str, header: str) -> None:
-        response = api.client.http.get("/auth/user", headers={"Authorization": header})
-        assert response.status_code == 403
+    def test_garbage_is_401(self, api: Api, token: str, header: str) -> None:
+        assert_invalid_token(api.client.http.get("/auth/user", headers={"Authorization": header}))
 
     def test_scheme_is_case_insensitive(self, api: Api, token: str) -> None:
         response = api.client.http.get("/auth/user", headers={"Authorization": f"bearer {token}"})
         assert response.status_code == 200
 
-    def test_expired_token_is_denied(self, api: Api, token: str, clock: FakeClock) -> None:
+    def test_expired_token_is_401(self, api: Api, token: str, clock: FakeClock) -> None:
         clock.advance(seconds=899)
         assert api.get("/auth/user", token).status_code == 200
         clock.advance(seconds=1)
-        assert api.get("/auth/user", token).status_code == 403
+        assert_invalid_token(api.get("/auth/user", token))
 
-    def test_alg_none_is_denied(self, api: Api, token: str) -> None:
+    def test_alg_none_is_401(self, api: Api, token: str) -> None:
         claims = jwt.decode(token, options={"verify_signature": False})
         kid = jwt.get_unverified_header(token)["kid"]
         forged = _forge({**claims, "role": "admin"}, {"alg": "none", "typ": "JWT", "kid": kid})
-        assert api.get("/auth/user", forged).status_code == 403
+        assert_invalid_token(api.get("/auth/user", forged))
 
-    def test_wrong_key_is_denied(self, api: Api, token: str) -> None:
+    def test_wrong_key_is_401(self, api: Api, token: str) -> None:
         claims = jwt.decode(token, options={"verify_signature": False})
         kid = jwt.get_unverified_header(token)["kid"]
         forged = jwt.encode(claims, "k" * 64, algorithm="HS256", headers={"kid": kid})
-        assert api.get("/auth/user", forged).status_code == 403
+        assert_invalid_token(api.get("/auth/user", forged))
 
-    def test_tampered_payload_is_denied(self, api: Api, token: str) -> None:
+    def test_tampered_payload_is_401(self, api: Api, token: str) -> None:
         header, _, signature = token.split(".")
         claims = jwt.decode(token, options={"verify_signature": False})
         payload = _forge({**claims, "username": "bob", "sub": "bob"}, {}).split(".")[1]
-        assert api.get("/auth/user", f"{header}.{payload}.{signature}").status_code == 403
+        assert_invalid_token(api.get("/auth/user", f"{header}.{payload}.{signature}"))
+
+    def test_a_revoked_token_is_a_403_with_its_reason(self, api: Api, token: str) -> None:
+        assert api.client.http.post("/auth/logout-all", headers=_bearer(token)).status_code == 200
+        response = api.get("/auth/user", token)
+        assert response.status_code == 403
+        assert response.json_body == {"message": "Access token revoked; please log in again"}
+        assert response.headers["Cache-Control"] == "no-store"
 
     def test_key_rotation_keeps_previous_tokens_and_drops_older_ones(
         self, api: Api, token: str, clock: FakeClock, aws: boto3.Session, resources: Resources
@@ -162,8 +175,59 @@ class TestAuthorizer:
 
         secrets.put_secret_value(SecretId=resources.jwt_secret_id, SecretString="m" * 64)
         clock.advance(seconds=301)
-        assert api.get("/auth/user", token).status_code == 403
+        assert_invalid_token(api.get("/auth/user", token))
         assert api.get("/auth/user", second).status_code == 200
+
+    def test_a_transient_aws_error_is_a_503_and_the_next_call_is_authorized_afresh(
+        self, api: Api, token: str, dependencies: app_module.Dependencies
+    ) -> None:
+        table = dependencies.table
+        with Stubber(table.meta.client) as stubbed:
+            stubbed.add_client_error("transact_get_items", "ThrottlingException")
+            stubbed.add_client_error("get_item", "ThrottlingException")
+            stubbed.add_client_error("query", "ThrottlingException")
+            response = api.get("/auth/user", token)
+        assert response.status_code == 503
+        assert response.json_body == {"message": "Service temporarily unavailable, please retry"}
+        assert api.get("/auth/user", token).status_code == 200
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def cors_on(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The app as packaged with ``CORS_ALLOW_ORIGIN`` (the API's own domain)."""
+    origin = "https://site.example"
+    config = CORSConfig(allow_origin=origin)
+    monkeypatch.setattr(app_module.app.api, "cors", config)
+    for methods in app_module.app.routes.values():
+        for entry in methods.values():
+            monkeypatch.setattr(entry, "cors", config)
+    return origin
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status"),
+    [
+        ("GET", "/auth/user", {}, 401),
+        ("GET", "/auth/user", {"Authorization": "Bearer not.a.jwt"}, 401),
+        ("GET", "/no/such/route", {}, 403),
+        ("POST", "/auth/signup", {"Content-Type": "text/plain"}, 415),
+        ("GET", "/items?limit=0", "alice", 400),
+    ],
+)
+def test_every_error_carries_the_cors_headers_when_cors_is_on(
+    api: Api, cors_on: str, method: str, path: str, headers: Any, status: int
+) -> None:
+    if headers == "alice":
+        api.signup("alice")
+        headers = _bearer(api.login("alice"))
+    response = api.client.http.request(method, path, headers=headers, body=b"")
+    assert response.status_code == status
+    assert response.headers["Access-Control-Allow-Origin"] == cors_on
+    assert isinstance(response.json_body["message"], str)
 
 
 BAD_INPUTS = [
@@ -451,7 +515,22 @@ def test_in_lambda_a_missing_variable_fails_the_cold_start_naming_it() -> None:
     assert "environment variable TABLE_NAME is required" in result.stderr
 
 
-def test_the_authorizer_denies_when_the_signing_key_cannot_be_read(
+def test_an_unreadable_signing_key_is_a_503_not_a_denial(
+    api: Api, clock: FakeClock, dependencies: app_module.Dependencies
+) -> None:
+    api.signup("alice")
+    token = api.login("alice")
+    clock.advance(seconds=301)  # the cached key ring expires and must be read again
+    with Stubber(dependencies.secrets) as stubbed:
+        stubbed.add_client_error("get_secret_value", "InternalServiceError", http_status_code=500)
+        response = api.get("/auth/user", token)
+    assert response.status_code == 503
+    assert response.json_body == {"message": "Service temporarily unavailable, please retry"}
+    # Nothing was cached: once the key can be read again, the same token works.
+    assert api.get("/auth/user", token).status_code == 200
+
+
+def test_a_missing_signing_key_is_a_503_too(
     api: Api, clock: FakeClock, aws: boto3.Session, resources: Resources
 ) -> None:
     api.signup("alice")
@@ -459,5 +538,5 @@ def test_the_authorizer_denies_when_the_signing_key_cannot_be_read(
     aws.client("secretsmanager").delete_secret(
         SecretId=resources.jwt_secret_id, ForceDeleteWithoutRecovery=True
     )
-    clock.advance(seconds=301)  # the cached key ring expires and cannot be refetched
-    assert api.get("/auth/user", token).status_code == 403
+    clock.advance(seconds=301)
+    assert api.get("/auth/user", token).status_code == 503

@@ -413,7 +413,7 @@ def test_signing_key_rotation_end_to_end(
     assert api.get("/auth/user", before).status_code == 200
     assert api.get("/auth/user", after).status_code == 200
     rotate()
-    assert api.get("/auth/user", before).status_code == 403
+    assert api.get("/auth/user", before).status_code == 401
     assert api.get("/auth/user", after).status_code == 200
 
 

@@ -5,7 +5,8 @@ process environment, so the dev stage's ``ALLOWED_ORIGINS`` (the default site po
 The site's port is a setting (``SITE_PORT``) and the tests run it on a free port, so this builds
 the same server through Chalice's own factory and lets ``LOCAL_ALLOWED_ORIGINS`` replace that one
 variable. Everything else is what ``chalice local --no-autoreload`` runs, with a listen backlog
-that survives a burst of simultaneous clients.
+that survives a burst of simultaneous clients and API Gateway's own answers to authorizer
+denials (``tools/localgateway.py``).
 
 Run: ``python -m tools.localapi --host 127.0.0.1 --port 8000 --stage dev``.
 """
@@ -23,6 +24,8 @@ from chalice import local
 from chalice.app import Chalice
 from chalice.cli import create_local_server
 from chalice.cli.factory import CLIFactory
+
+from tools import localgateway
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERRIDE = "LOCAL_ALLOWED_ORIGINS"
@@ -52,6 +55,8 @@ def main() -> None:
     # socketserver's listen backlog is 5: a burst of simultaneous clients (a page's parallel
     # calls, the signup race test) overflows it and connections are reset.
     local.ThreadedHTTPServer.request_queue_size = 128
+    # Authorizer denials and failures answered as the deployed gateway responses answer them.
+    localgateway.install()
     factory = _Factory(str(ROOT), environ=os.environ)
     server = create_local_server(factory, args.host, args.port, args.stage)
     server.serve_forever()

@@ -1,0 +1,285 @@
+"""The current request, read the way every route needs it: body, caller, client, parameters."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+from chalice.app import Chalice, Request, Response
+from pydantic import ValidationError
+
+from chalicelib.events import Client
+from chalicelib.payloads import Payload
+from chalicelib.settings import EDGE_HEADER, Settings
+from chalicelib.users import UserNotFound
+from chalicelib.web.errors import HttpError
+
+# Room for an item's 32 KiB of data plus its other fields.
+MAX_BODY_BYTES = 64 * 1024
+UNSUPPORTED_MEDIA_TYPE = "Content-Type must be application/json"
+# A header no cross-site form can send, and that makes any cross-origin fetch preflight.
+CSRF_HEADER = "X-Requested-With"
+REFRESH_COOKIE = "gatehouse_refresh"
+# What If-Match may hold: the strong or weak ETag of one version. "*" is not supported: every
+# change names the version it is based on.
+ETAG = re.compile(r'\s*(?:W/)?"(\d{1,18})"\s*')
+# Shapes of ids in paths, checked before they become keys (DynamoDB refuses keys over 1 KB).
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+RESOURCE_ID = re.compile(r"[0-9a-f]{28}")
+MAX_USERNAME = 128
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+PayloadT = TypeVar("PayloadT", bound=Payload)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Caller:
+    """Who the authorizer let in: the profile it read and the session of the token."""
+
+    username: str
+    role: str
+    session_id: str
+    profile: dict[str, str]
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    limit: int
+    cursor: str | None
+
+
+def json_response(
+    status: int, body: Mapping[str, Any], headers: Mapping[str, str | list[str]] | None = None
+) -> Response:
+    return Response(
+        body=json.dumps(body),
+        status_code=status,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+class Http:
+    """Reads the current request of ``app``; ``settings`` is called when a reading needs them."""
+
+    def __init__(self, app: Chalice, *, settings: Callable[[], Settings]) -> None:
+        self._app = app
+        self._settings = settings
+
+    @property
+    def request(self) -> Request:
+        request = self._app.current_request
+        if request is None:
+            raise RuntimeError("no current request outside a route")
+        return request
+
+    def body(self, model: type[PayloadT]) -> PayloadT:
+        """The JSON body validated against ``model``, or a 4xx ``HttpError``."""
+        request = self.request
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            raise HttpError(415, UNSUPPORTED_MEDIA_TYPE)
+        raw = request.raw_body
+        if len(raw) > MAX_BODY_BYTES:
+            raise HttpError(413, f"Request body is larger than {MAX_BODY_BYTES} bytes")
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            # RecursionError: a few kilobytes of "[[[[..." nest deeper than the parser allows.
+            raise HttpError(400, "Request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise HttpError(400, "Request body must be a JSON object")
+        try:
+            # JSON may spell lone surrogates ("\\ud800"), which DynamoDB cannot store.
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise HttpError(400, "Request body contains invalid Unicode") from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+
+    def has_body(self) -> bool:
+        return bool(self.request.raw_body)
+
+    def caller(self) -> Caller:
+        """The authorizer's context: the profile (username, role, createdAt, ...), sessionId."""
+        context = self.request.context.get("authorizer") or {}
+        if "username" not in context:
+            raise HttpError(401, "Unauthorized")
+        fields = {key: str(value) for key, value in context.items()}
+        return Caller(
+            username=fields["username"],
+            role=fields.get("role", "user"),
+            session_id=fields.get("sessionId", ""),
+            profile=fields,
+        )
+
+    def admin(self) -> Caller:
+        caller = self.caller()
+        if not caller.is_admin:
+            raise HttpError(403, "Administrator role required")
+        return caller
+
+    def client(self) -> Client:
+        """The caller's address (its rate-limit key) and user agent."""
+        request = self.request
+        address = str((request.context.get("identity") or {}).get("sourceIp") or "unknown")
+        hops = self._settings().trusted_proxy_hops
+        if hops and self.through_edge():
+            # Behind N trusted proxies (CloudFront), the client is the Nth address from the
+            # right; anything further left was written by the client and cannot be trusted.
+            forwarded = request.headers.get("x-forwarded-for", "").split(",")
+            forwarded = [part.strip() for part in forwarded if part.strip()]
+            if len(forwarded) >= hops:
+                address = forwarded[-hops]
+        user_agent = request.headers.get("user-agent", "")[:200]
+        return Client(ip=_rate_key(address), user_agent=user_agent)
+
+    def through_edge(self) -> bool:
+        """Whether the request came through our CDN, which alone may vouch for forwarded headers.
+
+        With ``EDGE_SECRET`` set, CloudFront adds it as ``EDGE_HEADER``; a caller of the API
+        Gateway endpoint itself lacks it, so its ``X-Forwarded-For`` cannot pick its rate key.
+        """
+        secret = self._settings().edge_secret
+        if secret is None:
+            return True
+        presented = self.request.headers.get(EDGE_HEADER, "")
+        return hmac.compare_digest(presented.encode("utf-8"), secret.encode("utf-8"))
+
+    def refresh_cookie(self) -> str | None:
+        # Split by hand: SimpleCookie gives up on the whole header over one odd cookie of a
+        # neighbouring app, which would make refresh impossible in that browser.
+        for pair in self.request.headers.get("cookie", "").split(";"):
+            name, _, value = pair.strip().partition("=")
+            if name == REFRESH_COOKIE and value:
+                return str(value)
+        return None
+
+    def set_refresh_cookie(self, value: str, max_age: int) -> dict[str, str]:
+        """The ``Set-Cookie`` header that stores (or, with ``max_age`` 0, clears) the cookie."""
+        settings = self._settings()
+        parts = [
+            f"{REFRESH_COOKIE}={value}",
+            f"Path={settings.refresh_cookie_path}",
+            f"Max-Age={max_age}",
+            "HttpOnly",
+            "SameSite=Strict",
+        ]
+        # Only the local dev stage, served over plain http, turns Secure off.
+        if settings.refresh_cookie_secure:
+            parts.append("Secure")
+        return {"Set-Cookie": "; ".join(parts)}
+
+    def clear_refresh_cookie(self) -> dict[str, str]:
+        return self.set_refresh_cookie("", 0)
+
+    def refuse_cross_site(self) -> None:
+        """Cookie-borne requests must come from an allowed origin and carry our header."""
+        request = self.request
+        settings = self._settings()
+        origin = request.headers.get("origin", "").rstrip("/")
+        allowed = settings.allowed_origins
+        if settings.site_origin_header and self.through_edge():
+            # Set by our CloudFront function to the origin the browser used, whatever it sent;
+            # it names the site's origin where that is not known before deployment.
+            stated = request.headers.get(settings.site_origin_header, "").rstrip("/")
+            allowed = allowed | {stated} - {""}
+        if origin not in allowed:
+            raise HttpError(403, "Cross-site request refused: origin not allowed")
+        if not request.headers.get(CSRF_HEADER):
+            raise HttpError(403, f"Cross-site request refused: {CSRF_HEADER} header required")
+
+    def if_match(self) -> int | None:
+        """The version the client's change is based on, from its If-Match ETag."""
+        raw = self.request.headers.get("if-match")
+        if raw is None:
+            return None
+        match = ETAG.fullmatch(raw)
+        if match is None:
+            raise HttpError(412, "If-Match does not match the item's current ETag")
+        return int(match.group(1))
+
+    def required_if_match(self) -> int:
+        version = self.if_match()
+        if version is None:
+            raise HttpError(428, "If-Match header required: send the ETag of the item you read")
+        return version
+
+    def page(self) -> PageRequest:
+        """``limit`` and ``cursor``; an empty cursor, like none, asks for the first page."""
+        params = self.query()
+        raw = params.get("limit") or str(DEFAULT_PAGE_SIZE)
+        try:
+            limit = int(raw)
+        except ValueError:
+            raise HttpError(400, "limit must be an integer") from None
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise HttpError(400, f"limit must be between 1 and {MAX_PAGE_SIZE}")
+        return PageRequest(limit, params.get("cursor") or None)
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
+        """An optional query parameter limited to ``choices``; empty counts as absent."""
+        value: str | None = self.query().get(name) or None
+        if value is not None and value not in choices:
+            raise HttpError(400, f"{name} must be one of {', '.join(choices)}")
+        return value
+
+    def required_choice(self, name: str, choices: tuple[str, ...]) -> str:
+        value = self.choice(name, choices)
+        if value is None:
+            raise HttpError(400, f"{name} is required: one of {', '.join(choices)}")
+        return value
+
+    def query(self) -> Mapping[str, str]:
+        return self.request.query_params or {}
+
+
+def path_id(raw: str, shape: re.Pattern[str], missing: type[Exception]) -> str:
+    """A path id of the right shape; any other is a resource that does not exist."""
+    if not shape.fullmatch(raw):
+        raise missing(raw)
+    return raw
+
+
+def username_param(raw: str) -> str:
+    """A user name from a path, where names of the original system may be percent-encoded."""
+    username = unquote(raw)
+    if len(username) > MAX_USERNAME:
+        raise UserNotFound(username)
+    return username
+
+
+def _invalid(exc: ValidationError) -> HttpError:
+    # Field names and reasons only: never echo the input, which may be a password.
+    errors = [
+        {
+            "field": ".".join(str(part) for part in error["loc"]) or "body",
+            "reason": error["msg"],
+        }
+        for error in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+    summary = "; ".join(f"{error['field']}: {error['reason']}" for error in errors)
+    return HttpError(400, f"Invalid request: {summary}", errors=errors)
+
+
+def _rate_key(address: str) -> str:
+    """An IPv4 address as it is; an IPv6 address as its /64, which one subscriber usually holds."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return "unknown"
+    if parsed.version == 6:
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)

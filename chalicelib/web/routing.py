@@ -1,0 +1,87 @@
+"""Routes that document themselves: one decorator registers a view with Chalice, records what
+it promises for the OpenAPI document, checks the admin role and turns errors into answers."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from chalice.app import Chalice, ChaliceAuthorizer, Response
+from pydantic import BaseModel
+
+from chalicelib.openapi import Operation
+from chalicelib.web.errors import http_error
+from chalicelib.web.http import Http, json_response
+
+View = TypeVar("View", bound=Callable[..., Response])
+
+
+class Routes:
+    def __init__(self, app: Chalice, http: Http, *, api_key_required: bool) -> None:
+        self._app = app
+        self._http = http
+        # With usage plans (cdk context apiKeys) API Gateway answers 403 to any request without
+        # a key: CloudFront sends the site's own, machine clients each have theirs.
+        self._api_key_required = api_key_required
+        self._docs: dict[str, dict[str, Any]] = {}
+
+    def __call__(
+        self,
+        spec: str,
+        response: type[BaseModel],
+        authorizer: ChaliceAuthorizer | None = None,
+        *,
+        admin: bool = False,
+        errors: tuple[int, ...] = (),
+        **doc: Any,
+    ) -> Callable[[View], View]:
+        """Register the view for ``spec`` ("GET /items", "PUT,PATCH /users/{username}"), which
+        answers ``response``; its docstring is the summary, ``doc`` the rest of its ``Operation``.
+        """
+        method, _, path = spec.partition(" ")
+
+        def register(view: View) -> View:
+            self._docs[view.__name__] = {
+                "summary": (view.__doc__ or "").strip().rstrip("."),
+                "response": response,
+                "admin": admin,
+                "errors": errors + ((403,) if admin else ()),
+                **doc,
+            }
+
+            @functools.wraps(view)
+            def handle(*args: Any, **kwargs: Any) -> Response:
+                try:
+                    if admin:
+                        self._http.admin()
+                    return view(*args, **kwargs)
+                except Exception as exc:
+                    error = http_error(exc)
+                    if error is None:
+                        raise
+                    body = {"message": error.message, **error.extra}
+                    return json_response(error.status, body, error.headers)
+
+            self._app.route(
+                path,
+                methods=method.split(","),
+                authorizer=authorizer,
+                api_key_required=self._api_key_required,
+            )(handle)
+            return handle  # type: ignore[return-value]
+
+        return register
+
+    def operations(self) -> list[Operation]:
+        """Every route of the route table with what its view promises (KeyError: undocumented)."""
+        return [
+            Operation(
+                method=method,
+                path=path,
+                bearer=entry.authorizer is not None,
+                **self._docs[entry.view_name],
+            )
+            for path, methods in self._app.routes.items()
+            for method, entry in methods.items()
+        ]
