@@ -59,8 +59,9 @@ _TOO_SMALL = Decimal("1e-130")
 
 
 def _storable(data: dict[str, Any]) -> dict[str, Any]:
-    """What DynamoDB can hold: bounded size (well under its 400 KB item limit) and nesting,
-    finite numbers of at most 38 significant digits."""
+    """What DynamoDB can hold and give back unchanged: bounded size (well under its 400 KB item
+    limit) and nesting, no empty keys, finite numbers of at most 38 significant digits within
+    its range. (The request parser has already refused invalid Unicode.)"""
     try:
         encoded = json.dumps(data, separators=(",", ":"), allow_nan=False)
     except ValueError:
@@ -75,6 +76,9 @@ def _check_values(value: Any, *, depth: int) -> None:
     if depth > MAX_DATA_DEPTH:
         raise ValueError(f"must not nest deeper than {MAX_DATA_DEPTH} levels")
     if isinstance(value, dict):
+        if "" in value:
+            # DynamoDB refuses empty attribute names at any depth.
+            raise ValueError("keys must not be empty, at any depth")
         for inner in value.values():
             _check_values(inner, depth=depth + 1)
     elif isinstance(value, list):

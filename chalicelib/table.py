@@ -27,6 +27,7 @@ from typing import Any
 PARTITION_KEY = "pk"
 SORT_KEY = "sk"
 TTL_ATTRIBUTE = "expiresAt"
+_INTEGER_LIMIT = Decimal(10) ** 38
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,9 @@ def plain(value: Any) -> Any:
     if isinstance(value, list):
         return [plain(inner) for inner in value]
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        # Integers the API accepts have at most 38 digits; a larger whole number was a float.
+        whole = value == value.to_integral_value() and abs(value) < _INTEGER_LIMIT
+        return int(value) if whole else float(value)
     return value
 
 
