@@ -11,13 +11,15 @@ from typing import Any
 
 import boto3
 import pytest
-from chalice.test import Client
+from chalice.test import Client, HTTPResponse
 from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
 
 import app as app_module
+from chalicelib.openapi import document
 from chalicelib.passwords import ScryptCost
 from chalicelib.table import user_key
+from tests.contract import Contract
 from tools import localgateway
 from tools.localaws import Resources, provision
 
@@ -90,9 +92,26 @@ def dependencies(
     return deps
 
 
+@pytest.fixture(scope="session")
+def contract() -> Contract:
+    return Contract(document(app_module.api_operations(), title="", version=""))
+
+
 @pytest.fixture
-def client(dependencies: app_module.Dependencies) -> Iterator[Client]:
+def client(dependencies: app_module.Dependencies, contract: Contract) -> Iterator[Client]:
+    """Chalice's test client; every answer it gets is checked against the OpenAPI document."""
     with Client(app_module.app, stage_name="dev", project_dir=str(ROOT)) as test_client:
+        http = test_client.http
+        send = http.request
+
+        def checked(
+            method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""
+        ) -> HTTPResponse:
+            response = send(method, path, headers, body)
+            contract.check(method, path, response.status_code, response.body)
+            return response
+
+        http.request = checked  # type: ignore[method-assign]
         yield test_client
 
 
