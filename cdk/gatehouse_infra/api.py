@@ -12,14 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import aws_cdk as cdk
-from aws_cdk import aws_apigateway as apigateway
-from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_route53 as route53
-from aws_cdk import aws_route53_targets as targets
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from chalice.cdk import Chalice
@@ -27,6 +24,7 @@ from constructs import Construct
 
 from chalicelib.objectkeys import UPLOAD_PREFIX
 from gatehouse_infra import runtime
+from gatehouse_infra.gateway import REST_API, configure_rest_api, custom_domain, usage_plans
 from gatehouse_infra.nag import acknowledge, finding
 from gatehouse_infra.runtime import (
     API_FUNCTION,
@@ -38,8 +36,6 @@ from gatehouse_infra.runtime import (
 
 ROOT = Path(__file__).resolve().parents[2]
 SIGNING_KEY_ROTATION = cdk.Duration.days(30)
-REST_API = "RestAPI"  # the logical id ``chalice package`` gives the API
-GATEWAY_RESPONSE_TEMPLATE = '{"message": $context.error.messageString}'
 # runtime.LOG_RETENTION_DAYS as CDK's enum (jsii enums are not built from their number).
 RETENTION = {
     7: logs.RetentionDays.ONE_WEEK,
@@ -147,8 +143,15 @@ class Api(Construct):
         rotation_function.add_property_override("Role", rotation_role.role_arn)
         rotation_function.add_property_override("MemorySize", runtime.ROTATION_MEMORY_MB)
         rotation_function.add_property_override("Timeout", runtime.ROTATION_TIMEOUT_SECONDS)
-        self._configure_rest_api(throttle_rate_limit, throttle_burst_limit, cors_allow_origin)
-        self.rest_api_id = self.chalice.get_resource(REST_API).ref
+        rest_api = self.chalice.get_resource(REST_API)
+        configure_rest_api(
+            rest_api,
+            name=self.name,
+            rate_limit=throttle_rate_limit,
+            burst_limit=throttle_burst_limit,
+            cors_allow_origin=cors_allow_origin,
+        )
+        self.rest_api_id = rest_api.ref
         self.execute_api_domain = f"{self.rest_api_id}.execute-api.{stack.region}.amazonaws.com"
         self.url = f"https://{self.execute_api_domain}/{STAGE}/"
         self.function_names = {
@@ -172,12 +175,24 @@ class Api(Construct):
         rotation.node.add_dependency(self.chalice, permission)
         self.domain_url: str | None = None
         if api_domain is not None and zone is not None:
-            self.domain_url = self._custom_domain(api_domain, zone)
+            self.domain_url = custom_domain(
+                self, domain_name=api_domain, zone=zone, rest_api_id=self.rest_api_id
+            )
         self.site_api_key_reference: str | None = None
         self.machine_plan_id: str | None = None
         if api_keys:
-            self.site_api_key_reference, self.machine_plan_id = self._usage_plans(
-                machine_rate_limit, machine_burst_limit, machine_monthly_quota
+            secret, self.site_api_key_reference = self._shared_secret(
+                "SiteApiKeyValue", "site-api-key", "The API key CloudFront sends for the site", 40
+            )
+            self.machine_plan_id = usage_plans(
+                self,
+                prefix=self._prefix,
+                rest_api_id=self.rest_api_id,
+                site_key_value=self.site_api_key_reference,
+                site_key_secret=secret,
+                machine_rate_limit=machine_rate_limit,
+                machine_burst_limit=machine_burst_limit,
+                machine_monthly_quota=machine_monthly_quota,
             )
         self._acknowledge(uploads)
 
@@ -215,39 +230,6 @@ class Api(Construct):
             arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
         )
 
-    def _configure_rest_api(
-        self, rate_limit: int, burst_limit: int, cors_allow_origin: str | None
-    ) -> None:
-        rest_api = self.chalice.get_resource(REST_API)
-        rest_api.add_property_override("Name", self.name)
-        rest_api.add_property_override(
-            "MethodSettings",
-            [
-                {
-                    "ResourcePath": "/*",
-                    "HttpMethod": "*",
-                    "ThrottlingRateLimit": rate_limit,
-                    "ThrottlingBurstLimit": burst_limit,
-                }
-            ],
-        )
-        # API Gateway's own refusals (no token, denied, throttled, ...) carry {"message": ...}
-        # like the app's errors. In the definition body so a change redeploys the stage.
-        headers = {"gatewayresponse.header.Cache-Control": "'no-store'"}
-        if cors_allow_origin:
-            headers["gatewayresponse.header.Access-Control-Allow-Origin"] = f"'{cors_allow_origin}'"
-            headers["gatewayresponse.header.Vary"] = "'Origin'"
-        rest_api.add_property_override(
-            "DefinitionBody.x-amazon-apigateway-gateway-responses",
-            {
-                kind: {
-                    "responseParameters": headers,
-                    "responseTemplates": {"application/json": GATEWAY_RESPONSE_TEMPLATE},
-                }
-                for kind in ("DEFAULT_4XX", "DEFAULT_5XX")
-            },
-        )
-
     def _shared_secret(
         self, id: str, name: str, description: str, length: int
     ) -> tuple[secretsmanager.Secret, str]:
@@ -274,87 +256,6 @@ class Api(Construct):
             },
         )
         return secret, cdk.SecretValue.secrets_manager(secret_name).unsafe_unwrap()
-
-    def _after_stage(self, resource: cdk.CfnResource) -> None:
-        """Waits for the stage SAM generates (<api><stage>Stage): made earlier, it fails."""
-        resource.add_override("DependsOn", [REST_API, f"{REST_API}{STAGE}Stage"])
-        cdk.Validations.of(resource).acknowledge(
-            cdk.Acknowledgment(
-                id="CloudFormation-Validate::E3005",
-                reason="The stage exists once the SAM transform has run, before deployment.",
-            )
-        )
-
-    def _usage_plans(
-        self, machine_rate_limit: int, machine_burst_limit: int, machine_monthly_quota: int
-    ) -> tuple[str, str]:
-        """Every route needs an API key: the site's (sent by CloudFront), or a machine client's.
-
-        The site's key value is generated in Secrets Manager and read by CloudFormation, like the
-        edge key; machine clients' keys are made by the operator and added to the machine plan
-        (cdk/README.md). Returns the reference CloudFront sends as ``x-api-key`` and the machine
-        plan's id.
-        """
-        secret, reference = self._shared_secret(
-            "SiteApiKeyValue", "site-api-key", "The API key CloudFront sends for the site", 40
-        )
-        key = apigateway.CfnApiKey(
-            self, "SiteApiKey", name=f"{self._prefix}-site", enabled=True, value=reference
-        )
-        key.node.add_dependency(secret)
-        stage = [apigateway.CfnUsagePlan.ApiStageProperty(api_id=self.rest_api_id, stage=STAGE)]
-        # The site's plan adds no limit of its own: the stage throttle and WAF bound it.
-        site_plan = apigateway.CfnUsagePlan(
-            self, "SitePlan", usage_plan_name=f"{self._prefix}-site", api_stages=stage
-        )
-        machine_plan = apigateway.CfnUsagePlan(
-            self,
-            "MachinePlan",
-            usage_plan_name=f"{self._prefix}-machines",
-            description="Machine clients: add each client's key to this plan",
-            api_stages=stage,
-            throttle=apigateway.CfnUsagePlan.ThrottleSettingsProperty(
-                rate_limit=machine_rate_limit, burst_limit=machine_burst_limit
-            ),
-            quota=apigateway.CfnUsagePlan.QuotaSettingsProperty(
-                limit=machine_monthly_quota, period="MONTH"
-            ),
-        )
-        for plan in (site_plan, machine_plan):
-            self._after_stage(plan)
-        apigateway.CfnUsagePlanKey(
-            self, "SitePlanKey", key_id=key.ref, key_type="API_KEY", usage_plan_id=site_plan.ref
-        )
-        return reference, machine_plan.ref
-
-    def _custom_domain(self, api_domain: str, zone: route53.IHostedZone) -> str:
-        """``api.<domain>``: a regional endpoint, so its certificate lives in this region."""
-        certificate = acm.Certificate(
-            self,
-            "ApiCertificate",
-            domain_name=api_domain,
-            validation=acm.CertificateValidation.from_dns(zone),
-        )
-        domain = apigateway.DomainName(
-            self,
-            "ApiDomain",
-            domain_name=api_domain,
-            certificate=certificate,
-            endpoint_type=apigateway.EndpointType.REGIONAL,
-            security_policy=apigateway.SecurityPolicy.TLS_1_2,
-        )
-        mapping = apigateway.CfnBasePathMapping(
-            self,
-            "ApiMapping",
-            domain_name=domain.domain_name,
-            rest_api_id=self.rest_api_id,
-            stage=STAGE,
-        )
-        self._after_stage(mapping)
-        alias = route53.RecordTarget.from_alias(targets.ApiGatewayDomain(domain))
-        route53.ARecord(self, "ApiAlias", zone=zone, record_name=api_domain, target=alias)
-        route53.AaaaRecord(self, "ApiAliasV6", zone=zone, record_name=api_domain, target=alias)
-        return f"https://{api_domain}/"
 
     def _acknowledge(self, uploads: s3.IBucket) -> None:
         """The only wildcards: objects under uploads/ and the streams of our own log groups."""
