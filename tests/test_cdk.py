@@ -461,6 +461,60 @@ class TestApi:
         assert any(r.endswith(":table/gatehouse-production") for r in resources)
         assert any(":secret:gatehouse/production/jwt-signing-key-" in r for r in resources)
 
+    def test_chalice_rotation_policy_grants_what_the_cdk_rotation_role_grants(
+        self, plain: Assembly
+    ) -> None:
+        document = json.loads((ROOT / ".chalice" / "policy-prod-rotation.json").read_text())
+        actions = {action for s in document["Statement"] for action in as_list(s["Action"])}
+        granted = {
+            action
+            for name, statement in statements(plain.template("api"))
+            if name.startswith("RotationRoleDefaultPolicy")
+            for action in as_list(statement["Action"])
+        }
+        assert actions - {"logs:CreateLogGroup"} == granted
+
+    def test_the_chalice_prod_stage_runs_what_cdk_deploys(self, plain: Assembly) -> None:
+        """``chalice deploy --stage prod`` and ``cdk deploy`` come from one definition."""
+        config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+        stage = config["stages"]["prod"]
+        functions = self.functions(plain)
+        handler = functions["APIHandler"]
+        assert [stage["lambda_architecture"]] == handler["Architectures"]
+        assert (stage["lambda_memory_size"], stage["lambda_timeout"]) == (
+            handler["MemorySize"],
+            handler["Timeout"],
+        )
+        rotation = stage["lambda_functions"]["rotate_signing_key"]
+        assert (rotation["lambda_memory_size"], rotation["lambda_timeout"]) == (
+            functions["RotateSigningKey"]["MemorySize"],
+            functions["RotateSigningKey"]["Timeout"],
+        )
+        rest_api = plain.one("api", "AWS::Serverless::Api")
+        assert stage["api_gateway_endpoint_type"] == rest_api["EndpointConfiguration"]
+        assert stage["api_gateway_stage"] == rest_api["StageName"]
+        groups = plain.resources("api", "AWS::Logs::LogGroup").values()
+        assert {g["Properties"]["RetentionInDays"] for g in groups} == {
+            stage["log_retention_in_days"]
+        }
+        chalice = stage["environment_variables"]
+        deployed = handler["Environment"]["Variables"]
+        for key in ("LOG_LEVEL", "AUTHORIZER_TTL_SECONDS", "API_KEY_REQUIRED", "CORS_ALLOW_ORIGIN"):
+            assert chalice[key] == deployed[key], key
+        # CloudFront's own hop, and the edge key that lets the API trust it, exist only in CDK.
+        assert int(deployed["TRUSTED_PROXY_HOPS"]) == (
+            int(chalice["TRUSTED_PROXY_HOPS"]) + runtime.CLOUDFRONT_HOPS
+        )
+        assert set(deployed) - set(chalice) == {"SITE_ORIGIN_HEADER", "EDGE_SECRET"}
+
+    def test_packaging_time_settings_are_the_stages_variables(self, domain: Assembly) -> None:
+        """What app.py read while Chalice packaged it is what the functions get to run with."""
+        for properties in self.functions(domain).values():
+            environment = properties["Environment"]["Variables"]
+            assert environment["CORS_ALLOW_ORIGIN"] == "https://example.com"
+            assert environment["API_KEY_REQUIRED"] == "true"
+            assert environment["AUTHORIZER_TTL_SECONDS"] == str(runtime.AUTHORIZER_TTL_SECONDS)
+
     def test_the_api_role_reaches_only_the_users_uploads(self, plain: Assembly) -> None:
         objects = [
             resource
