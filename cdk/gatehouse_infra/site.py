@@ -73,7 +73,7 @@ class Site(Construct):
         site_dir: Path,
         access_logs: s3.IBucket,
         uploads: s3.IBucket,
-        api_domain: str,
+        api_origin: str,
         edge_key_reference: str,
         site_api_key_reference: str | None,
         domain_name: str | None,
@@ -135,8 +135,8 @@ class Site(Construct):
                 ("SiteOrigin", SITE_ORIGIN, "Tells the API which origin the browser used"),
             )
         )
-        api_origin = origins.HttpOrigin(
-            api_domain,
+        api = origins.HttpOrigin(
+            api_origin,
             protocol_policy=cloudfront.OriginProtocolPolicy.HTTPS_ONLY,
             origin_ssl_protocols=[cloudfront.OriginSslPolicy.TLS_V1_2],
             # Lets the API trust X-Forwarded-For and the site-origin header from us alone, and,
@@ -164,7 +164,7 @@ class Site(Construct):
             additional_behaviors={
                 # The path is passed on as it is: /api/auth/login is stage "api", route /auth/login.
                 f"/{STAGE}/*": cloudfront.BehaviorOptions(
-                    origin=api_origin,
+                    origin=api,
                     viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.HTTPS_ONLY,
                     allowed_methods=cloudfront.AllowedMethods.ALLOW_ALL,
                     cache_policy=cloudfront.CachePolicy.CACHING_DISABLED,

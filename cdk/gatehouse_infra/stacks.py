@@ -123,7 +123,7 @@ class SiteStack(cdk.Stack):
             site_dir=site_dir,
             access_logs=data.access_logs,
             uploads=data.uploads,
-            api_domain=api.execute_api_domain,
+            api_origin=api.execute_api_domain,
             edge_key_reference=api.edge_key_reference,
             site_api_key_reference=api.site_api_key_reference,
             domain_name=config.domain_name,
