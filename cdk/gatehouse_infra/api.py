@@ -312,5 +312,6 @@ def _package(
             },
         )
     finally:
-        os.environ.clear()
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
         os.environ.update(saved)
