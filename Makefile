@@ -21,7 +21,7 @@ NODE_STAMP := frontend/node_modules/.installed-$(shell sha1sum frontend/package-
 # The browser tests drive Debian's Chromium (Playwright cannot download its own here).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help install dev test lint typecheck unit bench admin clean site frontend-check synth deploy destroy
+.PHONY: help install dev test lint typecheck unit bench admin clean site frontend-check synth deploy destroy chalice-config
 
 help:
 	@echo "make dev    run the site on http://127.0.0.1:5173 (API under /api) with a local AWS emulator"
@@ -31,6 +31,7 @@ help:
 	@echo "make synth  synthesize every AWS stack offline (cdk/README.md)"
 	@echo "make deploy deploy every stack to your AWS account (cdk/README.md)"
 	@echo "make destroy delete the stacks, keeping the table and data buckets"
+	@echo "make chalice-config  regenerate the prod stage and policies in .chalice/ (cdk/README.md)"
 
 $(STAMP): requirements.txt requirements-dev.txt cdk/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -99,6 +100,11 @@ deploy: synth
 # Deletes the stacks; the table and the data buckets are retained (cdk/README.md, Teardown).
 destroy: $(STAMP) $(CDK_STAMP) site
 	$(CDK) destroy --all $(CONTEXT)
+
+# The prod stage of .chalice/config.json and .chalice/policy-prod*.json, for chalice deploy --stage
+# prod, from the definitions the CDK app deploys (cdk/gatehouse_infra/runtime.py).
+chalice-config: $(STAMP)
+	$(BIN)/python -m tools.chalice_prod
 
 # make admin USERNAME=alice: create or promote an administrator in the running `make dev`.
 admin: $(STAMP)

@@ -26,7 +26,7 @@ from tests.conftest import ROOT
 from tools.lambda_package import ELF_MACHINES, find_package, inspect
 
 sys.path.insert(0, str(ROOT / "cdk"))
-from gatehouse_infra import api as api_module
+from gatehouse_infra import runtime
 from gatehouse_infra.config import ConfigError, DeployConfig
 from gatehouse_infra.data import UPLOAD_TEMP_PREFIX
 from gatehouse_infra.site import SITE_ORIGIN, SPA_ROUTING
@@ -63,7 +63,7 @@ TAGGABLE = frozenset(
 # CDK creates its cross-region reference helpers while resolving references, after tagging.
 UNTAGGABLE_HELPERS = ("CustomCrossRegionExport",)
 API_GRANTS = {
-    *api_module.TABLE_ACTIONS,
+    *runtime.TABLE_ACTIONS,
     "secretsmanager:GetSecretValue",
     "s3:PutObject",
     "s3:GetObject",
@@ -84,10 +84,26 @@ DOMAIN = {
 }
 
 
+# Runs cdk/app.py as ``cdk synth`` would, and records which variables of os.environ differ
+# afterwards: synthesis must not leave values behind in the process it runs in.
+SYNTH_DRIVER = """
+import json, os, runpy, sys
+app, report = sys.argv[1:]
+before = dict(os.environ)
+sys.argv = [app]
+runpy.run_path(app, run_name="__main__")
+after = dict(os.environ)
+changed = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
+with open(report, "w") as file:
+    json.dump(changed, file)
+"""
+
+
 @dataclass
 class Assembly:
     path: Path
     output: str
+    environ_changes: list[str]
 
     def template(self, stack: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(
@@ -126,8 +142,9 @@ def synthesize(out: Path, site: Path, overrides: dict[str, Any]) -> Assembly:
         AWS_DEFAULT_REGION="eu-west-2",
         JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20",
     )
+    report = out / "environ-changes.json"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "cdk" / "app.py")],
+        [sys.executable, "-c", SYNTH_DRIVER, str(ROOT / "cdk" / "app.py"), str(report)],
         cwd=out,  # chalice.out/ is written here
         env=env,
         capture_output=True,
@@ -137,7 +154,9 @@ def synthesize(out: Path, site: Path, overrides: dict[str, Any]) -> Assembly:
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    return Assembly(path=out / "cdk.out", output=output)
+    return Assembly(
+        path=out / "cdk.out", output=output, environ_changes=json.loads(report.read_text())
+    )
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +208,10 @@ class TestSynthesis:
             f"gatehouse-production-{name}.template.json"
             for name in ("api", "data", "edge-monitoring", "monitoring", "site")
         ]
+
+    def test_synthesis_leaves_the_process_environment_unchanged(self, assembly: Assembly) -> None:
+        """Packaging-time values reach app.py through the stage's variables, not os.environ."""
+        assert assembly.environ_changes == []
 
     def test_every_lambda_dependency_was_installed(self, assembly: Assembly) -> None:
         assert "Could not install dependencies" not in assembly.output
@@ -346,11 +369,11 @@ class TestApi:
         assert functions["RotateSigningKey"]["Architectures"] == ["arm64"]
         for name in ("APIHandler", "Bearer"):
             assert functions[name]["Architectures"] == ["arm64"]
-            assert functions[name]["MemorySize"] == api_module.MEMORY_MB
-            assert functions[name]["Timeout"] == api_module.TIMEOUT_SECONDS
+            assert functions[name]["MemorySize"] == runtime.MEMORY_MB
+            assert functions[name]["Timeout"] == runtime.TIMEOUT_SECONDS
             environment = functions[name]["Environment"]["Variables"]
             assert environment["TRUSTED_PROXY_HOPS"] == "2"
-            assert environment["SITE_ORIGIN_HEADER"] == api_module.SITE_ORIGIN_HEADER
+            assert environment["SITE_ORIGIN_HEADER"] == runtime.SITE_ORIGIN_HEADER
             assert environment["JWT_SECRET_ID"] == {"Ref": self.secret_name(plain)}
             assert set(environment) >= {"TABLE_NAME", "UPLOADS_BUCKET", "ALLOWED_ORIGINS"}
             assert environment["EDGE_SECRET"] == EDGE_KEY_REFERENCE
@@ -437,6 +460,60 @@ class TestApi:
         assert "*" not in resources
         assert any(r.endswith(":table/gatehouse-production") for r in resources)
         assert any(":secret:gatehouse/production/jwt-signing-key-" in r for r in resources)
+
+    def test_chalice_rotation_policy_grants_what_the_cdk_rotation_role_grants(
+        self, plain: Assembly
+    ) -> None:
+        document = json.loads((ROOT / ".chalice" / "policy-prod-rotation.json").read_text())
+        actions = {action for s in document["Statement"] for action in as_list(s["Action"])}
+        granted = {
+            action
+            for name, statement in statements(plain.template("api"))
+            if name.startswith("RotationRoleDefaultPolicy")
+            for action in as_list(statement["Action"])
+        }
+        assert actions - {"logs:CreateLogGroup"} == granted
+
+    def test_the_chalice_prod_stage_runs_what_cdk_deploys(self, plain: Assembly) -> None:
+        """``chalice deploy --stage prod`` and ``cdk deploy`` come from one definition."""
+        config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+        stage = config["stages"]["prod"]
+        functions = self.functions(plain)
+        handler = functions["APIHandler"]
+        assert [stage["lambda_architecture"]] == handler["Architectures"]
+        assert (stage["lambda_memory_size"], stage["lambda_timeout"]) == (
+            handler["MemorySize"],
+            handler["Timeout"],
+        )
+        rotation = stage["lambda_functions"]["rotate_signing_key"]
+        assert (rotation["lambda_memory_size"], rotation["lambda_timeout"]) == (
+            functions["RotateSigningKey"]["MemorySize"],
+            functions["RotateSigningKey"]["Timeout"],
+        )
+        rest_api = plain.one("api", "AWS::Serverless::Api")
+        assert stage["api_gateway_endpoint_type"] == rest_api["EndpointConfiguration"]
+        assert stage["api_gateway_stage"] == rest_api["StageName"]
+        groups = plain.resources("api", "AWS::Logs::LogGroup").values()
+        assert {g["Properties"]["RetentionInDays"] for g in groups} == {
+            stage["log_retention_in_days"]
+        }
+        chalice = stage["environment_variables"]
+        deployed = handler["Environment"]["Variables"]
+        for key in ("LOG_LEVEL", "AUTHORIZER_TTL_SECONDS", "API_KEY_REQUIRED", "CORS_ALLOW_ORIGIN"):
+            assert chalice[key] == deployed[key], key
+        # CloudFront's own hop, and the edge key that lets the API trust it, exist only in CDK.
+        assert int(deployed["TRUSTED_PROXY_HOPS"]) == (
+            int(chalice["TRUSTED_PROXY_HOPS"]) + runtime.CLOUDFRONT_HOPS
+        )
+        assert set(deployed) - set(chalice) == {"SITE_ORIGIN_HEADER", "EDGE_SECRET"}
+
+    def test_packaging_time_settings_are_the_stages_variables(self, domain: Assembly) -> None:
+        """What app.py read while Chalice packaged it is what the functions get to run with."""
+        for properties in self.functions(domain).values():
+            environment = properties["Environment"]["Variables"]
+            assert environment["CORS_ALLOW_ORIGIN"] == "https://example.com"
+            assert environment["API_KEY_REQUIRED"] == "true"
+            assert environment["AUTHORIZER_TTL_SECONDS"] == str(runtime.AUTHORIZER_TTL_SECONDS)
 
     def test_the_api_role_reaches_only_the_users_uploads(self, plain: Assembly) -> None:
         objects = [
@@ -664,10 +741,10 @@ class TestEdgeFunctions:
     def test_the_site_origin_header_is_the_host_the_browser_used(self) -> None:
         forged = {
             "host": {"value": "example.com"},
-            api_module.SITE_ORIGIN_HEADER: {"value": "https://evil.example"},
+            runtime.SITE_ORIGIN_HEADER: {"value": "https://evil.example"},
         }
         request = run_function(SITE_ORIGIN, "/api/auth/refresh", forged)
-        assert request["headers"][api_module.SITE_ORIGIN_HEADER] == {"value": "https://example.com"}
+        assert request["headers"][runtime.SITE_ORIGIN_HEADER] == {"value": "https://example.com"}
 
 
 class TestMonitoring:

@@ -9,7 +9,9 @@ from typing import Any, Literal
 import aws_cdk as cdk
 from constructs import Node
 
-PROJECT = "gatehouse"
+from gatehouse_infra import runtime
+from gatehouse_infra.runtime import PROJECT
+
 BillingMode = Literal["on-demand", "provisioned"]
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _NAME = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
@@ -25,7 +27,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DeployConfig:
-    environment: str = "production"
+    environment: str = runtime.DEFAULT_ENVIRONMENT
     owner: str = "platform"
     primary_region: str = "eu-west-2"
     certificate_region: str = "us-east-1"
@@ -114,18 +116,28 @@ class DeployConfig:
     @property
     def prefix(self) -> str:
         """The stem of every name: ``gatehouse-production``."""
-        return f"{PROJECT}-{self.environment}"
+        return runtime.prefix(self.environment)
 
     @property
     def uploads_bucket_name(self) -> str:
         """Bucket names are global: the account id keeps this one unique."""
-        return f"{self.prefix}-uploads-{cdk.Aws.ACCOUNT_ID}"
+        return f"{runtime.uploads_bucket_stem(self.environment)}-{cdk.Aws.ACCOUNT_ID}"
 
     @property
     def api_domain(self) -> str:
         if self.domain_name is None:
             raise ConfigError("the API domain needs domainName")
         return self.api_domain_name or f"api.{self.domain_name}"
+
+    @property
+    def site_origin(self) -> str | None:
+        """The site's origin when it has a domain; otherwise CloudFront's name, known at deploy."""
+        return f"https://{self.domain_name}" if self.domain_name else None
+
+    @property
+    def api_cors_origin(self) -> str | None:
+        """Only the API's own domain answers cross-origin calls, and only from the site's origin."""
+        return self.site_origin if self.custom_api_domain else None
 
     @property
     def needs_edge_stack(self) -> bool:

@@ -1,4 +1,4 @@
-"""Data stack (primary region): the single table, the uploads bucket and the backups bucket."""
+"""The data unit: the single table, the uploads bucket, the backups bucket and their access logs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from chalicelib.table import INDEXES, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
-from gatehouse_infra.config import DeployConfig
+from gatehouse_infra.config import BillingMode
 from gatehouse_infra.nag import acknowledge
 
 UPLOAD_TEMP_PREFIX = "uploads/temp/"
@@ -30,10 +30,20 @@ def private_bucket(scope: Construct, id: str, **kwargs: Any) -> s3.Bucket:
     )
 
 
-class DataStack(cdk.Stack):
-    def __init__(self, scope: Construct, id: str, *, config: DeployConfig, **kwargs: Any) -> None:
-        super().__init__(scope, id, **kwargs)
-        self.table = self._table(config)
+class Data(Construct):
+    """What outlives every deployment: all retained, the table deletion-protected."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        table_name: str,
+        billing: BillingMode,
+        uploads_bucket_name: str,
+    ) -> None:
+        super().__init__(scope, id)
+        self.table = self._table(table_name, billing)
         self.access_logs = private_bucket(
             self,
             "AccessLogs",
@@ -44,7 +54,7 @@ class DataStack(cdk.Stack):
         self.uploads = private_bucket(
             self,
             "Uploads",
-            bucket_name=config.uploads_bucket_name,
+            bucket_name=uploads_bucket_name,
             removal_policy=cdk.RemovalPolicy.RETAIN,
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="uploads/",
@@ -81,21 +91,18 @@ class DataStack(cdk.Stack):
                 )
             ],
         )
-        cdk.CfnOutput(self, "TableName", value=self.table.table_name)
-        cdk.CfnOutput(self, "UploadsBucketName", value=self.uploads.bucket_name)
-        cdk.CfnOutput(self, "BackupsBucketName", value=self.backups.bucket_name)
 
-    def _table(self, config: DeployConfig) -> dynamodb.Table:
+    def _table(self, name: str, billing: BillingMode) -> dynamodb.Table:
         def attribute(name: str) -> dynamodb.Attribute:
             return dynamodb.Attribute(name=name, type=dynamodb.AttributeType.STRING)
 
         # The seed's 1 RCU / 1 WCU is the cheapest steady load; on-demand costs nothing idle.
-        provisioned = config.billing == "provisioned"
+        provisioned = billing == "provisioned"
         capacity = 1 if provisioned else None
         table = dynamodb.Table(
             self,
             "Table",
-            table_name=config.prefix,
+            table_name=name,
             partition_key=attribute(PARTITION_KEY),
             sort_key=attribute(SORT_KEY),
             billing_mode=(

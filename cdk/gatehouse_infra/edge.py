@@ -1,20 +1,15 @@
-"""Edge stack (certificate region, us-east-1): what CloudFront needs from that region.
+"""The edge unit (certificate region, us-east-1): what CloudFront needs from that region.
 
-The seed's DNS stack: the hosted zone (imported from its attributes, never looked up), the
-site's DNS-validated certificate and, when ``enableWaf`` is set, a WAF web ACL for CloudFront.
+The seed's DNS stack: the site's DNS-validated certificate (in the hosted zone, imported from its
+attributes, never looked up) and, when ``enableWaf`` is set, a WAF web ACL for CloudFront.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import aws_cdk as cdk
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
-
-from gatehouse_infra.config import ConfigError, DeployConfig
 
 MANAGED_RULE_GROUPS = (
     "AWSManagedRulesCommonRuleSet",
@@ -25,33 +20,34 @@ MANAGED_RULE_GROUPS = (
 COUNT_ONLY_RULES = {"AWSManagedRulesCommonRuleSet": ("SizeRestrictions_BODY",)}
 
 
-def hosted_zone(scope: Construct, config: DeployConfig) -> route53.IHostedZone:
-    if config.hosted_zone_id is None or config.hosted_zone_name is None:
-        raise ConfigError("a domain needs hostedZoneId and hostedZoneName")
-    return route53.HostedZone.from_hosted_zone_attributes(
-        scope,
-        "Zone",
-        hosted_zone_id=config.hosted_zone_id,
-        zone_name=config.hosted_zone_name,
-    )
+class Edge(Construct):
+    """The site's certificate when it has a domain; the web ACL with ``enable_waf``."""
 
-
-class EdgeStack(cdk.Stack):
-    def __init__(self, scope: Construct, id: str, *, config: DeployConfig, **kwargs: Any) -> None:
-        super().__init__(scope, id, **kwargs)
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        prefix: str,
+        domain_name: str | None,
+        zone: route53.IHostedZone | None,
+        enable_waf: bool,
+        waf_auth_rate_limit: int,
+    ) -> None:
+        super().__init__(scope, id)
         self.site_certificate: acm.ICertificate | None = None
         self.web_acl_arn: str | None = None
-        if config.domain_name is not None:
+        if domain_name is not None and zone is not None:
             self.site_certificate = acm.Certificate(
                 self,
                 "SiteCertificate",
-                domain_name=config.domain_name,
-                validation=acm.CertificateValidation.from_dns(hosted_zone(self, config)),
+                domain_name=domain_name,
+                validation=acm.CertificateValidation.from_dns(zone),
             )
-        if config.enable_waf:
-            self.web_acl_arn = self._web_acl(config).attr_arn
+        if enable_waf:
+            self.web_acl_arn = self._web_acl(prefix, waf_auth_rate_limit).attr_arn
 
-    def _web_acl(self, config: DeployConfig) -> wafv2.CfnWebACL:
+    def _web_acl(self, prefix: str, auth_rate_limit: int) -> wafv2.CfnWebACL:
         def visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
             return wafv2.CfnWebACL.VisibilityConfigProperty(
                 cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
@@ -65,7 +61,7 @@ class EdgeStack(cdk.Stack):
                 statement=wafv2.CfnWebACL.StatementProperty(
                     rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
                         aggregate_key_type="IP",
-                        limit=config.waf_auth_rate_limit,
+                        limit=auth_rate_limit,
                         evaluation_window_sec=300,
                         scope_down_statement=wafv2.CfnWebACL.StatementProperty(
                             byte_match_statement=wafv2.CfnWebACL.ByteMatchStatementProperty(
@@ -110,9 +106,9 @@ class EdgeStack(cdk.Stack):
         return wafv2.CfnWebACL(
             self,
             "WebAcl",
-            name=f"{config.prefix}-edge",
+            name=f"{prefix}-edge",
             scope="CLOUDFRONT",
             default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
-            visibility_config=visibility(f"{config.prefix}-edge"),
+            visibility_config=visibility(f"{prefix}-edge"),
             rules=rules,
         )

@@ -1,26 +1,27 @@
-"""Observability: the seed's alarms, a dashboard, a monthly budget; notifications on SNS.
+"""The monitoring unit: the seed's alarms, a dashboard, a monthly budget; notifications on SNS.
 
 CloudFront publishes its metrics in us-east-1 only and an alarm must sit in its metric's region,
-so the CloudFront alarm lives in ``EdgeMonitoringStack`` there, with a topic of its own.
+so the CloudFront alarm is a construct of its own (``EdgeMonitoring``), deployed there with a
+topic of its own.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 import aws_cdk as cdk
 from aws_cdk import aws_budgets as budgets
+from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from gatehouse_infra.api import STAGE, ApiStack
-from gatehouse_infra.config import DeployConfig
-from gatehouse_infra.data import DataStack
 from gatehouse_infra.nag import acknowledge
+from gatehouse_infra.runtime import STAGE
 
 FIVE_MINUTES = cdk.Duration.minutes(5)
 LAMBDA_ERROR_RATE_PERCENT = 1
@@ -29,10 +30,10 @@ CLOUDFRONT_5XX_RATE_PERCENT = 1
 CLOUDFRONT_REGION = "us-east-1"
 
 
-def alarm_topic(scope: Construct, config: DeployConfig) -> sns.Topic:
-    topic = sns.Topic(scope, "Alarms", display_name=f"{config.prefix} alarms", enforce_ssl=True)
-    if config.alarm_email:
-        topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
+def alarm_topic(scope: Construct, prefix: str, alarm_email: str | None) -> sns.Topic:
+    topic = sns.Topic(scope, "Alarms", display_name=f"{prefix} alarms", enforce_ssl=True)
+    if alarm_email:
+        topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
     acknowledge(
         topic,
         {
@@ -73,24 +74,30 @@ def cloudfront_5xx_rate(distribution_id: str) -> cloudwatch.Metric:
     )
 
 
-class MonitoringStack(cdk.Stack):
+class Monitoring(Construct):
+    """Alarms on the functions' error rates, the API's 5XX and the table's throttling, all to
+    one topic; the dashboard; the monthly budget."""
+
     def __init__(
         self,
         scope: Construct,
         id: str,
         *,
-        config: DeployConfig,
-        data: DataStack,
-        api: ApiStack,
-        distribution_id: str,
-        **kwargs: Any,
+        prefix: str,
+        tags: Mapping[str, str],
+        alarm_email: str | None,
+        monthly_budget_usd: int,
+        function_names: Mapping[str, str],
+        api_name: str,
+        table: dynamodb.ITable,
+        distribution: cloudfront.IDistribution,
     ) -> None:
-        super().__init__(scope, id, **kwargs)
-        topic = alarm_topic(self, config)
+        super().__init__(scope, id)
+        topic = alarm_topic(self, prefix, alarm_email)
         action = actions.SnsAction(topic)
         alarms: list[cloudwatch.Alarm] = []
         lambda_widgets: list[cloudwatch.IWidget] = []
-        for name, function_name in api.function_names.items():
+        for name, function_name in function_names.items():
             errors, invocations = (
                 cloudwatch.Metric(
                     namespace="AWS/Lambda",
@@ -123,7 +130,7 @@ class MonitoringStack(cdk.Stack):
             metric: cloudwatch.Metric(
                 namespace="AWS/ApiGateway",
                 metric_name=metric,
-                dimensions_map={"ApiName": f"{config.prefix}-api", "Stage": STAGE},
+                dimensions_map={"ApiName": api_name, "Stage": STAGE},
                 statistic="Sum",
                 period=FIVE_MINUTES,
             )
@@ -144,7 +151,7 @@ class MonitoringStack(cdk.Stack):
                 key: cloudwatch.Metric(
                     namespace="AWS/DynamoDB",
                     metric_name=metric,
-                    dimensions_map={"TableName": data.table.table_name},
+                    dimensions_map={"TableName": table.table_name},
                     statistic="Sum",
                     period=FIVE_MINUTES,
                 )
@@ -162,7 +169,7 @@ class MonitoringStack(cdk.Stack):
         cloudwatch.Dashboard(
             self,
             "Dashboard",
-            dashboard_name=config.prefix,
+            dashboard_name=prefix,
             widgets=[
                 lambda_widgets,
                 [
@@ -170,21 +177,23 @@ class MonitoringStack(cdk.Stack):
                     cloudwatch.GraphWidget(title="DynamoDB throttles", left=[throttles]),
                     cloudwatch.GraphWidget(
                         title="CloudFront 5xx rate (%)",
-                        left=[cloudfront_5xx_rate(distribution_id)],
+                        left=[cloudfront_5xx_rate(distribution.distribution_id)],
                     ),
                 ],
                 [cloudwatch.AlarmStatusWidget(title="Alarms", alarms=alarms, width=24)],
             ],
         )
-        self._budget(config, topic)
+        self._budget(topic, prefix, monthly_budget_usd, tags)
 
-    def _budget(self, config: DeployConfig, topic: sns.Topic) -> None:
+    def _budget(
+        self, topic: sns.Topic, prefix: str, amount_usd: int, tags: Mapping[str, str]
+    ) -> None:
         topic.add_to_resource_policy(
             iam.PolicyStatement(
                 actions=["sns:Publish"],
                 principals=[iam.ServicePrincipal("budgets.amazonaws.com")],
                 resources=[topic.topic_arn],
-                conditions={"StringEquals": {"aws:SourceAccount": self.account}},
+                conditions={"StringEquals": {"aws:SourceAccount": cdk.Stack.of(self).account}},
             )
         )
         subscriber = budgets.CfnBudget.SubscriberProperty(
@@ -194,12 +203,10 @@ class MonitoringStack(cdk.Stack):
             self,
             "MonthlyBudget",
             budget=budgets.CfnBudget.BudgetDataProperty(
-                budget_name=f"{config.prefix}-monthly",
+                budget_name=f"{prefix}-monthly",
                 budget_type="COST",
                 time_unit="MONTHLY",
-                budget_limit=budgets.CfnBudget.SpendProperty(
-                    amount=config.monthly_budget_usd, unit="USD"
-                ),
+                budget_limit=budgets.CfnBudget.SpendProperty(amount=amount_usd, unit="USD"),
             ),
             notifications_with_subscribers=[
                 budgets.CfnBudget.NotificationWithSubscribersProperty(
@@ -216,27 +223,27 @@ class MonitoringStack(cdk.Stack):
             # Not reached by cdk.Tags (the budget's tags are a property of their own).
             resource_tags=[
                 budgets.CfnBudget.ResourceTagProperty(key=key, value=value)
-                for key, value in config.tags.items()
+                for key, value in tags.items()
             ],
         )
 
 
-class EdgeMonitoringStack(cdk.Stack):
-    """us-east-1: the CloudFront 5xx-rate alarm, beside the metric it watches."""
+class EdgeMonitoring(Construct):
+    """us-east-1: the CloudFront 5xx-rate alarm, beside the metric it watches, and its topic."""
 
     def __init__(
         self,
         scope: Construct,
         id: str,
         *,
-        config: DeployConfig,
-        distribution_id: str,
-        **kwargs: Any,
+        prefix: str,
+        alarm_email: str | None,
+        distribution: cloudfront.IDistribution,
     ) -> None:
-        super().__init__(scope, id, **kwargs)
-        topic = alarm_topic(self, config)
+        super().__init__(scope, id)
+        topic = alarm_topic(self, prefix, alarm_email)
         alarm = above(
-            cloudfront_5xx_rate(distribution_id),
+            cloudfront_5xx_rate(distribution.distribution_id),
             self,
             "CloudFront5xxRate",
             "More than 1 % of CloudFront responses were 5xx",

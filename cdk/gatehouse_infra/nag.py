@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aws_cdk as cdk
 from constructs import IConstruct
 
@@ -13,3 +15,22 @@ def acknowledge(scope: IConstruct, reasons: dict[str, str]) -> None:
             for rule, reason in reasons.items()
         )
     )
+
+
+def finding(scope: IConstruct, value: str) -> str:
+    """How cdk-nag names ``value`` (an ARN with tokens) in a finding: ``<AWS::AccountId>``,
+    ``<Resource.Arn>``."""
+
+    def render(part: Any) -> str:
+        if isinstance(part, str):
+            return part
+        if "Ref" in part:
+            return f"<{part['Ref']}>"
+        if "Fn::GetAtt" in part:
+            return f"<{'.'.join(part['Fn::GetAtt'])}>"
+        if "Fn::Join" in part:
+            separator, parts = part["Fn::Join"]
+            return str(separator).join(render(inner) for inner in parts)
+        raise ValueError(f"no cdk-nag rendering for {part}")
+
+    return render(cdk.Stack.of(scope).resolve(value))

@@ -1,6 +1,7 @@
-"""Site stack: the built SvelteKit site in a private bucket behind CloudFront, the API under /api/*.
+"""The site unit: the built SvelteKit site in a private bucket behind CloudFront, the API under
+/api/*.
 
-CloudFront is global; the stack lives in the primary region beside the API. The bucket is read
+CloudFront is global; its stack lives in the primary region beside the API. The bucket is read
 only through Origin Access Control. Unknown paths get the SPA shell from a viewer-request function
 on the site's behaviour alone, so the API's own 403 and 404 answers reach the browser unchanged
 (distribution-wide custom error responses would turn them into HTML).
@@ -9,7 +10,6 @@ on the site's behaviour alone, so the API's own 403 and 404 answers reach the br
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_certificatemanager as acm
@@ -24,12 +24,10 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from chalicelib.settings import EDGE_HEADER
-from gatehouse_infra.api import SITE_ORIGIN_HEADER, STAGE, ApiStack
-from gatehouse_infra.config import DeployConfig
 from gatehouse_infra.csp import SPA_FALLBACK, content_security_policy
-from gatehouse_infra.data import DataStack, private_bucket
-from gatehouse_infra.edge import hosted_zone
-from gatehouse_infra.nag import acknowledge
+from gatehouse_infra.data import private_bucket
+from gatehouse_infra.nag import acknowledge, finding
+from gatehouse_infra.runtime import SITE_ORIGIN_HEADER, STAGE
 
 # The id aws-cdk-lib gives the one function behind every AwsCustomResource in a stack.
 AWS_CUSTOM_RESOURCE_SINGLETON = "AWS679f53fac002430cb0da5b7982bd2287"
@@ -62,38 +60,45 @@ function handler(event) {{
 """
 
 
-class SiteStack(cdk.Stack):
+class Site(Construct):
+    """The site's bucket and deployment, the distribution (site + ``/api/*``), the security
+    headers, the uploads bucket's CORS rule and, with a domain, the DNS aliases."""
+
     def __init__(
         self,
         scope: Construct,
         id: str,
         *,
-        config: DeployConfig,
-        data: DataStack,
-        api: ApiStack,
+        prefix: str,
+        site_dir: Path,
+        access_logs: s3.IBucket,
+        uploads: s3.IBucket,
+        api_origin: str,
+        edge_key_reference: str,
+        site_api_key_reference: str | None,
+        domain_name: str | None,
+        zone: route53.IHostedZone | None,
         certificate: acm.ICertificate | None,
         web_acl_arn: str | None,
-        site_dir: Path,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(scope, id, **kwargs)
+        super().__init__(scope, id)
+        stack = cdk.Stack.of(self)
         bucket = private_bucket(
             self,
             "Content",
             removal_policy=cdk.RemovalPolicy.DESTROY,
             auto_delete_objects=True,
-            server_access_logs_bucket=data.access_logs,
+            server_access_logs_bucket=access_logs,
             server_access_logs_prefix="site/",
         )
-        uploads = data.uploads.bucket_name
         upload_hosts = [
-            f"https://{uploads}.s3.{self.region}.amazonaws.com",
-            f"https://{uploads}.s3.amazonaws.com",
+            f"https://{uploads.bucket_name}.s3.{stack.region}.amazonaws.com",
+            f"https://{uploads.bucket_name}.s3.amazonaws.com",
         ]
         headers = cloudfront.ResponseHeadersPolicy(
             self,
             "Headers",
-            comment=f"{config.prefix}: HSTS, CSP and friends",
+            comment=f"{prefix}: HSTS, CSP and friends",
             security_headers_behavior=cloudfront.ResponseSecurityHeadersBehavior(
                 strict_transport_security=cloudfront.ResponseHeadersStrictTransportSecurity(
                     access_control_max_age=cdk.Duration.seconds(HSTS_SECONDS),
@@ -130,22 +135,22 @@ class SiteStack(cdk.Stack):
                 ("SiteOrigin", SITE_ORIGIN, "Tells the API which origin the browser used"),
             )
         )
-        api_origin = origins.HttpOrigin(
-            api.execute_api_domain,
+        api = origins.HttpOrigin(
+            api_origin,
             protocol_policy=cloudfront.OriginProtocolPolicy.HTTPS_ONLY,
             origin_ssl_protocols=[cloudfront.OriginSslPolicy.TLS_V1_2],
             # Lets the API trust X-Forwarded-For and the site-origin header from us alone, and,
             # with usage plans, carries the site's API key.
             custom_headers={
-                EDGE_HEADER: api.edge_key_reference,
-                **({"x-api-key": api.site_api_key_reference} if api.site_api_key_reference else {}),
+                EDGE_HEADER: edge_key_reference,
+                **({"x-api-key": site_api_key_reference} if site_api_key_reference else {}),
             },
         )
-        domain_names = [config.domain_name] if config.domain_name else None
+        domain_names = [domain_name] if domain_name else None
         self.distribution = cloudfront.Distribution(
             self,
             "Distribution",
-            comment=f"{config.prefix} site and API",
+            comment=f"{prefix} site and API",
             default_root_object="index.html",
             default_behavior=cloudfront.BehaviorOptions(
                 origin=origins.S3BucketOrigin.with_origin_access_control(bucket),
@@ -159,7 +164,7 @@ class SiteStack(cdk.Stack):
             additional_behaviors={
                 # The path is passed on as it is: /api/auth/login is stage "api", route /auth/login.
                 f"/{STAGE}/*": cloudfront.BehaviorOptions(
-                    origin=api_origin,
+                    origin=api,
                     viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.HTTPS_ONLY,
                     allowed_methods=cloudfront.AllowedMethods.ALLOW_ALL,
                     cache_policy=cloudfront.CachePolicy.CACHING_DISABLED,
@@ -181,20 +186,15 @@ class SiteStack(cdk.Stack):
             price_class=cloudfront.PriceClass.PRICE_CLASS_100,
             web_acl_id=web_acl_arn,
         )
-        self.origin = f"https://{config.domain_name or self.distribution.distribution_domain_name}"
+        self.origin = f"https://{domain_name or self.distribution.distribution_domain_name}"
+        self.bucket = bucket
         self._deploy(bucket, site_dir)
-        self._uploads_cors(data, config)
-        if config.domain_name is not None:
-            zone = hosted_zone(self, config)
+        self._uploads_cors(uploads, prefix)
+        if domain_name is not None and zone is not None:
             target = route53.RecordTarget.from_alias(targets.CloudFrontTarget(self.distribution))
-            route53.ARecord(self, "Alias", zone=zone, record_name=config.domain_name, target=target)
-            route53.AaaaRecord(
-                self, "AliasV6", zone=zone, record_name=config.domain_name, target=target
-            )
-        cdk.CfnOutput(self, "SiteUrl", value=self.origin)
-        cdk.CfnOutput(self, "DistributionId", value=self.distribution.distribution_id)
-        cdk.CfnOutput(self, "SiteBucketName", value=bucket.bucket_name)
-        self._acknowledge(config, bucket)
+            route53.ARecord(self, "Alias", zone=zone, record_name=domain_name, target=target)
+            route53.AaaaRecord(self, "AliasV6", zone=zone, record_name=domain_name, target=target)
+        self._acknowledge(bucket, waf=web_acl_arn is not None, certificate=certificate is not None)
 
     def _deploy(self, bucket: s3.IBucket, site_dir: Path) -> None:
         """Hashed assets cached for a year; everything else revalidated; then an invalidation."""
@@ -226,7 +226,7 @@ class SiteStack(cdk.Stack):
         # New pages name new hashed assets: upload those before the pages and the invalidation.
         pages.node.add_dependency(assets)
 
-    def _uploads_cors(self, data: DataStack, config: DeployConfig) -> None:
+    def _uploads_cors(self, uploads: s3.IBucket, prefix: str) -> None:
         """Presigned POSTs from the site's origin only; set here because only here is it known."""
         cors = {
             "CORSRules": [
@@ -242,8 +242,8 @@ class SiteStack(cdk.Stack):
         call = cr.AwsSdkCall(
             service="S3",
             action="putBucketCors",
-            parameters={"Bucket": data.uploads.bucket_name, "CORSConfiguration": cors},
-            physical_resource_id=cr.PhysicalResourceId.of(f"{config.prefix}-uploads-cors"),
+            parameters={"Bucket": uploads.bucket_name, "CORSConfiguration": cors},
+            physical_resource_id=cr.PhysicalResourceId.of(f"{prefix}-uploads-cors"),
         )
         cr.AwsCustomResource(
             self,
@@ -253,40 +253,38 @@ class SiteStack(cdk.Stack):
             on_delete=cr.AwsSdkCall(
                 service="S3",
                 action="deleteBucketCors",
-                parameters={"Bucket": data.uploads.bucket_name},
+                parameters={"Bucket": uploads.bucket_name},
             ),
             policy=cr.AwsCustomResourcePolicy.from_statements(
-                [
-                    iam.PolicyStatement(
-                        actions=["s3:PutBucketCORS"], resources=[data.uploads.bucket_arn]
-                    )
-                ]
+                [iam.PolicyStatement(actions=["s3:PutBucketCORS"], resources=[uploads.bucket_arn])]
             ),
             install_latest_aws_sdk=False,
         )
 
-    def _acknowledge(self, config: DeployConfig, bucket: s3.IBucket) -> None:
+    def _acknowledge(self, bucket: s3.IBucket, *, waf: bool, certificate: bool) -> None:
         reasons = {
             "CFR1": "No geo restriction: the site serves everyone; add one per deployment.",
             "CFR3": "Standard logs need an ACL-enabled bucket; request metrics and the API's own "
             "JSON request log cover operations at no cost.",
         }
-        if not config.enable_waf:
+        if not waf:
             reasons["CFR2"] = (
                 "WAF is a switch (enableWaf), off by default for cost (about $10/month); "
                 "API Gateway throttling and the app's own limits still apply."
             )
-        if config.domain_name is None:
+        if not certificate:
             reasons["CFR4"] = (
                 "Without a domain the distribution uses the default *.cloudfront.net "
                 "certificate, for which CloudFront cannot enforce a TLS minimum."
             )
         acknowledge(self, reasons)
-        # CDK's own singleton functions behind BucketDeployment and AwsCustomResource.
+        # CDK's own singleton functions behind BucketDeployment and AwsCustomResource, which
+        # CDK puts at the stack's root.
+        stack = cdk.Stack.of(self)
         runtime = "CDK's provider function; its runtime and role come with aws-cdk-lib."
-        content = self.resolve(bucket.bucket_arn)["Fn::GetAtt"][0]
-        assets = f"arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-{self.region}"
-        for child in self.node.children:
+        content = finding(self, bucket.bucket_arn)
+        assets = f"arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-{stack.region}"
+        for child in stack.node.children:
             if child.node.id.startswith("Custom::CDKBucketDeployment"):
                 copy = "BucketDeployment copies the site from CDK's asset bucket into its own."
                 acknowledge(
@@ -304,7 +302,7 @@ class SiteStack(cdk.Stack):
                                 "Action::s3:DeleteObject*",
                                 "Action::s3:Abort*",
                                 f"Resource::{assets}/*",
-                                f"Resource::<{content}.Arn>/*",
+                                f"Resource::{content}/*",
                                 "Resource::*",
                             )
                         },

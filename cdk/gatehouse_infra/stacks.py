@@ -1,20 +1,180 @@
-"""Puts the stacks together from the context: regions, order, tags."""
+"""The stacks: each puts one unit's construct in its region, wires it to the others, and says
+what it outputs. Order, regions and tags come from the deploy config.
+
+Each construct has the id ``Default``, which CDK leaves out of logical ids, so every resource
+keeps the logical id it had when the stacks built their resources themselves.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import aws_cdk as cdk
 import jsii
-from constructs import IConstruct
+from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_route53 as route53
+from aws_cdk import aws_s3 as s3
+from constructs import Construct, IConstruct
 
-from gatehouse_infra.api import ApiStack
+from gatehouse_infra.api import Api
 from gatehouse_infra.config import DeployConfig
-from gatehouse_infra.data import DataStack
-from gatehouse_infra.edge import EdgeStack
-from gatehouse_infra.monitoring import EdgeMonitoringStack, MonitoringStack
-from gatehouse_infra.site import SiteStack
+from gatehouse_infra.data import Data
+from gatehouse_infra.edge import Edge
+from gatehouse_infra.monitoring import EdgeMonitoring, Monitoring
+from gatehouse_infra.site import Site
+
+UNIT = "Default"
+
+
+def hosted_zone(scope: Construct, config: DeployConfig) -> route53.IHostedZone | None:
+    """The zone holding the domain, from its attributes: no look-up at synthesis."""
+    if config.hosted_zone_id is None or config.hosted_zone_name is None:
+        return None
+    return route53.HostedZone.from_hosted_zone_attributes(
+        scope, "Zone", hosted_zone_id=config.hosted_zone_id, zone_name=config.hosted_zone_name
+    )
+
+
+class EdgeStack(cdk.Stack):
+    def __init__(self, scope: Construct, id: str, *, config: DeployConfig, **kwargs: Any) -> None:
+        super().__init__(scope, id, **kwargs)
+        self.edge = Edge(
+            self,
+            UNIT,
+            prefix=config.prefix,
+            domain_name=config.domain_name,
+            zone=hosted_zone(self, config) if config.domain_name else None,
+            enable_waf=config.enable_waf,
+            waf_auth_rate_limit=config.waf_auth_rate_limit,
+        )
+
+
+class DataStack(cdk.Stack):
+    def __init__(self, scope: Construct, id: str, *, config: DeployConfig, **kwargs: Any) -> None:
+        super().__init__(scope, id, **kwargs)
+        self.data = Data(
+            self,
+            UNIT,
+            table_name=config.prefix,
+            billing=config.billing,
+            uploads_bucket_name=config.uploads_bucket_name,
+        )
+        cdk.CfnOutput(self, "TableName", value=self.data.table.table_name)
+        cdk.CfnOutput(self, "UploadsBucketName", value=self.data.uploads.bucket_name)
+        cdk.CfnOutput(self, "BackupsBucketName", value=self.data.backups.bucket_name)
+
+
+class ApiStack(cdk.Stack):
+    def __init__(
+        self, scope: Construct, id: str, *, config: DeployConfig, data: Data, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, id, **kwargs)
+        # By its name rather than the Data stack's export, so its ARN in the grants (and the
+        # cdk-nag finding naming it) is a literal.
+        uploads = s3.Bucket.from_bucket_name(self, "Uploads", config.uploads_bucket_name)
+        self.api = Api(
+            self,
+            UNIT,
+            environment=config.environment,
+            tags=config.tags,
+            table=data.table,
+            uploads=uploads,
+            allowed_origins=config.site_origin or "",
+            cors_allow_origin=config.api_cors_origin,
+            throttle_rate_limit=config.throttle_rate_limit,
+            throttle_burst_limit=config.throttle_burst_limit,
+            api_keys=config.api_keys,
+            machine_rate_limit=config.machine_rate_limit,
+            machine_burst_limit=config.machine_burst_limit,
+            machine_monthly_quota=config.machine_monthly_quota,
+            api_domain=config.api_domain if config.custom_api_domain else None,
+            zone=hosted_zone(self, config) if config.custom_api_domain else None,
+        )
+        cdk.CfnOutput(self, "RestApiId", value=self.api.rest_api_id)
+        cdk.CfnOutput(self, "ApiUrl", value=self.api.url)
+        cdk.CfnOutput(self, "SigningKeySecretName", value=self.api.signing_key.secret_name)
+        if self.api.domain_url is not None:
+            cdk.CfnOutput(self, "ApiDomainUrl", value=self.api.domain_url)
+        if self.api.machine_plan_id is not None:
+            cdk.CfnOutput(self, "MachineUsagePlanId", value=self.api.machine_plan_id)
+
+
+class SiteStack(cdk.Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: DeployConfig,
+        data: Data,
+        api: Api,
+        certificate: acm.ICertificate | None,
+        web_acl_arn: str | None,
+        site_dir: Path,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, id, **kwargs)
+        self.site = Site(
+            self,
+            UNIT,
+            prefix=config.prefix,
+            site_dir=site_dir,
+            access_logs=data.access_logs,
+            uploads=data.uploads,
+            api_origin=api.execute_api_domain,
+            edge_key_reference=api.edge_key_reference,
+            site_api_key_reference=api.site_api_key_reference,
+            domain_name=config.domain_name,
+            zone=hosted_zone(self, config) if config.domain_name else None,
+            certificate=certificate,
+            web_acl_arn=web_acl_arn,
+        )
+        cdk.CfnOutput(self, "SiteUrl", value=self.site.origin)
+        cdk.CfnOutput(self, "DistributionId", value=self.site.distribution.distribution_id)
+        cdk.CfnOutput(self, "SiteBucketName", value=self.site.bucket.bucket_name)
+
+
+class MonitoringStack(cdk.Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: DeployConfig,
+        data: Data,
+        api: Api,
+        site: Site,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, id, **kwargs)
+        Monitoring(
+            self,
+            UNIT,
+            prefix=config.prefix,
+            tags=config.tags,
+            alarm_email=config.alarm_email,
+            monthly_budget_usd=config.monthly_budget_usd,
+            function_names=api.function_names,
+            api_name=api.name,
+            table=data.table,
+            distribution=site.distribution,
+        )
+
+
+class EdgeMonitoringStack(cdk.Stack):
+    def __init__(
+        self, scope: Construct, id: str, *, config: DeployConfig, site: Site, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, id, **kwargs)
+        EdgeMonitoring(
+            self,
+            UNIT,
+            prefix=config.prefix,
+            alarm_email=config.alarm_email,
+            distribution=site.distribution,
+        )
 
 
 def build(app: cdk.App, *, base_dir: Path) -> list[cdk.Stack]:
@@ -34,15 +194,15 @@ def build(app: cdk.App, *, base_dir: Path) -> list[cdk.Stack]:
         else None
     )
     data = DataStack(app, stack_id("data"), config=config, env=primary)
-    api = ApiStack(app, stack_id("api"), config=config, data=data, env=primary)
+    api = ApiStack(app, stack_id("api"), config=config, data=data.data, env=primary)
     site = SiteStack(
         app,
         stack_id("site"),
         config=config,
-        data=data,
-        api=api,
-        certificate=edge.site_certificate if edge else None,
-        web_acl_arn=edge.web_acl_arn if edge else None,
+        data=data.data,
+        api=api.api,
+        certificate=edge.edge.site_certificate if edge else None,
+        web_acl_arn=edge.edge.web_acl_arn if edge else None,
         site_dir=(base_dir / config.site_dir).resolve(),
         env=primary,
         cross_region_references=True,
@@ -51,16 +211,16 @@ def build(app: cdk.App, *, base_dir: Path) -> list[cdk.Stack]:
         app,
         stack_id("monitoring"),
         config=config,
-        data=data,
-        api=api,
-        distribution_id=site.distribution.distribution_id,
+        data=data.data,
+        api=api.api,
+        site=site.site,
         env=primary,
     )
     edge_monitoring = EdgeMonitoringStack(
         app,
         stack_id("edge-monitoring"),
         config=config,
-        distribution_id=site.distribution.distribution_id,
+        site=site.site,
         env=edge_env,
         cross_region_references=True,
     )

@@ -1,0 +1,170 @@
+"""Writes what ``chalice deploy --stage prod`` reads, from the definitions the CDK app deploys.
+
+The ``prod`` stage of ``.chalice/config.json`` (sizes, architecture, endpoint type, log retention,
+settings) and its two policies, ``.chalice/policy-prod.json`` (API handler and authorizer) and
+``.chalice/policy-prod-rotation.json`` (``rotate_signing_key``), all come from
+``cdk/gatehouse_infra/runtime.py``; the rest of ``config.json`` (the ``dev`` stage) is kept as it
+is. ``make chalice-config`` runs it; ``tests/test_chalice_prod.py`` fails when the committed files
+differ from what it writes.
+
+    .venv/bin/python -m tools.chalice_prod            # write the three files
+    .venv/bin/python -m tools.chalice_prod --check    # exit 1 if any of them is stale
+
+For one deployment, ``--uploads-bucket`` (the Data stack's ``UploadsBucketName`` output) and
+``--allowed-origins`` (the site's origin) fill in the two values only that deployment knows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "cdk"))  # gatehouse_infra, as cdk/app.py sees it
+
+from gatehouse_infra import runtime  # noqa: E402
+
+CHALICE_DIR = ROOT / ".chalice"
+STAGE = "prod"
+ENVIRONMENT = runtime.DEFAULT_ENVIRONMENT  # the stage's resources are gatehouse-production...
+API_POLICY = "policy-prod.json"
+ROTATION_POLICY = "policy-prod-rotation.json"
+# Lambda creates the /aws/lambda/... group on first use when nothing else made it.
+CREATE_LOG_GROUP = "logs:CreateLogGroup"
+
+
+def prod_stage(*, uploads_bucket: str | None = None, allowed_origins: str = "") -> dict[str, Any]:
+    """The stage: what the CDK app gives its functions, minus CloudFront.
+
+    Without CloudFront in front, only API Gateway appends to X-Forwarded-For and there is no
+    edge key (``EDGE_SECRET``) to tell CloudFront's requests apart, so the stage trusts API
+    Gateway's entry alone; the CDK app adds CloudFront's hop.
+    """
+    return {
+        "api_gateway_stage": runtime.STAGE,
+        "api_gateway_endpoint_type": runtime.ENDPOINT_TYPE,
+        "lambda_architecture": runtime.ARCHITECTURE,
+        "lambda_memory_size": runtime.MEMORY_MB,
+        "lambda_timeout": runtime.TIMEOUT_SECONDS,
+        "log_retention_in_days": runtime.LOG_RETENTION_DAYS,
+        "autogen_policy": False,
+        "iam_policy_file": API_POLICY,
+        "lambda_functions": {
+            runtime.ROTATION_HANDLER: {
+                "iam_policy_file": ROTATION_POLICY,
+                "lambda_memory_size": runtime.ROTATION_MEMORY_MB,
+                "lambda_timeout": runtime.ROTATION_TIMEOUT_SECONDS,
+            }
+        },
+        "environment_variables": runtime.environment_variables(
+            table_name=runtime.prefix(ENVIRONMENT),
+            signing_key_id=runtime.signing_key_name(ENVIRONMENT),
+            uploads_bucket=uploads_bucket or runtime.uploads_bucket_stem(ENVIRONMENT),
+            allowed_origins=allowed_origins,
+            proxy_hops=runtime.API_GATEWAY_HOPS,
+            cors_allow_origin="",
+            api_key_required=False,
+        ),
+    }
+
+
+def api_policy(app_name: str) -> dict[str, Any]:
+    table = _arn("dynamodb", f"table/{runtime.prefix(ENVIRONMENT)}")
+    # The stem with a wildcard: the CDK app's bucket appends the account id.
+    bucket = f"arn:aws:s3:::{runtime.uploads_bucket_stem(ENVIRONMENT)}*"
+    grants = runtime.api_grants(
+        table_arn=table, signing_key_arn=_signing_key_arn(), uploads_bucket_arn=bucket
+    )
+    return _document([*grants, _logs(app_name)])
+
+
+def rotation_policy(app_name: str) -> dict[str, Any]:
+    grants = runtime.rotation_grants(signing_key_arn=_signing_key_arn())
+    return _document([*grants, _logs(app_name)])
+
+
+def render(
+    config_text: str, *, uploads_bucket: str | None = None, allowed_origins: str = ""
+) -> dict[str, str]:
+    """The three files' contents, by name, given ``config.json`` as it is."""
+    config = json.loads(config_text)
+    config["stages"][STAGE] = prod_stage(
+        uploads_bucket=uploads_bucket, allowed_origins=allowed_origins
+    )
+    app_name = config["app_name"]
+    return {
+        "config.json": _json(config),
+        API_POLICY: _json(api_policy(app_name)),
+        ROTATION_POLICY: _json(rotation_policy(app_name)),
+    }
+
+
+def main(argv: Sequence[str] | None = None, *, chalice_dir: Path = CHALICE_DIR) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only report stale files")
+    parser.add_argument("--uploads-bucket", help="the UploadsBucketName output")
+    parser.add_argument("--allowed-origins", default="", help="the site's origins, comma-separated")
+    args = parser.parse_args(argv)
+    stem = runtime.uploads_bucket_stem(ENVIRONMENT)
+    if args.uploads_bucket is not None and not args.uploads_bucket.startswith(stem):
+        parser.error(f"--uploads-bucket must start with {stem} (the policy grants no other)")
+    files = render(
+        (chalice_dir / "config.json").read_text(),
+        uploads_bucket=args.uploads_bucket,
+        allowed_origins=args.allowed_origins,
+    )
+    stale = [name for name, text in files.items() if _read(chalice_dir / name) != text]
+    if args.check:
+        for name in stale:
+            print(f".chalice/{name} is stale: run make chalice-config", file=sys.stderr)
+        return 1 if stale else 0
+    for name in stale:
+        (chalice_dir / name).write_text(files[name])
+        print(f"wrote .chalice/{name}")
+    return 0
+
+
+def _arn(service: str, resource: str) -> str:
+    return f"arn:aws:{service}:*:*:{resource}"
+
+
+def _signing_key_arn() -> str:
+    # Secrets Manager appends six random characters to a secret's name in its ARN.
+    return _arn("secretsmanager", f"secret:{runtime.signing_key_name(ENVIRONMENT)}-*")
+
+
+def _logs(app_name: str) -> runtime.Grant:
+    """Chalice's functions log to Lambda's default groups, /aws/lambda/<app>-<stage>-<name>."""
+    group = _arn("logs", f"log-group:/aws/lambda/{app_name}-{STAGE}*")
+    return runtime.Grant("Logs", (CREATE_LOG_GROUP, *runtime.LOG_ACTIONS), (group, f"{group}:*"))
+
+
+def _document(grants: Sequence[runtime.Grant]) -> dict[str, Any]:
+    statements = []
+    for grant in grants:
+        statement: dict[str, Any] = {
+            "Sid": grant.sid,
+            "Effect": "Allow",
+            "Action": list(grant.actions),
+            "Resource": grant.resources[0] if len(grant.resources) == 1 else list(grant.resources),
+        }
+        if grant.conditions:
+            statement["Condition"] = grant.conditions
+        statements.append(statement)
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, indent=2) + "\n"
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text() if path.exists() else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
