@@ -539,6 +539,21 @@ class TestApi:
         for kind in ("DEFAULT_4XX", "DEFAULT_5XX"):
             template = responses[kind]["responseTemplates"]["application/json"]
             assert template == '{"message": $context.error.messageString}'
+        # The authorizer's answers, as the original system's clients expect them.
+        unauthorized = responses["UNAUTHORIZED"]
+        assert unauthorized["statusCode"] == "401"
+        assert json.loads(unauthorized["responseTemplates"]["application/json"]) == {
+            "message": "Invalid or expired token"
+        }
+        denied = responses["ACCESS_DENIED"]
+        assert denied["statusCode"] == "403"
+        assert "$context.authorizer.message" in denied["responseTemplates"]["application/json"]
+        for kind in ("AUTHORIZER_FAILURE", "AUTHORIZER_CONFIGURATION_ERROR"):
+            assert responses[kind]["statusCode"] == "503"
+        for response in responses.values():
+            assert response["responseParameters"]["gatewayresponse.header.Cache-Control"] == (
+                "'no-store'"
+            )
         authorizer = rest_api["DefinitionBody"]["securityDefinitions"]["bearer"]
         assert authorizer["x-amazon-apigateway-authorizer"]["authorizerResultTtlInSeconds"] == 60
 
@@ -555,11 +570,12 @@ class TestApi:
         assert headers["method.response.header.Access-Control-Allow-Origin"] == (
             "'https://example.com'"
         )
-        gateway = body["x-amazon-apigateway-gateway-responses"]["DEFAULT_4XX"]
-        assert (
-            gateway["responseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"]
-            == "'https://example.com'"
-        )
+        # Every gateway answer, the authorizer's denials included, is readable by the site.
+        for gateway in body["x-amazon-apigateway-gateway-responses"].values():
+            assert (
+                gateway["responseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"]
+                == "'https://example.com'"
+            )
 
     def test_usage_plans_make_every_route_need_a_key(
         self, plain: Assembly, domain: Assembly

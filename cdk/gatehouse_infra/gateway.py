@@ -14,10 +14,10 @@ from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_route53_targets as targets
 from constructs import Construct, IDependable
 
+from chalicelib.web.gateway import GATEWAY_RESPONSES
 from gatehouse_infra.runtime import STAGE
 
 REST_API = "RestAPI"  # the logical id ``chalice package`` gives the API
-GATEWAY_RESPONSE_TEMPLATE = '{"message": $context.error.messageString}'
 
 
 def configure_rest_api(
@@ -46,14 +46,16 @@ def configure_rest_api(
     if cors_allow_origin:
         headers["gatewayresponse.header.Access-Control-Allow-Origin"] = f"'{cors_allow_origin}'"
         headers["gatewayresponse.header.Vary"] = "'Origin'"
+    # The same answers chalice local and the test client give (tools/localgateway.py).
     rest_api.add_property_override(
         "DefinitionBody.x-amazon-apigateway-gateway-responses",
         {
-            kind: {
+            response.kind: {
+                **({"statusCode": str(response.status)} if response.status else {}),
                 "responseParameters": headers,
-                "responseTemplates": {"application/json": GATEWAY_RESPONSE_TEMPLATE},
+                "responseTemplates": {"application/json": response.template},
             }
-            for kind in ("DEFAULT_4XX", "DEFAULT_5XX")
+            for response in GATEWAY_RESPONSES
         },
     )
 

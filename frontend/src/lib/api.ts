@@ -230,15 +230,14 @@ async function decode(response: Response): Promise<{ body: unknown; gateway: boo
 	if (response.ok) {
 		return { body: parsed, gateway: false };
 	}
-	// Every error the app sends has `message`. API Gateway's own answers carry an error type
-	// header, and their wording is its own: `Message` by default, or `message` in the JSON
-	// gateway responses the API stack configures.
+	// Every error has `message`. API Gateway's own answers (the authorizer's 401 and 403 among
+	// them) carry an error type header; the 401's words are the original system's.
 	const record = (parsed ?? {}) as Record<string, unknown>;
 	const said = String(record.message ?? record.Message ?? '');
 	const gateway =
 		response.headers.has('x-amzn-ErrorType') ||
-		(response.status === 401 && said === 'Unauthorized') ||
-		(response.status === 403 && said.startsWith('User is not authorized to access this resource'));
+		(response.status === 401 && said === 'Invalid or expired token') ||
+		(response.status === 403 && said === 'Access token revoked; please log in again');
 	const message =
 		typeof record.message === 'string'
 			? record.message
@@ -249,9 +248,9 @@ async function decode(response: Response): Promise<{ body: unknown; gateway: boo
 }
 
 /**
- * The access token was refused by the authorizer, not by the route: API Gateway's own 401
- * (missing token) or 403 (its Deny for a bad, expired or revoked token). The app's own 401s and
- * 403s (a wrong current password, the admin role required) are ordinary errors.
+ * The access token was refused by the authorizer, not by the route: API Gateway's own 401 (no,
+ * bad or expired token) or 403 (its Deny for a revoked one). The app's own 401s and 403s (a
+ * wrong current password, the admin role required) are ordinary errors.
  */
 function rejectedToken(reply: RawReply): boolean {
 	return (reply.status === 401 || reply.status === 403) && reply.gateway;
