@@ -37,6 +37,7 @@ from chalicelib.uploads import UploadNotFound, Uploads
 from chalicelib.users import DynamoDBUserRepository
 from chalicelib.web.auth import Unauthorized, bearer_token, deny
 from chalicelib.web.errors import HttpError, aws_unavailable
+from chalicelib.web.gateway import TOKEN_REVOKED
 from chalicelib.web.http import (
     CSRF_HEADER,
     RESOURCE_ID,
@@ -64,7 +65,6 @@ logs.configure("INFO")  # the level is adjusted once settings are read
 AUTHORIZER_TTL_SECONDS = authorizer_ttl_seconds(os.environ)
 API_VERSION = "1.0.0"
 NO_SESSION = "Session expired or revoked; please log in again"
-TOKEN_REVOKED = "Access token revoked; please log in again"  # noqa: S105 (words)
 # The site calls the API on its own origin (/api/*) and needs no CORS. Only the optional API
 # domain (api.<domain>) answers scripts on the site's origin; also baked in at packaging time.
 CORS_ALLOW_ORIGIN = cors_allow_origin(os.environ)
@@ -525,22 +525,28 @@ def get_user(username: str) -> Response:
 
 
 @route(
-    "PUT,PATCH /users/{username}",
-    R.AdminUser,
-    bearer,
-    admin=True,
-    request=P.UserUpdate,
-    errors=(404,),
+    "PUT /users/{username}", R.AdminUser, bearer, admin=True, request=P.UserReplace, errors=(404,)
+)
+def replace_user(username: str) -> Response:
+    """Set a user's role and disabled flag."""
+    body = http.body(P.UserReplace)
+    return changed_user(username, role=body.role, disabled=body.disabled)
+
+
+@route(
+    "PATCH /users/{username}", R.AdminUser, bearer, admin=True, request=P.UserUpdate, errors=(404,)
 )
 def update_user(username: str) -> Response:
-    """Change a user's role or disabled flag (PUT: both)."""
+    """Change a user's role or disabled flag."""
     body = http.body(P.UserUpdate)
-    if http.request.method == "PUT" and (body.role is None or body.disabled is None):
-        raise HttpError(400, "PUT needs both role and disabled; use PATCH to change one")
+    return changed_user(username, role=body.role, disabled=body.disabled)
+
+
+def changed_user(username: str, *, role: str | None, disabled: bool | None) -> Response:
     user = dependencies.administration.update_user(
         username_param(username),
-        role=body.role,
-        disabled=body.disabled,
+        role=role,
+        disabled=disabled,
         admin=http.caller().username,
         client=http.client(),
     )
@@ -560,7 +566,7 @@ def delete_user(username: str) -> Response:
 @route("POST /uploads", R.UploadStarted, bearer, status=201, request=P.UploadStart)
 def start_upload() -> Response:
     """Start an upload: a presigned POST for the file."""
-    body = http.body(P.UploadStart)
+    body = http.body(P.UploadStart).root
     upload, post = dependencies.uploads.start(
         http.caller().username,
         filename=body.filename,

@@ -7,7 +7,9 @@ from decimal import Clamped, Decimal, Inexact, Overflow, Rounded, Underflow
 from typing import Annotated, Any, Literal
 
 from boto3.dynamodb.types import DYNAMODB_CONTEXT
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, StringConstraints
+
+from chalicelib.uploads import MAX_DOCUMENT_BYTES, MAX_IMAGE_BYTES, DocumentType, ImageType
 
 # New names: what the site and URLs can carry without escaping.
 NewUsername = Annotated[
@@ -121,16 +123,41 @@ class UserCreate(Payload):
 
 
 class UserUpdate(Payload):
+    """PATCH /users/{username}: only the fields given change."""
+
     role: Literal["user", "admin"] | None = None
     disabled: bool | None = None
+
+
+class UserReplace(Payload):
+    """PUT /users/{username}: both fields."""
+
+    role: Literal["user", "admin"]
+    disabled: bool
 
 
 class PasswordConfirmation(Payload):
     password: AnyPassword
 
 
-class UploadStart(Payload):
-    filename: Annotated[str, StringConstraints(min_length=1, max_length=255)]
-    contentType: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    size: Annotated[int, Field(ge=1, le=1024**3)]
-    kind: Literal["image", "document"]
+Filename = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+class ImageUpload(Payload):
+    kind: Literal["image"]
+    filename: Filename
+    contentType: ImageType
+    size: Annotated[int, Field(ge=1, le=MAX_IMAGE_BYTES)]
+
+
+class DocumentUpload(Payload):
+    kind: Literal["document"]
+    filename: Filename
+    contentType: DocumentType
+    size: Annotated[int, Field(ge=1, le=MAX_DOCUMENT_BYTES)]
+
+
+class UploadStart(RootModel[Annotated[ImageUpload | DocumentUpload, Field(discriminator="kind")]]):
+    """POST /uploads: what may be uploaded depends on its kind; the document states both."""
+
+    model_config = ConfigDict(defer_build=True)

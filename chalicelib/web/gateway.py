@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 INVALID_TOKEN = "Invalid or expired token"  # noqa: S105 (words)
+# The reason of the authorizer's Deny for a valid token that no longer counts.
+TOKEN_REVOKED = "Access token revoked; please log in again"  # noqa: S105 (words)
 UNAVAILABLE = "Service temporarily unavailable, please retry"
 # The authorizer's Deny carries its reason in the context under this key.
 DENIAL_REASON = "message"

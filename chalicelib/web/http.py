@@ -12,10 +12,9 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from chalice.app import Chalice, Request, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from chalicelib.events import Client
-from chalicelib.payloads import Payload
 from chalicelib.settings import EDGE_HEADER, Settings
 from chalicelib.users import UserNotFound
 from chalicelib.web.errors import HttpError
@@ -36,7 +35,7 @@ MAX_USERNAME = 128
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
-PayloadT = TypeVar("PayloadT", bound=Payload)
+PayloadT = TypeVar("PayloadT", bound=BaseModel)
 
 
 @dataclass(frozen=True, kw_only=True)
