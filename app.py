@@ -35,17 +35,25 @@ from chalicelib.accounts import (
     SignedIn,
     TokenRevoked,
 )
-from chalicelib.administration import AccountPurge, Administration
+from chalicelib.administration import Administration
 from chalicelib.clock import Clock, ShiftedClock, iso, utc_now
-from chalicelib.events import Client, SecurityEvents
+from chalicelib.deletion import AccountPurge, DynamoDBPartitionRepository
+from chalicelib.events import Client, DynamoDBSecurityEventRepository, SecurityEvents
 from chalicelib.items import (
     STATUSES,
+    DynamoDBItemRepository,
     Item,
     ItemNotFound,
     Items,
     VersionMismatch,
 )
-from chalicelib.limits import IpRateLimiter, LoginThrottle, TooManyAttempts
+from chalicelib.keys import ConcurrentChange, OwnerMissing
+from chalicelib.limits import (
+    DynamoDBLimitRepository,
+    IpRateLimiter,
+    LoginThrottle,
+    TooManyAttempts,
+)
 from chalicelib.openapi import Operation, document
 from chalicelib.paging import InvalidCursor
 from chalicelib.passwords import DEFAULT_COST, ScryptCost, ScryptHasher
@@ -74,6 +82,7 @@ from chalicelib.settings import (
 )
 from chalicelib.tokens import CachedKeys, InvalidToken, SecretsManagerKeySource, TokenService
 from chalicelib.uploads import (
+    DynamoDBUploadRepository,
     Upload,
     UploadIncomplete,
     UploadNotFound,
@@ -81,9 +90,7 @@ from chalicelib.uploads import (
     Uploads,
 )
 from chalicelib.users import (
-    ConcurrentChange,
     DynamoDBUserRepository,
-    OwnerMissing,
     User,
     UsernameTaken,
     UserNotFound,
@@ -170,6 +177,36 @@ class Dependencies:
         dynamodb = boto3.resource("dynamodb", config=BOTO_CONFIG)
         return dynamodb.Table(self.settings.table_name)
 
+    # One repository per aggregate, each built once over the table.
+
+    @cached_property
+    def user_repository(self) -> DynamoDBUserRepository:
+        return DynamoDBUserRepository(self.table)
+
+    @cached_property
+    def session_repository(self) -> DynamoDBSessionRepository:
+        return DynamoDBSessionRepository(self.table)
+
+    @cached_property
+    def item_repository(self) -> DynamoDBItemRepository:
+        return DynamoDBItemRepository(self.table)
+
+    @cached_property
+    def upload_repository(self) -> DynamoDBUploadRepository:
+        return DynamoDBUploadRepository(self.table)
+
+    @cached_property
+    def event_repository(self) -> DynamoDBSecurityEventRepository:
+        return DynamoDBSecurityEventRepository(self.table)
+
+    @cached_property
+    def limit_repository(self) -> DynamoDBLimitRepository:
+        return DynamoDBLimitRepository(self.table)
+
+    @cached_property
+    def partition_repository(self) -> DynamoDBPartitionRepository:
+        return DynamoDBPartitionRepository(self.table)
+
     @cached_property
     def secrets(self) -> SecretsManagerClient:
         return boto3.client("secretsmanager", config=BOTO_CONFIG)
@@ -194,21 +231,21 @@ class Dependencies:
     def accounts(self) -> Accounts:
         settings = self.settings
         sessions = Sessions(
-            DynamoDBSessionRepository(self.table),
+            self.session_repository,
             absolute=timedelta(seconds=settings.refresh_absolute_seconds),
             idle=timedelta(seconds=settings.refresh_idle_seconds),
             grace=timedelta(seconds=settings.refresh_grace_seconds),
             clock=self._clock,
         )
         throttle = LoginThrottle(
-            self.table,
+            self.limit_repository,
             free_failures=settings.login_free_failures,
             max_backoff=settings.login_max_backoff_seconds,
             window=settings.login_failure_window_seconds,
             clock=self._clock,
         )
         return Accounts(
-            DynamoDBUserRepository(self.table),
+            self.user_repository,
             hasher=ScryptHasher(self._scrypt_cost),
             tokens=self.tokens,
             sessions=sessions,
@@ -220,7 +257,7 @@ class Dependencies:
 
     @cached_property
     def events(self) -> SecurityEvents:
-        return SecurityEvents(self.table, clock=self._clock)
+        return SecurityEvents(self.event_repository, clock=self._clock)
 
     @cached_property
     def s3(self) -> S3Client:
@@ -229,12 +266,14 @@ class Dependencies:
     @cached_property
     def purge(self) -> AccountPurge:
         bucket = self.settings.uploads_bucket
-        return AccountPurge(self.table, s3=self.s3 if bucket else None, bucket=bucket)
+        return AccountPurge(
+            self.partition_repository, s3=self.s3 if bucket else None, bucket=bucket
+        )
 
     @cached_property
     def administration(self) -> Administration:
         return Administration(
-            self.table,
+            self.user_repository,
             accounts=self.accounts,
             purge=self.purge,
             events=self.events,
@@ -243,19 +282,19 @@ class Dependencies:
 
     @cached_property
     def items(self) -> Items:
-        return Items(self.table, clock=self._clock)
+        return Items(self.item_repository, clock=self._clock)
 
     @cached_property
     def uploads(self) -> Uploads:
         bucket = self.settings.uploads_bucket
         if bucket is None:
             raise HttpError(503, "Uploads are not configured (UPLOADS_BUCKET)")
-        return Uploads(self.table, self.s3, bucket=bucket, clock=self._clock)
+        return Uploads(self.upload_repository, self.s3, bucket=bucket, clock=self._clock)
 
     @cached_property
     def ip_limiter(self) -> IpRateLimiter:
         return IpRateLimiter(
-            self.table,
+            self.limit_repository,
             limit=self.settings.ip_rate_limit,
             window=self.settings.ip_rate_window_seconds,
             clock=self._clock,
@@ -748,7 +787,6 @@ def change_password() -> Response:
 @endpoint
 def list_sessions() -> Response:
     caller = _caller()
-    user = dependencies.accounts.profile(caller["username"])
     sessions = [
         {
             "id": session.session_id,
@@ -760,7 +798,7 @@ def list_sessions() -> Response:
             "userAgent": session.user_agent,
             "current": session.session_id == caller["sessionId"],
         }
-        for session in dependencies.accounts.active_sessions(user)
+        for session in dependencies.accounts.list_sessions(caller["username"])
     ]
     return _json(200, {"sessions": sessions})
 
@@ -929,17 +967,13 @@ def patch_item(item_id: str) -> Response:
     item_id = _item_id(item_id)
     version = _required_if_match()
     body = parse(ItemPatch)
-    owner = _caller()["username"]
-    current = dependencies.items.get(owner, item_id)
-    if current.version != version:
-        raise VersionMismatch(current.version)
-    item = dependencies.items.replace(
-        owner,
+    item = dependencies.items.patch(
+        _caller()["username"],
         item_id,
-        expected_version=current.version,
-        name=current.name if body.name is None else body.name,
-        data=current.data if body.data is None else body.data,
-        status=current.status if body.status is None else body.status,
+        expected_version=version,
+        name=body.name,
+        data=body.data,
+        status=body.status,
     )
     return _item_response(item)
 

@@ -9,6 +9,10 @@ from typing import Annotated, Any, Literal
 from boto3.dynamodb.types import DYNAMODB_CONTEXT
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from chalicelib.items import ItemStatus
+from chalicelib.uploads import UploadKind
+from chalicelib.users import Role
+
 # New names: what the site and URLs can carry without escaping.
 NewUsername = Annotated[
     str, StringConstraints(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9._-]+$")
@@ -48,7 +52,6 @@ class PasswordChangeRequest(Payload):
 
 
 ItemName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-ItemStatus = Literal["active", "pending", "archived"]
 MAX_DATA_BYTES = 32 * 1024
 
 
@@ -113,11 +116,11 @@ class ItemPatch(Payload):
 class UserCreate(Payload):
     username: NewUsername
     password: NewPassword
-    role: Literal["user", "admin"] = "user"
+    role: Role = "user"
 
 
 class UserUpdate(Payload):
-    role: Literal["user", "admin"] | None = None
+    role: Role | None = None
     disabled: bool | None = None
 
 
@@ -129,4 +132,4 @@ class UploadStart(Payload):
     filename: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     contentType: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     size: Annotated[int, Field(ge=1, le=1024**3)]
-    kind: Literal["image", "document"]
+    kind: UploadKind

@@ -6,6 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chalicelib.items import ItemStatus
+from chalicelib.uploads import UploadKind, UploadStatus
+from chalicelib.users import Role
+
 
 class Answer(BaseModel):
     # Built only when the OpenAPI document is asked for, not at every cold start.
@@ -47,7 +51,7 @@ class SignedIn(Answer):
 class Profile(Answer):
     username: str
     createdAt: str
-    role: Literal["user", "admin"]
+    role: Role
     updatedAt: str | None = None
 
 
@@ -90,7 +94,7 @@ class ItemView(Answer):
     id: str
     name: str
     data: dict[str, Any]
-    status: Literal["active", "pending", "archived"]
+    status: ItemStatus
     createdAt: str
     updatedAt: str
     version: int
@@ -104,11 +108,11 @@ class ItemList(Answer):
 
 class UploadView(Answer):
     id: str
-    kind: Literal["image", "document"]
+    kind: UploadKind
     filename: str
     contentType: str
     size: int
-    status: Literal["pending", "ready"]
+    status: UploadStatus
     createdAt: str
     downloadUrl: str | None = Field(default=None, description="Short-lived, when ready")
 

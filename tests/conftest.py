@@ -16,8 +16,31 @@ from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
 
 import app as app_module
+from chalicelib.deletion import (
+    DynamoDBPartitionRepository,
+    InMemoryPartitionRepository,
+    PartitionRepository,
+)
+from chalicelib.events import (
+    DynamoDBSecurityEventRepository,
+    InMemorySecurityEventRepository,
+    SecurityEventRepository,
+)
+from chalicelib.items import DynamoDBItemRepository, InMemoryItemRepository, ItemRepository
+from chalicelib.keys import user_key
+from chalicelib.limits import DynamoDBLimitRepository, InMemoryLimitRepository, LimitRepository
 from chalicelib.passwords import ScryptCost
-from chalicelib.table import user_key
+from chalicelib.sessions import (
+    DynamoDBSessionRepository,
+    InMemorySessionRepository,
+    SessionRepository,
+)
+from chalicelib.uploads import (
+    DynamoDBUploadRepository,
+    InMemoryUploadRepository,
+    UploadRepository,
+)
+from chalicelib.users import DynamoDBUserRepository, InMemoryUserRepository, UserRepository
 from tools.localaws import Resources, provision
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +93,60 @@ def resources(aws: boto3.Session) -> Resources:
 @pytest.fixture
 def table(aws: boto3.Session, resources: Resources):  # type: ignore[no-untyped-def]
     return aws.resource("dynamodb").Table(resources.table_name)
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Every repository of one backend, over one store: the table, or memory."""
+
+    backend: str
+    users: UserRepository
+    sessions: SessionRepository
+    items: ItemRepository
+    uploads: UploadRepository
+    events: SecurityEventRepository
+    limits: LimitRepository
+    partitions: PartitionRepository
+
+
+def dynamodb_stores(table: Any) -> Stores:
+    return Stores(
+        backend="dynamodb",
+        users=DynamoDBUserRepository(table),
+        sessions=DynamoDBSessionRepository(table),
+        items=DynamoDBItemRepository(table),
+        uploads=DynamoDBUploadRepository(table),
+        events=DynamoDBSecurityEventRepository(table),
+        limits=DynamoDBLimitRepository(table),
+        partitions=DynamoDBPartitionRepository(table),
+    )
+
+
+def memory_stores() -> Stores:
+    users = InMemoryUserRepository()
+    sessions = InMemorySessionRepository(users)
+    items = InMemoryItemRepository(users)
+    uploads = InMemoryUploadRepository(users)
+    events = InMemorySecurityEventRepository()
+    limits = InMemoryLimitRepository()
+    return Stores(
+        backend="memory",
+        users=users,
+        sessions=sessions,
+        items=items,
+        uploads=uploads,
+        events=events,
+        limits=limits,
+        partitions=InMemoryPartitionRepository(users, [sessions, items, uploads, events, limits]),
+    )
+
+
+@pytest.fixture(params=["dynamodb", "memory"])
+def stores(request: pytest.FixtureRequest) -> Stores:
+    """The repositories under moto, then their in-memory twins: contract tests run on both."""
+    if request.param == "memory":
+        return memory_stores()
+    return dynamodb_stores(request.getfixturevalue("table"))
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from botocore.stub import Stubber
 from chalice.test import Client
 
 import app as app_module
+from chalicelib.keys import user_key
 from chalicelib.logs import JsonFormatter
-from chalicelib.table import user_key
 from tests.conftest import ROOT, Api, FakeClock, node_scrypt_hashes
 from tools.localaws import Resources
 
