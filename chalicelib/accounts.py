@@ -1,4 +1,5 @@
-"""The account use cases: sign up, log in, refresh, log out, change password, read a profile."""
+"""The account use cases: sign up, log in, refresh, log out, change password, read a profile,
+list the live sessions, delete the account."""
 
 from __future__ import annotations
 
