@@ -1,4 +1,5 @@
-"""The account use cases: sign up, log in, refresh, log out, change password, read a profile."""
+"""The account use cases: sign up, log in, refresh, log out, change password, read a profile,
+list the live sessions, delete the account."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import logging
 from dataclasses import dataclass, replace
 from typing import NoReturn
 
-from chalicelib.administration import AccountPurge
 from chalicelib.clock import Clock, iso, utc_now
+from chalicelib.deletion import AccountPurge
 from chalicelib.events import Client, Page, SecurityEvents
 from chalicelib.limits import LoginThrottle
 from chalicelib.passwords import ScryptHasher
@@ -20,13 +21,7 @@ from chalicelib.sessions import (
     Sessions,
 )
 from chalicelib.tokens import Claims, IssuedToken, TokenService
-from chalicelib.users import (
-    DEFAULT_ROLE,
-    User,
-    UserNotFound,
-    UserRepository,
-    user_from_item,
-)
+from chalicelib.users import DEFAULT_ROLE, User, UserNotFound, UserRepository
 
 logger = logging.getLogger(__name__)
 
@@ -131,10 +126,9 @@ class Accounts:
     def authorize(self, claims: Claims) -> User:
         """The current profile behind a verified access token, unless revoked since issue:
         the user deleted or disabled, every session ended since, or this session ended."""
-        profile, live = self._sessions.live_with_profile(claims.username, claims.session_id)
-        if profile is None or not live:
+        user, live = self._sessions.live_with_profile(claims.username, claims.session_id)
+        if user is None or not live:
             raise TokenRevoked(claims.username)
-        user = user_from_item(profile)
         if user.disabled or claims.token_version < user.token_version:
             raise TokenRevoked(claims.username)
         return user
@@ -178,9 +172,8 @@ class Accounts:
         return self._sessions.active(user.username, token_version=user.token_version)
 
     def list_sessions(self, username: str) -> list[Session]:
-        """The account's live sessions."""
-        user = self.profile(username)
-        return self._sessions.active(user.username, token_version=user.token_version)
+        """The account's live sessions, newest first; ``UserNotFound`` if it is gone."""
+        return self.active_sessions(self.profile(username))
 
     def end_session(self, username: str, session_id: str) -> None:
         if not self._sessions.end(username, session_id):

@@ -1,36 +1,47 @@
 """Items: small JSON documents each user owns, under the owner's partition.
 
-Rows: ``USER#{owner}`` / ``ITEM#{id}``. Ids sort by creation time, so a reverse query lists the
-newest first. The sparse index ``gsi1`` holds every item under ``ITEMSTATUS#{status}`` sorted by
-id, for the administrators' cross-user listing by status.
+Ids sort by creation time, so a reverse query lists the newest first. The sparse index ``gsi1``
+holds every item under its status, sorted by id, for the administrators' cross-user listing
+(keys in ``chalicelib/keys.py``). ``DynamoDBItemRepository`` stores them;
+``InMemoryItemRepository`` is its twin with the same contract (``tests/test_item_repository.py``).
 """
 
 from __future__ import annotations
 
-import json
-import re
 import secrets
-from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NoReturn
+import threading
+import typing
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol
 
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from chalicelib.clock import Clock, iso, utc_now
-from chalicelib.paging import KEY_TEXT, collect, decode_cursor, encode_cursor
-from chalicelib.table import INDEXES, PARTITION_KEY, SORT_KEY, plain
-from chalicelib.users import put_owned
+from chalicelib.keys import (
+    ITEM,
+    ITEM_ID,
+    ITEM_SK,
+    STATUS_INDEX,
+    USER_PK,
+    ConcurrentChange,
+    OwnerMissing,
+    is_condition_failure,
+    item_key,
+    item_status_pk,
+    put_owned,
+    user_pk,
+)
+from chalicelib.paging import collect, decode_cursor, encode_cursor
+from chalicelib.table import PARTITION_KEY, SORT_KEY, plain, storable
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
 
-STATUSES = ("active", "pending", "archived")
-_ITEM = "ITEM#"
-_INDEX = INDEXES[0]
-_ID = re.compile("[0-9a-f]{28}")
-_ITEM_SK = re.compile("ITEM#[0-9a-f]{28}")
-_OWNER_PK = re.compile(f"USER#{KEY_TEXT}{{1,128}}")
+    from chalicelib.users import UserRepository
+
+ItemStatus = Literal["active", "pending", "archived"]
+STATUSES: tuple[str, ...] = typing.get_args(ItemStatus)
 
 
 class ItemNotFound(Exception):
@@ -68,11 +79,266 @@ def new_item_id(now_ms: int) -> str:
     return f"{now_ms:012x}{secrets.token_hex(8)}"
 
 
+class ItemRepository(Protocol):
+    def add(self, item: Item) -> None:
+        """Store a new item while its owner exists: ``OwnerMissing``, or ``ConcurrentChange``
+        if the write lost a race."""
+
+    def get(self, owner: str, item_id: str) -> Item | None: ...
+
+    def list(self, owner: str, *, status: str | None, limit: int, cursor: str | None) -> ItemPage:
+        """The owner's items, newest first; the cursor names only a row of that owner."""
+
+    def by_status(self, status: str, *, limit: int, cursor: str | None) -> ItemPage:
+        """Every user's items with ``status``, newest first."""
+
+    def update(
+        self,
+        owner: str,
+        item_id: str,
+        *,
+        expected_version: int,
+        name: str,
+        data: dict[str, Any],
+        status: str,
+        updated_at: str,
+    ) -> Item:
+        """New contents and the next version, if the item is still at ``expected_version``:
+        ``ItemNotFound`` or ``VersionMismatch`` otherwise."""
+
+    def delete(self, owner: str, item_id: str, *, expected_version: int | None) -> None:
+        """Delete, at ``expected_version`` if given: ``ItemNotFound`` or ``VersionMismatch``."""
+
+
+class DynamoDBItemRepository:
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    def add(self, item: Item) -> None:
+        put_owned(self._table, _row(item), owner=item.owner)
+
+    def get(self, owner: str, item_id: str) -> Item | None:
+        row = self._table.get_item(Key=item_key(owner, item_id), ConsistentRead=True).get("Item")
+        return None if row is None else _item(row)
+
+    def list(self, owner: str, *, status: str | None, limit: int, cursor: str | None) -> ItemPage:
+        query: dict[str, Any] = {
+            "KeyConditionExpression": Key(PARTITION_KEY).eq(user_pk(owner))
+            & Key(SORT_KEY).begins_with(ITEM),
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+        }
+        if status is not None:
+            query["FilterExpression"] = Attr("status").eq(status)
+        if cursor is not None:
+            after = decode_cursor(cursor, {"sk": ITEM_SK})["sk"]
+            query["ExclusiveStartKey"] = {PARTITION_KEY: user_pk(owner), SORT_KEY: after}
+        rows, resume = collect(self._table, query, limit=limit, filtered=status is not None)
+        items = [_item(row) for row in rows[:limit]]
+        if len(rows) > limit:
+            return ItemPage(items, encode_cursor({"sk": ITEM + items[-1].item_id}))
+        return ItemPage(items, None if resume is None else encode_cursor({"sk": resume[SORT_KEY]}))
+
+    def by_status(self, status: str, *, limit: int, cursor: str | None) -> ItemPage:
+        query: dict[str, Any] = {
+            "IndexName": STATUS_INDEX.name,
+            "KeyConditionExpression": Key(STATUS_INDEX.partition_key).eq(item_status_pk(status)),
+            "ScanIndexForward": False,
+        }
+        if cursor is not None:
+            position = decode_cursor(cursor, {"pk": USER_PK, "sk": ITEM_SK, "gsi": ITEM_ID})
+            query["ExclusiveStartKey"] = {
+                PARTITION_KEY: position["pk"],
+                SORT_KEY: position["sk"],
+                STATUS_INDEX.partition_key: item_status_pk(status),
+                STATUS_INDEX.sort_key: position["gsi"],
+            }
+        rows, _ = collect(self._table, query, limit=limit)
+        items = [_item(row) for row in rows[:limit]]
+        if len(rows) <= limit:
+            return ItemPage(items, None)
+        last = rows[limit - 1]
+        position = {"pk": str(last[PARTITION_KEY]), "sk": str(last[SORT_KEY])}
+        return ItemPage(items, encode_cursor({**position, "gsi": str(last[STATUS_INDEX.sort_key])}))
+
+    def update(
+        self,
+        owner: str,
+        item_id: str,
+        *,
+        expected_version: int,
+        name: str,
+        data: dict[str, Any],
+        status: str,
+        updated_at: str,
+    ) -> Item:
+        try:
+            response = self._table.update_item(
+                Key=item_key(owner, item_id),
+                UpdateExpression=(
+                    "SET #name = :name, #data = :data, #status = :status, updatedAt = :now, "
+                    "#gpk = :gpk ADD version :one"
+                ),
+                # Conditional on existence too, so a late update never resurrects a deleted item.
+                ConditionExpression="attribute_exists(#pk) AND version = :expected",
+                ExpressionAttributeNames={
+                    "#pk": PARTITION_KEY,
+                    "#name": "name",
+                    "#data": "data",
+                    "#status": "status",
+                    "#gpk": STATUS_INDEX.partition_key,
+                },
+                ExpressionAttributeValues={
+                    ":name": name,
+                    ":data": storable(data),
+                    ":status": status,
+                    ":now": updated_at,
+                    ":gpk": item_status_pk(status),
+                    ":one": 1,
+                    ":expected": expected_version,
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            self._explain(exc, owner, item_id)
+        return _item(response["Attributes"])
+
+    def delete(self, owner: str, item_id: str, *, expected_version: int | None) -> None:
+        request: dict[str, Any] = {
+            "Key": item_key(owner, item_id),
+            "ConditionExpression": "attribute_exists(#pk)",
+            "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
+        }
+        if expected_version is not None:
+            request["ConditionExpression"] += " AND version = :expected"
+            request["ExpressionAttributeValues"] = {":expected": expected_version}
+        try:
+            self._table.delete_item(**request)
+        except ClientError as exc:
+            self._explain(exc, owner, item_id)
+
+    def _explain(self, exc: ClientError, owner: str, item_id: str) -> NoReturn:
+        if not is_condition_failure(exc):
+            raise exc
+        current = self.get(owner, item_id)
+        if current is None:
+            raise ItemNotFound(item_id) from exc
+        raise VersionMismatch(current.version) from exc
+
+
+class InMemoryItemRepository:
+    """The DynamoDB repository's twin; owners are checked in the user repository it is given."""
+
+    def __init__(self, users: UserRepository) -> None:
+        self._users = users
+        self._items: dict[tuple[str, str], Item] = {}
+        self._lock = threading.RLock()
+
+    def add(self, item: Item) -> None:
+        with self._lock:
+            if self._users.get(item.owner) is None:
+                raise OwnerMissing(item.owner)
+            if (item.owner, item.item_id) in self._items:
+                raise ConcurrentChange(item.owner)
+            self._items[(item.owner, item.item_id)] = _stored(item)
+
+    def get(self, owner: str, item_id: str) -> Item | None:
+        with self._lock:
+            return self._items.get((owner, item_id))
+
+    def list(self, owner: str, *, status: str | None, limit: int, cursor: str | None) -> ItemPage:
+        after = None if cursor is None else decode_cursor(cursor, {"sk": ITEM_SK})["sk"]
+        with self._lock:
+            items = sorted(
+                (item for (who, _), item in self._items.items() if who == owner),
+                key=lambda item: item.item_id,
+                reverse=True,
+            )
+        items = [
+            item
+            for item in items
+            if (after is None or ITEM + item.item_id < after)
+            and (status is None or item.status == status)
+        ]
+        if len(items) > limit:
+            return ItemPage(items[:limit], encode_cursor({"sk": ITEM + items[limit - 1].item_id}))
+        return ItemPage(items, None)
+
+    def by_status(self, status: str, *, limit: int, cursor: str | None) -> ItemPage:
+        with self._lock:
+            # The index's order: by id, then by the table's key.
+            rows = sorted(
+                (
+                    (item.item_id, user_pk(item.owner), ITEM + item.item_id, item)
+                    for item in self._items.values()
+                    if item.status == status
+                ),
+                key=lambda row: row[:3],
+                reverse=True,
+            )
+        if cursor is not None:
+            position = decode_cursor(cursor, {"pk": USER_PK, "sk": ITEM_SK, "gsi": ITEM_ID})
+            start = (position["gsi"], position["pk"], position["sk"])
+            rows = [row for row in rows if row[:3] < start]
+        items = [row[3] for row in rows[:limit]]
+        if len(rows) <= limit:
+            return ItemPage(items, None)
+        gsi, pk, sk, _ = rows[limit - 1]
+        return ItemPage(items, encode_cursor({"pk": pk, "sk": sk, "gsi": gsi}))
+
+    def update(
+        self,
+        owner: str,
+        item_id: str,
+        *,
+        expected_version: int,
+        name: str,
+        data: dict[str, Any],
+        status: str,
+        updated_at: str,
+    ) -> Item:
+        with self._lock:
+            current = self._current(owner, item_id, expected_version)
+            changed = _stored(
+                replace(
+                    current,
+                    name=name,
+                    data=data,
+                    status=status,
+                    updated_at=updated_at,
+                    version=current.version + 1,
+                )
+            )
+            self._items[(owner, item_id)] = changed
+            return changed
+
+    def delete(self, owner: str, item_id: str, *, expected_version: int | None) -> None:
+        with self._lock:
+            current = self._current(owner, item_id, expected_version)
+            del self._items[(current.owner, current.item_id)]
+
+    def delete_owned(self, username: str) -> int:
+        """Forget the user's items; how many rows went."""
+        with self._lock:
+            keys = [key for key in self._items if key[0] == username]
+            for key in keys:
+                del self._items[key]
+            return len(keys)
+
+    def _current(self, owner: str, item_id: str, expected_version: int | None) -> Item:
+        current = self._items.get((owner, item_id))
+        if current is None:
+            raise ItemNotFound(item_id)
+        if expected_version is not None and current.version != expected_version:
+            raise VersionMismatch(current.version)
+        return current
+
+
 class Items:
     """The owner-scoped item store; every change is conditional on the version it replaces."""
 
-    def __init__(self, table: Table, *, clock: Clock = utc_now) -> None:
-        self._table = table
+    def __init__(self, repository: ItemRepository, *, clock: Clock = utc_now) -> None:
+        self._repository = repository
         self._clock = clock
 
     def create(self, owner: str, *, name: str, data: dict[str, Any], status: str) -> Item:
@@ -88,56 +354,22 @@ class Items:
         )
         # The owner must still exist: a token that outlives its account's deletion (up to the
         # authorizer cache TTL) cannot leave items behind in a purged partition.
-        put_owned(self._table, _row(item), owner=owner)
+        self._repository.add(item)
         return item
 
     def get(self, owner: str, item_id: str) -> Item:
-        row = self._table.get_item(Key=_key(owner, item_id), ConsistentRead=True).get("Item")
-        if row is None:
+        item = self._repository.get(owner, item_id)
+        if item is None:
             raise ItemNotFound(item_id)
-        return _item(row)
+        return item
 
     def list(self, owner: str, *, status: str | None, limit: int, cursor: str | None) -> ItemPage:
         """Newest first; the cursor only ever names a row in the caller's own partition."""
-        query: dict[str, Any] = {
-            "KeyConditionExpression": Key(PARTITION_KEY).eq(f"USER#{owner}")
-            & Key(SORT_KEY).begins_with(_ITEM),
-            "ScanIndexForward": False,
-            "ConsistentRead": True,
-        }
-        if status is not None:
-            query["FilterExpression"] = Attr("status").eq(status)
-        if cursor is not None:
-            after = decode_cursor(cursor, {"sk": _ITEM_SK})["sk"]
-            query["ExclusiveStartKey"] = {PARTITION_KEY: f"USER#{owner}", SORT_KEY: after}
-        rows, resume = collect(self._table, query, limit=limit, filtered=status is not None)
-        items = [_item(row) for row in rows[:limit]]
-        if len(rows) > limit:
-            return ItemPage(items, encode_cursor({"sk": _ITEM + items[-1].item_id}))
-        return ItemPage(items, None if resume is None else encode_cursor({"sk": resume[SORT_KEY]}))
+        return self._repository.list(owner, status=status, limit=limit, cursor=cursor)
 
     def by_status(self, status: str, *, limit: int, cursor: str | None) -> ItemPage:
         """Every user's items with ``status``, newest first, through the sparse index."""
-        query: dict[str, Any] = {
-            "IndexName": _INDEX.name,
-            "KeyConditionExpression": Key(_INDEX.partition_key).eq(f"ITEMSTATUS#{status}"),
-            "ScanIndexForward": False,
-        }
-        if cursor is not None:
-            position = decode_cursor(cursor, {"pk": _OWNER_PK, "sk": _ITEM_SK, "gsi": _ID})
-            query["ExclusiveStartKey"] = {
-                PARTITION_KEY: position["pk"],
-                SORT_KEY: position["sk"],
-                _INDEX.partition_key: f"ITEMSTATUS#{status}",
-                _INDEX.sort_key: position["gsi"],
-            }
-        rows, _ = collect(self._table, query, limit=limit)
-        items = [_item(row) for row in rows[:limit]]
-        if len(rows) <= limit:
-            return ItemPage(items, None)
-        last = rows[limit - 1]
-        position = {"pk": str(last[PARTITION_KEY]), "sk": str(last[SORT_KEY])}
-        return ItemPage(items, encode_cursor({**position, "gsi": str(last[_INDEX.sort_key])}))
+        return self._repository.by_status(status, limit=limit, cursor=cursor)
 
     def replace(
         self,
@@ -150,36 +382,15 @@ class Items:
         status: str,
     ) -> Item:
         """Write new contents if the item is still at ``expected_version``."""
-        try:
-            response = self._table.update_item(
-                Key=_key(owner, item_id),
-                UpdateExpression=(
-                    "SET #name = :name, #data = :data, #status = :status, updatedAt = :now, "
-                    "#gpk = :gpk ADD version :one"
-                ),
-                # Conditional on existence too, so a late update never resurrects a deleted item.
-                ConditionExpression="attribute_exists(#pk) AND version = :expected",
-                ExpressionAttributeNames={
-                    "#pk": PARTITION_KEY,
-                    "#name": "name",
-                    "#data": "data",
-                    "#status": "status",
-                    "#gpk": _INDEX.partition_key,
-                },
-                ExpressionAttributeValues={
-                    ":name": name,
-                    ":data": _storable(data),
-                    ":status": status,
-                    ":now": iso(self._clock()),
-                    ":gpk": f"ITEMSTATUS#{status}",
-                    ":one": 1,
-                    ":expected": expected_version,
-                },
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            self._explain(exc, owner, item_id)
-        return _item(response["Attributes"])
+        return self._repository.update(
+            owner,
+            item_id,
+            expected_version=expected_version,
+            name=name,
+            data=data,
+            status=status,
+            updated_at=iso(self._clock()),
+        )
 
     def patch(
         self,
@@ -191,64 +402,42 @@ class Items:
         data: dict[str, Any] | None = None,
         status: str | None = None,
     ) -> Item:
-        """Change the given fields if the item is still at ``expected_version``."""
+        """Change only the fields given, if the item is still at ``expected_version``."""
         current = self.get(owner, item_id)
         if current.version != expected_version:
             raise VersionMismatch(current.version)
+        # The replace is conditional on the version read, so a change in between is refused.
         return self.replace(
             owner,
             item_id,
-            expected_version=expected_version,
+            expected_version=current.version,
             name=current.name if name is None else name,
             data=current.data if data is None else data,
             status=current.status if status is None else status,
         )
 
     def delete(self, owner: str, item_id: str, *, expected_version: int | None) -> None:
-        request: dict[str, Any] = {
-            "Key": _key(owner, item_id),
-            "ConditionExpression": "attribute_exists(#pk)",
-            "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
-        }
-        if expected_version is not None:
-            request["ConditionExpression"] += " AND version = :expected"
-            request["ExpressionAttributeValues"] = {":expected": expected_version}
-        try:
-            self._table.delete_item(**request)
-        except ClientError as exc:
-            self._explain(exc, owner, item_id)
-
-    def _explain(self, exc: ClientError, owner: str, item_id: str) -> NoReturn:
-        if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-            raise exc
-        current = self._table.get_item(Key=_key(owner, item_id), ConsistentRead=True).get("Item")
-        if current is None:
-            raise ItemNotFound(item_id) from exc
-        raise VersionMismatch(int(str(current["version"]))) from exc
+        self._repository.delete(owner, item_id, expected_version=expected_version)
 
 
-def _storable(data: dict[str, Any]) -> Any:
-    """DynamoDB takes Decimal, not float."""
-    return json.loads(json.dumps(data), parse_float=Decimal)
-
-
-def _key(owner: str, item_id: str) -> dict[str, str]:
-    return {PARTITION_KEY: f"USER#{owner}", SORT_KEY: _ITEM + item_id}
+def _stored(item: Item) -> Item:
+    """The item as DynamoDB gives it back: numbers in data come back as int or float."""
+    return replace(item, data=plain(storable(item.data)))
 
 
 def _row(item: Item) -> dict[str, Any]:
     return {
-        **_key(item.owner, item.item_id),
+        **item_key(item.owner, item.item_id),
         "owner": item.owner,
         "itemId": item.item_id,
         "name": item.name,
-        "data": _storable(item.data),
+        "data": storable(item.data),
         "status": item.status,
         "createdAt": item.created_at,
         "updatedAt": item.updated_at,
         "version": item.version,
-        _INDEX.partition_key: f"ITEMSTATUS#{item.status}",
-        _INDEX.sort_key: item.item_id,
+        STATUS_INDEX.partition_key: item_status_pk(item.status),
+        STATUS_INDEX.sort_key: item.item_id,
     }
 
 

@@ -1,17 +1,21 @@
 """Brute-force and abuse limits: per-account login back-off and per-IP request limits.
 
-Counters live in the table and are updated atomically (``ADD``); their TTL only cleans up, the
-windows are enforced here.
+Counters live in the table and are updated atomically (``ADD``, conditional writes); their TTL
+only cleans up, the windows are enforced here. ``DynamoDBLimitRepository`` stores them;
+``InMemoryLimitRepository`` is its twin with the same contract (``tests/test_limit_repository.py``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
 
 from chalicelib.clock import Clock, utc_now
-from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, user_key
+from chalicelib.keys import is_condition_failure, login_failure_key, rate_key
+from chalicelib.table import PARTITION_KEY, TTL_ATTRIBUTE
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -25,8 +29,161 @@ class TooManyAttempts(Exception):
         self.retry_after = max(1, retry_after)
 
 
-def _failure_key(username: str, address: str) -> dict[str, str]:
-    return {**user_key(username), SORT_KEY: f"LOGINFAIL#{address}"}
+class AttemptRaced(Exception):
+    """Another attempt changed the failure count since it was read."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failures:
+    """Recent failed password attempts on one account from one address."""
+
+    count: int
+    last_attempt_at: int
+    locked_until: int = 0
+
+
+class LimitRepository(Protocol):
+    def failures(self, username: str, address: str) -> Failures | None: ...
+
+    def count_attempt(
+        self,
+        username: str,
+        address: str,
+        *,
+        previous: Failures | None,
+        new: Failures,
+        expires_at: int,
+    ) -> None:
+        """Replace ``previous`` (None: no row yet) with ``new``; raise ``AttemptRaced`` if the
+        stored count is no longer ``previous``."""
+
+    def clear_failures(self, username: str, address: str) -> None: ...
+
+    def hit(self, address: str, *, window_start: int, expires_at: int) -> int:
+        """Count one request in the window; return the window's count so far."""
+
+
+class DynamoDBLimitRepository:
+    """Failure rows under the user's partition; per-IP counters in their own partitions."""
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    def failures(self, username: str, address: str) -> Failures | None:
+        row = self._table.get_item(
+            Key=login_failure_key(username, address), ConsistentRead=True
+        ).get("Item")
+        if row is None:
+            return None
+        return Failures(
+            count=int(str(row["failures"])),
+            last_attempt_at=int(str(row["lastAttemptAt"])),
+            locked_until=int(str(row.get("lockedUntil", 0))),
+        )
+
+    def count_attempt(
+        self,
+        username: str,
+        address: str,
+        *,
+        previous: Failures | None,
+        new: Failures,
+        expires_at: int,
+    ) -> None:
+        condition = "attribute_not_exists(#pk)"
+        names = {"#pk": PARTITION_KEY, "#ttl": TTL_ATTRIBUTE}
+        values: dict[str, Any] = {}
+        if previous is not None:
+            condition = "failures = :previous AND lastAttemptAt = :last"
+            names = {"#ttl": TTL_ATTRIBUTE}
+            values = {":previous": previous.count, ":last": previous.last_attempt_at}
+        try:
+            self._table.update_item(
+                Key=login_failure_key(username, address),
+                UpdateExpression=(
+                    "SET failures = :attempt, lastAttemptAt = :now, lockedUntil = :until, "
+                    "#ttl = :expires"
+                ),
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={
+                    **values,
+                    ":attempt": new.count,
+                    ":now": new.last_attempt_at,
+                    ":until": new.locked_until,
+                    ":expires": expires_at,
+                },
+            )
+        except ClientError as exc:
+            if not is_condition_failure(exc):
+                raise
+            raise AttemptRaced(username) from exc
+
+    def clear_failures(self, username: str, address: str) -> None:
+        self._table.delete_item(Key=login_failure_key(username, address))
+
+    def hit(self, address: str, *, window_start: int, expires_at: int) -> int:
+        response = self._table.update_item(
+            Key=rate_key(address, window_start),
+            UpdateExpression="SET #ttl = :expires ADD hits :one",
+            ExpressionAttributeNames={"#ttl": TTL_ATTRIBUTE},
+            ExpressionAttributeValues={":expires": expires_at, ":one": 1},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(str(response["Attributes"]["hits"]))
+
+
+class InMemoryLimitRepository:
+    """The DynamoDB repository's twin; nothing expires (no TTL)."""
+
+    def __init__(self) -> None:
+        self._failures: dict[tuple[str, str], Failures] = {}
+        self._hits: dict[tuple[str, int], int] = {}
+        self._lock = threading.RLock()
+
+    def failures(self, username: str, address: str) -> Failures | None:
+        with self._lock:
+            return self._failures.get((username, address))
+
+    def count_attempt(
+        self,
+        username: str,
+        address: str,
+        *,
+        previous: Failures | None,
+        new: Failures,
+        expires_at: int,
+    ) -> None:
+        with self._lock:
+            stored = self._failures.get((username, address))
+            same = (
+                stored is None
+                if previous is None
+                else stored is not None
+                and (stored.count, stored.last_attempt_at)
+                == (previous.count, previous.last_attempt_at)
+            )
+            if not same:
+                raise AttemptRaced(username)
+            self._failures[(username, address)] = new
+
+    def clear_failures(self, username: str, address: str) -> None:
+        with self._lock:
+            self._failures.pop((username, address), None)
+
+    def hit(self, address: str, *, window_start: int, expires_at: int) -> int:
+        with self._lock:
+            count = self._hits.get((address, window_start), 0) + 1
+            self._hits[(address, window_start)] = count
+            return count
+
+    def delete_owned(self, username: str) -> int:
+        """Forget the user's failure counts; how many rows went."""
+        with self._lock:
+            keys = [key for key in self._failures if key[0] == username]
+            for key in keys:
+                del self._failures[key]
+            return len(keys)
 
 
 class LoginThrottle:
@@ -43,14 +200,14 @@ class LoginThrottle:
 
     def __init__(
         self,
-        table: Table,
+        repository: LimitRepository,
         *,
         free_failures: int,
         max_backoff: int,
         window: int,
         clock: Clock = utc_now,
     ) -> None:
-        self._table = table
+        self._repository = repository
         self._free = free_failures
         self._max_backoff = max_backoff
         self._window = window
@@ -61,59 +218,41 @@ class LoginThrottle:
 
         Raises ``TooManyAttempts`` while locked, or when a parallel attempt counted first.
         """
-        key = _failure_key(username, address)
         now = int(self._clock().timestamp())
-        row = self._table.get_item(Key=key, ConsistentRead=True).get("Item")
+        previous = self._repository.failures(username, address)
         failures = 0
-        condition = "attribute_not_exists(#pk)"
-        names = {"#pk": PARTITION_KEY, "#ttl": TTL_ATTRIBUTE}
-        values: dict[str, Any] = {}
-        if row is not None:
-            locked_until = int(str(row.get("lockedUntil", 0)))
-            if locked_until > now:
-                raise TooManyAttempts(locked_until - now)
-            previous, last = int(str(row["failures"])), int(str(row["lastAttemptAt"]))
-            condition = "failures = :previous AND lastAttemptAt = :last"
-            names = {"#ttl": TTL_ATTRIBUTE}
-            values = {":previous": previous, ":last": last}
-            if now - last < self._window:
-                failures = previous
+        if previous is not None:
+            if previous.locked_until > now:
+                raise TooManyAttempts(previous.locked_until - now)
+            if now - previous.last_attempt_at < self._window:
+                failures = previous.count
         attempt = failures + 1
         lock = 0
         if attempt > self._free:
             lock = min(1 << min(attempt - self._free - 1, 30), self._max_backoff)
         try:
-            self._table.update_item(
-                Key=key,
-                UpdateExpression=(
-                    "SET failures = :attempt, lastAttemptAt = :now, lockedUntil = :until, "
-                    "#ttl = :expires"
-                ),
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues={
-                    **values,
-                    ":attempt": attempt,
-                    ":now": now,
-                    ":until": now + lock,
-                    ":expires": now + max(self._window, lock),
-                },
+            self._repository.count_attempt(
+                username,
+                address,
+                previous=previous,
+                new=Failures(count=attempt, last_attempt_at=now, locked_until=now + lock),
+                expires_at=now + max(self._window, lock),
             )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
+        except AttemptRaced as exc:
             raise TooManyAttempts(max(1, lock)) from exc
         return lock
 
     def succeeded(self, username: str, address: str) -> None:
-        self._table.delete_item(Key=_failure_key(username, address))
+        self._repository.clear_failures(username, address)
 
 
 class IpRateLimiter:
     """At most ``limit`` requests per ``window`` seconds from one address (fixed windows)."""
 
-    def __init__(self, table: Table, *, limit: int, window: int, clock: Clock = utc_now) -> None:
-        self._table = table
+    def __init__(
+        self, repository: LimitRepository, *, limit: int, window: int, clock: Clock = utc_now
+    ) -> None:
+        self._repository = repository
         self._limit = limit
         self._window = window
         self._clock = clock
@@ -121,12 +260,8 @@ class IpRateLimiter:
     def hit(self, address: str) -> None:
         now = int(self._clock().timestamp())
         start = now - now % self._window
-        response = self._table.update_item(
-            Key={PARTITION_KEY: f"RATE#{address}", SORT_KEY: f"WINDOW#{start}"},
-            UpdateExpression="SET #ttl = :expires ADD hits :one",
-            ExpressionAttributeNames={"#ttl": TTL_ATTRIBUTE},
-            ExpressionAttributeValues={":expires": start + 2 * self._window, ":one": 1},
-            ReturnValues="UPDATED_NEW",
+        hits = self._repository.hit(
+            address, window_start=start, expires_at=start + 2 * self._window
         )
-        if int(str(response["Attributes"]["hits"])) > self._limit:
+        if hits > self._limit:
             raise TooManyAttempts(start + self._window - now)

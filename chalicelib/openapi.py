@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from chalicelib.items import STATUSES
 from chalicelib.responses import Error
 
 _REASONS = {
@@ -27,7 +28,7 @@ _REASONS = {
 
 _QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
     "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
-    "status": {"enum": ["active", "pending", "archived"]},
+    "status": {"enum": list(STATUSES)},
 }
 
 

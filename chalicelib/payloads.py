@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal
 from boto3.dynamodb.types import DYNAMODB_CONTEXT
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, StringConstraints
 
+from chalicelib.items import ItemStatus
 from chalicelib.uploads import MAX_DOCUMENT_BYTES, MAX_IMAGE_BYTES, DocumentType, ImageType
+from chalicelib.users import Role
 
 # New names: what the site and URLs can carry without escaping.
 NewUsername = Annotated[
@@ -50,7 +52,6 @@ class PasswordChangeRequest(Payload):
 
 
 ItemName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-ItemStatus = Literal["active", "pending", "archived"]
 MAX_DATA_BYTES = 32 * 1024
 
 
@@ -119,20 +120,20 @@ class ItemPatch(Payload):
 class UserCreate(Payload):
     username: NewUsername
     password: NewPassword
-    role: Literal["user", "admin"] = "user"
+    role: Role = "user"
 
 
 class UserUpdate(Payload):
     """PATCH /users/{username}: only the fields given change."""
 
-    role: Literal["user", "admin"] | None = None
+    role: Role | None = None
     disabled: bool | None = None
 
 
 class UserReplace(Payload):
     """PUT /users/{username}: both fields."""
 
-    role: Literal["user", "admin"]
+    role: Role
     disabled: bool
 
 

@@ -11,10 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from chalicelib import accounts
 from chalicelib.clock import iso
 from chalicelib.events import Event
-from chalicelib.items import Item
+from chalicelib.items import Item, ItemStatus
 from chalicelib.sessions import Session
-from chalicelib.uploads import Upload
-from chalicelib.users import User
+from chalicelib.uploads import Upload, UploadKind, UploadStatus
+from chalicelib.users import Role, User
 
 
 class Answer(BaseModel):
@@ -57,7 +57,7 @@ class SignedIn(Answer):
 class Profile(Answer):
     username: str
     createdAt: str
-    role: Literal["user", "admin"]
+    role: Role
     updatedAt: str | None = None
 
 
@@ -100,7 +100,7 @@ class ItemView(Answer):
     id: str
     name: str
     data: dict[str, Any]
-    status: Literal["active", "pending", "archived"]
+    status: ItemStatus
     createdAt: str
     updatedAt: str
     version: int
@@ -114,11 +114,11 @@ class ItemList(Answer):
 
 class UploadView(Answer):
     id: str
-    kind: Literal["image", "document"]
+    kind: UploadKind
     filename: str
     contentType: str
     size: int
-    status: Literal["pending", "ready"]
+    status: UploadStatus
     createdAt: str
     downloadUrl: str | None = Field(default=None, description="Short-lived, when ready")
 

@@ -1,11 +1,14 @@
 """Sessions and their rotating refresh tokens, under the user's partition.
 
-Rows (pk ``USER#{username}``):
-- ``SESSION#{id}``: one per login; created/last-used times, user-agent label, absolute and idle
+Two kinds of rows in the user's partition (keys in ``chalicelib/keys.py``):
+- a session: one per login; created/last-used times, user-agent label, absolute and idle
   expiry, and the user's token version when it started.
-- ``REFRESH#{sha256(secret)}``: one per refresh token issued, ``active`` until used once, then
-  ``consumed``. Consumed rows are kept (until the session's absolute expiry) so a replayed token
-  is recognised and its whole family, the session, revoked.
+- a refresh token, stored by the SHA-256 of its secret: one per refresh token issued, ``active``
+  until used once, then ``consumed``. Consumed rows are kept (until the session's absolute
+  expiry) so a replayed token is recognised and its whole family, the session, revoked.
+
+``DynamoDBSessionRepository`` stores them; ``InMemorySessionRepository`` is its twin with the
+same contract (``tests/test_session_repository.py``).
 """
 
 from __future__ import annotations
@@ -14,21 +17,31 @@ import base64
 import binascii
 import hashlib
 import secrets
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
 from chalicelib.clock import Clock, utc_now
-from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, user_key
+from chalicelib.keys import (
+    PROFILE,
+    SESSION,
+    is_condition_failure,
+    refresh_key,
+    session_key,
+    user_key,
+    user_pk,
+    username_of,
+)
+from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
+from chalicelib.users import User, UserRepository, user_from_item
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
 
-_SESSION = "SESSION#"
-_REFRESH = "REFRESH#"
 _USER_AGENT_CHARS = 200
 
 
@@ -98,6 +111,46 @@ class Rotation:
     token: RefreshToken | None
 
 
+@dataclass(frozen=True, kw_only=True)
+class RefreshRecord:
+    """What is stored about a refresh token: its session, and whether it has been used."""
+
+    session_id: str
+    state: Literal["active", "consumed"]
+    consumed_at: int | None = None
+
+
+class SessionRepository(Protocol):
+    def create(self, session: Session, token: RefreshToken) -> None:
+        """Store a new session and its first refresh token, together or not at all."""
+
+    def get(self, username: str, session_id: str) -> Session | None: ...
+
+    def with_profile(self, username: str, session_id: str) -> tuple[User | None, Session | None]:
+        """The user's profile and the session, in one round trip (for the authorizer)."""
+
+    def refresh_record(self, token: RefreshToken) -> RefreshRecord | None: ...
+
+    def rotate(
+        self,
+        session: Session,
+        *,
+        used: RefreshToken,
+        new: RefreshToken,
+        now: int,
+        idle_expires_at: int,
+    ) -> bool:
+        """Consume ``used`` and issue ``new``; False if ``used`` was already consumed.
+
+        Raises ``InvalidRefreshToken`` if the session ended meanwhile.
+        """
+
+    def all(self, username: str) -> list[Session]: ...
+
+    def delete(self, username: str, session_id: str) -> bool:
+        """End a session (its refresh rows die with it); False if there was none."""
+
+
 class DynamoDBSessionRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
@@ -111,14 +164,13 @@ class DynamoDBSessionRepository:
         )
 
     def get(self, username: str, session_id: str) -> Session | None:
-        item = self._table.get_item(
-            Key=_key(username, _SESSION + session_id), ConsistentRead=True
-        ).get("Item")
+        item = self._table.get_item(Key=session_key(username, session_id), ConsistentRead=True).get(
+            "Item"
+        )
         return None if item is None else _session(item)
 
-    def with_profile(self, username: str, session_id: str) -> tuple[Any, Session | None]:
-        """The user's profile row and the session, in one round trip (for the authorizer)."""
-        keys = [user_key(username), _key(username, _SESSION + session_id)]
+    def with_profile(self, username: str, session_id: str) -> tuple[User | None, Session | None]:
+        keys = [user_key(username), session_key(username, session_id)]
         found: dict[str, Any] = {}
         request: Any = {self._table.name: {"Keys": keys, "ConsistentRead": True}}
         for _ in range(3):
@@ -127,22 +179,25 @@ class DynamoDBSessionRepository:
                 found[str(row[SORT_KEY])] = row
             request = response.get("UnprocessedKeys")
             if not request:
-                session = found.get(_SESSION + session_id)
-                return found.get("PROFILE"), None if session is None else _session(session)
+                profile = found.get(PROFILE)
+                session = found.get(SESSION + session_id)
+                return (
+                    None if profile is None else user_from_item(profile),
+                    None if session is None else _session(session),
+                )
         raise SessionLookupThrottled(username)
 
-    def refresh_state(self, token: RefreshToken) -> tuple[str, str, int | None] | None:
-        """(session id, state, consumed at) of a refresh token, or None if unknown."""
+    def refresh_record(self, token: RefreshToken) -> RefreshRecord | None:
         item = self._table.get_item(
-            Key=_key(token.username, _REFRESH + token.digest), ConsistentRead=True
+            Key=refresh_key(token.username, token.digest), ConsistentRead=True
         ).get("Item")
         if item is None:
             return None
         consumed = item.get("consumedAt")
-        return (
-            str(item["sessionId"]),
-            str(item["state"]),
-            None if consumed is None else int(str(consumed)),
+        return RefreshRecord(
+            session_id=str(item["sessionId"]),
+            state="consumed" if item["state"] == "consumed" else "active",
+            consumed_at=None if consumed is None else int(str(consumed)),
         )
 
     def rotate(
@@ -154,12 +209,9 @@ class DynamoDBSessionRepository:
         now: int,
         idle_expires_at: int,
     ) -> bool:
-        """Consume ``used`` and issue ``new``; False if ``used`` was already consumed.
-
-        The conditional consume of ``used`` is the single point where parallel refreshes are
+        """The conditional consume of ``used`` is the single point where parallel refreshes are
         decided. ``new`` is written first, so a crash in between leaves an unused row (whose
-        secret nobody holds) rather than a consumed token without a successor.
-        """
+        secret nobody holds) rather than a consumed token without a successor."""
         self._table.put_item(
             Item=_refresh_item(session, new),
             ConditionExpression="attribute_not_exists(#pk)",
@@ -167,7 +219,7 @@ class DynamoDBSessionRepository:
         )
         try:
             self._table.update_item(
-                Key=_key(used.username, _REFRESH + used.digest),
+                Key=refresh_key(used.username, used.digest),
                 UpdateExpression="SET #state = :consumed, consumedAt = :now",
                 ConditionExpression="#state = :active",
                 ExpressionAttributeNames={"#state": "state"},
@@ -183,7 +235,7 @@ class DynamoDBSessionRepository:
         try:
             # The condition keeps a concurrent logout from being undone by this update.
             self._table.update_item(
-                Key=_key(session.username, _SESSION + session.session_id),
+                Key=session_key(session.username, session.session_id),
                 UpdateExpression="SET lastUsedAt = :now, idleExpiresAt = :idle",
                 ConditionExpression="attribute_exists(#pk)",
                 ExpressionAttributeNames={"#pk": PARTITION_KEY},
@@ -196,15 +248,15 @@ class DynamoDBSessionRepository:
 
     def _forget(self, token: RefreshToken, exc: ClientError) -> None:
         """Drop a successor row nobody will get, after a failed condition (else re-raise)."""
-        if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+        if not is_condition_failure(exc):
             raise exc
-        self._table.delete_item(Key=_key(token.username, _REFRESH + token.digest))
+        self._table.delete_item(Key=refresh_key(token.username, token.digest))
 
     def all(self, username: str) -> list[Session]:
         sessions: list[Session] = []
         query: dict[str, Any] = {
-            "KeyConditionExpression": Key(PARTITION_KEY).eq(f"USER#{username}")
-            & Key(SORT_KEY).begins_with(_SESSION),
+            "KeyConditionExpression": Key(PARTITION_KEY).eq(user_pk(username))
+            & Key(SORT_KEY).begins_with(SESSION),
             "ConsistentRead": True,
         }
         while True:
@@ -215,9 +267,8 @@ class DynamoDBSessionRepository:
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def delete(self, username: str, session_id: str) -> bool:
-        """End a session (its refresh rows die with it); False if there was none."""
         response = self._table.delete_item(
-            Key=_key(username, _SESSION + session_id), ReturnValues="ALL_OLD"
+            Key=session_key(username, session_id), ReturnValues="ALL_OLD"
         )
         return "Attributes" in response
 
@@ -236,12 +287,97 @@ class DynamoDBSessionRepository:
         self._table.meta.client.transact_write_items(TransactItems=cast("Any", items))
 
 
+class InMemorySessionRepository:
+    """The DynamoDB repository's twin; profiles come from the user repository it is given."""
+
+    def __init__(self, users: UserRepository) -> None:
+        self._users = users
+        # Keyed by (username, session id) and (username, digest), as the rows are.
+        self._sessions: dict[tuple[str, str], Session] = {}
+        self._refresh: dict[tuple[str, str], RefreshRecord] = {}
+        self._lock = threading.RLock()
+
+    def create(self, session: Session, token: RefreshToken) -> None:
+        with self._lock:
+            self._sessions[(session.username, session.session_id)] = session
+            self._refresh[(token.username, token.digest)] = RefreshRecord(
+                session_id=session.session_id, state="active"
+            )
+
+    def get(self, username: str, session_id: str) -> Session | None:
+        with self._lock:
+            return self._sessions.get((username, session_id))
+
+    def with_profile(self, username: str, session_id: str) -> tuple[User | None, Session | None]:
+        with self._lock:
+            return self._users.get(username), self._sessions.get((username, session_id))
+
+    def refresh_record(self, token: RefreshToken) -> RefreshRecord | None:
+        with self._lock:
+            return self._refresh.get((token.username, token.digest))
+
+    def rotate(
+        self,
+        session: Session,
+        *,
+        used: RefreshToken,
+        new: RefreshToken,
+        now: int,
+        idle_expires_at: int,
+    ) -> bool:
+        with self._lock:
+            record = self._refresh.get((used.username, used.digest))
+            if record is None or record.state != "active":
+                return False
+            key = (session.username, session.session_id)
+            current = self._sessions.get(key)
+            if current is None:
+                # DynamoDB consumes the token before it finds the session gone; so does this.
+                self._refresh[(used.username, used.digest)] = replace(
+                    record, state="consumed", consumed_at=now
+                )
+                raise InvalidRefreshToken("the session has ended")
+            self._refresh[(used.username, used.digest)] = replace(
+                record, state="consumed", consumed_at=now
+            )
+            self._refresh[(new.username, new.digest)] = RefreshRecord(
+                session_id=session.session_id, state="active"
+            )
+            self._sessions[key] = replace(
+                current, last_used_at=now, idle_expires_at=idle_expires_at
+            )
+            return True
+
+    def all(self, username: str) -> list[Session]:
+        with self._lock:
+            return [
+                session
+                for (owner, _), session in sorted(self._sessions.items())
+                if owner == username
+            ]
+
+    def delete(self, username: str, session_id: str) -> bool:
+        with self._lock:
+            return self._sessions.pop((username, session_id), None) is not None
+
+    def delete_owned(self, username: str) -> int:
+        """Forget the user's sessions and refresh tokens; how many rows went."""
+        with self._lock:
+            keys = [key for key in self._sessions if key[0] == username]
+            tokens = [key for key in self._refresh if key[0] == username]
+            for key in keys:
+                del self._sessions[key]
+            for key in tokens:
+                del self._refresh[key]
+            return len(keys) + len(tokens)
+
+
 class Sessions:
     """Starts sessions, rotates their refresh tokens, and detects replayed ones."""
 
     def __init__(
         self,
-        repository: DynamoDBSessionRepository,
+        repository: SessionRepository,
         *,
         absolute: timedelta,
         idle: timedelta,
@@ -275,10 +411,10 @@ class Sessions:
     def rotate(self, raw_token: str) -> Rotation:
         """Consume a refresh token and issue its successor in the same session."""
         token = RefreshToken.parse(raw_token)
-        state = self._repository.refresh_state(token)
-        if state is None:
+        record = self._repository.refresh_record(token)
+        if record is None:
             raise InvalidRefreshToken("unknown refresh token")
-        session_id = state[0]
+        session_id = record.session_id
         session = self._repository.get(token.username, session_id)
         now = self._now()
         if session is None:
@@ -286,7 +422,7 @@ class Sessions:
         if now >= session.expires_at or now >= session.idle_expires_at:
             self._repository.delete(token.username, session_id)
             raise InvalidRefreshToken("the session has expired")
-        if state[1] == "active":
+        if record.state == "active":
             successor = _new_token(token.username)
             idle_expires_at = min(now + self._idle, session.expires_at)
             rotated = self._repository.rotate(
@@ -294,8 +430,8 @@ class Sessions:
             )
             if rotated:
                 return Rotation(session=session, token=successor)
-            state = self._repository.refresh_state(token) or state
-        consumed_at = state[2]
+            record = self._repository.refresh_record(token) or record
+        consumed_at = record.consumed_at
         if consumed_at is not None and now - consumed_at <= self._grace:
             # A parallel refresh (another tab) used this token a moment ago: let this one
             # through without a new refresh token; the browser already holds the winner's.
@@ -306,8 +442,8 @@ class Sessions:
     def end(self, username: str, session_id: str) -> bool:
         return self._repository.delete(username, session_id)
 
-    def live_with_profile(self, username: str, session_id: str) -> tuple[Any, bool]:
-        """The profile row and whether the session is still live, in one read."""
+    def live_with_profile(self, username: str, session_id: str) -> tuple[User | None, bool]:
+        """The profile and whether the session is still live, in one read."""
         profile, session = self._repository.with_profile(username, session_id)
         now = self._now()
         live = session is not None and now < min(session.expires_at, session.idle_expires_at)
@@ -337,13 +473,9 @@ def _new_token(username: str) -> RefreshToken:
     return RefreshToken(username=username, secret=secrets.token_urlsafe(32))
 
 
-def _key(username: str, sort_key: str) -> dict[str, str]:
-    return {PARTITION_KEY: f"USER#{username}", SORT_KEY: sort_key}
-
-
 def _session_item(session: Session) -> dict[str, Any]:
     return {
-        **_key(session.username, _SESSION + session.session_id),
+        **session_key(session.username, session.session_id),
         "sessionId": session.session_id,
         "userAgent": session.user_agent,
         "createdAt": session.created_at,
@@ -357,7 +489,7 @@ def _session_item(session: Session) -> dict[str, Any]:
 
 def _refresh_item(session: Session, token: RefreshToken) -> dict[str, Any]:
     return {
-        **_key(token.username, _REFRESH + token.digest),
+        **refresh_key(token.username, token.digest),
         "sessionId": session.session_id,
         "state": "active",
         TTL_ATTRIBUTE: session.expires_at,
@@ -366,7 +498,7 @@ def _refresh_item(session: Session, token: RefreshToken) -> dict[str, Any]:
 
 def _session(item: dict[str, Any]) -> Session:
     return Session(
-        username=str(item[PARTITION_KEY]).removeprefix("USER#"),
+        username=username_of(str(item[PARTITION_KEY])),
         session_id=str(item["sessionId"]),
         user_agent=str(item.get("userAgent", "")),
         created_at=int(item["createdAt"]),

@@ -1,25 +1,13 @@
 """The one definition of the single DynamoDB table, shared by the app, local set-up and CDK.
 
-Access patterns (every entity lives under its owner's partition or in the sparse index):
-
-| entity          | pk               | sk                       | gsi1pk / gsi1sk           |
-|-----------------|------------------|--------------------------|---------------------------|
-| user profile    | USER#{username}  | PROFILE                  | -                         |
-| session         | USER#{username}  | SESSION#{id}             | -                         |
-| refresh token   | USER#{username}  | REFRESH#{sha256}         | -                         |
-| login attempts  | USER#{username}  | LOGINFAIL#{address}      | -                         |
-| security event  | USER#{username}  | EVENT#{iso time}#{rand}  | -                         |
-| item            | USER#{username}  | ITEM#{id}                | ITEMSTATUS#{status} / {id}|
-| upload          | USER#{username}  | UPLOAD#{id}              | -                         |
-| per-IP counter  | RATE#{address}   | WINDOW#{start}           | -                         |
-
-A user's own data is one partition (one query lists it, one purge deletes it). Only rows that
-need a cross-user query set ``gsi1pk`` / ``gsi1sk``, which keeps the index sparse. Rows that
-expire carry ``expiresAt`` (epoch seconds), the table's TTL attribute.
+Keys are strings ``pk`` / ``sk``; a sparse index ``gsi1`` serves the cross-user queries; rows that
+expire carry ``expiresAt`` (epoch seconds), the table's TTL attribute. What goes into the keys,
+entity by entity, is in ``chalicelib/keys.py``.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -40,6 +28,11 @@ class Index:
 INDEXES = (Index(name="gsi1", partition_key="gsi1pk", sort_key="gsi1sk"),)
 
 
+def storable(value: Any) -> Any:
+    """A JSON-shaped value ready for DynamoDB, which takes Decimal, not float."""
+    return json.loads(json.dumps(value), parse_float=Decimal)
+
+
 def plain(value: Any) -> Any:
     """A value read from DynamoDB with its Decimals turned into int or float, ready for JSON."""
     if isinstance(value, dict):
@@ -51,10 +44,6 @@ def plain(value: Any) -> Any:
         whole = value == value.to_integral_value() and abs(value) < _INTEGER_LIMIT
         return int(value) if whole else float(value)
     return value
-
-
-def user_key(username: str) -> dict[str, str]:
-    return {PARTITION_KEY: f"USER#{username}", SORT_KEY: "PROFILE"}
 
 
 def create_table_request(table_name: str) -> dict[str, Any]:

@@ -1,32 +1,48 @@
 """Uploads straight from the browser to S3 through presigned POSTs, recorded under the owner.
 
-Objects: ``uploads/users/{username}/images|documents/{id}/{safe filename}``. Records:
-``USER#{username}`` / ``UPLOAD#{id}``, ``pending`` until the object is checked, then ``ready``.
+Objects: ``uploads/users/{username}/images|documents/{id}/{safe filename}`` (``objectkeys.py``).
+Records, under the owner's partition (``keys.py``): ``pending`` until the object is checked, then
+``ready``. ``DynamoDBUploadRepository`` stores the records; ``InMemoryUploadRepository`` is its
+twin with the same contract (``tests/test_upload_repository.py``). S3 is this module's
+``Uploads`` service's own business.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
 from chalicelib.clock import Clock, iso, utc_now
 from chalicelib.items import new_item_id
+from chalicelib.keys import (
+    UPLOAD,
+    UPLOAD_SK,
+    ConcurrentChange,
+    OwnerMissing,
+    error_code,
+    is_condition_failure,
+    put_owned,
+    upload_key,
+    user_pk,
+)
 from chalicelib.objectkeys import upload_prefix
 from chalicelib.paging import collect, decode_cursor, encode_cursor
 from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
-from chalicelib.users import put_owned
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
     from mypy_boto3_s3 import S3Client
 
-_UPLOAD = "UPLOAD#"
-_UPLOAD_SK = re.compile("UPLOAD#[0-9a-f]{28}")
+    from chalicelib.users import UserRepository
+
+UploadKind = Literal["image", "document"]
+UploadStatus = Literal["pending", "ready"]
 MAX_FILENAME = 100
 PENDING_SECONDS = 86400  # a never-completed record goes (TTL) after a day
 
@@ -51,7 +67,7 @@ class Kind:
     content_types: frozenset[str]
 
 
-KINDS = {
+KINDS: dict[UploadKind, Kind] = {
     "image": Kind("images", MAX_IMAGE_BYTES, frozenset(get_args(ImageType))),
     "document": Kind("documents", MAX_DOCUMENT_BYTES, frozenset(get_args(DocumentType))),
 }
@@ -102,10 +118,132 @@ def safe_filename(name: str) -> str:
     return name or "file"
 
 
+class UploadRepository(Protocol):
+    def add(self, upload: Upload, *, expires_at: int) -> None:
+        """Record a pending upload while its owner exists (``OwnerMissing``, or
+        ``ConcurrentChange`` if the write lost a race); it goes (TTL) after ``expires_at``."""
+
+    def get(self, owner: str, upload_id: str) -> Upload | None: ...
+
+    def mark_ready(self, owner: str, upload_id: str) -> None:
+        """Keep the record for good; ``UploadNotFound`` if it was deleted meanwhile."""
+
+    def list(self, owner: str, *, limit: int, cursor: str | None) -> UploadPage:
+        """Newest first; the cursor names only a row of that owner."""
+
+    def delete(self, owner: str, upload_id: str) -> None: ...
+
+
+class DynamoDBUploadRepository:
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    def add(self, upload: Upload, *, expires_at: int) -> None:
+        row = {**upload_key(upload.owner, upload.upload_id), **_record(upload)}
+        put_owned(self._table, {**row, TTL_ATTRIBUTE: expires_at}, owner=upload.owner)
+
+    def get(self, owner: str, upload_id: str) -> Upload | None:
+        row = self._table.get_item(Key=upload_key(owner, upload_id), ConsistentRead=True).get(
+            "Item"
+        )
+        return None if row is None else _upload(row)
+
+    def mark_ready(self, owner: str, upload_id: str) -> None:
+        try:
+            self._table.update_item(
+                Key=upload_key(owner, upload_id),
+                UpdateExpression="SET #status = :ready REMOVE #ttl",
+                ConditionExpression="attribute_exists(#pk)",
+                ExpressionAttributeNames={
+                    "#status": "status",
+                    "#ttl": TTL_ATTRIBUTE,
+                    "#pk": PARTITION_KEY,
+                },
+                ExpressionAttributeValues={":ready": "ready"},
+            )
+        except ClientError as exc:
+            if is_condition_failure(exc):
+                raise UploadNotFound(upload_id) from exc
+            raise
+
+    def list(self, owner: str, *, limit: int, cursor: str | None) -> UploadPage:
+        query: dict[str, Any] = {
+            "KeyConditionExpression": Key(PARTITION_KEY).eq(user_pk(owner))
+            & Key(SORT_KEY).begins_with(UPLOAD),
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+        }
+        if cursor is not None:
+            after = decode_cursor(cursor, {"sk": UPLOAD_SK})["sk"]
+            query["ExclusiveStartKey"] = {PARTITION_KEY: user_pk(owner), SORT_KEY: after}
+        rows, _ = collect(self._table, query, limit=limit)
+        uploads = [_upload(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        last = UPLOAD + uploads[-1].upload_id if uploads else ""
+        return UploadPage(uploads, encode_cursor({"sk": last}) if more else None)
+
+    def delete(self, owner: str, upload_id: str) -> None:
+        self._table.delete_item(Key=upload_key(owner, upload_id))
+
+
+class InMemoryUploadRepository:
+    """The DynamoDB repository's twin; owners are checked in the user repository it is given."""
+
+    def __init__(self, users: UserRepository) -> None:
+        self._users = users
+        self._uploads: dict[tuple[str, str], Upload] = {}
+        self._lock = threading.RLock()
+
+    def add(self, upload: Upload, *, expires_at: int) -> None:
+        with self._lock:
+            if self._users.get(upload.owner) is None:
+                raise OwnerMissing(upload.owner)
+            if (upload.owner, upload.upload_id) in self._uploads:
+                raise ConcurrentChange(upload.owner)
+            self._uploads[(upload.owner, upload.upload_id)] = upload
+
+    def get(self, owner: str, upload_id: str) -> Upload | None:
+        with self._lock:
+            return self._uploads.get((owner, upload_id))
+
+    def mark_ready(self, owner: str, upload_id: str) -> None:
+        with self._lock:
+            upload = self._uploads.get((owner, upload_id))
+            if upload is None:
+                raise UploadNotFound(upload_id)
+            self._uploads[(owner, upload_id)] = replace(upload, status="ready")
+
+    def list(self, owner: str, *, limit: int, cursor: str | None) -> UploadPage:
+        after = None if cursor is None else decode_cursor(cursor, {"sk": UPLOAD_SK})["sk"]
+        with self._lock:
+            uploads = sorted(
+                (upload for (who, _), upload in self._uploads.items() if who == owner),
+                key=lambda upload: upload.upload_id,
+                reverse=True,
+            )
+        uploads = [u for u in uploads if after is None or UPLOAD + u.upload_id < after]
+        if len(uploads) > limit:
+            last = UPLOAD + uploads[limit - 1].upload_id
+            return UploadPage(uploads[:limit], encode_cursor({"sk": last}))
+        return UploadPage(uploads, None)
+
+    def delete(self, owner: str, upload_id: str) -> None:
+        with self._lock:
+            self._uploads.pop((owner, upload_id), None)
+
+    def delete_owned(self, username: str) -> int:
+        """Forget the user's upload records; how many rows went."""
+        with self._lock:
+            keys = [key for key in self._uploads if key[0] == username]
+            for key in keys:
+                del self._uploads[key]
+            return len(keys)
+
+
 class Uploads:
     def __init__(
         self,
-        table: Table,
+        repository: UploadRepository,
         s3: S3Client,
         *,
         bucket: str,
@@ -113,7 +251,7 @@ class Uploads:
         post_seconds: int = 900,
         get_seconds: int = 300,
     ) -> None:
-        self._table = table
+        self._repository = repository
         self._s3 = s3
         self._bucket = bucket
         self._clock = clock
@@ -121,7 +259,7 @@ class Uploads:
         self._get_seconds = get_seconds
 
     def start(
-        self, owner: str, *, filename: str, content_type: str, size: int, kind: str
+        self, owner: str, *, filename: str, content_type: str, size: int, kind: UploadKind
     ) -> tuple[Upload, dict[str, Any]]:
         """Record a pending upload and presign the POST that may create exactly its object."""
         rules = KINDS[kind]
@@ -145,13 +283,8 @@ class Uploads:
             status="pending",
             created_at=iso(now),
         )
-        row = {
-            **_key(owner, upload_id),
-            **_record(upload),
-            TTL_ATTRIBUTE: int(now.timestamp()) + PENDING_SECONDS,
-        }
         # As for items: no record, and so no presigned POST, for an account being deleted.
-        put_owned(self._table, row, owner=owner)
+        self._repository.add(upload, expires_at=int(now.timestamp()) + PENDING_SECONDS)
         # The policy pins the key and the type and bounds the size: S3 refuses anything else.
         post = self._s3.generate_presigned_post(
             Bucket=self._bucket,
@@ -170,7 +303,7 @@ class Uploads:
         try:
             head = self._s3.head_object(Bucket=self._bucket, Key=upload.key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
                 raise UploadIncomplete("the file has not been uploaded yet") from exc
             raise
         if head["ContentLength"] != upload.size or head.get("ContentType") != upload.content_type:
@@ -179,29 +312,14 @@ class Uploads:
             raise UploadIncomplete("the uploaded file differs from what was declared")
         if upload.status == "ready":
             return upload
-        try:
-            self._table.update_item(
-                Key=_key(owner, upload_id),
-                UpdateExpression="SET #status = :ready REMOVE #ttl",
-                ConditionExpression="attribute_exists(#pk)",
-                ExpressionAttributeNames={
-                    "#status": "status",
-                    "#ttl": TTL_ATTRIBUTE,
-                    "#pk": PARTITION_KEY,
-                },
-                ExpressionAttributeValues={":ready": "ready"},
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                raise UploadNotFound(upload_id) from exc  # deleted meanwhile
-            raise
+        self._repository.mark_ready(owner, upload_id)
         return replace(upload, status="ready")
 
     def get(self, owner: str, upload_id: str) -> Upload:
-        row = self._table.get_item(Key=_key(owner, upload_id), ConsistentRead=True).get("Item")
-        if row is None:
+        upload = self._repository.get(owner, upload_id)
+        if upload is None:
             raise UploadNotFound(upload_id)
-        return _upload(row)
+        return upload
 
     def download_url(self, upload: Upload) -> str:
         return self._s3.generate_presigned_url(
@@ -211,29 +329,12 @@ class Uploads:
         )
 
     def list(self, owner: str, *, limit: int, cursor: str | None) -> UploadPage:
-        query: dict[str, Any] = {
-            "KeyConditionExpression": Key(PARTITION_KEY).eq(f"USER#{owner}")
-            & Key(SORT_KEY).begins_with(_UPLOAD),
-            "ScanIndexForward": False,
-            "ConsistentRead": True,
-        }
-        if cursor is not None:
-            after = decode_cursor(cursor, {"sk": _UPLOAD_SK})["sk"]
-            query["ExclusiveStartKey"] = {PARTITION_KEY: f"USER#{owner}", SORT_KEY: after}
-        rows, _ = collect(self._table, query, limit=limit)
-        uploads = [_upload(row) for row in rows[:limit]]
-        more = len(rows) > limit
-        last = _UPLOAD + uploads[-1].upload_id if uploads else ""
-        return UploadPage(uploads, encode_cursor({"sk": last}) if more else None)
+        return self._repository.list(owner, limit=limit, cursor=cursor)
 
     def delete(self, owner: str, upload_id: str) -> None:
         upload = self.get(owner, upload_id)
         self._s3.delete_object(Bucket=self._bucket, Key=upload.key)
-        self._table.delete_item(Key=_key(owner, upload_id))
-
-
-def _key(owner: str, upload_id: str) -> dict[str, str]:
-    return {PARTITION_KEY: f"USER#{owner}", SORT_KEY: _UPLOAD + upload_id}
+        self._repository.delete(owner, upload_id)
 
 
 def _record(upload: Upload) -> dict[str, Any]:

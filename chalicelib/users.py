@@ -1,20 +1,28 @@
-"""Users and their storage: the profile row the original system wrote, plus a role."""
+"""Users and their storage: the profile row the original system wrote, plus a role.
+
+``DynamoDBUserRepository`` and its twin ``InMemoryUserRepository`` keep the same contract
+(``tests/test_users.py`` runs one body against both).
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
 
-from chalicelib.table import PARTITION_KEY, user_key
+from chalicelib.keys import KEY_PART, PROFILE, is_condition_failure, user_key, user_pk
+from chalicelib.paging import MAX_READS, decode_cursor, encode_cursor
+from chalicelib.table import PARTITION_KEY, SORT_KEY
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
 
-DEFAULT_ROLE = "user"
+Role = Literal["user", "admin"]
+DEFAULT_ROLE: Role = "user"
 
 
 class UsernameTaken(Exception):
@@ -37,6 +45,12 @@ class User:
     disabled: bool = False
 
 
+@dataclass(frozen=True)
+class UserPage:
+    users: list[User]
+    cursor: str | None
+
+
 class UserRepository(Protocol):
     def add(self, user: User) -> None:
         """Store a new user; raise ``UsernameTaken`` if the name exists."""
@@ -52,9 +66,17 @@ class UserRepository(Protocol):
     def bump_token_version(self, username: str, *, updated_at: str) -> int:
         """Revoke every access token issued so far; return the new version."""
 
+    def set_access(
+        self, username: str, *, role: str | None, disabled: bool | None, updated_at: str
+    ) -> User:
+        """Change the role and/or the disabled flag; raise ``UserNotFound`` if there is none."""
+
+    def list(self, *, limit: int, cursor: str | None) -> UserPage:
+        """Every profile, a page at a time, in no particular order (for administrators)."""
+
 
 class DynamoDBUserRepository:
-    """Profile rows under ``USER#{username}`` / ``PROFILE``, named as the original wrote them."""
+    """Profile rows (``keys.user_key``), their attributes named as the original wrote them."""
 
     def __init__(self, table: Table) -> None:
         self._table = table
@@ -82,7 +104,7 @@ class DynamoDBUserRepository:
                 ExpressionAttributeNames={"#pk": PARTITION_KEY},
             )
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if is_condition_failure(exc):
                 raise UsernameTaken(user.username) from exc
             raise
 
@@ -100,7 +122,7 @@ class DynamoDBUserRepository:
                 ExpressionAttributeValues={":new": new, ":old": old, ":now": updated_at},
             )
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if is_condition_failure(exc):
                 return False
             raise
         return True
@@ -142,10 +164,33 @@ class DynamoDBUserRepository:
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if is_condition_failure(exc):
                 raise UserNotFound(username) from exc
             raise
         return user_from_item(response["Attributes"])
+
+    def list(self, *, limit: int, cursor: str | None) -> UserPage:
+        # A scan, so meant for administrators only; the filter skips every non-profile row.
+        scan: dict[str, Any] = {"FilterExpression": Attr(SORT_KEY).eq(PROFILE)}
+        if cursor is not None:
+            position = decode_cursor(cursor, {"pk": KEY_PART, "sk": KEY_PART})
+            scan["ExclusiveStartKey"] = {PARTITION_KEY: position["pk"], SORT_KEY: position["sk"]}
+        rows: list[Any] = []
+        resume = None
+        for _ in range(MAX_READS):
+            page = self._table.scan(**scan, Limit=500)
+            rows += page.get("Items", [])
+            resume = page.get("LastEvaluatedKey")
+            if len(rows) > limit or resume is None:
+                break
+            scan["ExclusiveStartKey"] = resume
+        users = [user_from_item(row) for row in rows[:limit]]
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            return UserPage(users, _cursor(last[PARTITION_KEY], last[SORT_KEY]))
+        return UserPage(
+            users, None if resume is None else _cursor(resume[PARTITION_KEY], resume[SORT_KEY])
+        )
 
     def _update_existing(self, username: str, expression: str, values: dict[str, Any]) -> int:
         try:
@@ -159,7 +204,7 @@ class DynamoDBUserRepository:
                 ReturnValues="UPDATED_NEW",
             )
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if is_condition_failure(exc):
                 raise UserNotFound(username) from exc
             raise
         return int(str(response["Attributes"]["tokenVersion"]))
@@ -199,6 +244,40 @@ class InMemoryUserRepository:
     def bump_token_version(self, username: str, *, updated_at: str) -> int:
         return self._bump(username, updated_at=updated_at)
 
+    def set_access(
+        self, username: str, *, role: str | None, disabled: bool | None, updated_at: str
+    ) -> User:
+        with self._lock:
+            user = self._users.get(username)
+            if user is None:
+                raise UserNotFound(username)
+            changed = replace(
+                user,
+                role=user.role if role is None else role,
+                disabled=user.disabled if disabled is None else disabled,
+                updated_at=updated_at,
+            )
+            self._users[username] = changed
+            return changed
+
+    def list(self, *, limit: int, cursor: str | None) -> UserPage:
+        with self._lock:
+            # Ordered by partition key, so the cursor has the DynamoDB one's shape and meaning.
+            keyed = sorted((user_pk(name), user) for name, user in self._users.items())
+        if cursor is not None:
+            position = decode_cursor(cursor, {"pk": KEY_PART, "sk": KEY_PART})
+            after = (position["pk"], position["sk"])
+            keyed = [(pk, user) for pk, user in keyed if (pk, PROFILE) > after]
+        users = [user for _, user in keyed[:limit]]
+        if len(keyed) > limit:
+            return UserPage(users, _cursor(keyed[limit - 1][0], PROFILE))
+        return UserPage(users, None)
+
+    def delete_owned(self, username: str) -> int:
+        """Forget the profile; how many rows went (0 or 1)."""
+        with self._lock:
+            return 0 if self._users.pop(username, None) is None else 1
+
     def _bump(self, username: str, *, updated_at: str) -> int:
         with self._lock:
             user = self._users.get(username)
@@ -209,8 +288,8 @@ class InMemoryUserRepository:
             return version
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+def _cursor(pk: Any, sk: Any) -> str:
+    return encode_cursor({"pk": str(pk), "sk": str(sk)})
 
 
 def user_from_item(item: Mapping[str, Any]) -> User:
@@ -225,44 +304,3 @@ def user_from_item(item: Mapping[str, Any]) -> User:
         token_version=int(str(item.get("tokenVersion", 0))),
         disabled=item.get("disabled") is True,
     )
-
-
-class OwnerMissing(Exception):
-    """The owner's account no longer exists."""
-
-
-class ConcurrentChange(Exception):
-    """A simultaneous write got in the way; retrying will do."""
-
-
-def put_owned(table: Table, row: dict[str, Any], *, owner: str) -> None:
-    """Write a new row under ``owner`` only while the owner's profile exists, atomically."""
-    names = {"#pk": PARTITION_KEY}
-    try:
-        table.meta.client.transact_write_items(
-            TransactItems=[
-                {
-                    "ConditionCheck": {
-                        "TableName": table.name,
-                        "Key": cast("Any", user_key(owner)),
-                        "ConditionExpression": "attribute_exists(#pk)",
-                        "ExpressionAttributeNames": names,
-                    }
-                },
-                {
-                    "Put": {
-                        "TableName": table.name,
-                        "Item": cast("Any", row),
-                        "ConditionExpression": "attribute_not_exists(#pk)",
-                        "ExpressionAttributeNames": names,
-                    }
-                },
-            ]
-        )
-    except ClientError as exc:
-        if _code(exc) != "TransactionCanceledException":
-            raise
-        reasons = exc.response.get("CancellationReasons", [])
-        if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-            raise OwnerMissing(owner) from exc
-        raise ConcurrentChange(owner) from exc

@@ -16,9 +16,9 @@ from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
 
 import app as app_module
-from chalicelib.openapi import document
+from chalicelib.keys import user_key
 from chalicelib.passwords import ScryptCost
-from chalicelib.table import user_key
+from chalicelib.stores import Stores
 from tests.contract import Contract
 from tools import localgateway
 from tools.localaws import Resources, provision
@@ -77,6 +77,14 @@ def table(aws: boto3.Session, resources: Resources):  # type: ignore[no-untyped-
     return aws.resource("dynamodb").Table(resources.table_name)
 
 
+@pytest.fixture(params=["dynamodb", "memory"])
+def stores(request: pytest.FixtureRequest) -> Stores:
+    """The repositories under moto, then their in-memory twins: contract tests run on both."""
+    if request.param == "memory":
+        return Stores.in_memory()
+    return Stores.dynamodb(request.getfixturevalue("table"))
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(datetime.now(UTC))
@@ -94,7 +102,7 @@ def dependencies(
 
 @pytest.fixture(scope="session")
 def contract() -> Contract:
-    return Contract(document(app_module.api_operations(), title="", version=""))
+    return Contract(app_module.openapi_document())
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The account service over the real DynamoDB adapters (moto), with a settable clock."""
+"""The account service over its repositories, with a settable clock: every test runs over the
+in-memory twins and again over the DynamoDB adapters (moto), races included."""
 
 from __future__ import annotations
 
@@ -12,19 +13,15 @@ from typing import Any
 import pytest
 
 from chalicelib.accounts import Accounts, InvalidCredentials, SignedIn
-from chalicelib.administration import AccountPurge
+from chalicelib.deletion import AccountPurge
 from chalicelib.events import Client, SecurityEvents
 from chalicelib.limits import LoginThrottle, TooManyAttempts
 from chalicelib.passwords import DEFAULT_COST, ScryptHasher
 from chalicelib.policy import WeakPassword
-from chalicelib.sessions import (
-    DynamoDBSessionRepository,
-    InvalidRefreshToken,
-    RefreshToken,
-    Sessions,
-)
+from chalicelib.sessions import InvalidRefreshToken, RefreshToken, Sessions
+from chalicelib.stores import Stores
 from chalicelib.tokens import CachedKeys, KeyRing, SigningKey, TokenService
-from chalicelib.users import DynamoDBUserRepository, User, UsernameTaken
+from chalicelib.users import User, UsernameTaken, UserNotFound
 from tests.conftest import CHEAP_COST, FakeClock, node_scrypt_hashes
 
 CLIENT = Client(ip="203.0.113.7", user_agent="pytest")
@@ -36,36 +33,49 @@ class StaticKeys:
         return KeyRing(current=SigningKey(kid="k1", secret=b"s" * 64))
 
 
-def build(table: Any, clock: FakeClock, *, hasher: ScryptHasher | None = None) -> Accounts:
+def build(stores: Stores, clock: FakeClock, *, hasher: ScryptHasher | None = None) -> Accounts:
     keys = CachedKeys(StaticKeys(), max_age=timedelta(minutes=5), clock=clock)
     sessions = Sessions(
-        DynamoDBSessionRepository(table),
+        stores.sessions,
         absolute=timedelta(days=30),
         idle=timedelta(days=7),
         grace=timedelta(seconds=10),
         clock=clock,
     )
     return Accounts(
-        DynamoDBUserRepository(table),
+        stores.users,
         hasher=hasher or ScryptHasher(CHEAP_COST),
         tokens=TokenService(keys, issuer="gatehouse", audience="api", ttl_seconds=900, clock=clock),
         sessions=sessions,
-        throttle=LoginThrottle(table, free_failures=5, max_backoff=900, window=3600, clock=clock),
-        events=SecurityEvents(table, clock=clock),
-        purge=AccountPurge(table),
+        throttle=LoginThrottle(
+            stores.limits, free_failures=5, max_backoff=900, window=3600, clock=clock
+        ),
+        events=SecurityEvents(stores.events, clock=clock),
+        purge=AccountPurge(stores.partitions),
         clock=clock,
     )
 
 
 @pytest.fixture
-def accounts(table: Any, clock: FakeClock) -> Accounts:
-    return build(table, clock)
+def accounts(stores: Stores, clock: FakeClock) -> Accounts:
+    return build(stores, clock)
 
 
 @pytest.fixture
 def alice(accounts: Accounts) -> SignedIn:
     accounts.register("alice", PASSWORD, CLIENT)
     return accounts.login("alice", PASSWORD, CLIENT)
+
+
+def assert_signed_in(signed_in: SignedIn, username: str) -> None:
+    """A login that succeeded: the user's own, with an access token, a new session and its
+    refresh token."""
+    assert signed_in.user.username == username
+    assert signed_in.session.username == username
+    assert signed_in.access.token
+    assert signed_in.refresh is not None
+    assert signed_in.refresh.username == username
+    assert signed_in.refresh_expires_in > 0
 
 
 def kinds(accounts: Accounts, username: str) -> list[str]:
@@ -99,12 +109,12 @@ def test_weak_new_passwords_are_refused(accounts: Accounts, username: str, passw
 
 
 def test_unknown_user_wrong_password_and_legacy_hash_cost_the_same_work(
-    table: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    stores: Stores, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    accounts = build(table, clock, hasher=ScryptHasher())
+    accounts = build(stores, clock, hasher=ScryptHasher())
     accounts.register("alice", PASSWORD, CLIENT)
     (legacy_hash,) = node_scrypt_hashes(["old password 1"])
-    DynamoDBUserRepository(table).add(
+    stores.users.add(
         User(username="old", password_hash=legacy_hash, created_at="2024-01-01T00:00:00Z")
     )
     work: list[int] = []
@@ -124,9 +134,9 @@ def test_unknown_user_wrong_password_and_legacy_hash_cost_the_same_work(
     assert spent == [DEFAULT_COST.work] * 3
 
 
-def test_login_upgrades_a_legacy_hash(accounts: Accounts, table: Any) -> None:
+def test_login_upgrades_a_legacy_hash(accounts: Accounts, stores: Stores) -> None:
     (legacy_hash,) = node_scrypt_hashes(["old password 1"])
-    DynamoDBUserRepository(table).add(
+    stores.users.add(
         User(username="old", password_hash=legacy_hash, created_at="2024-01-01T00:00:00Z")
     )
     accounts.login("old", "old password 1", CLIENT)
@@ -224,9 +234,10 @@ class TestRefresh:
         with pytest.raises(InvalidRefreshToken):
             accounts.refresh(raw, CLIENT)
 
-    def test_refresh_rows_store_only_a_hash(
-        self, accounts: Accounts, alice: SignedIn, table: Any
-    ) -> None:
+    def test_refresh_rows_store_only_a_hash(self, table: Any, clock: FakeClock) -> None:
+        accounts = build(Stores.dynamodb(table), clock)
+        accounts.register("alice", PASSWORD, CLIENT)
+        alice = accounts.login("alice", PASSWORD, CLIENT)
         assert alice.refresh is not None
         rows = table.scan()["Items"]
         assert alice.refresh.secret not in repr(rows)
@@ -259,7 +270,7 @@ class TestRevocation:
         assert accounts.refresh(fresh.refresh.encode(), CLIENT).user.username == "alice"
         with pytest.raises(InvalidCredentials):
             accounts.login("alice", PASSWORD, CLIENT)
-        assert accounts.login("alice", "a brand new passphrase", CLIENT)
+        assert_signed_in(accounts.login("alice", "a brand new passphrase", CLIENT), "alice")
         assert "password_change" in kinds(accounts, "alice")
 
     def test_password_change_needs_the_current_password(
@@ -272,6 +283,43 @@ class TestRevocation:
         assert accounts.profile("alice").token_version == 0
 
 
+class TestSessions:
+    def test_list_sessions_gives_the_live_ones_newest_first(
+        self, accounts: Accounts, alice: SignedIn, clock: FakeClock
+    ) -> None:
+        clock.advance(seconds=1)
+        other = accounts.login("alice", PASSWORD, CLIENT)
+        listed = accounts.list_sessions("alice")
+        assert [s.session_id for s in listed] == [
+            other.session.session_id,
+            alice.session.session_id,
+        ]
+        assert listed[0] == other.session
+        accounts.logout("alice", other.session.session_id)
+        assert [s.session_id for s in accounts.list_sessions("alice")] == [alice.session.session_id]
+        clock.advance(days=7)  # idle for a week: the session is no longer live
+        assert accounts.list_sessions("alice") == []
+
+    def test_list_sessions_of_a_missing_account_is_refused(self, accounts: Accounts) -> None:
+        with pytest.raises(UserNotFound):
+            accounts.list_sessions("nobody")
+
+    def test_deleting_the_account_takes_everything_along(
+        self, accounts: Accounts, alice: SignedIn, stores: Stores
+    ) -> None:
+        with pytest.raises(InvalidCredentials):
+            accounts.delete_account("alice", "not my password", CLIENT)
+        assert stores.users.get("alice") is not None
+        accounts.delete_account("alice", PASSWORD, CLIENT)
+        assert stores.users.get("alice") is None
+        assert stores.sessions.all("alice") == []
+        assert stores.limits.failures("alice", CLIENT.ip) is None
+        assert accounts.events("alice", limit=10, cursor=None).events == []
+        assert alice.refresh is not None
+        with pytest.raises(InvalidRefreshToken):
+            accounts.refresh(alice.refresh.encode(), CLIENT)
+
+
 class TestLockout:
     def fail(self, accounts: Accounts, times: int, username: str = "alice") -> None:
         for _ in range(times):
@@ -282,7 +330,8 @@ class TestLockout:
         self, accounts: Accounts, alice: SignedIn, clock: FakeClock
     ) -> None:
         self.fail(accounts, 5)
-        assert accounts.login("alice", PASSWORD, CLIENT)  # the fifth failure is still free
+        # The fifth failure is still free.
+        assert_signed_in(accounts.login("alice", PASSWORD, CLIENT), "alice")
         self.fail(accounts, 6)  # the counter was reset by the success: 6th failure locks 1 s
         for expected in (1, 2, 4, 8):
             with pytest.raises(TooManyAttempts) as locked:
@@ -311,7 +360,7 @@ class TestLockout:
         self.fail(accounts, 5)
         clock.advance(hours=1, seconds=1)
         self.fail(accounts, 5)
-        assert accounts.login("alice", PASSWORD, CLIENT)
+        assert_signed_in(accounts.login("alice", PASSWORD, CLIENT), "alice")
 
     def test_unknown_names_lock_the_same_way(self, accounts: Accounts) -> None:
         self.fail(accounts, 6, username="nobody")

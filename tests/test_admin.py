@@ -10,7 +10,7 @@ import boto3
 import pytest
 from boto3.dynamodb.conditions import Key
 
-from chalicelib.table import user_key
+from chalicelib.keys import user_key
 from tests.conftest import Api, promote
 from tools import admin as admin_command
 from tools.localaws import Resources

@@ -19,8 +19,8 @@ from chalice.app import CORSConfig
 from chalice.test import Client
 
 import app as app_module
+from chalicelib.keys import user_key
 from chalicelib.logs import JsonFormatter
-from chalicelib.table import user_key
 from tests.conftest import ROOT, Api, FakeClock, node_scrypt_hashes
 from tools.localaws import Resources
 
@@ -62,7 +62,8 @@ def test_a_taken_username_gets_409(api: Api) -> None:
     response = api.post("/auth/signup", {"username": "alice", "password": "another password"})
     assert response.status_code == 409
     assert response.json_body == {"message": "Username is already taken"}
-    assert api.login("alice")
+    # The first account keeps its password.
+    assert api.get("/auth/user", api.login("alice")).json_body["username"] == "alice"
 
 
 def test_unknown_user_and_wrong_password_get_the_same_401(api: Api) -> None:
@@ -94,7 +95,8 @@ def test_a_user_of_the_original_system_logs_in_with_the_old_password(api: Api, t
     assert stored["passwordHash"].startswith("$scrypt$")
     assert stored["createdAt"] == "2024-05-01T10:00:00.000Z"
     # The upgraded hash works, and still only with the right password.
-    assert api.login("Legacy User", "my old password")
+    again = api.login("Legacy User", "my old password")
+    assert api.get("/auth/user", again).json_body["username"] == "Legacy User"
     bad = api.post("/auth/login", {"username": "Legacy User", "password": "not it at all"})
     assert bad.status_code == 401
 

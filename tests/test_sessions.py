@@ -13,7 +13,7 @@ import pytest
 from chalice.test import Client
 
 import app as app_module
-from chalicelib.table import user_key
+from chalicelib.keys import user_key
 from tests.conftest import ROOT, Api, FakeClock, promote
 from tools.localaws import Resources, provision
 

@@ -9,7 +9,8 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib.table import user_key
+from chalicelib.keys import user_key
+from chalicelib.paging import InvalidCursor
 from chalicelib.users import (
     DynamoDBUserRepository,
     InMemoryUserRepository,
@@ -161,3 +162,35 @@ def test_dynamodb_reads_a_row_the_original_system_wrote(
         role="user",
         updated_at=None,
     )
+
+
+def test_access_changes_apply_to_existing_users_only(repository: UserRepository) -> None:
+    repository.add(alice())
+    changed = repository.set_access("alice", role="admin", disabled=None, updated_at="t1")
+    assert changed == alice(role="admin", updated_at="t1")
+    changed = repository.set_access("alice", role=None, disabled=True, updated_at="t2")
+    assert changed == alice(role="admin", disabled=True, updated_at="t2")
+    assert repository.get("alice") == changed
+    with pytest.raises(UserNotFound):
+        repository.set_access("ghost", role="admin", disabled=None, updated_at="t3")
+    assert repository.get("ghost") is None
+
+
+def test_listing_pages_through_every_user_once(repository: UserRepository) -> None:
+    names = [f"user{n:02d}" for n in range(7)]
+    for name in names:
+        repository.add(alice(username=name))
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = repository.list(limit=3, cursor=cursor)
+        assert len(page.users) <= 3
+        seen += [user.username for user in page.users]
+        cursor = page.cursor
+        if cursor is None:
+            break
+    assert sorted(seen) == names
+    everyone = repository.list(limit=10, cursor=None)
+    assert (len(everyone.users), everyone.cursor) == (7, None)
+    with pytest.raises(InvalidCursor):
+        repository.list(limit=3, cursor="garbage")

@@ -62,9 +62,8 @@ def _type(definition: dict[str, Any]) -> str:
 
 def main() -> None:
     import app
-    from chalicelib.openapi import document
 
-    spec = document(app.api_operations(), title="Gatehouse API", version=app.API_VERSION)
+    spec = app.openapi_document()
     TARGET.write_text(render(spec))
     print(f"wrote {TARGET}")
 

@@ -29,9 +29,9 @@ import jwt
 from chalice.test import Client, HTTPResponse
 
 import app
+from chalicelib.keys import user_key
 from chalicelib.logs import LOGGER_NAMES
 from chalicelib.passwords import DEFAULT_COST, ScryptHasher
-from chalicelib.table import user_key
 from tools.devstack import REGION, ROOT, STAGE, die_with_parent, responds, wait_until
 from tools.localaws import Resources, provision
 

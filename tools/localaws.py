@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
+from chalicelib.keys import error_code
 from chalicelib.table import TTL_ATTRIBUTE, create_table_request
 
 if TYPE_CHECKING:
@@ -94,5 +95,5 @@ def ensure_secret(session: boto3.Session, secret_id: str) -> None:
     try:
         client.create_secret(Name=secret_id, SecretString=secrets.token_urlsafe(48))
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ResourceExistsException":
+        if error_code(exc) != "ResourceExistsException":
             raise

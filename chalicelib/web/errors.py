@@ -10,12 +10,13 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from chalicelib.accounts import AccountDisabled, InvalidCredentials, SessionNotFound
 from chalicelib.items import ItemNotFound, VersionMismatch
+from chalicelib.keys import ConcurrentChange, OwnerMissing, error_code
 from chalicelib.limits import TooManyAttempts
 from chalicelib.paging import InvalidCursor
 from chalicelib.policy import WeakPassword
 from chalicelib.sessions import InvalidRefreshToken
 from chalicelib.uploads import UploadIncomplete, UploadNotFound, UploadRejected
-from chalicelib.users import ConcurrentChange, OwnerMissing, UsernameTaken, UserNotFound
+from chalicelib.users import UsernameTaken, UserNotFound
 from chalicelib.web.gateway import UNAVAILABLE
 
 logger = logging.getLogger("gatehouse")
@@ -101,8 +102,7 @@ def http_error(exc: Exception) -> HttpError | None:
 def aws_unavailable(exc: Exception) -> bool:
     """Whether ``exc`` is AWS throttling or an outage (logged), not a bug or a refusal."""
     unavailable = isinstance(exc, BotoConnectionError | HTTPClientError) or (
-        isinstance(exc, ClientError)
-        and exc.response.get("Error", {}).get("Code") in _UNAVAILABLE_CODES
+        isinstance(exc, ClientError) and error_code(exc) in _UNAVAILABLE_CODES
     )
     if unavailable:
         logger.warning(

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
-from chalice.app import Chalice, Request, Response
+from chalice.app import Chalice, CORSConfig, Request, Response
 from pydantic import BaseModel, ValidationError
 
+from chalicelib import responses as R
+from chalicelib.accounts import SignedIn
 from chalicelib.events import Client
 from chalicelib.settings import EDGE_HEADER, Settings
 from chalicelib.users import UserNotFound
@@ -56,6 +58,16 @@ class Caller:
 class PageRequest:
     limit: int
     cursor: str | None
+
+
+def cors_config(origin: str) -> CORSConfig:
+    """Cross-origin calls from ``origin`` only (the site, calling the API's own domain)."""
+    return CORSConfig(
+        allow_origin=origin,
+        allow_headers=["If-Match", CSRF_HEADER],
+        expose_headers=["ETag", "Retry-After", "X-Request-Id"],
+        max_age=600,
+    )
 
 
 def json_response(
@@ -183,6 +195,14 @@ class Http:
 
     def clear_refresh_cookie(self) -> dict[str, str]:
         return self.set_refresh_cookie("", 0)
+
+    def signed_in(self, result: SignedIn, *, message: str, delivery: str) -> Response:
+        """The tokens: the refresh token in the body if asked, else as an HttpOnly cookie."""
+        body = R.signed_in(result, message=message, refresh_in_body=delivery == "body")
+        headers: dict[str, str] = {}
+        if result.refresh is not None and delivery == "cookie":
+            headers = self.set_refresh_cookie(result.refresh.encode(), result.refresh_expires_in)
+        return json_response(200, body, headers)
 
     def refuse_cross_site(self) -> None:
         """Cookie-borne requests must come from an allowed origin and carry our header."""

@@ -18,9 +18,18 @@ View = TypeVar("View", bound=Callable[..., Response])
 
 
 class Routes:
-    def __init__(self, app: Chalice, http: Http, *, api_key_required: bool) -> None:
+    def __init__(
+        self,
+        app: Chalice,
+        http: Http,
+        *,
+        authorizer: ChaliceAuthorizer,
+        api_key_required: bool,
+    ) -> None:
         self._app = app
         self._http = http
+        # Secure by default: a route without ``public=True`` needs a valid bearer token.
+        self._authorizer = authorizer
         # With usage plans (cdk context apiKeys) API Gateway answers 403 to any request without
         # a key: CloudFront sends the site's own, machine clients each have theirs.
         self._api_key_required = api_key_required
@@ -30,14 +39,17 @@ class Routes:
         self,
         spec: str,
         response: type[BaseModel],
-        authorizer: ChaliceAuthorizer | None = None,
         *,
+        public: bool = False,
         admin: bool = False,
+        paged: bool = False,
         errors: tuple[int, ...] = (),
+        query: tuple[str, ...] = (),
         **doc: Any,
     ) -> Callable[[View], View]:
         """Register the view for ``spec`` ("GET /items", "PUT,PATCH /users/{username}"), which
         answers ``response``; its docstring is the summary, ``doc`` the rest of its ``Operation``.
+        ``admin``: the caller needs the admin role; ``paged``: ``limit`` and ``cursor`` apply.
         """
         method, _, path = spec.partition(" ")
 
@@ -46,7 +58,8 @@ class Routes:
                 "summary": (view.__doc__ or "").strip().rstrip("."),
                 "response": response,
                 "admin": admin,
-                "errors": errors + ((403,) if admin else ()),
+                "errors": errors + ((403,) if admin else ()) + ((400,) if paged else ()),
+                "query": query + (("limit", "cursor") if paged else ()),
                 **doc,
             }
 
@@ -66,7 +79,7 @@ class Routes:
             self._app.route(
                 path,
                 methods=method.split(","),
-                authorizer=authorizer,
+                authorizer=None if public else self._authorizer,
                 api_key_required=self._api_key_required,
             )(handle)
             return handle  # type: ignore[return-value]

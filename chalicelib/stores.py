@@ -1,0 +1,81 @@
+"""Every repository of one backend: over the table (production) or in memory (tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from chalicelib.deletion import (
+    DynamoDBPartitionRepository,
+    InMemoryPartitionRepository,
+    OwnedRows,
+    PartitionRepository,
+)
+from chalicelib.events import (
+    DynamoDBSecurityEventRepository,
+    InMemorySecurityEventRepository,
+    SecurityEventRepository,
+)
+from chalicelib.items import DynamoDBItemRepository, InMemoryItemRepository, ItemRepository
+from chalicelib.limits import DynamoDBLimitRepository, InMemoryLimitRepository, LimitRepository
+from chalicelib.sessions import (
+    DynamoDBSessionRepository,
+    InMemorySessionRepository,
+    SessionRepository,
+)
+from chalicelib.uploads import (
+    DynamoDBUploadRepository,
+    InMemoryUploadRepository,
+    UploadRepository,
+)
+from chalicelib.users import DynamoDBUserRepository, InMemoryUserRepository, UserRepository
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.service_resource import Table
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Each repository the services take; the in-memory ones behave like the table's."""
+
+    backend: str
+    users: UserRepository
+    sessions: SessionRepository
+    items: ItemRepository
+    uploads: UploadRepository
+    events: SecurityEventRepository
+    limits: LimitRepository
+    partitions: PartitionRepository
+
+    @classmethod
+    def dynamodb(cls, table: Table) -> Stores:
+        return cls(
+            backend="dynamodb",
+            users=DynamoDBUserRepository(table),
+            sessions=DynamoDBSessionRepository(table),
+            items=DynamoDBItemRepository(table),
+            uploads=DynamoDBUploadRepository(table),
+            events=DynamoDBSecurityEventRepository(table),
+            limits=DynamoDBLimitRepository(table),
+            partitions=DynamoDBPartitionRepository(table),
+        )
+
+    @classmethod
+    def in_memory(cls) -> Stores:
+        users = InMemoryUserRepository()
+        sessions = InMemorySessionRepository(users)
+        items = InMemoryItemRepository(users)
+        uploads = InMemoryUploadRepository(users)
+        events = InMemorySecurityEventRepository()
+        limits = InMemoryLimitRepository()
+        forgetting: list[OwnedRows] = [sessions, items, uploads, events, limits]
+        return cls(
+            backend="memory",
+            users=users,
+            sessions=sessions,
+            items=items,
+            uploads=uploads,
+            events=events,
+            limits=limits,
+            partitions=InMemoryPartitionRepository(users, forgetting),
+        )

@@ -1,0 +1,81 @@
+"""The administration service over the in-memory twins: access changes, listing, deletion."""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.administration import Administration
+from chalicelib.deletion import AccountPurge
+from chalicelib.events import Client, SecurityEvents
+from chalicelib.stores import Stores
+from chalicelib.users import UserNotFound
+from tests.conftest import FakeClock
+from tests.test_accounts import PASSWORD, build
+
+CLIENT = Client(ip="203.0.113.9", user_agent="pytest")
+
+
+@pytest.fixture
+def memory() -> Stores:
+    return Stores.in_memory()
+
+
+@pytest.fixture
+def administration(memory: Stores, clock: FakeClock) -> Administration:
+    return Administration(
+        memory.users,
+        accounts=build(memory, clock),
+        purge=AccountPurge(memory.partitions),
+        events=SecurityEvents(memory.events, clock=clock),
+        clock=clock,
+    )
+
+
+def kinds(memory: Stores, username: str) -> list[str]:
+    return [event.kind for event in memory.events.list(username, limit=50, cursor=None).events]
+
+
+def test_created_users_are_listed_and_read(administration: Administration, memory: Stores) -> None:
+    for name in ("carol", "dave", "erin"):
+        administration.create_user(name, PASSWORD, role="user", admin="root", client=CLIENT)
+    page = administration.list_users(limit=2, cursor=None)
+    assert page.cursor is not None
+    rest = administration.list_users(limit=2, cursor=page.cursor)
+    assert rest.cursor is None
+    assert sorted(user.username for user in page.users + rest.users) == ["carol", "dave", "erin"]
+    assert administration.get("dave").role == "user"
+    with pytest.raises(UserNotFound):
+        administration.get("nobody")
+    assert kinds(memory, "root") == ["admin_create_user"] * 3
+
+
+def test_access_changes_are_applied_and_logged(
+    administration: Administration, memory: Stores
+) -> None:
+    administration.create_user("carol", PASSWORD, role="user", admin="root", client=CLIENT)
+    changed = administration.update_user(
+        "carol", role="admin", disabled=True, admin="root", client=CLIENT
+    )
+    assert (changed.role, changed.disabled) == ("admin", True)
+    assert administration.get("carol") == changed
+    with pytest.raises(UserNotFound):
+        administration.update_user(
+            "ghost", role="admin", disabled=None, admin="root", client=CLIENT
+        )
+    assert kinds(memory, "root").count("admin_update_user") == 1
+
+
+def test_deleting_a_user_takes_their_data_and_is_logged(
+    administration: Administration, memory: Stores, clock: FakeClock
+) -> None:
+    administration.create_user("carol", PASSWORD, role="user", admin="root", client=CLIENT)
+    signed_in = build(memory, clock).login("carol", PASSWORD, CLIENT)
+    administration.delete_user("carol", admin="root", client=CLIENT)
+    with pytest.raises(UserNotFound):
+        administration.get("carol")
+    assert memory.sessions.get("carol", signed_in.session.session_id) is None
+    assert kinds(memory, "carol") == []
+    assert "admin_delete_user" in kinds(memory, "root")
+    administration.delete_user("carol", admin="root", client=CLIENT)  # idempotent
+    assert kinds(memory, "root").count("admin_delete_user") == 2
+    assert memory.users.get("carol") is None

@@ -1,0 +1,94 @@
+"""One contract for upload records, run against DynamoDB (moto) and the in-memory twin."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from chalicelib.keys import OwnerMissing
+from chalicelib.paging import InvalidCursor, encode_cursor
+from chalicelib.stores import Stores
+from chalicelib.uploads import Upload, UploadNotFound
+from chalicelib.users import User
+
+NOW = "2026-01-01T00:00:00.000Z"
+
+
+def upload(owner: str, n: int, **changes: Any) -> Upload:
+    upload_id = f"{n:012x}{n:016x}"
+    base = Upload(
+        owner=owner,
+        upload_id=upload_id,
+        kind="image",
+        filename=f"photo {n}.png",
+        content_type="image/png",
+        size=100 + n,
+        key=f"uploads/users/{owner}/images/{upload_id}/photo {n}.png",
+        status="pending",
+        created_at=NOW,
+    )
+    return replace(base, **changes)
+
+
+@pytest.fixture
+def owners(stores: Stores) -> Stores:
+    for name in ("alice", "bob"):
+        stores.users.add(User(username=name, password_hash="h", created_at=NOW))
+    return stores
+
+
+def test_a_record_reads_back_and_becomes_ready(owners: Stores) -> None:
+    owners.uploads.add(upload("alice", 1), expires_at=2_000_000_000)
+    upload_id = upload("alice", 1).upload_id
+    assert owners.uploads.get("alice", upload_id) == upload("alice", 1)
+    assert owners.uploads.get("bob", upload_id) is None
+    owners.uploads.mark_ready("alice", upload_id)
+    assert owners.uploads.get("alice", upload_id) == upload("alice", 1, status="ready")
+
+
+def test_a_record_needs_its_owner(stores: Stores) -> None:
+    with pytest.raises(OwnerMissing):
+        stores.uploads.add(upload("ghost", 1), expires_at=2_000_000_000)
+    assert stores.uploads.get("ghost", upload("ghost", 1).upload_id) is None
+
+
+def test_a_deleted_record_is_not_made_ready_again(owners: Stores) -> None:
+    owners.uploads.add(upload("alice", 1), expires_at=2_000_000_000)
+    upload_id = upload("alice", 1).upload_id
+    owners.uploads.delete("alice", upload_id)
+    assert owners.uploads.get("alice", upload_id) is None
+    with pytest.raises(UploadNotFound):
+        owners.uploads.mark_ready("alice", upload_id)
+    assert owners.uploads.get("alice", upload_id) is None
+    with pytest.raises(UploadNotFound):
+        owners.uploads.mark_ready("bob", upload_id)
+
+
+def test_listing_is_newest_first_in_pages_without_gaps(owners: Stores) -> None:
+    for n in range(1, 6):
+        owners.uploads.add(upload("alice", n), expires_at=2_000_000_000)
+    owners.uploads.add(upload("bob", 9), expires_at=2_000_000_000)
+    seen: list[list[str]] = []
+    cursor = None
+    while True:
+        page = owners.uploads.list("alice", limit=2, cursor=cursor)
+        seen.append([found.upload_id for found in page.uploads])
+        cursor = page.cursor
+        if cursor is None:
+            break
+    ids = [upload("alice", n).upload_id for n in range(5, 0, -1)]
+    assert seen == [ids[:2], ids[2:4], ids[4:]]
+    last = owners.uploads.list("alice", limit=5, cursor=None)
+    assert (len(last.uploads), last.cursor) == (5, None)
+
+
+def test_a_cursor_names_only_a_row_of_the_caller(owners: Stores) -> None:
+    for n in range(1, 3):
+        owners.uploads.add(upload("alice", n), expires_at=2_000_000_000)
+    cursor = owners.uploads.list("alice", limit=1, cursor=None).cursor
+    assert cursor is not None
+    assert owners.uploads.list("bob", limit=5, cursor=cursor).uploads == []
+    with pytest.raises(InvalidCursor):
+        owners.uploads.list("alice", limit=1, cursor=encode_cursor({"sk": "ITEM#" + "0" * 28}))
