@@ -21,7 +21,7 @@ NODE_STAMP := frontend/node_modules/.installed-$(shell sha1sum frontend/package-
 # The browser tests drive Debian's Chromium (Playwright cannot download its own here).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help install dev test lint typecheck unit bench admin clean site frontend-check synth deploy destroy
+.PHONY: help install dev test lint typecheck unit bench admin clean site frontend-check synth deploy destroy api-types
 
 help:
 	@echo "make dev    run the site on http://127.0.0.1:5173 (API under /api) with a local AWS emulator"
@@ -31,6 +31,7 @@ help:
 	@echo "make synth  synthesize every AWS stack offline (cdk/README.md)"
 	@echo "make deploy deploy every stack to your AWS account (cdk/README.md)"
 	@echo "make destroy delete the stacks, keeping the table and data buckets"
+	@echo "make api-types  regenerate the site's copy of the OpenAPI document and its TypeScript types"
 
 $(STAMP): requirements.txt requirements-dev.txt cdk/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +66,11 @@ dev: $(STAMP) $(NODE_STAMP)
 # The static site in frontend/build; prints the first page's gzipped JS + CSS against its budget.
 site: $(NODE_STAMP)
 	cd frontend && npm run --silent build
+
+# The OpenAPI document the API serves, and the site's TypeScript types generated from it
+# (frontend/src/lib/openapi.json, api-schema.d.ts); tests/test_openapi.py fails when they are stale.
+api-types: $(STAMP) $(NODE_STAMP)
+	cd frontend && npm run --silent gen:api
 
 frontend-check: $(NODE_STAMP)
 	cd frontend && npm run --silent check && npm run --silent format:check
