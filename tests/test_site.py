@@ -280,6 +280,38 @@ def test_the_fallback_page_routes_unknown_paths_in_the_browser(open_page: OpenPa
     expect(page.get_by_role("heading", name="404")).to_be_visible()
 
 
+def test_the_api_reference_lists_every_operation_and_tries_one(
+    open_page: OpenPage, stack: RunningStack
+) -> None:
+    served = requests.get(f"{stack.api_url}/openapi.json", timeout=10).json()
+    operations = sum(len(methods) for methods in served["paths"].values())
+    page = open_page(height=900)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto("/")
+    page.get_by_role("link", name="API", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/docs$"))
+    expect(page.get_by_role("heading", name="API reference")).to_be_visible()
+    reference = page.get_by_test_id("api-reference")
+    expect(reference.locator(".opblock")).to_have_count(operations)
+    # The server is this site's /api, so "Try it out" goes through the same origin.
+    expect(reference.locator(".servers select")).to_have_value("/api")
+
+    health = reference.locator(".opblock", has=page.locator('[data-path="/health"]'))
+    health.locator(".opblock-summary-control").click()
+    health.get_by_role("button", name="Try it out").click()
+    with page.expect_response(f"{stack.site_url}/api/health") as answered:
+        health.get_by_role("button", name="Execute").click()
+    assert answered.value.status == 200
+    expect(health.locator(".request-url")).to_contain_text(f"{stack.site_url}/api/health")
+    answer = health.locator(".live-responses-table tr.response")
+    expect(answer.locator(".response-col_status")).to_have_text("200")
+    expect(answer.locator(".response-col_description")).to_contain_text('"status": "ok"')
+    screenshot(page, "api-reference")
+    assert errors == []
+
+
 def test_create_edit_filter_page_and_delete_items(open_page: OpenPage, stack: RunningStack) -> None:
     page = open_page()
     username = unique("dave")
