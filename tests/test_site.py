@@ -336,6 +336,15 @@ def test_the_api_reference_lists_every_operation_and_tries_one(
     assert errors == []
 
 
+def test_the_api_reference_says_why_when_the_document_is_unavailable(open_page: OpenPage) -> None:
+    page = open_page()
+    page.route("**/api/openapi.json", refusing(503, "Service Unavailable: try again soon"))
+    page.goto("/docs")
+    expect(page.get_by_role("alert")).to_have_text("Service Unavailable: try again soon")
+    expect(page.get_by_test_id("docs-loading")).to_have_count(0)
+    expect(page.get_by_test_id("api-reference").locator(".opblock")).to_have_count(0)
+
+
 def test_create_edit_filter_page_and_delete_items(open_page: OpenPage, stack: RunningStack) -> None:
     page = open_page()
     username = unique("dave")
