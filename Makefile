@@ -21,7 +21,7 @@ NODE_STAMP := frontend/node_modules/.installed-$(shell sha1sum frontend/package-
 # The browser tests drive Debian's Chromium (Playwright cannot download its own here).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help install dev test lint typecheck unit bench admin clean site frontend-check synth deploy destroy chalice-config
+.PHONY: help install dev test lint typecheck unit bench admin clean site frontend-check synth deploy destroy chalice-config api-types screenshots
 
 help:
 	@echo "make dev    run the site on http://127.0.0.1:5173 (API under /api) with a local AWS emulator"
@@ -32,6 +32,8 @@ help:
 	@echo "make deploy deploy every stack to your AWS account (cdk/README.md)"
 	@echo "make destroy delete the stacks, keeping the table and data buckets"
 	@echo "make chalice-config  regenerate the prod stage and policies in .chalice/ (cdk/README.md)"
+	@echo "make api-types  regenerate the site's copy of the OpenAPI document and its TypeScript types"
+	@echo "make screenshots  run the browser tests, refreshing the README's images in docs/screenshots"
 
 $(STAMP): requirements.txt requirements-dev.txt cdk/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,6 +69,11 @@ dev: $(STAMP) $(NODE_STAMP)
 site: $(NODE_STAMP)
 	cd frontend && npm run --silent build
 
+# The OpenAPI document the API serves, and the site's TypeScript types generated from it
+# (frontend/src/lib/openapi.json, api-schema.d.ts); tests/test_openapi.py fails when they are stale.
+api-types: $(STAMP) $(NODE_STAMP)
+	cd frontend && npm run --silent gen:api
+
 frontend-check: $(NODE_STAMP)
 	cd frontend && npm run --silent check && npm run --silent format:check
 
@@ -82,6 +89,11 @@ typecheck: $(STAMP)
 
 unit: $(STAMP) $(CFNLINT_STAMP) site $(CHROMIUM)
 	$(BIN)/pytest
+
+# The browser tests write their screenshots to .local/screenshots (ignored); this run writes them
+# where the README shows them.
+screenshots: $(STAMP) site $(CHROMIUM)
+	SCREENSHOTS_DIR=docs/screenshots $(BIN)/pytest tests/test_site.py
 
 # Every stack, offline, into cdk/cdk.out; cdk-nag runs during synthesis. Chalice only prints
 # "Could not install dependencies" when a wheel is missing, so that line fails the build here.

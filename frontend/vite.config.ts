@@ -22,6 +22,9 @@ export default defineConfig({
 	},
 	build: {
 		target: 'es2022',
+		// Swagger UI (/docs only, loaded on demand) is one 1.5 MB chunk; the first page's size is
+		// what matters, and scripts/sizes.js checks it against its budget.
+		chunkSizeWarningLimit: 1600,
 		// The sizes that matter are printed by scripts/sizes.js; build timings are noise here.
 		rolldownOptions: { checks: { bundlerTimings: false } }
 	}

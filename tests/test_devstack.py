@@ -20,12 +20,23 @@ from tests.localstack import RunningStack, start
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def stack() -> Iterator[RunningStack]:
+def launch() -> Iterator[RunningStack]:
     running = start([sys.executable, "-m", "tools.devstack"])
     yield running
     if running.process.poll() is None:
         running.stop(signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[RunningStack]:
+    """One stack for the tests that only send requests, each with accounts of its own."""
+    yield from launch()
+
+
+@pytest.fixture
+def own_stack() -> Iterator[RunningStack]:
+    """A stack for a test that stops it."""
+    yield from launch()
 
 
 def test_the_local_stack_serves_the_whole_contract(stack: RunningStack) -> None:
@@ -55,6 +66,8 @@ def test_simultaneous_signups_of_one_name_give_exactly_one_201(stack: RunningSta
 
 
 def test_the_api_restarts_when_its_source_changes(stack: RunningStack) -> None:
+    # The shared stack: a running stack of this checkout restarts on the change anyway, and this
+    # test waits until the API answers again.
     os.utime(ROOT / "app.py")
     deadline = time.monotonic() + 60
     while "source changed" not in "".join(stack.output) and time.monotonic() < deadline:
@@ -70,8 +83,9 @@ def test_the_api_restarts_when_its_source_changes(stack: RunningStack) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_everything_and_frees_the_ports(
-    stack: RunningStack, sig: signal.Signals
+    own_stack: RunningStack, sig: signal.Signals
 ) -> None:
+    stack = own_stack
     assert stack.leftovers()
     assert stack.ports_open() == [stack.aws_port, stack.api_port, stack.site_port]
     assert stack.stop(sig) == 0

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
 from typing import Any
 
+import pytest
 from openapi_spec_validator import validate
 
 import app as app_module
 from tests.conftest import Api
+from tools import openapi_dump
 from tools.apidoc import TARGET, render
 
 
@@ -56,3 +60,22 @@ def test_the_models_drive_the_schemas(api: Api) -> None:
 
 def test_the_human_readable_reference_is_current(api: Api) -> None:
     assert TARGET.read_text() == render(spec(api)), "run: .venv/bin/python -m tools.apidoc"
+
+
+def test_the_sites_copy_of_the_document_and_its_types_are_current(tmp_path: Path) -> None:
+    stale = "the site's OpenAPI document or its TypeScript types are stale: run `make api-types`"
+    document = tmp_path / "openapi.json"
+    document.write_text(openapi_dump.render(openapi_dump.served_document()), encoding="utf-8")
+    assert openapi_dump.TARGET.read_text(encoding="utf-8") == document.read_text("utf-8"), stale
+    frontend = openapi_dump.TARGET.parents[2]
+    if not (frontend / "node_modules" / "openapi-typescript").is_dir():
+        pytest.fail("frontend/node_modules is missing openapi-typescript: run `make install`")
+    generated = subprocess.run(
+        ["node", "scripts/api-types.js", str(document), "-"],
+        cwd=frontend,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert (frontend / "src" / "lib" / "api-schema.d.ts").read_text("utf-8") == generated, stale

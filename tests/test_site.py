@@ -1,13 +1,16 @@
 """The site in a real browser (Debian's Chromium, driven by Playwright) against the real stack.
 
 The stack is ``python -m tools.devstack --site build``: the emulator, ``chalice local`` and the
-built site (``make site``) behind the same ``/api`` proxy as deployed, on free ports. Screenshots
-of the main pages go to ``docs/screenshots/`` (the README shows them).
+built site (``make site``) behind the same ``/api`` proxy as deployed, on free ports; one stack
+for the module. Tokens expire by moving the API's clock (``CLOCK_OFFSET_FILE``), not by waiting,
+and every wait has a deadline. Screenshots of the main pages go to ``.local/screenshots/``, or
+to ``SCREENSHOTS_DIR``: ``make screenshots`` sets it to ``docs/screenshots`` (the README's).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import secrets
 import signal
@@ -33,6 +36,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from chalicelib.settings import Settings
 from tests.conftest import ROOT
 from tests.localstack import RunningStack, start
 
@@ -49,31 +53,52 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# Ignored by git, so `make test` leaves the tree clean; `make screenshots` refreshes the README's.
+SCREENSHOTS = ROOT / os.environ.get("SCREENSHOTS_DIR", ".local/screenshots")
 PASSWORD = "correct horse battery"
-# The shortest access-token lifetime that leaves time for a page to load and act on its token.
-SHORT_TTL_SECONDS = 3
+# The stack's access tokens live as long as in production; tests move its clock to expire them.
+ACCESS_TOKEN_TTL_SECONDS = Settings.access_token_ttl_seconds
 # These tests sign up and log in far more often than a person; the per-IP limit has its own tests.
 STACK_ENV = {"IP_RATE_LIMIT": "100000"}
+# How long a test waits for something the page does by itself (a request to hold, say).
+WAIT_SECONDS = 15
 
 
-def launch(command_env: dict[str, str]) -> Iterator[RunningStack]:
+@pytest.fixture(scope="module")
+def clock_offset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The file whose seconds the API adds to its clock (CLOCK_OFFSET_FILE)."""
+    path = tmp_path_factory.mktemp("clock") / "offset"
+    path.write_text("0")
+    return path
+
+
+@pytest.fixture(scope="module")
+def stack(clock_offset: Path) -> Iterator[RunningStack]:
+    """One stack for the module: every test signs up its own accounts, so none interferes."""
     if not (ROOT / "frontend" / "build" / "200.html").is_file():
         pytest.fail("the site is not built: run `make site` (make test does)")
-    running = start([sys.executable, "-m", "tools.devstack", "--site", "build"], command_env)
+    running = start(
+        [sys.executable, "-m", "tools.devstack", "--site", "build"],
+        {**STACK_ENV, "CLOCK_OFFSET_FILE": str(clock_offset)},
+    )
     yield running
     if running.process.poll() is None:
         running.stop(signal.SIGTERM)
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[RunningStack]:
-    yield from launch(STACK_ENV)
+@pytest.fixture
+def expire_access_tokens(clock_offset: Path) -> Callable[[], None]:
+    """Moves the API's clock past the lifetime of every access token issued so far.
 
+    Refresh tokens outlive the shift (days), so a session goes on with a renewed token. The
+    offset only grows: the API's time never goes back for the tests that follow.
+    """
 
-@pytest.fixture(scope="module")
-def short_ttl_stack() -> Iterator[RunningStack]:
-    yield from launch({**STACK_ENV, "ACCESS_TOKEN_TTL_SECONDS": str(SHORT_TTL_SECONDS)})
+    def expire() -> None:
+        offset = float(clock_offset.read_text() or 0) + ACCESS_TOKEN_TTL_SECONDS + 60
+        clock_offset.write_text(str(offset))
+
+    return expire
 
 
 @pytest.fixture(scope="module")
@@ -121,16 +146,6 @@ def open_page(
     return _opener(browser, stack, contexts, csp_violations)
 
 
-@pytest.fixture
-def open_short_ttl_page(
-    browser: Browser,
-    short_ttl_stack: RunningStack,
-    contexts: list[BrowserContext],
-    csp_violations: list[str],
-) -> OpenPage:
-    return _opener(browser, short_ttl_stack, contexts, csp_violations)
-
-
 def _opener(
     browser: Browser, stack: RunningStack, contexts: list[BrowserContext], refused: list[str]
 ) -> OpenPage:
@@ -150,13 +165,22 @@ def _opener(
     return open_page
 
 
+def wait_until(page: Page, done: Callable[[], bool], what: str) -> None:
+    """Lets the page run until ``done()``; fails the test, naming ``what``, after WAIT_SECONDS."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not done():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {WAIT_SECONDS} s waiting for {what}")
+        page.wait_for_timeout(50)
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
 
 
-def screenshot(page: Page, name: str) -> None:
+def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
 
 
 def sign_up(page: Page, username: str) -> None:
@@ -278,6 +302,47 @@ def test_the_fallback_page_routes_unknown_paths_in_the_browser(open_page: OpenPa
     assert response is not None
     assert response.status == 200  # 200.html, as the CDN serves it
     expect(page.get_by_role("heading", name="404")).to_be_visible()
+
+
+def test_the_api_reference_lists_every_operation_and_tries_one(
+    open_page: OpenPage, stack: RunningStack
+) -> None:
+    served = requests.get(f"{stack.api_url}/openapi.json", timeout=10).json()
+    operations = sum(len(methods) for methods in served["paths"].values())
+    page = open_page(height=900)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto("/")
+    page.get_by_role("link", name="API", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/docs$"))
+    expect(page.get_by_role("heading", name="API reference")).to_be_visible()
+    reference = page.get_by_test_id("api-reference")
+    expect(reference.locator(".opblock")).to_have_count(operations)
+    # The server is this site's /api, so "Try it out" goes through the same origin.
+    expect(reference.locator(".servers select")).to_have_value("/api")
+    screenshot(page, "api-reference", full_page=False)  # the top: most operations are far below
+
+    health = reference.locator(".opblock", has=page.locator('[data-path="/health"]'))
+    health.locator(".opblock-summary-control").click()
+    health.get_by_role("button", name="Try it out").click()
+    with page.expect_response(f"{stack.site_url}/api/health") as answered:
+        health.get_by_role("button", name="Execute").click()
+    assert answered.value.status == 200
+    expect(health.locator(".request-url")).to_contain_text(f"{stack.site_url}/api/health")
+    answer = health.locator(".live-responses-table tr.response")
+    expect(answer.locator(".response-col_status")).to_have_text("200")
+    expect(answer.locator(".response-col_description")).to_contain_text('"status": "ok"')
+    assert errors == []
+
+
+def test_the_api_reference_says_why_when_the_document_is_unavailable(open_page: OpenPage) -> None:
+    page = open_page()
+    page.route("**/api/openapi.json", refusing(503, "Service Unavailable: try again soon"))
+    page.goto("/docs")
+    expect(page.get_by_role("alert")).to_have_text("Service Unavailable: try again soon")
+    expect(page.get_by_test_id("docs-loading")).to_have_count(0)
+    expect(page.get_by_test_id("api-reference").locator(".opblock")).to_have_count(0)
 
 
 def test_create_edit_filter_page_and_delete_items(open_page: OpenPage, stack: RunningStack) -> None:
@@ -527,9 +592,9 @@ def test_a_reload_keeps_the_user_logged_in_with_no_token_in_storage(open_page: O
 
 
 def test_an_expired_access_token_is_renewed_without_the_user_noticing(
-    open_short_ttl_page: OpenPage,
+    open_page: OpenPage, expire_access_tokens: Callable[[], None]
 ) -> None:
-    page = open_short_ttl_page()
+    page = open_page()
     sign_up(page, unique("judy"))
     calls: list[tuple[str, str, int]] = []
     page.on(
@@ -542,47 +607,49 @@ def test_an_expired_access_token_is_renewed_without_the_user_noticing(
             else None
         ),
     )
-    time.sleep(SHORT_TTL_SECONDS + 1)
+    expire_access_tokens()
     add_item(page, "Made after expiry")
     expect(items(page)).to_have_count(1)
     expect(page).to_have_url(re.compile(r"/dashboard$"))
     expect(page.get_by_role("alert").first).to_be_empty()
-    assert ("POST", "/items", 403) in calls  # the expired token, refused by the authorizer
+    assert ("POST", "/items", 401) in calls  # the expired token, refused by the authorizer
     assert ("POST", "/auth/refresh", 200) in calls
     assert ("POST", "/items", 201) in calls  # the same request, retried once
 
 
-def test_a_deny_shaped_like_the_deployed_gateway_response_also_renews(
-    open_page: OpenPage,
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [(401, "Invalid or expired token"), (403, "Access token revoked; please log in again")],
+)
+def test_the_deployed_gateway_responses_to_a_token_also_renew(
+    open_page: OpenPage, status: int, message: str
 ) -> None:
     page = open_page()
     sign_up(page, unique("ken"))
-    # Deployed, API Gateway's Deny comes through the API stack's JSON gateway response, with
-    # `message` rather than `Message`; the module must still read it as a rejected token.
+    # Deployed, the authorizer's refusals come as the API's gateway responses
+    # (chalicelib/web/gateway.py); even without an error type header, the module must read
+    # them as a rejected token.
     answered: list[str] = []
 
-    def deny_once(route: Route) -> None:
+    def refuse_once(route: Route) -> None:
         if answered:
             route.fallback()
             return
         answered.append(route.request.url)
-        route.fulfill(
-            status=403,
-            json={
-                "message": "User is not authorized to access this resource with an explicit deny"
-            },
-        )
+        route.fulfill(status=status, json={"message": message})
 
-    page.route("**/api/items", deny_once)
+    page.route("**/api/items", refuse_once)
     with page.expect_response("**/api/auth/refresh") as refreshed:
-        add_item(page, "After a deny")
+        add_item(page, "After a refusal")
     assert refreshed.value.status == 200
     assert len(answered) == 1
     expect(items(page)).to_have_count(1)
 
 
-def test_tabs_renew_their_tokens_one_at_a_time(open_short_ttl_page: OpenPage) -> None:
-    first = open_short_ttl_page()
+def test_tabs_renew_their_tokens_one_at_a_time(
+    open_page: OpenPage, expire_access_tokens: Callable[[], None]
+) -> None:
+    first = open_page()
     sign_up(first, unique("kim"))
     second = first.context.new_page()
     second.goto("/dashboard")
@@ -602,7 +669,7 @@ def test_tabs_renew_their_tokens_one_at_a_time(open_short_ttl_page: OpenPage) ->
     for page in (first, second):
         page.on("request", on_request)
         page.on("requestfinished", on_finished)
-    time.sleep(SHORT_TTL_SECONDS + 1)
+    expire_access_tokens()
     # Both tabs find their tokens expired at the same moment.
     for page in (first, second):
         page.get_by_label("Show").select_option("archived")
@@ -753,10 +820,9 @@ SWITCHED = "Another account signed in in another tab of this browser; please log
 
 
 def test_a_tab_never_acts_for_the_account_another_tab_signed_in(
-    open_short_ttl_page: OpenPage, short_ttl_stack: RunningStack
+    open_page: OpenPage, stack: RunningStack, expire_access_tokens: Callable[[], None]
 ) -> None:
-    stack = short_ttl_stack
-    listening = open_short_ttl_page()  # hears the other tabs
+    listening = open_page()  # hears the other tabs
     first = unique("xena")
     sign_up(listening, first)
     deaf = listening.context.new_page()  # a tab that missed the news: only its refresh can tell
@@ -776,7 +842,7 @@ def test_a_tab_never_acts_for_the_account_another_tab_signed_in(
 
     # The deaf tab's token expires; its refresh gets the second account's token, which it must
     # not use: nothing is written into either account, and the tab asks for a login.
-    time.sleep(SHORT_TTL_SECONDS + 1)
+    expire_access_tokens()
     deaf.get_by_label("Name", exact=True).fill("Meant for the first account")
     deaf.get_by_role("button", name="Add item").click()
     expect(deaf).to_have_url(re.compile(r"/login\?next=%2Fdashboard$"))
@@ -855,16 +921,16 @@ def refusing(status: int, message: str) -> Callable[[Route], None]:
 
 
 def test_a_refresh_the_api_could_not_answer_keeps_the_session_and_says_why(
-    open_short_ttl_page: OpenPage,
+    open_page: OpenPage, expire_access_tokens: Callable[[], None]
 ) -> None:
-    page = open_short_ttl_page()
+    page = open_page()
     username = unique("rita")
     sign_up(page, username)
     # Deployed, API Gateway refuses with its own 403 (a missing API key, say); a 429 or a 5xx
     # are the same: only the app's 401 means there is no session.
     for status, message in ((403, "Forbidden"), (503, "Service Unavailable: try again soon")):
         page.route("**/api/auth/refresh", refusing(status, message))
-        time.sleep(SHORT_TTL_SECONDS + 1)
+        expire_access_tokens()
         page.get_by_label("Name", exact=True).fill("Not yet")
         page.get_by_role("button", name="Add item").click()
         expect(page.get_by_role("alert").first).to_have_text(message)
@@ -900,8 +966,7 @@ def test_a_refresh_that_never_answers_gives_up_and_says_so(open_page: OpenPage) 
     page.route("**/api/auth/refresh", lambda route: held.append(route))
     page.clock.install()
     page.goto("/dashboard")
-    while not held:
-        page.wait_for_timeout(50)
+    wait_until(page, lambda: bool(held), "the page's refresh request")
     page.clock.fast_forward(11_000)  # the refresh's time limit; the lock is free again
     expect(page.get_by_role("alert")).to_have_text(
         "The server took too long to answer; please try again."
@@ -909,9 +974,9 @@ def test_a_refresh_that_never_answers_gives_up_and_says_so(open_page: OpenPage) 
 
 
 def test_a_token_refused_after_another_call_renewed_it_is_not_renewed_again(
-    open_short_ttl_page: OpenPage,
+    open_page: OpenPage, expire_access_tokens: Callable[[], None]
 ) -> None:
-    page = open_short_ttl_page()
+    page = open_page()
     sign_up(page, unique("uma"))
     expect(page.get_by_text("No items yet.")).to_be_visible()
     held: list[Route] = []
@@ -927,11 +992,10 @@ def test_a_token_refused_after_another_call_renewed_it_is_not_renewed_again(
             route.fallback()
 
     page.route("**/api/items", hold_the_first_post)
-    time.sleep(SHORT_TTL_SECONDS + 1)
+    expire_access_tokens()
     page.get_by_label("Name", exact=True).fill("Sent with the old token")
     page.get_by_role("button", name="Add item").click()
-    while not held:
-        page.wait_for_timeout(50)
+    wait_until(page, lambda: bool(held), "the page's POST /items")
     # Another call finds the token expired and renews it...
     page.get_by_label("Show").select_option("pending")
     expect(page.get_by_text("No items with status pending yet.")).to_be_visible()
@@ -957,8 +1021,7 @@ def test_an_upload_that_stalls_gives_up_and_says_so(
     page.get_by_label("File", exact=True).set_input_files(str(document))
     page.get_by_role("button", name="Upload", exact=True).click()
     expect(page.get_by_role("button", name="Uploading…")).to_be_visible()
-    while not held:
-        page.wait_for_timeout(50)
+    wait_until(page, lambda: bool(held), "the upload's request to storage")
     page.wait_for_timeout(500)
     page.clock.fast_forward(61_000)
     expect(page.get_by_role("alert")).to_have_text(

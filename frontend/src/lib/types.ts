@@ -1,113 +1,32 @@
-// The API's shapes, as docs/API.md describes them.
+// The API's shapes, under the names the pages use: every one is a schema of the OpenAPI document
+// the API serves (openapi.json), turned into TypeScript by openapi-typescript (api-schema.d.ts).
+// `make api-types` regenerates both; a test fails when they are out of date.
+import type { components } from './api-schema';
 
-export type Role = 'user' | 'admin';
-export type ItemStatus = 'active' | 'pending' | 'archived';
+type Schemas = components['schemas'];
+
+export type Role = Schemas['Profile']['role'];
+export type ItemStatus = Schemas['ItemView']['status'];
 export const ITEM_STATUSES: readonly ItemStatus[] = ['active', 'pending', 'archived'];
 
-export interface FieldError {
-	field: string;
-	reason: string;
-}
+export type ErrorBody = Schemas['Error'];
+export type FieldError = NonNullable<ErrorBody['errors']>[number];
+export type Message = Schemas['Message'];
+export type SignedIn = Schemas['SignedIn'];
+export type Profile = Schemas['Profile'];
 
-export interface ErrorBody {
-	message: string;
-	errors?: FieldError[] | null;
-	retryAfter?: number | null;
-	currentVersion?: number | null;
-}
+export type Item = Schemas['ItemView'];
+export type ItemList = Schemas['ItemList'];
 
-export interface Message {
-	message: string;
-}
+export type Upload = Schemas['UploadView'];
+export type UploadKind = Upload['kind'];
+export type UploadList = Schemas['UploadList'];
+export type UploadStarted = Schemas['UploadStarted'];
 
-export interface SignedIn {
-	message: string;
-	token: string;
-	username: string;
-	expiresIn: number;
-	sessionId: string;
-}
+export type Session = Schemas['SessionView'];
+export type SessionList = Schemas['SessionList'];
+export type SecurityEvent = Schemas['EventView'];
+export type EventList = Schemas['EventList'];
 
-export interface Profile {
-	username: string;
-	createdAt: string;
-	role: Role;
-	updatedAt?: string | null;
-}
-
-export interface Item {
-	id: string;
-	name: string;
-	data: Record<string, unknown>;
-	status: ItemStatus;
-	createdAt: string;
-	updatedAt: string;
-	version: number;
-}
-
-export interface Page {
-	nextCursor: string | null;
-}
-
-export interface ItemList extends Page {
-	items: Item[];
-}
-
-export type UploadKind = 'image' | 'document';
-
-export interface Upload {
-	id: string;
-	kind: UploadKind;
-	filename: string;
-	contentType: string;
-	size: number;
-	status: 'pending' | 'ready';
-	createdAt: string;
-	downloadUrl?: string | null;
-}
-
-export interface UploadList extends Page {
-	uploads: Upload[];
-}
-
-export interface UploadStarted {
-	upload: Upload;
-	post: { url: string; fields: Record<string, string> };
-}
-
-export interface Session {
-	id: string;
-	createdAt: string;
-	lastUsedAt: string;
-	expiresAt: string;
-	userAgent: string;
-	current: boolean;
-}
-
-export interface SecurityEvent {
-	type: string;
-	at: string;
-	ip: string;
-	userAgent: string;
-	details: Record<string, unknown>;
-}
-
-export interface EventList extends Page {
-	events: SecurityEvent[];
-}
-
-export interface AdminUser {
-	username: string;
-	createdAt: string;
-	role: Role;
-	updatedAt?: string | null;
-	disabled: boolean;
-}
-
-export interface UserList extends Page {
-	users: AdminUser[];
-}
-
-export interface SessionList {
-	sessions: Session[];
-}
+export type AdminUser = Schemas['AdminUser'];
+export type UserList = Schemas['UserList'];
