@@ -3,11 +3,11 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import pytest
@@ -153,6 +153,32 @@ class Api:
 @pytest.fixture
 def api(client: Client) -> Api:
     return Api(client)
+
+
+MAX_PAGES = 50
+PageT = TypeVar("PageT")
+
+
+def follow(
+    fetch: Callable[[str | None], PageT], next_cursor: Callable[[PageT], Any]
+) -> list[PageT]:
+    """Every page from the first, each fetched with the cursor of the one before.
+
+    A listing that never ends fails the test instead of hanging it.
+    """
+    pages: list[PageT] = []
+    cursor = None
+    for _ in range(MAX_PAGES):
+        pages.append(fetch(cursor))
+        cursor = next_cursor(pages[-1])
+        if cursor is None:
+            return pages
+    pytest.fail(f"the listing did not end within {MAX_PAGES} pages")
+
+
+def every_page(fetch: Callable[[str | None], Any], key: str) -> list[Any]:
+    """The entries under ``key`` of every page of an API listing."""
+    return [entry for page in follow(fetch, lambda page: page["nextCursor"]) for entry in page[key]]
 
 
 def node_scrypt_hashes(passwords: list[str]) -> list[str]:

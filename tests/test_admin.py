@@ -11,7 +11,7 @@ import pytest
 from boto3.dynamodb.conditions import Key
 
 from chalicelib.keys import user_key
-from tests.conftest import Api, promote
+from tests.conftest import Api, every_page, promote
 from tools import admin as admin_command
 from tools.localaws import Resources
 
@@ -85,15 +85,12 @@ def test_create_read_and_list_users(api: Api, root: str, table: Any) -> None:
     )
     for n in range(4):
         call(api, root, "POST", "/users", {"username": f"user{n}", "password": PASSWORD})
-    seen: list[str] = []
-    cursor = None
-    while True:
+
+    def fetch(cursor: str | None) -> Any:
         query = "?limit=2" + (f"&cursor={cursor}" if cursor else "")
-        page = call(api, root, "GET", f"/users{query}").json_body
-        seen += [user["username"] for user in page["users"]]
-        cursor = page["nextCursor"]
-        if cursor is None:
-            break
+        return call(api, root, "GET", f"/users{query}").json_body
+
+    seen = [user["username"] for user in every_page(fetch, "users")]
     assert sorted(seen) == ["legacy", "ops", "root", "user0", "user1", "user2", "user3"]
     legacy = call(api, root, "GET", "/users/legacy").json_body
     assert legacy == {

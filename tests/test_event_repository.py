@@ -10,7 +10,7 @@ import pytest
 from chalicelib.events import Client, Event, InMemorySecurityEventRepository, SecurityEvents
 from chalicelib.paging import InvalidCursor, encode_cursor
 from chalicelib.stores import Stores
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, follow
 
 
 def event(n: int, **details: object) -> Event:
@@ -27,14 +27,10 @@ def test_events_read_back_newest_first_in_pages_without_gaps(stores: Stores) -> 
     for n in range(1, 6):
         stores.events.add("alice", event(n, seconds=n, target="bob"), expires_at=2_000_000_000)
     stores.events.add("bob", event(9), expires_at=2_000_000_000)
-    pages: list[list[Event]] = []
-    cursor = None
-    while True:
-        page = stores.events.list("alice", limit=2, cursor=cursor)
-        pages.append(page.events)
-        cursor = page.cursor
-        if cursor is None:
-            break
+    listed = follow(
+        lambda cursor: stores.events.list("alice", limit=2, cursor=cursor), lambda page: page.cursor
+    )
+    pages = [page.events for page in listed]
     assert pages == [
         [event(5, seconds=5, target="bob"), event(4, seconds=4, target="bob")],
         [event(3, seconds=3, target="bob"), event(2, seconds=2, target="bob")],

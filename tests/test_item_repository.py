@@ -14,6 +14,7 @@ from chalicelib.keys import ConcurrentChange, OwnerMissing
 from chalicelib.paging import InvalidCursor, encode_cursor
 from chalicelib.stores import Stores
 from chalicelib.users import User
+from tests.conftest import follow
 
 NOW = "2026-01-01T00:00:00.000Z"
 
@@ -152,14 +153,8 @@ def test_delete_is_conditional_and_never_resurrects(owners: Stores) -> None:
 
 
 def all_pages(list_page: Callable[..., ItemPage], limit: int) -> list[list[str]]:
-    pages: list[list[str]] = []
-    cursor = None
-    while True:
-        page = list_page(limit=limit, cursor=cursor)
-        pages.append([found.item_id for found in page.items])
-        cursor = page.cursor
-        if cursor is None:
-            return pages
+    pages = follow(lambda cursor: list_page(limit=limit, cursor=cursor), lambda page: page.cursor)
+    return [[found.item_id for found in page.items] for page in pages]
 
 
 @pytest.mark.parametrize("status", [None, "pending"])

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Api, FakeClock, promote
+from tests.conftest import Api, FakeClock, every_page, promote
 
 PASSWORD = "correct horse battery"
 
@@ -76,21 +76,19 @@ def test_pages_have_no_duplicates_or_gaps(alice: Caller, status: str | None) -> 
         alice.create(f"item {n}", status="pending" if n % 2 else "active")["id"] for n in range(9)
     ]
     expected = [item_id for n, item_id in enumerate(created) if status is None or n % 2][::-1]
-    seen: list[str] = []
-    cursor = None
-    pages = 0
-    while True:
+    fetched: list[str | None] = []
+
+    def fetch(cursor: str | None) -> Any:
+        fetched.append(cursor)
         query = "?limit=2" + (f"&status={status}" if status else "")
         query += f"&cursor={cursor}" if cursor else ""
         page = alice.call("GET", f"/items{query}").json_body
         assert len(page["items"]) <= 2
-        seen += [item["id"] for item in page["items"]]
-        pages += 1
-        cursor = page["nextCursor"]
-        if cursor is None:
-            break
+        return page
+
+    seen = [item["id"] for item in every_page(fetch, "items")]
     assert seen == expected
-    assert pages == (len(expected) + 1) // 2
+    assert len(fetched) == (len(expected) + 1) // 2
 
 
 def test_isolation_on_every_route(alice: Caller, bob: Caller) -> None:

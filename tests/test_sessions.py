@@ -14,7 +14,7 @@ from chalice.test import Client
 
 import app as app_module
 from chalicelib.keys import user_key
-from tests.conftest import ROOT, Api, FakeClock, promote
+from tests.conftest import ROOT, Api, FakeClock, every_page, promote
 from tools.localaws import Resources, provision
 
 PASSWORD = "correct horse battery"
@@ -369,16 +369,14 @@ class TestEvents:
     def test_users_read_their_own_log_page_by_page(self, api: Api, alice: Any) -> None:
         api.post("/auth/login", {"username": "alice", "password": "not it at all"})
         token = login(api).json_body["token"]
-        seen: list[str] = []
-        cursor = None
-        while True:
+
+        def fetch(cursor: str | None) -> Any:
             query = "?limit=2" + (f"&cursor={cursor}" if cursor else "")
             page = api.get(f"/auth/events{query}", token).json_body
             assert len(page["events"]) <= 2
-            seen += [event["type"] for event in page["events"]]
-            cursor = page["nextCursor"]
-            if cursor is None:
-                break
+            return page
+
+        seen = [event["type"] for event in every_page(fetch, "events")]
         assert sorted(seen) == ["login", "login", "login_failure", "signup"]
 
     @pytest.mark.parametrize("query", ["?limit=0", "?limit=101", "?limit=x", "?cursor=garbage"])

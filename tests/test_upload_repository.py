@@ -12,6 +12,7 @@ from chalicelib.paging import InvalidCursor, encode_cursor
 from chalicelib.stores import Stores
 from chalicelib.uploads import Upload, UploadNotFound
 from chalicelib.users import User
+from tests.conftest import follow
 
 NOW = "2026-01-01T00:00:00.000Z"
 
@@ -70,14 +71,11 @@ def test_listing_is_newest_first_in_pages_without_gaps(owners: Stores) -> None:
     for n in range(1, 6):
         owners.uploads.add(upload("alice", n), expires_at=2_000_000_000)
     owners.uploads.add(upload("bob", 9), expires_at=2_000_000_000)
-    seen: list[list[str]] = []
-    cursor = None
-    while True:
-        page = owners.uploads.list("alice", limit=2, cursor=cursor)
-        seen.append([found.upload_id for found in page.uploads])
-        cursor = page.cursor
-        if cursor is None:
-            break
+    listed = follow(
+        lambda cursor: owners.uploads.list("alice", limit=2, cursor=cursor),
+        lambda page: page.cursor,
+    )
+    seen = [[found.upload_id for found in page.uploads] for page in listed]
     ids = [upload("alice", n).upload_id for n in range(5, 0, -1)]
     assert seen == [ids[:2], ids[2:4], ids[4:]]
     last = owners.uploads.list("alice", limit=5, cursor=None)

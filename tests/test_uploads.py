@@ -8,7 +8,7 @@ import boto3
 import pytest
 
 from chalicelib.uploads import safe_filename
-from tests.conftest import Api
+from tests.conftest import Api, every_page
 from tools.localaws import Resources
 
 PASSWORD = "correct horse battery"
@@ -75,15 +75,12 @@ def test_uploads_are_private_to_their_owner(api: Api) -> None:
 def test_listing_pages_without_gaps(api: Api) -> None:
     alice = auth(api, "alice")
     ids = [start(api, alice, filename=f"f{n}.png").json_body["upload"]["id"] for n in range(5)]
-    seen: list[str] = []
-    cursor = None
-    while True:
+
+    def fetch(cursor: str | None) -> Any:
         query = "?limit=2" + (f"&cursor={cursor}" if cursor else "")
-        page = api.client.http.get(f"/uploads{query}", headers=alice).json_body
-        seen += [entry["id"] for entry in page["uploads"]]
-        cursor = page["nextCursor"]
-        if cursor is None:
-            break
+        return api.client.http.get(f"/uploads{query}", headers=alice).json_body
+
+    seen = [entry["id"] for entry in every_page(fetch, "uploads")]
     assert sorted(seen) == sorted(ids)
     assert len(seen) == 5
 

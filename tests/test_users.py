@@ -19,6 +19,7 @@ from chalicelib.users import (
     UserNotFound,
     UserRepository,
 )
+from tests.conftest import follow
 from tools.localaws import Resources
 
 
@@ -180,15 +181,11 @@ def test_listing_pages_through_every_user_once(repository: UserRepository) -> No
     names = [f"user{n:02d}" for n in range(7)]
     for name in names:
         repository.add(alice(username=name))
-    seen: list[str] = []
-    cursor = None
-    while True:
-        page = repository.list(limit=3, cursor=cursor)
-        assert len(page.users) <= 3
-        seen += [user.username for user in page.users]
-        cursor = page.cursor
-        if cursor is None:
-            break
+    listed = follow(
+        lambda cursor: repository.list(limit=3, cursor=cursor), lambda page: page.cursor
+    )
+    assert all(len(page.users) <= 3 for page in listed)
+    seen = [user.username for page in listed for user in page.users]
     assert sorted(seen) == names
     everyone = repository.list(limit=10, cursor=None)
     assert (len(everyone.users), everyone.cursor) == (7, None)
