@@ -9,6 +9,7 @@ from typing import NoReturn
 
 from chalicelib.clock import Clock, iso, utc_now
 from chalicelib.deletion import AccountPurge
+from chalicelib.errors import Forbidden, NotFound, Unauthenticated
 from chalicelib.events import Client, Page, SecurityEvents
 from chalicelib.limits import LoginThrottle
 from chalicelib.passwords import ScryptHasher
@@ -26,20 +27,26 @@ from chalicelib.users import DEFAULT_ROLE, User, UserNotFound, UserRepository
 logger = logging.getLogger(__name__)
 
 
-class InvalidCredentials(Exception):
+class InvalidCredentials(Unauthenticated):
     """The username does not exist or the password is wrong (deliberately not told apart)."""
 
+    message = "Invalid username or password"
 
-class AccountDisabled(Exception):
+
+class AccountDisabled(Forbidden):
     """The account has been disabled by an administrator."""
+
+    message = "Account is disabled"
 
 
 class TokenRevoked(Exception):
     """The access token was issued before a logout-everywhere, password change or disable."""
 
 
-class SessionNotFound(Exception):
+class SessionNotFound(NotFound):
     """The caller has no live session with this id."""
+
+    message = "Session not found"
 
 
 @dataclass(frozen=True)

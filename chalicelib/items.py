@@ -18,6 +18,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from chalicelib.clock import Clock, iso, utc_now
+from chalicelib.errors import NotFound
 from chalicelib.keys import (
     ITEM,
     ITEM_ID,
@@ -44,8 +45,10 @@ ItemStatus = Literal["active", "pending", "archived"]
 STATUSES: tuple[str, ...] = typing.get_args(ItemStatus)
 
 
-class ItemNotFound(Exception):
+class ItemNotFound(NotFound):
     """No item with this id belongs to the caller."""
+
+    message = "Item not found"
 
 
 class VersionMismatch(Exception):

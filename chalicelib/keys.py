@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 
+from chalicelib.errors import Conflict, Unauthenticated
 from chalicelib.paging import KEY_TEXT
 from chalicelib.table import INDEXES, PARTITION_KEY, SORT_KEY
 
@@ -116,12 +117,16 @@ def is_condition_failure(exc: ClientError) -> bool:
     return error_code(exc) == "ConditionalCheckFailedException"
 
 
-class OwnerMissing(Exception):
+class OwnerMissing(Unauthenticated):
     """The owner's account no longer exists."""
 
+    message = "Account no longer exists"
 
-class ConcurrentChange(Exception):
+
+class ConcurrentChange(Conflict):
     """A simultaneous write got in the way; retrying will do."""
+
+    message = "A simultaneous change got in the way; please retry"
 
 
 def put_owned(table: Table, row: dict[str, Any], *, owner: str) -> None:

@@ -12,6 +12,8 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.errors import Invalid
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
 
@@ -23,8 +25,10 @@ MAX_READS = 5
 KEY_TEXT = "[^\ud800-\udfff]"
 
 
-class InvalidCursor(Exception):
+class InvalidCursor(Invalid):
     """The pagination cursor was not issued for this listing."""
+
+    message = "Invalid pagination cursor"
 
 
 def encode_cursor(position: dict[str, str]) -> str:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from chalicelib.errors import Invalid
+
 _COMMON = Path(__file__).resolve().parent / "data" / "common-passwords.txt"
 
 
-class WeakPassword(Exception):
+class WeakPassword(Invalid):
     """The new password is too easy to guess."""
+
+    shows_detail = True
 
 
 @functools.cache

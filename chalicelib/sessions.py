@@ -26,6 +26,7 @@ from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
 from chalicelib.clock import Clock, utc_now
+from chalicelib.errors import Unauthenticated
 from chalicelib.keys import (
     PROFILE,
     SESSION,
@@ -45,8 +46,10 @@ if TYPE_CHECKING:
 _USER_AGENT_CHARS = 200
 
 
-class InvalidRefreshToken(Exception):
+class InvalidRefreshToken(Unauthenticated):
     """The refresh token is malformed, unknown, expired or its session has ended."""
+
+    message = "Session expired or revoked; please log in again"
 
 
 class SessionLookupThrottled(Exception):

@@ -19,6 +19,7 @@ from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
 from chalicelib.clock import Clock, iso, utc_now
+from chalicelib.errors import Conflict, Invalid, NotFound
 from chalicelib.items import new_item_id
 from chalicelib.keys import (
     UPLOAD,
@@ -73,16 +74,22 @@ KINDS: dict[UploadKind, Kind] = {
 }
 
 
-class UploadRejected(Exception):
+class UploadRejected(Invalid):
     """The declared upload breaks the rules for its kind."""
 
+    shows_detail = True
 
-class UploadNotFound(Exception):
+
+class UploadNotFound(NotFound):
     """No upload with this id belongs to the caller."""
 
+    message = "Upload not found"
 
-class UploadIncomplete(Exception):
+
+class UploadIncomplete(Conflict):
     """The object is missing or differs from what was declared."""
+
+    shows_detail = True
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
 
+from chalicelib.errors import Conflict, NotFound
 from chalicelib.keys import KEY_PART, PROFILE, is_condition_failure, user_key, user_pk
 from chalicelib.paging import MAX_READS, decode_cursor, encode_cursor
 from chalicelib.table import PARTITION_KEY, SORT_KEY
@@ -25,12 +26,16 @@ Role = Literal["user", "admin"]
 DEFAULT_ROLE: Role = "user"
 
 
-class UsernameTaken(Exception):
+class UsernameTaken(Conflict):
     """A user with this username already exists."""
 
+    message = "Username is already taken"
 
-class UserNotFound(Exception):
+
+class UserNotFound(NotFound):
     """No user has this username."""
+
+    message = "User not found"
 
 
 @dataclass(frozen=True, kw_only=True)

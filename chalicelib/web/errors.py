@@ -8,15 +8,10 @@ from typing import Any
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from chalicelib.accounts import AccountDisabled, InvalidCredentials, SessionNotFound
-from chalicelib.items import ItemNotFound, VersionMismatch
-from chalicelib.keys import ConcurrentChange, OwnerMissing, error_code
+from chalicelib.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthenticated
+from chalicelib.items import VersionMismatch
+from chalicelib.keys import error_code
 from chalicelib.limits import TooManyAttempts
-from chalicelib.paging import InvalidCursor
-from chalicelib.policy import WeakPassword
-from chalicelib.sessions import InvalidRefreshToken
-from chalicelib.uploads import UploadIncomplete, UploadNotFound, UploadRejected
-from chalicelib.users import UsernameTaken, UserNotFound
 from chalicelib.web.gateway import UNAVAILABLE
 
 logger = logging.getLogger("gatehouse")
@@ -35,25 +30,14 @@ class HttpError(Exception):
         self.headers = headers or {}
 
 
-# Errors whose answer is fixed.
-_FIXED: dict[type[Exception], tuple[int, str]] = {
-    UsernameTaken: (409, "Username is already taken"),
-    InvalidCredentials: (401, "Invalid username or password"),
-    AccountDisabled: (403, "Account is disabled"),
-    InvalidRefreshToken: (401, "Session expired or revoked; please log in again"),
-    UserNotFound: (404, "User not found"),
-    SessionNotFound: (404, "Session not found"),
-    InvalidCursor: (400, "Invalid pagination cursor"),
-    ItemNotFound: (404, "Item not found"),
-    OwnerMissing: (401, "Account no longer exists"),
-    ConcurrentChange: (409, "A simultaneous change got in the way; please retry"),
-    UploadNotFound: (404, "Upload not found"),
-}
-# Errors whose own words are the message.
-_WORDED: dict[type[Exception], int] = {
-    UploadRejected: 400,
-    WeakPassword: 400,
-    UploadIncomplete: 409,
+# Each kind of domain error has one status; the error itself says what the caller reads.
+_STATUS: dict[type[DomainError], int] = {
+    Invalid: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    DomainError: 400,
 }
 # AWS error codes that mean "not now" rather than "never": throttling and outages.
 _UNAVAILABLE_CODES = frozenset(
@@ -88,12 +72,9 @@ def http_error(exc: Exception) -> HttpError | None:
             headers={"Retry-After": str(exc.retry_after)},
             retryAfter=exc.retry_after,
         )
-    for kind, (status, message) in _FIXED.items():
-        if isinstance(exc, kind):
-            return HttpError(status, message)
-    for kind, status in _WORDED.items():
-        if isinstance(exc, kind):
-            return HttpError(status, str(exc))
+    if isinstance(exc, DomainError):
+        status = next(code for kind, code in _STATUS.items() if isinstance(exc, kind))
+        return HttpError(status, exc.public_message)
     if aws_unavailable(exc):
         return HttpError(503, UNAVAILABLE, headers={"Retry-After": "1"})
     return None
