@@ -26,9 +26,14 @@ class Message(Answer):
     message: str
 
 
+class FieldError(Answer):
+    field: str = Field(description="Where in the body, dotted (body for the whole)")
+    reason: str
+
+
 class Error(Answer):
     message: str = Field(description="What went wrong, for people")
-    errors: list[dict[str, str]] | None = Field(
+    errors: list[FieldError] | None = Field(
         default=None, description="Validation errors: {field, reason}"
     )
     retryAfter: int | None = Field(default=None, description="Seconds to wait (429)")

@@ -450,9 +450,7 @@ export interface components {
              * @description Validation errors: {field, reason}
              * @default null
              */
-            errors?: {
-                [key: string]: string;
-            }[] | null;
+            errors?: components["schemas"]["FieldError"][] | null;
             /**
              * Retryafter
              * @description Seconds to wait (429)
@@ -487,6 +485,16 @@ export interface components {
             details: {
                 [key: string]: unknown;
             };
+        };
+        /** FieldError */
+        FieldError: {
+            /**
+             * Field
+             * @description Where in the body, dotted (body for the whole)
+             */
+            field: string;
+            /** Reason */
+            reason: string;
         };
         /** Health */
         Health: {
