@@ -25,9 +25,36 @@ _REASONS = {
 }
 
 
-_QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
-    "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
-    "status": {"enum": ["active", "pending", "archived"]},
+_EMPTY_REFUSED = "An empty value is refused (400), like any other invalid one."
+# Every parameter a route names, by name: what a valid value looks like. Ids in paths that do
+# not have their shape answer 404 (app.py checks them before they become keys).
+_PARAMETERS: dict[str, dict[str, Any]] = {
+    "item_id": {"schema": {"type": "string", "pattern": "^[0-9a-f]{28}$"}},
+    "upload_id": {"schema": {"type": "string", "pattern": "^[0-9a-f]{28}$"}},
+    "session_id": {"schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}},
+    "username": {"schema": {"type": "string", "minLength": 1, "maxLength": 128}},
+    "limit": {
+        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+        "description": f"Page size. {_EMPTY_REFUSED}",
+        "allowEmptyValue": False,
+    },
+    "status": {
+        "schema": {"enum": ["active", "pending", "archived"]},
+        "description": f"Only items with this status. {_EMPTY_REFUSED}",
+        "allowEmptyValue": False,
+    },
+    "cursor": {
+        "schema": {"type": "string", "minLength": 1, "maxLength": 2048},
+        "description": (
+            "The `nextCursor` of the previous page, as given (opaque; any other value is 400). "
+            + _EMPTY_REFUSED
+        ),
+        "allowEmptyValue": False,
+    },
+    "If-Match": {
+        "schema": {"type": "string", "pattern": '^(W/)?"[0-9]{1,18}"$'},
+        "description": 'The `ETag` of the item as read (`"3"`); `*` and lists are refused (412).',
+    },
 }
 
 
@@ -46,6 +73,11 @@ class Operation:
     admin: bool = False
     query: tuple[str, ...] = field(default=())
     headers: tuple[str, ...] = field(default=())
+    # Query parameters and headers of the above that a request must carry.
+    required: tuple[str, ...] = field(default=())
+    # Where the success body holds the id of what this creates (a JSON pointer, "/id"): the
+    # document links it to every operation under `{path}/{id}`, so clients and fuzzers can chain.
+    creates: str | None = None
 
 
 def document(operations: list[Operation], *, title: str, version: str) -> dict[str, Any]:
@@ -74,19 +106,15 @@ def document(operations: list[Operation], *, title: str, version: str) -> dict[s
             errors |= {400, 413, 415}
         for status in sorted(errors):
             spec["responses"][str(status)] = _response(_REASONS[status], Error, schemas)
-        parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in re.findall(r"{(\w+)}", op.path)
-        ]
+        parameters = [_parameter(name, "path", required=True) for name in _path_names(op.path)]
+        parameters += [_parameter(name, "query", required=name in op.required) for name in op.query]
         parameters += [
-            {"name": name, "in": "query", "schema": _QUERY_SCHEMAS.get(name, {"type": "string"})}
-            for name in op.query
-        ]
-        parameters += [
-            {"name": name, "in": "header", "schema": {"type": "string"}} for name in op.headers
+            _parameter(name, "header", required=name in op.required) for name in op.headers
         ]
         if parameters:
             spec["parameters"] = parameters
+        if op.creates is not None:
+            spec["responses"][str(op.status)]["links"] = _links(op, operations)
         paths.setdefault(op.path, {})[op.method.lower()] = spec
     return {
         "openapi": "3.1.0",
@@ -99,6 +127,33 @@ def document(operations: list[Operation], *, title: str, version: str) -> dict[s
             },
         },
     }
+
+
+def _path_names(path: str) -> list[str]:
+    return re.findall(r"{(\w+)}", path)
+
+
+def _parameter(name: str, location: str, *, required: bool) -> dict[str, Any]:
+    known = _PARAMETERS.get(name, {"schema": {"type": "string"}})
+    parameter = {"name": name, "in": location, **known}
+    if required:
+        parameter["required"] = True
+    return parameter
+
+
+def _links(creator: Operation, operations: list[Operation]) -> dict[str, Any]:
+    """Links from what ``creator`` made to the operations on it: `{path}/{id}` and below."""
+    links: dict[str, Any] = {}
+    for op in sorted(operations, key=lambda op: (op.path, op.method)):
+        match = re.fullmatch(re.escape(creator.path) + r"/{(\w+)}(/.*)?", op.path)
+        if match is None:
+            continue
+        parameters = {match.group(1): f"$response.body#{creator.creates}"}
+        if "If-Match" in op.headers:
+            # The creating response's ETag is the version a conditional change is based on.
+            parameters["header.If-Match"] = "$response.header.ETag"
+        links[_operation_id(op)] = {"operationId": _operation_id(op), "parameters": parameters}
+    return links
 
 
 def _operation_id(op: Operation) -> str:

@@ -5,6 +5,8 @@ from typing import Any
 from openapi_spec_validator import validate
 
 import app as app_module
+from chalicelib.openapi import Operation, document
+from chalicelib.responses import Message
 from tests.conftest import Api
 from tools.apidoc import TARGET, render
 
@@ -56,3 +58,56 @@ def test_the_models_drive_the_schemas(api: Api) -> None:
 
 def test_the_human_readable_reference_is_current(api: Api) -> None:
     assert TARGET.read_text() == render(spec(api)), "run: .venv/bin/python -m tools.apidoc"
+
+
+def test_creating_operations_link_to_the_operations_on_what_they_made() -> None:
+    def op(method: str, path: str, **extra: Any) -> Operation:
+        return Operation(method=method, path=path, summary=path, response=Message, **extra)
+
+    built = document(
+        [
+            op("POST", "/things", creates="/thing/id", status=201),
+            op("GET", "/things/{thing_id}"),
+            op("PUT", "/things/{thing_id}", headers=("If-Match",), required=("If-Match",)),
+            op("POST", "/things/{thing_id}/done"),
+            op("GET", "/things"),
+            op("GET", "/other/{thing_id}"),
+        ],
+        title="t",
+        version="1",
+    )
+    links = built["paths"]["/things"]["post"]["responses"]["201"]["links"]
+    assert links == {
+        "get_things_thing_id": {
+            "operationId": "get_things_thing_id",
+            "parameters": {"thing_id": "$response.body#/thing/id"},
+        },
+        "post_things_thing_id_done": {
+            "operationId": "post_things_thing_id_done",
+            "parameters": {"thing_id": "$response.body#/thing/id"},
+        },
+        "put_things_thing_id": {
+            "operationId": "put_things_thing_id",
+            "parameters": {
+                "thing_id": "$response.body#/thing/id",
+                "header.If-Match": "$response.header.ETag",
+            },
+        },
+    }
+    put = built["paths"]["/things/{thing_id}"]["put"]
+    assert {"name": "If-Match", "in": "header", "required": True}.items() <= put["parameters"][
+        1
+    ].items()
+    validate(built)
+
+
+def test_parameters_state_their_formats_and_what_an_empty_value_means(api: Api) -> None:
+    served = spec(api)
+    item = served["paths"]["/items/{item_id}"]["get"]["parameters"][0]
+    assert item["schema"]["pattern"] == f"^{app_module.ITEM_ID.pattern}$"
+    session = served["paths"]["/auth/sessions/{session_id}"]["delete"]["parameters"][0]
+    assert session["schema"]["pattern"] == f"^{app_module.SESSION_ID.pattern}$"
+    query = {p["name"]: p for p in served["paths"]["/items"]["get"]["parameters"]}
+    assert query["cursor"]["schema"]["minLength"] == 1
+    assert all(p["allowEmptyValue"] is False for p in query.values())
+    assert "empty value is refused" in query["limit"]["description"]
