@@ -214,6 +214,8 @@ def _node_id_for_schemathesis(request: pytest.FixtureRequest) -> None:
     request.node._nodeid = request.node.nodeid
 
 
+# Every operation runs inside this one test: more than the suite's default limit per test.
+@pytest.mark.timeout(600)
 @PER_OPERATION
 @schema.parametrize()
 def test_every_operation(case: Case, fuzzer: Fuzzer) -> None:
