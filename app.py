@@ -23,7 +23,6 @@ from chalicelib.deletion import AccountPurge
 from chalicelib.events import Client, SecurityEvents
 from chalicelib.items import STATUSES, Item, ItemNotFound, Items
 from chalicelib.limits import IpRateLimiter, LoginThrottle
-from chalicelib.openapi import document
 from chalicelib.passwords import DEFAULT_COST, ScryptCost, ScryptHasher
 from chalicelib.rotation import SigningKeyRotation
 from chalicelib.sessions import InvalidRefreshToken, Sessions
@@ -49,6 +48,7 @@ from chalicelib.web.http import (
     username_param,
 )
 from chalicelib.web.middleware import request_log
+from chalicelib.web.openapi import document
 from chalicelib.web.routing import Routes
 
 if TYPE_CHECKING:
@@ -382,7 +382,7 @@ def item_response(item: Item, status: int = 200) -> Response:
     return json_response(status, R.item(item), headers)
 
 
-@route("POST /items", R.ItemView, status=201, request=P.ItemWrite)
+@route("POST /items", R.ItemView, status=201, request=P.ItemWrite, creates="/id")
 def create_item() -> Response:
     """Create an item."""
     body = http.body(P.ItemWrite)
@@ -416,6 +416,7 @@ def get_item(item_id: str) -> Response:
     request=P.ItemWrite,
     errors=(404, 412, 428),
     headers=("If-Match",),
+    required=("If-Match",),
 )
 def replace_item(item_id: str) -> Response:
     """Replace an item (If-Match required)."""
@@ -438,6 +439,7 @@ def replace_item(item_id: str) -> Response:
     request=P.ItemPatch,
     errors=(404, 412, 428),
     headers=("If-Match",),
+    required=("If-Match",),
 )
 def patch_item(item_id: str) -> Response:
     """Change some fields of an item (If-Match required)."""
@@ -462,7 +464,9 @@ def delete_item(item_id: str) -> Response:
     return json_response(200, {"message": "Item deleted"})
 
 
-@route("GET /admin/items", R.ItemList, admin=True, query=("status",), paged=True)
+@route(
+    "GET /admin/items", R.ItemList, admin=True, query=("status",), required=("status",), paged=True
+)
 def admin_items() -> Response:
     """Everyone's items with a status, newest first."""
     page, status = http.page(), http.required_choice("status", STATUSES)
@@ -488,7 +492,15 @@ def list_users() -> Response:
     return json_response(200, {"users": users, "nextCursor": found.cursor})
 
 
-@route("POST /users", R.AdminUser, admin=True, status=201, request=P.UserCreate, errors=(409,))
+@route(
+    "POST /users",
+    R.AdminUser,
+    admin=True,
+    status=201,
+    request=P.UserCreate,
+    errors=(409,),
+    creates="/username",
+)
 def create_user() -> Response:
     """Create a user with a role."""
     body = http.body(P.UserCreate)
@@ -534,7 +546,7 @@ def changed_user(username: str, *, role: str | None, disabled: bool | None) -> R
     return json_response(200, R.admin_user(user))
 
 
-@route("DELETE /users/{username}", R.Message, admin=True)
+@route("DELETE /users/{username}", R.Message, admin=True, errors=(404,))
 def delete_user(username: str) -> Response:
     """Delete a user and everything they own (idempotent)."""
     dependencies.administration.delete_user(
@@ -544,7 +556,7 @@ def delete_user(username: str) -> Response:
     return json_response(200, {"message": "User deleted"})
 
 
-@route("POST /uploads", R.UploadStarted, status=201, request=P.UploadStart)
+@route("POST /uploads", R.UploadStarted, status=201, request=P.UploadStart, creates="/upload/id")
 def start_upload() -> Response:
     """Start an upload: a presigned POST for the file."""
     body = http.body(P.UploadStart).root

@@ -7,7 +7,16 @@ from decimal import Clamped, Decimal, Inexact, Overflow, Rounded, Underflow
 from typing import Annotated, Any, Literal
 
 from boto3.dynamodb.types import DYNAMODB_CONTEXT
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    StringConstraints,
+    WithJsonSchema,
+)
+from typing_extensions import TypeAliasType
 
 from chalicelib.items import ItemStatus
 from chalicelib.uploads import MAX_DOCUMENT_BYTES, MAX_IMAGE_BYTES, DocumentType, ImageType
@@ -61,7 +70,7 @@ _TOO_LARGE = Decimal("1e126")
 _TOO_SMALL = Decimal("1e-130")
 
 
-def _storable(data: dict[str, Any]) -> dict[str, Any]:
+def _storable(data: Any) -> Any:
     """What DynamoDB can hold and give back unchanged: bounded size (well under its 400 KB item
     limit) and nesting, no empty keys, finite numbers of at most 38 significant digits within
     its range. (The request parser has already refused invalid Unicode.)"""
@@ -98,7 +107,33 @@ def _check_values(value: Any, *, depth: int) -> None:
             )
 
 
-ItemData = Annotated[dict[str, Any], AfterValidator(_storable)]
+# The same rules as the document states them (a recursive schema with no empty keys, integers
+# of at most 38 digits, floats within DynamoDB's range). ``_storable`` runs first, so a refusal
+# names its rule in a few words rather than one message per branch of the union.
+_MAX_INTEGER = 10**38 - 1
+StoredKey = Annotated[str, StringConstraints(min_length=1)]
+StoredFloat = Annotated[
+    float,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"const": 0},
+                {"type": "number", "minimum": 1e-130, "exclusiveMaximum": 1e126},
+                {"type": "number", "maximum": -1e-130, "exclusiveMinimum": -1e126},
+            ]
+        }
+    ),
+]
+StoredValue = TypeAliasType(
+    "StoredValue",
+    "dict[StoredKey, StoredValue] | list[StoredValue] | str | bool"
+    " | Annotated[int, Field(ge=-_MAX_INTEGER, le=_MAX_INTEGER)] | StoredFloat | None",
+)
+ItemData = Annotated[
+    dict[StoredKey, StoredValue],
+    BeforeValidator(_storable),
+    Field(description=f"At most {MAX_DATA_BYTES} bytes as JSON, {MAX_DATA_DEPTH} levels deep"),
+]
 
 
 class ItemWrite(Payload):
@@ -144,18 +179,23 @@ class PasswordConfirmation(Payload):
 Filename = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
 
+def _whole(value: Any) -> Any:
+    """JSON does not tell 8523.0 from 8523, and neither does JSON Schema's integer."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 class ImageUpload(Payload):
     kind: Literal["image"]
     filename: Filename
     contentType: ImageType
-    size: Annotated[int, Field(ge=1, le=MAX_IMAGE_BYTES)]
+    size: Annotated[int, BeforeValidator(_whole), Field(ge=1, le=MAX_IMAGE_BYTES)]
 
 
 class DocumentUpload(Payload):
     kind: Literal["document"]
     filename: Filename
     contentType: DocumentType
-    size: Annotated[int, Field(ge=1, le=MAX_DOCUMENT_BYTES)]
+    size: Annotated[int, BeforeValidator(_whole), Field(ge=1, le=MAX_DOCUMENT_BYTES)]
 
 
 class UploadStart(RootModel[Annotated[ImageUpload | DocumentUpload, Field(discriminator="kind")]]):

@@ -8,6 +8,9 @@ import pytest
 from openapi_spec_validator import validate
 
 import app as app_module
+from chalicelib.responses import Message
+from chalicelib.web.http import RESOURCE_ID, SESSION_ID
+from chalicelib.web.openapi import Operation, document
 from tests.conftest import Api
 from tools import openapi_dump
 from tools.apidoc import TARGET, render
@@ -79,3 +82,64 @@ def test_the_sites_copy_of_the_document_and_its_types_are_current(tmp_path: Path
         check=True,
     ).stdout
     assert (frontend / "src" / "lib" / "api-schema.d.ts").read_text("utf-8") == generated, stale
+
+
+def test_creating_operations_link_to_the_operations_on_what_they_made() -> None:
+    def op(method: str, path: str, **extra: Any) -> Operation:
+        return Operation(method=method, path=path, summary=path, response=Message, **extra)
+
+    built = document(
+        [
+            op("POST", "/things", creates="/thing/id", status=201),
+            op("GET", "/things/{thing_id}"),
+            op("PUT", "/things/{thing_id}", headers=("If-Match",), required=("If-Match",)),
+            op("POST", "/things/{thing_id}/done"),
+            op("GET", "/things"),
+            op("GET", "/other/{thing_id}"),
+        ],
+        title="t",
+        version="1",
+    )
+    links = built["paths"]["/things"]["post"]["responses"]["201"]["links"]
+    assert links == {
+        "get_things_thing_id": {
+            "operationId": "get_things_thing_id",
+            "parameters": {"thing_id": "$response.body#/thing/id"},
+        },
+        "post_things_thing_id_done": {
+            "operationId": "post_things_thing_id_done",
+            "parameters": {"thing_id": "$response.body#/thing/id"},
+        },
+        "put_things_thing_id": {
+            "operationId": "put_things_thing_id",
+            "parameters": {
+                "thing_id": "$response.body#/thing/id",
+                "header.If-Match": "$response.header.ETag",
+            },
+        },
+    }
+    put = built["paths"]["/things/{thing_id}"]["put"]
+    assert {"name": "If-Match", "in": "header", "required": True}.items() <= put["parameters"][
+        1
+    ].items()
+    validate(built)
+
+
+def test_parameters_state_their_formats_and_what_an_empty_value_means(api: Api) -> None:
+    served = spec(api)
+    item = served["paths"]["/items/{item_id}"]["get"]["parameters"][0]
+    assert item["schema"]["pattern"] == f"^{RESOURCE_ID.pattern}$"
+    session = served["paths"]["/auth/sessions/{session_id}"]["delete"]["parameters"][0]
+    assert session["schema"]["pattern"] == f"^{SESSION_ID.pattern}$"
+    query = {p["name"]: p for p in served["paths"]["/items"]["get"]["parameters"]}
+    assert all(p["allowEmptyValue"] is True for p in query.values())
+    assert "Empty counts as absent" in query["cursor"]["description"]
+    required = served["paths"]["/admin/items"]["get"]["parameters"]
+    status = next(p for p in required if p["name"] == "status")
+    assert (status["required"], status["allowEmptyValue"]) == (True, False)
+    # What the document says is what the API does: empty values are the defaults.
+    api.signup("alice")
+    token = api.login("alice")
+    listed = api.get("/items?cursor=&limit=&status=", token)
+    assert listed.status_code == 200
+    assert listed.json_body == {"items": [], "nextCursor": None}

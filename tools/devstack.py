@@ -62,7 +62,7 @@ def responds(url: str) -> bool:
         return False
 
 
-SiteMode = Literal["dev", "build"]
+SiteMode = Literal["dev", "build", "none"]
 
 
 class Stack:
@@ -175,6 +175,8 @@ class Stack:
         )
 
     def _start_site(self) -> None:
+        if self._site_mode == "none":
+            return
         if self._site_mode == "dev":
             vite = FRONTEND / "node_modules" / ".bin" / "vite"
             if not vite.exists():
@@ -203,10 +205,10 @@ class Stack:
 
     def run(self) -> int:
         """Serve until the emulator exits, restarting the API whenever its source changes."""
-        if self._emulator is None or self._api is None or self._site is None:
+        if self._emulator is None or self._api is None:
             raise RuntimeError("start() the stack before running it")
         reported = False
-        while self._emulator.poll() is None and self._site.poll() is None:
+        while self._emulator.poll() is None and (self._site is None or self._site.poll() is None):
             time.sleep(0.5)
             if _source_mtimes() != self._loaded:
                 reported = False
@@ -217,7 +219,7 @@ class Stack:
             if self._api.poll() is not None and not reported:
                 reported = True
                 print("the API is down: fix the code and save to restart it", file=sys.stderr)
-        if self._site.poll() is not None:
+        if self._site is not None and self._site.poll() is not None:
             print(f"the site exited with status {self._site.returncode}", file=sys.stderr)
             return self._site.returncode
         return self._emulator.returncode
@@ -265,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         default="dev",
         help="serve the site with `vite dev` (default) or the built frontend/build",
     )
-    site: SiteMode = "build" if parser.parse_args(argv).site == "build" else "dev"
+    # The API tests that need no site (tests/test_fuzz.py) skip starting one.
+    parser.add_argument("--no-site", action="store_true", help="run the emulator and API only")
+    args = parser.parse_args(argv)
+    site: SiteMode = "none" if args.no_site else "build" if args.site == "build" else "dev"
     die_with_parent()
     stack = Stack(
         host=os.environ.get("DEV_HOST", "127.0.0.1"),

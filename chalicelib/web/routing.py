@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 from chalice.app import Chalice, ChaliceAuthorizer, Response
 from pydantic import BaseModel
 
-from chalicelib.openapi import Operation
 from chalicelib.web.errors import http_error
 from chalicelib.web.http import Http, json_response
+from chalicelib.web.openapi import Operation
 
 View = TypeVar("View", bound=Callable[..., Response])
 

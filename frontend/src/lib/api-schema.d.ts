@@ -543,7 +543,7 @@ export interface components {
              * @default null
              */
             data?: {
-                [key: string]: unknown;
+                [key: string]: components["schemas"]["StoredValue"];
             } | null;
             /**
              * Status
@@ -588,10 +588,11 @@ export interface components {
             name: string;
             /**
              * Data
+             * @description At most 32768 bytes as JSON, 16 levels deep
              * @default {}
              */
             data?: {
-                [key: string]: unknown;
+                [key: string]: components["schemas"]["StoredValue"];
             };
             /**
              * Status
@@ -731,6 +732,9 @@ export interface components {
             /** Password */
             password: string;
         };
+        StoredValue: {
+            [key: string]: components["schemas"]["StoredValue"];
+        } | components["schemas"]["StoredValue"][] | string | boolean | number | 0 | null;
         /** UploadList */
         UploadList: {
             /** Uploads */
@@ -837,9 +841,12 @@ export type $defs = Record<string, never>;
 export interface operations {
     get_admin_items: {
         parameters: {
-            query?: {
-                status?: "active" | "pending" | "archived";
+            query: {
+                /** @description Only items with this status. Empty counts as absent. */
+                status: "active" | "pending" | "archived";
+                /** @description Page size. Empty counts as absent. */
                 limit?: number;
+                /** @description The `nextCursor` of the previous page, as given (opaque; any other value is 400). Empty counts as absent. */
                 cursor?: string;
             };
             header?: never;
@@ -907,7 +914,9 @@ export interface operations {
     get_auth_events: {
         parameters: {
             query?: {
+                /** @description Page size. Empty counts as absent. */
                 limit?: number;
+                /** @description The `nextCursor` of the previous page, as given (opaque; any other value is 400). Empty counts as absent. */
                 cursor?: string;
             };
             header?: never;
@@ -1775,8 +1784,11 @@ export interface operations {
     get_items: {
         parameters: {
             query?: {
+                /** @description Only items with this status. Empty counts as absent. */
                 status?: "active" | "pending" | "archived";
+                /** @description Page size. Empty counts as absent. */
                 limit?: number;
+                /** @description The `nextCursor` of the previous page, as given (opaque; any other value is 400). Empty counts as absent. */
                 cursor?: string;
             };
             header?: never;
@@ -1998,8 +2010,9 @@ export interface operations {
     put_items_item_id: {
         parameters: {
             query?: never;
-            header?: {
-                "If-Match"?: string;
+            header: {
+                /** @description The `ETag` of the item as read (`"3"`); `*` and lists are refused (412). */
+                "If-Match": string;
             };
             path: {
                 item_id: string;
@@ -2117,6 +2130,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description The `ETag` of the item as read (`"3"`); `*` and lists are refused (412). */
                 "If-Match"?: string;
             };
             path: {
@@ -2194,8 +2208,9 @@ export interface operations {
     patch_items_item_id: {
         parameters: {
             query?: never;
-            header?: {
-                "If-Match"?: string;
+            header: {
+                /** @description The `ETag` of the item as read (`"3"`); `*` and lists are refused (412). */
+                "If-Match": string;
             };
             path: {
                 item_id: string;
@@ -2350,7 +2365,9 @@ export interface operations {
     get_uploads: {
         parameters: {
             query?: {
+                /** @description Page size. Empty counts as absent. */
                 limit?: number;
+                /** @description The `nextCursor` of the previous page, as given (opaque; any other value is 400). Empty counts as absent. */
                 cursor?: string;
             };
             header?: never;
@@ -2715,7 +2732,9 @@ export interface operations {
     get_users: {
         parameters: {
             query?: {
+                /** @description Page size. Empty counts as absent. */
                 limit?: number;
+                /** @description The `nextCursor` of the previous page, as given (opaque; any other value is 400). Empty counts as absent. */
                 cursor?: string;
             };
             header?: never;
@@ -3079,6 +3098,15 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description Internal server error */
             500: {
                 headers: {
@@ -3200,7 +3228,9 @@ export interface operations {
     get_users_username_events: {
         parameters: {
             query?: {
+                /** @description Page size. Empty counts as absent. */
                 limit?: number;
+                /** @description The `nextCursor` of the previous page, as given (opaque; any other value is 400). Empty counts as absent. */
                 cursor?: string;
             };
             header?: never;
