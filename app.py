@@ -499,7 +499,6 @@ def list_users() -> Response:
     status=201,
     request=P.UserCreate,
     errors=(409,),
-    creates="/username",
 )
 def create_user() -> Response:
     """Create a user with a role."""

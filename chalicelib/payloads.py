@@ -188,14 +188,14 @@ class ImageUpload(Payload):
     kind: Literal["image"]
     filename: Filename
     contentType: ImageType
-    size: Annotated[int, BeforeValidator(_whole), Field(ge=1, le=MAX_IMAGE_BYTES)]
+    size: Annotated[int, Field(ge=1, le=MAX_IMAGE_BYTES), BeforeValidator(_whole)]
 
 
 class DocumentUpload(Payload):
     kind: Literal["document"]
     filename: Filename
     contentType: DocumentType
-    size: Annotated[int, BeforeValidator(_whole), Field(ge=1, le=MAX_DOCUMENT_BYTES)]
+    size: Annotated[int, Field(ge=1, le=MAX_DOCUMENT_BYTES), BeforeValidator(_whole)]
 
 
 class UploadStart(RootModel[Annotated[ImageUpload | DocumentUpload, Field(discriminator="kind")]]):
