@@ -410,53 +410,33 @@ def get_item(item_id: str) -> Response:
     return item_response(dependencies.items.get(http.caller().username, item_id))
 
 
-@route(
-    "PUT /items/{item_id}",
-    R.ItemView,
-    request=P.ItemWrite,
-    errors=(404, 412, 428),
-    headers=("If-Match",),
-    required=("If-Match",),
-)
+@route("PUT /items/{item_id}", R.ItemView, request=P.ItemWrite, errors=(404,), if_match="required")
 def replace_item(item_id: str) -> Response:
     """Replace an item (If-Match required)."""
     item_id, version = path_id(item_id, RESOURCE_ID, ItemNotFound), http.required_if_match()
     body = http.body(P.ItemWrite)
+    owner = http.caller().username
     item = dependencies.items.replace(
-        http.caller().username,
-        item_id,
-        expected_version=version,
-        name=body.name,
-        data=body.data,
-        status=body.status,
+        owner, item_id, expected_version=version, name=body.name, data=body.data, status=body.status
     )
     return item_response(item)
 
 
 @route(
-    "PATCH /items/{item_id}",
-    R.ItemView,
-    request=P.ItemPatch,
-    errors=(404, 412, 428),
-    headers=("If-Match",),
-    required=("If-Match",),
+    "PATCH /items/{item_id}", R.ItemView, request=P.ItemPatch, errors=(404,), if_match="required"
 )
 def patch_item(item_id: str) -> Response:
     """Change some fields of an item (If-Match required)."""
     item_id, version = path_id(item_id, RESOURCE_ID, ItemNotFound), http.required_if_match()
     body = http.body(P.ItemPatch)
+    owner = http.caller().username
     item = dependencies.items.patch(
-        http.caller().username,
-        item_id,
-        expected_version=version,
-        name=body.name,
-        data=body.data,
-        status=body.status,
+        owner, item_id, expected_version=version, name=body.name, data=body.data, status=body.status
     )
     return item_response(item)
 
 
-@route("DELETE /items/{item_id}", R.Message, errors=(404, 412), headers=("If-Match",))
+@route("DELETE /items/{item_id}", R.Message, errors=(404,), if_match="optional")
 def delete_item(item_id: str) -> Response:
     """Delete an item (If-Match optional)."""
     item_id, version = path_id(item_id, RESOURCE_ID, ItemNotFound), http.if_match()
@@ -492,14 +472,7 @@ def list_users() -> Response:
     return json_response(200, {"users": users, "nextCursor": found.cursor})
 
 
-@route(
-    "POST /users",
-    R.AdminUser,
-    admin=True,
-    status=201,
-    request=P.UserCreate,
-    errors=(409,),
-)
+@route("POST /users", R.AdminUser, admin=True, status=201, request=P.UserCreate, errors=(409,))
 def create_user() -> Response:
     """Create a user with a role."""
     body = http.body(P.UserCreate)

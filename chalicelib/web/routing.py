@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from chalice.app import Chalice, ChaliceAuthorizer, Response
 from pydantic import BaseModel
@@ -43,13 +43,18 @@ class Routes:
         public: bool = False,
         admin: bool = False,
         paged: bool = False,
+        if_match: Literal["required", "optional"] | None = None,
         errors: tuple[int, ...] = (),
         query: tuple[str, ...] = (),
+        headers: tuple[str, ...] = (),
+        required: tuple[str, ...] = (),
         **doc: Any,
     ) -> Callable[[View], View]:
         """Register the view for ``spec`` ("GET /items", "PUT,PATCH /users/{username}"), which
         answers ``response``; its docstring is the summary, ``doc`` the rest of its ``Operation``.
-        ``admin``: the caller needs the admin role; ``paged``: ``limit`` and ``cursor`` apply.
+        ``admin``: the caller needs the admin role; ``paged``: ``limit`` and ``cursor`` apply;
+        ``if_match``: the change is conditional on an ``If-Match`` ETag (412 when stale, 428 when
+        required and missing).
         """
         method, _, path = spec.partition(" ")
 
@@ -58,8 +63,13 @@ class Routes:
                 "summary": (view.__doc__ or "").strip().rstrip("."),
                 "response": response,
                 "admin": admin,
-                "errors": errors + ((403,) if admin else ()) + ((400,) if paged else ()),
+                "errors": errors
+                + ((403,) if admin else ())
+                + ((400,) if paged else ())
+                + {"required": (412, 428), "optional": (412,), None: ()}[if_match],
                 "query": query + (("limit", "cursor") if paged else ()),
+                "headers": headers + (("If-Match",) if if_match else ()),
+                "required": required + (("If-Match",) if if_match == "required" else ()),
                 **doc,
             }
 
