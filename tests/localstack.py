@@ -7,6 +7,7 @@ import queue
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -84,6 +85,26 @@ class RunningStack:
             f"--port {self.site_port} ",
             f"LOCAL_AWS_PORT={self.aws_port}",
         ) + processes_with_environment("SITE_PORT", str(self.site_port))
+
+    def promote(self, username: str) -> None:
+        """Make ``username`` an administrator with ``make admin``'s command."""
+        promoted = subprocess.run(
+            [sys.executable, "-m", "tools.admin", username],
+            cwd=ROOT,
+            env={
+                "PATH": "/usr/bin:/bin",
+                "AWS_ENDPOINT_URL": self.aws_url,
+                "AWS_DEFAULT_REGION": "eu-west-2",
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+            },
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert "is now an administrator" in promoted.stdout
 
     def ports_open(self) -> list[int]:
         return [port for port in (self.aws_port, self.api_port, self.site_port) if listening(port)]

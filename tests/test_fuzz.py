@@ -11,7 +11,6 @@ run is reproducible (but for schemathesis's choice to follow a link or not):
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -31,7 +30,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import ROOT
 from tests.localstack import RunningStack, start
 
 pytestmark = pytest.mark.e2e
@@ -144,26 +142,6 @@ class Fuzzer:
         return response
 
 
-def _promote(stack: RunningStack, username: str) -> None:
-    promoted = subprocess.run(
-        [sys.executable, "-m", "tools.admin", username],
-        cwd=ROOT,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "AWS_ENDPOINT_URL": stack.aws_url,
-            "AWS_DEFAULT_REGION": "eu-west-2",
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-        },
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert "is now an administrator" in promoted.stdout
-
-
 @pytest.fixture(scope="module")
 def stack() -> Iterator[RunningStack]:
     running = start([sys.executable, "-m", "tools.devstack", "--no-site"], extra_env=STACK_ENV)
@@ -181,7 +159,7 @@ def fuzzer(stack: RunningStack) -> Fuzzer:
             timeout=30,
         )
         assert signup.status_code == 201, signup.text
-    _promote(stack, ADMIN)
+    stack.promote(ADMIN)
     signed_in = login(stack.api_url, ADMIN)
     return Fuzzer(
         api_url=stack.api_url,

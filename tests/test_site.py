@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -537,7 +536,7 @@ def test_the_admin_page_is_for_admins_only(open_page: OpenPage, stack: RunningSt
     expect(page.get_by_test_id("not-admin")).to_be_visible()
     expect(page.get_by_role("table")).to_have_count(0)
 
-    promote(stack, admin)
+    stack.promote(admin)
 
     page.goto("/dashboard")
     page.get_by_role("link", name="Admin").click()
@@ -1031,26 +1030,6 @@ def test_an_upload_that_stalls_gives_up_and_says_so(
     expect(page.get_by_text("No files yet.")).to_be_visible()
 
 
-def promote(stack: RunningStack, username: str) -> None:
-    promoted = subprocess.run(
-        [sys.executable, "-m", "tools.admin", username],
-        cwd=ROOT,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "AWS_ENDPOINT_URL": stack.aws_url,
-            "AWS_DEFAULT_REGION": "eu-west-2",
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-        },
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert "is now an administrator" in promoted.stdout
-
-
 def test_a_failed_admin_action_says_why_and_an_admin_who_steps_down_loses_the_page(
     open_page: OpenPage, stack: RunningStack
 ) -> None:
@@ -1059,7 +1038,7 @@ def test_a_failed_admin_action_says_why_and_an_admin_who_steps_down_loses_the_pa
     sign_up(page, admin)
     other = unique("xavi")
     sign_up(open_page(), other)
-    promote(stack, admin)
+    stack.promote(admin)
     page.goto("/admin")
     row = page.locator(f'[data-username="{other}"]')
     expect(row).to_be_visible()
