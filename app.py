@@ -323,9 +323,8 @@ def current_user() -> Response:
     """The caller's profile."""
     # As fresh as the authorizer's answer: read at most AUTHORIZER_TTL_SECONDS ago.
     profile = http.caller().profile
-    return json_response(
-        200, {key: profile[key] for key in R.Profile.model_fields if key in profile}
-    )
+    shown = {key: profile[key] for key in R.Profile.model_fields if key in profile}
+    return json_response(200, shown)
 
 
 @route("POST /auth/password", R.SignedIn, request=P.PasswordChangeRequest, errors=(429,))

@@ -156,3 +156,14 @@ def test_no_constraint_leaks_out_of_json_schema(api: Api) -> None:
         return set()
 
     assert keys(spec(api)["components"]["schemas"]) & {"ge", "gt", "le", "lt", "strict"} == set()
+
+
+def test_only_the_routes_that_must_be_public_are() -> None:
+    public = {(op.method, op.path) for op in app_module.route.operations() if not op.bearer}
+    assert public == {
+        ("GET", "/health"),
+        ("GET", "/openapi.json"),
+        ("POST", "/auth/signup"),
+        ("POST", "/auth/login"),
+        ("POST", "/auth/refresh"),
+    }

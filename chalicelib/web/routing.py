@@ -18,6 +18,8 @@ View = TypeVar("View", bound=Callable[..., Response])
 
 
 class Routes:
+    """The app's route decorator; every route needs a bearer token unless it says otherwise."""
+
     def __init__(
         self,
         app: Chalice,
