@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import threading
@@ -62,7 +63,14 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[boto3.Session]:
 
     monkeypatch.setattr(BotocoreStubber, "__call__", serialised)
     with mock_aws():
-        yield boto3.Session(region_name=REGION)
+        yield _session()
+
+
+@functools.cache
+def _session() -> boto3.Session:
+    """One session for the whole run: a new one loads every service model again (~0.3 s a test).
+    moto's mock is per test all the same: it intercepts every client's requests while active."""
+    return boto3.Session(region_name=REGION)
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ SESSION_ENDING = frozenset(
     }
 )
 PER_OPERATION = settings(
-    max_examples=30,
+    max_examples=15,
     deadline=None,
     derandomize=True,
     database=None,
@@ -69,7 +69,7 @@ PER_OPERATION = settings(
     suppress_health_check=list(HealthCheck),
 )
 STATEFUL = settings(
-    max_examples=40,
+    max_examples=30,
     stateful_step_count=6,
     deadline=None,
     derandomize=True,
