@@ -65,7 +65,6 @@ logs.configure("INFO")  # the level is adjusted once settings are read
 # app, which is why it is read here rather than from the runtime settings.
 AUTHORIZER_TTL_SECONDS = authorizer_ttl_seconds(os.environ)
 API_VERSION = "1.0.0"
-NO_SESSION = "Session expired or revoked; please log in again"
 # The site calls the API on its own origin (/api/*) and needs no CORS. Only the optional API
 # domain (api.<domain>) answers scripts on the site's origin; also baked in at packaging time.
 CORS_ALLOW_ORIGIN = cors_allow_origin(os.environ)
@@ -292,14 +291,14 @@ def refresh() -> Response:
         raw, delivery = cookie, "cookie"
     elif not http.has_body():
         # No cookie and no body: a browser that holds no session (or whose cookie expired).
-        raise HttpError(401, NO_SESSION)
+        raise InvalidRefreshToken
     else:
         raw, delivery = http.body(P.RefreshRequest).refreshToken, "body"
     try:
         result = dependencies.accounts.refresh(raw, client)
     except InvalidRefreshToken:
         cleared = http.clear_refresh_cookie() if delivery == "cookie" else {}
-        return json_response(401, {"message": NO_SESSION}, cleared)
+        return json_response(401, {"message": InvalidRefreshToken.message}, cleared)
     return http.signed_in(result, message="Token refreshed", delivery=delivery)
 
 
