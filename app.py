@@ -529,7 +529,7 @@ def delete_user(username: str) -> Response:
 @route("POST /uploads", R.UploadStarted, status=201, request=P.UploadStart, creates="/upload/id")
 def start_upload() -> Response:
     """Start an upload: a presigned POST for the file."""
-    body = http.body(P.UploadStart).root
+    body = http.body(P.UploadStart)
     upload, post = dependencies.uploads.start(
         http.caller().username,
         filename=body.filename,

@@ -13,7 +13,7 @@ import re
 import threading
 import unicodedata
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
@@ -48,19 +48,6 @@ MAX_FILENAME = 100
 PENDING_SECONDS = 86400  # a never-completed record goes (TTL) after a day
 
 
-# What may be uploaded; the request model states the same rules (chalicelib/payloads.py).
-ImageType = Literal["image/png", "image/jpeg", "image/gif", "image/webp"]
-DocumentType = Literal[
-    "application/pdf",
-    "text/plain",
-    "text/csv",
-    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-]
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
-MAX_DOCUMENT_BYTES = 25 * 1024 * 1024
-
-
 @dataclass(frozen=True)
 class Kind:
     folder: str
@@ -68,9 +55,26 @@ class Kind:
     content_types: frozenset[str]
 
 
+# What may be uploaded; the request model's schema states the same rules (payloads.py).
 KINDS: dict[UploadKind, Kind] = {
-    "image": Kind("images", MAX_IMAGE_BYTES, frozenset(get_args(ImageType))),
-    "document": Kind("documents", MAX_DOCUMENT_BYTES, frozenset(get_args(DocumentType))),
+    "image": Kind(
+        "images",
+        10 * 1024 * 1024,
+        frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"}),
+    ),
+    "document": Kind(
+        "documents",
+        25 * 1024 * 1024,
+        frozenset(
+            {
+                "application/pdf",
+                "text/plain",
+                "text/csv",
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            }
+        ),
+    ),
 }
 
 

@@ -88,13 +88,13 @@ def test_listing_pages_without_gaps(api: Api) -> None:
 @pytest.mark.parametrize(
     ("overrides", "words"),
     [
-        ({"contentType": "application/x-msdownload"}, "image.contentType: Input should be"),
-        ({"contentType": "image/svg+xml"}, "image.contentType: Input should be"),
-        ({"kind": "document", "contentType": "image/png"}, "document.contentType: Input should"),
-        ({"size": 10 * 1024 * 1024 + 1}, "image.size: Input should be less than or equal"),
+        ({"contentType": "application/x-msdownload"}, "must be one of"),
+        ({"contentType": "image/svg+xml"}, "must be one of"),
+        ({"kind": "document", "contentType": "image/png"}, "must be one of"),
+        ({"size": 10 * 1024 * 1024 + 1}, "between"),
         (
             {"kind": "document", "contentType": "application/pdf", "size": 25 * 1024 * 1024 + 1},
-            "document.size: Input should be less than or equal",
+            "between",
         ),
         ({"size": 0}, "size"),
         ({"size": "12"}, "size"),

@@ -421,23 +421,6 @@ export interface components {
         };
         /** Answer */
         Answer: Record<string, never>;
-        /** DocumentUpload */
-        DocumentUpload: {
-            /**
-             * @description discriminator enum property added by openapi-typescript
-             * @enum {string}
-             */
-            kind: "document";
-            /** Filename */
-            filename: string;
-            /**
-             * Contenttype
-             * @enum {string}
-             */
-            contentType: "application/pdf" | "text/plain" | "text/csv" | "application/vnd.openxmlformats-officedocument.wordprocessingml.document" | "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
-            /** Size */
-            size: number;
-        };
         /** Error */
         Error: {
             /**
@@ -503,23 +486,6 @@ export interface components {
              * @constant
              */
             status: "ok";
-        };
-        /** ImageUpload */
-        ImageUpload: {
-            /**
-             * @description discriminator enum property added by openapi-typescript
-             * @enum {string}
-             */
-            kind: "image";
-            /** Filename */
-            filename: string;
-            /**
-             * Contenttype
-             * @enum {string}
-             */
-            contentType: "image/png" | "image/jpeg" | "image/gif" | "image/webp";
-            /** Size */
-            size: number;
         };
         /** ItemList */
         ItemList: {
@@ -744,9 +710,34 @@ export interface components {
         };
         /**
          * UploadStart
-         * @description POST /uploads: what may be uploaded depends on its kind; the document states both.
+         * @description POST /uploads. (One model rather than a union by kind: pydantic's RootModel costs every
+         *     cold start ~40 ms building its validator at import.)
          */
-        UploadStart: components["schemas"]["ImageUpload"] | components["schemas"]["DocumentUpload"];
+        UploadStart: {
+            /** Filename */
+            filename: string;
+            /** Contenttype */
+            contentType: string;
+            /** Size */
+            size: number;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "image" | "document";
+        } & ({
+            /** @constant */
+            kind?: "image";
+            /** @enum {unknown} */
+            contentType?: "image/gif" | "image/jpeg" | "image/png" | "image/webp";
+            size?: number;
+        } | {
+            /** @constant */
+            kind?: "document";
+            /** @enum {unknown} */
+            contentType?: "application/pdf" | "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" | "application/vnd.openxmlformats-officedocument.wordprocessingml.document" | "text/csv" | "text/plain";
+            size?: number;
+        });
         /** UploadStarted */
         UploadStarted: {
             upload: components["schemas"]["UploadView"];
