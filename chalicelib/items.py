@@ -30,7 +30,7 @@ from chalicelib.keys import (
     is_condition_failure,
     item_key,
     item_status_pk,
-    put_owned,
+    put_while_owner_exists,
     user_pk,
 )
 from chalicelib.paging import collect, decode_cursor, encode_cursor
@@ -118,7 +118,7 @@ class DynamoDBItemRepository:
         self._table = table
 
     def add(self, item: Item) -> None:
-        put_owned(self._table, _row(item), owner=item.owner)
+        put_while_owner_exists(self._table, _row(item), owner=item.owner)
 
     def get(self, owner: str, item_id: str) -> Item | None:
         row = self._table.get_item(Key=item_key(owner, item_id), ConsistentRead=True).get("Item")

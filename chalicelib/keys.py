@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import Conflict, Unauthenticated
+from chalicelib.identity import Owner
 from chalicelib.paging import KEY_TEXT
 from chalicelib.table import INDEXES, PARTITION_KEY, SORT_KEY
 
@@ -129,20 +130,46 @@ class ConcurrentChange(Conflict):
     message = "A simultaneous change got in the way; please retry"
 
 
-def put_owned(table: Table, row: dict[str, Any], *, owner: str) -> None:
+def put_owned(table: Table, row: dict[str, Any], *, owner: Owner) -> None:
+    """Write a new row under ``owner``, stamped with their id, only while the profile holds that
+    id (atomically): ``OwnerMissing`` if the account is gone or its name now belongs to another,
+    ``ConcurrentChange`` if the row appeared meanwhile."""
+    _put_checked(
+        table,
+        {**row, "userId": owner.user_id},
+        owner=owner.username,
+        condition="userId = :id",
+        values={":id": owner.user_id},
+    )
+
+
+def put_while_owner_exists(table: Table, row: dict[str, Any], *, owner: str) -> None:
     """Write a new row under ``owner`` only while the owner's profile exists, atomically."""
+    _put_checked(table, row, owner=owner, condition="attribute_exists(#pk)", values=None)
+
+
+def _put_checked(
+    table: Table,
+    row: dict[str, Any],
+    *,
+    owner: str,
+    condition: str,
+    values: dict[str, Any] | None,
+) -> None:
     names = {"#pk": PARTITION_KEY}
+    check: dict[str, Any] = {
+        "TableName": table.name,
+        "Key": user_key(owner),
+        "ConditionExpression": condition,
+    }
+    if values:
+        check["ExpressionAttributeValues"] = values
+    else:
+        check["ExpressionAttributeNames"] = names
     try:
         table.meta.client.transact_write_items(
             TransactItems=[
-                {
-                    "ConditionCheck": {
-                        "TableName": table.name,
-                        "Key": cast("Any", user_key(owner)),
-                        "ConditionExpression": "attribute_exists(#pk)",
-                        "ExpressionAttributeNames": names,
-                    }
-                },
+                {"ConditionCheck": cast("Any", check)},
                 {
                     "Put": {
                         "TableName": table.name,

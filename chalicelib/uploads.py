@@ -28,7 +28,7 @@ from chalicelib.keys import (
     OwnerMissing,
     error_code,
     is_condition_failure,
-    put_owned,
+    put_while_owner_exists,
     upload_key,
     user_pk,
 )
@@ -151,7 +151,7 @@ class DynamoDBUploadRepository:
 
     def add(self, upload: Upload, *, expires_at: int) -> None:
         row = {**upload_key(upload.owner, upload.upload_id), **_record(upload)}
-        put_owned(self._table, {**row, TTL_ATTRIBUTE: expires_at}, owner=upload.owner)
+        put_while_owner_exists(self._table, {**row, TTL_ATTRIBUTE: expires_at}, owner=upload.owner)
 
     def get(self, owner: str, upload_id: str) -> Upload | None:
         row = self._table.get_item(Key=upload_key(owner, upload_id), ConsistentRead=True).get(
