@@ -20,7 +20,7 @@ from chalicelib.accounts import Accounts, SessionNotFound, TokenRevoked
 from chalicelib.administration import Administration
 from chalicelib.clock import Clock, ShiftedClock, utc_now
 from chalicelib.deletion import AccountPurge
-from chalicelib.events import Client, SecurityEvents
+from chalicelib.events import Client, Page, SecurityEvents
 from chalicelib.items import STATUSES, Item, ItemNotFound, Items
 from chalicelib.limits import IpRateLimiter, LoginThrottle
 from chalicelib.passwords import DEFAULT_COST, ScryptCost, ScryptHasher
@@ -306,14 +306,14 @@ def refresh() -> Response:
 def logout() -> Response:
     """End this session."""
     caller = http.caller()
-    dependencies.accounts.logout(caller.username, caller.session_id)
+    dependencies.accounts.logout(caller.owner, caller.session_id)
     return json_response(200, {"message": "Logged out"}, http.clear_refresh_cookie())
 
 
 @route("POST /auth/logout-all", R.Message)
 def logout_all() -> Response:
     """End every session and revoke every access token."""
-    dependencies.accounts.logout_all(http.caller().username, http.client())
+    dependencies.accounts.logout_all(http.caller().owner, http.client())
     return json_response(200, {"message": "Logged out everywhere"}, http.clear_refresh_cookie())
 
 
@@ -331,7 +331,7 @@ def change_password() -> Response:
     """Change the password; other sessions end."""
     body = http.body(P.PasswordChangeRequest)
     result = dependencies.accounts.change_password(
-        http.caller().username, body.currentPassword, body.newPassword, limited()
+        http.caller().owner, body.currentPassword, body.newPassword, limited()
     )
     # The caller's old refresh token died with its session: hand over the new session's one.
     return http.signed_in(result, message="Password changed", delivery=body.refreshTokenDelivery)
@@ -341,7 +341,7 @@ def change_password() -> Response:
 def list_sessions() -> Response:
     """The caller's live sessions."""
     caller = http.caller()
-    sessions = dependencies.accounts.list_sessions(caller.username)
+    sessions = dependencies.accounts.list_sessions(caller.owner)
     shown = [R.session(session, current=caller.session_id) for session in sessions]
     return json_response(200, {"sessions": shown})
 
@@ -350,13 +350,11 @@ def list_sessions() -> Response:
 def end_session(session_id: str) -> Response:
     """End one of the caller's sessions."""
     session_id = path_id(session_id, SESSION_ID, SessionNotFound)
-    dependencies.accounts.end_session(http.caller().username, session_id)
+    dependencies.accounts.end_session(http.caller().owner, session_id)
     return json_response(200, {"message": "Session ended"})
 
 
-def events_page(username: str) -> Response:
-    page = http.page()
-    found = dependencies.accounts.events(username, limit=page.limit, cursor=page.cursor)
+def events_page(found: Page) -> Response:
     events = [R.event(event) for event in found.events]
     return json_response(200, {"events": events, "nextCursor": found.cursor})
 
@@ -364,13 +362,19 @@ def events_page(username: str) -> Response:
 @route("GET /auth/events", R.EventList, paged=True)
 def own_events() -> Response:
     """The caller's security events, newest first."""
-    return events_page(http.caller().username)
+    page = http.page()
+    owner = http.caller().owner
+    return events_page(dependencies.accounts.events(owner, limit=page.limit, cursor=page.cursor))
 
 
 @route("GET /users/{username}/events", R.EventList, admin=True, paged=True, errors=(404,))
 def user_events(username: str) -> Response:
     """Anyone's security events."""
-    return events_page(username_param(username))
+    page = http.page()
+    found = dependencies.administration.events(
+        username_param(username), limit=page.limit, cursor=page.cursor
+    )
+    return events_page(found)
 
 
 def item_response(item: Item, status: int = 200) -> Response:
@@ -385,7 +389,7 @@ def create_item() -> Response:
     """Create an item."""
     body = http.body(P.ItemWrite)
     item = dependencies.items.create(
-        http.caller().username, name=body.name, data=body.data, status=body.status
+        http.caller().owner, name=body.name, data=body.data, status=body.status
     )
     return item_response(item, 201)
 
@@ -395,7 +399,7 @@ def list_items() -> Response:
     """The caller's items, newest first."""
     page, status = http.page(), http.choice("status", STATUSES)
     found = dependencies.items.list(
-        http.caller().username, status=status, limit=page.limit, cursor=page.cursor
+        http.caller().owner, status=status, limit=page.limit, cursor=page.cursor
     )
     items = [R.item(item) for item in found.items]
     return json_response(200, {"items": items, "nextCursor": found.cursor})
@@ -405,7 +409,7 @@ def list_items() -> Response:
 def get_item(item_id: str) -> Response:
     """One item (with its ETag)."""
     item_id = path_id(item_id, RESOURCE_ID, ItemNotFound)
-    return item_response(dependencies.items.get(http.caller().username, item_id))
+    return item_response(dependencies.items.get(http.caller().owner, item_id))
 
 
 @route("PUT /items/{item_id}", R.ItemView, request=P.ItemWrite, errors=(404,), if_match="required")
@@ -413,7 +417,7 @@ def replace_item(item_id: str) -> Response:
     """Replace an item (If-Match required)."""
     item_id, version = path_id(item_id, RESOURCE_ID, ItemNotFound), http.required_if_match()
     body = http.body(P.ItemWrite)
-    owner = http.caller().username
+    owner = http.caller().owner
     item = dependencies.items.replace(
         owner, item_id, expected_version=version, name=body.name, data=body.data, status=body.status
     )
@@ -427,7 +431,7 @@ def patch_item(item_id: str) -> Response:
     """Change some fields of an item (If-Match required)."""
     item_id, version = path_id(item_id, RESOURCE_ID, ItemNotFound), http.required_if_match()
     body = http.body(P.ItemPatch)
-    owner = http.caller().username
+    owner = http.caller().owner
     item = dependencies.items.patch(
         owner, item_id, expected_version=version, name=body.name, data=body.data, status=body.status
     )
@@ -438,7 +442,7 @@ def patch_item(item_id: str) -> Response:
 def delete_item(item_id: str) -> Response:
     """Delete an item (If-Match optional)."""
     item_id, version = path_id(item_id, RESOURCE_ID, ItemNotFound), http.if_match()
-    dependencies.items.delete(http.caller().username, item_id, expected_version=version)
+    dependencies.items.delete(http.caller().owner, item_id, expected_version=version)
     return json_response(200, {"message": "Item deleted"})
 
 
@@ -457,7 +461,7 @@ def admin_items() -> Response:
 def delete_own_account() -> Response:
     """Delete the caller's account and everything in it."""
     body = http.body(P.PasswordConfirmation)
-    dependencies.accounts.delete_account(http.caller().username, body.password, limited())
+    dependencies.accounts.delete_account(http.caller().owner, body.password, limited())
     return json_response(200, {"message": "Account deleted"}, http.clear_refresh_cookie())
 
 
@@ -478,7 +482,7 @@ def create_user() -> Response:
         body.username,
         body.password,
         role=body.role,
-        admin=http.caller().username,
+        admin=http.caller().owner,
         client=http.client(),
     )
     return json_response(201, R.admin_user(user))
@@ -510,7 +514,7 @@ def changed_user(username: str, *, role: str | None, disabled: bool | None) -> R
         username_param(username),
         role=role,
         disabled=disabled,
-        admin=http.caller().username,
+        admin=http.caller().owner,
         client=http.client(),
     )
     return json_response(200, R.admin_user(user))
@@ -520,7 +524,7 @@ def changed_user(username: str, *, role: str | None, disabled: bool | None) -> R
 def delete_user(username: str) -> Response:
     """Delete a user and everything they own (idempotent)."""
     dependencies.administration.delete_user(
-        username_param(username), admin=http.caller().username, client=http.client()
+        username_param(username), admin=http.caller().owner, client=http.client()
     )
     # Idempotent: deleting an account that is already gone is the same success.
     return json_response(200, {"message": "User deleted"})
@@ -531,7 +535,7 @@ def start_upload() -> Response:
     """Start an upload: a presigned POST for the file."""
     body = http.body(P.UploadStart)
     upload, post = dependencies.uploads.start(
-        http.caller().username,
+        http.caller().owner,
         filename=body.filename,
         content_type=body.contentType,
         size=body.size,
@@ -544,7 +548,7 @@ def start_upload() -> Response:
 def complete_upload(upload_id: str) -> Response:
     """Check the uploaded object and mark the upload ready."""
     upload_id = path_id(upload_id, RESOURCE_ID, UploadNotFound)
-    upload = dependencies.uploads.complete(http.caller().username, upload_id)
+    upload = dependencies.uploads.complete(http.caller().owner, upload_id)
     return json_response(200, R.upload(upload))
 
 
@@ -552,7 +556,7 @@ def complete_upload(upload_id: str) -> Response:
 def list_uploads() -> Response:
     """The caller's uploads, newest first."""
     page = http.page()
-    found = dependencies.uploads.list(http.caller().username, limit=page.limit, cursor=page.cursor)
+    found = dependencies.uploads.list(http.caller().owner, limit=page.limit, cursor=page.cursor)
     uploads = [R.upload(upload) for upload in found.uploads]
     return json_response(200, {"uploads": uploads, "nextCursor": found.cursor})
 
@@ -561,7 +565,7 @@ def list_uploads() -> Response:
 def get_upload(upload_id: str) -> Response:
     """One upload, with a short-lived download URL when ready."""
     upload_id = path_id(upload_id, RESOURCE_ID, UploadNotFound)
-    upload = dependencies.uploads.get(http.caller().username, upload_id)
+    upload = dependencies.uploads.get(http.caller().owner, upload_id)
     url = dependencies.uploads.download_url(upload) if upload.status == "ready" else None
     return json_response(200, R.upload(upload, download_url=url))
 
@@ -570,7 +574,7 @@ def get_upload(upload_id: str) -> Response:
 def delete_upload(upload_id: str) -> Response:
     """Delete an upload and its object."""
     upload_id = path_id(upload_id, RESOURCE_ID, UploadNotFound)
-    dependencies.uploads.delete(http.caller().username, upload_id)
+    dependencies.uploads.delete(http.caller().owner, upload_id)
     return json_response(200, {"message": "Upload deleted"})
 
 

@@ -11,6 +11,7 @@ from chalicelib.clock import Clock, iso, utc_now
 from chalicelib.deletion import AccountPurge
 from chalicelib.errors import Forbidden, NotFound, Unauthenticated
 from chalicelib.events import Client, Page, SecurityEvents
+from chalicelib.identity import Owner, new_user_id
 from chalicelib.limits import LoginThrottle
 from chalicelib.passwords import ScryptHasher
 from chalicelib.policy import check_new_password
@@ -89,130 +90,146 @@ class Accounts:
         now = iso(self._clock())
         user = User(
             username=username,
+            user_id=new_user_id(),
             password_hash=self._hasher.hash(password),
             created_at=now,
             updated_at=now,
             role=role,
         )
         self._users.add(user)
-        self._events.record(username, "signup", client)
+        self._events.record(user.owner, "signup", client)
         return user
 
-    def login(self, username: str, password: str, client: Client) -> SignedIn:
-        lock = self._throttle.reserve(username, client.ip)
-        user = self._users.get(username)
+    def login(self, login: str, password: str, client: Client) -> SignedIn:
+        """``login`` is the name as stored, or differing only in case."""
+        lock = self._throttle.reserve(login, client.ip)
+        user = self._users.find(login)
         if user is None:
             # Same work as a wrong password, so response time does not reveal who has an account.
             self._hasher.verify_dummy(password)
-            self._failed(username, client, lock=lock)
-        elif not self._hasher.verify(password, user.password_hash):
-            self._failed(username, client, lock=lock)
-        self._throttle.succeeded(username, client.ip)
+            self._failed(login, client, lock=lock)
+        if user.user_id is None:
+            # A row of the original system, used for the first time: it gets its id now.
+            user = self._users.assign_id(user.username, new_user_id())
+        if not self._hasher.verify(password, user.password_hash):
+            self._failed(user.owner, client, lock=lock)
+        self._throttle.succeeded(login, client.ip)
         if user.disabled:
-            self._events.record(username, "login_refused_disabled", client)
-            raise AccountDisabled(username)
+            self._events.record(user.owner, "login_refused_disabled", client)
+            raise AccountDisabled(user.username)
         if self._hasher.needs_rehash(user.password_hash):
             self._upgrade_hash(user, password)
         signed_in = self._start_session(user, client)
-        self._events.record(username, "login", client, sessionId=signed_in.session.session_id)
+        self._events.record(user.owner, "login", client, sessionId=signed_in.session.session_id)
         return signed_in
 
     def refresh(self, raw_token: str, client: Client) -> SignedIn:
         try:
             rotation = self._sessions.rotate(raw_token)
         except RefreshTokenReused as exc:
-            self._events.record(exc.username, "refresh_reuse", client, sessionId=exc.session_id)
+            owner = Owner(exc.username, exc.user_id)
+            self._events.record(owner, "refresh_reuse", client, sessionId=exc.session_id)
             raise InvalidRefreshToken("refresh token reused; the session was revoked") from exc
         session = rotation.session
         user = self._users.get(session.username)
-        if user is None or user.disabled or session.token_version < user.token_version:
-            self._sessions.end(session.username, session.session_id)
+        if (
+            user is None
+            or user.user_id != session.user_id
+            or user.disabled
+            or session.token_version < user.token_version
+        ):
+            self._sessions.end(Owner(session.username, session.user_id), session.session_id)
             raise InvalidRefreshToken("the session was revoked")
         return self._signed_in(user, session, rotation.token)
 
     def authorize(self, claims: Claims) -> User:
         """The current profile behind a verified access token, unless revoked since issue:
-        the user deleted or disabled, every session ended since, or this session ended."""
-        user, live = self._sessions.live_with_profile(claims.username, claims.session_id)
-        if user is None or not live:
+        the account deleted (its name perhaps taken again) or disabled, every session ended
+        since, or this session ended."""
+        user, session = self._sessions.live_with_profile(claims.username, claims.session_id)
+        if user is None or session is None or user.user_id != claims.subject:
+            raise TokenRevoked(claims.username)
+        if session.user_id != claims.subject:
             raise TokenRevoked(claims.username)
         if user.disabled or claims.token_version < user.token_version:
             raise TokenRevoked(claims.username)
         return user
 
-    def logout(self, username: str, session_id: str) -> None:
-        self._sessions.end(username, session_id)
+    def logout(self, owner: Owner, session_id: str) -> None:
+        self.end_session(owner, session_id, missing_ok=True)
 
-    def logout_all(self, username: str, client: Client) -> None:
-        self._users.bump_token_version(username, updated_at=iso(self._clock()))
-        self._sessions.end_all(username)
-        self._events.record(username, "logout_all", client)
+    def logout_all(self, owner: Owner, client: Client) -> None:
+        self._users.bump_token_version(owner, updated_at=iso(self._clock()))
+        self._sessions.end_all(owner.username)
+        self._events.record(owner, "logout_all", client)
 
-    def change_password(self, username: str, current: str, new: str, client: Client) -> SignedIn:
+    def change_password(self, owner: Owner, current: str, new: str, client: Client) -> SignedIn:
         """Replace the password, end every session and token, and start a fresh session."""
-        lock = self._throttle.reserve(username, client.ip)
-        user = self.profile(username)
+        lock = self._throttle.reserve(owner.username, client.ip)
+        user = self.profile(owner)
         if not self._hasher.verify(current, user.password_hash):
-            self._failed(username, client, lock=lock, kind="password_change_failure")
-        self._throttle.succeeded(username, client.ip)
-        check_new_password(username, new)
+            self._failed(owner, client, lock=lock, kind="password_change_failure")
+        self._throttle.succeeded(owner.username, client.ip)
+        check_new_password(owner.username, new)
         new_hash = self._hasher.hash(new)
         version = self._users.change_password(
-            username, new_hash=new_hash, updated_at=iso(self._clock())
+            owner, new_hash=new_hash, updated_at=iso(self._clock())
         )
-        self._sessions.end_all(username)
-        self._events.record(username, "password_change", client)
+        self._sessions.end_all(owner.username)
+        self._events.record(owner, "password_change", client)
         return self._start_session(
             replace(user, password_hash=new_hash, token_version=version), client
         )
 
-    def delete_account(self, username: str, password: str, client: Client) -> None:
+    def delete_account(self, owner: Owner, password: str, client: Client) -> None:
         """Delete the caller's own account, as completely as an administrator would."""
-        lock = self._throttle.reserve(username, client.ip)
-        if not self._hasher.verify(password, self.profile(username).password_hash):
-            self._failed(username, client, lock=lock, kind="account_delete_failure")
-        self._purge.purge(username)
-        # The purge took the partition, failure counters included; log the deletion only.
-        logger.info("account deleted by its owner", extra={"fields": {"username": username}})
+        lock = self._throttle.reserve(owner.username, client.ip)
+        if not self._hasher.verify(password, self.profile(owner).password_hash):
+            self._failed(owner, client, lock=lock, kind="account_delete_failure")
+        self._purge.purge(owner.username)
+        # The purge took the partition; log the deletion only.
+        logger.info("account deleted by its owner", extra={"fields": {"username": owner.username}})
 
     def active_sessions(self, user: User) -> list[Session]:
-        return self._sessions.active(user.username, token_version=user.token_version)
+        return self._sessions.active(user.owner, token_version=user.token_version)
 
-    def list_sessions(self, username: str) -> list[Session]:
+    def list_sessions(self, owner: Owner) -> list[Session]:
         """The account's live sessions, newest first; ``UserNotFound`` if it is gone."""
-        return self.active_sessions(self.profile(username))
+        return self.active_sessions(self.profile(owner))
 
-    def end_session(self, username: str, session_id: str) -> None:
-        if not self._sessions.end(username, session_id):
+    def end_session(self, owner: Owner, session_id: str, *, missing_ok: bool = False) -> None:
+        if not self._sessions.end(owner, session_id) and not missing_ok:
             raise SessionNotFound(session_id)
 
-    def events(self, username: str, *, limit: int, cursor: str | None) -> Page:
-        return self._events.list(username, limit=limit, cursor=cursor)
+    def events(self, owner: Owner, *, limit: int, cursor: str | None) -> Page:
+        return self._events.list(owner, limit=limit, cursor=cursor)
 
-    def profile(self, username: str) -> User:
-        user = self._users.get(username)
-        if user is None:
-            raise UserNotFound(username)
+    def profile(self, owner: Owner) -> User:
+        """The account's profile; ``UserNotFound`` if it is gone, even if its name is taken."""
+        user = self._users.get(owner.username)
+        if user is None or user.user_id != owner.user_id:
+            raise UserNotFound(owner.username)
         return user
 
     def _failed(
-        self, username: str, client: Client, *, lock: int, kind: str = "login_failure"
+        self, account: Owner | str, client: Client, *, lock: int, kind: str = "login_failure"
     ) -> NoReturn:
         # Recorded whether or not the account exists: the same writes on both paths keep
         # response times from telling them apart.
-        self._events.record(username, kind, client)
+        self._events.record(account, kind, client)
         if lock:
-            self._events.record(username, "lockout", client, seconds=lock)
+            self._events.record(account, "lockout", client, seconds=lock)
         raise InvalidCredentials
 
     def _start_session(self, user: User, client: Client) -> SignedIn:
         session, refresh = self._sessions.start(
-            user.username, token_version=user.token_version, user_agent=client.user_agent
+            user.owner, token_version=user.token_version, user_agent=client.user_agent
         )
         return self._signed_in(user, session, refresh)
 
     def _signed_in(self, user: User, session: Session, refresh: RefreshToken | None) -> SignedIn:
         access = self._tokens.issue(
+            user_id=session.user_id,
             username=user.username,
             role=user.role,
             token_version=user.token_version,

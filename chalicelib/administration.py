@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chalicelib.clock import Clock, iso, utc_now
-from chalicelib.events import Client, SecurityEvents
+from chalicelib.events import Client, Page, SecurityEvents
+from chalicelib.identity import Owner
 from chalicelib.users import User, UserNotFound, UserPage, UserRepository
 
 if TYPE_CHECKING:
@@ -39,8 +40,15 @@ class Administration:
             raise UserNotFound(username)
         return user
 
+    def events(self, username: str, *, limit: int, cursor: str | None) -> Page:
+        """The security events of whoever holds ``username`` now (none before its first use)."""
+        user = self.get(username)
+        if user.user_id is None:
+            return Page([], None)
+        return self._events.list(user.owner, limit=limit, cursor=cursor)
+
     def create_user(
-        self, username: str, password: str, *, role: str, admin: str, client: Client
+        self, username: str, password: str, *, role: str, admin: Owner, client: Client
     ) -> User:
         user = self._accounts.register(username, password, client, role=role)
         self._events.record(admin, "admin_create_user", client, target=username, role=role)
@@ -52,7 +60,7 @@ class Administration:
         *,
         role: str | None,
         disabled: bool | None,
-        admin: str,
+        admin: Owner,
         client: Client,
     ) -> User:
         user = self._users.set_access(
@@ -62,6 +70,6 @@ class Administration:
         self._events.record(admin, "admin_update_user", client, target=username, **changes)
         return user
 
-    def delete_user(self, username: str, *, admin: str, client: Client) -> None:
+    def delete_user(self, username: str, *, admin: Owner, client: Client) -> None:
         self._purge.purge(username)
         self._events.record(admin, "admin_delete_user", client, target=username)

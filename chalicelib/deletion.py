@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from boto3.dynamodb.conditions import Key
+from botocore.exceptions import ClientError
 
-from chalicelib.keys import user_key, user_pk
+from chalicelib.identity import name_key
+from chalicelib.keys import is_condition_failure, name_claim_key, user_key, user_pk
 from chalicelib.objectkeys import upload_prefix
 from chalicelib.table import PARTITION_KEY, SORT_KEY
 
@@ -45,6 +47,8 @@ class DynamoDBPartitionRepository:
         # The profile first, so the authorizer stops honouring the account's tokens at once.
         response = self._table.delete_item(Key=user_key(username), ReturnValues="ALL_OLD")
         deleted = 1 if "Attributes" in response else 0
+        # After the profile, so a purge interrupted here and run again still releases the name.
+        deleted += self._release_name(username)
         query: dict[str, Any] = {
             "KeyConditionExpression": Key(PARTITION_KEY).eq(user_pk(username)),
             "ProjectionExpression": "#pk, #sk",
@@ -63,6 +67,20 @@ class DynamoDBPartitionRepository:
                 if "LastEvaluatedKey" not in page:
                     return deleted
                 query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _release_name(self, username: str) -> int:
+        """Delete the name's claim unless a name differing in case (a legacy twin) holds it."""
+        try:
+            self._table.delete_item(
+                Key=name_claim_key(name_key(username)),
+                ConditionExpression="username = :name",
+                ExpressionAttributeValues={":name": username},
+            )
+        except ClientError as exc:
+            if not is_condition_failure(exc):
+                raise
+            return 0
+        return 1
 
 
 class InMemoryPartitionRepository:

@@ -1,5 +1,8 @@
 """The security event log: structured log lines plus rows kept 90 days under the user.
 
+Attempts at a name nobody holds are logged too, unstamped: a log lists only the rows stamped
+with its account's id, so an account never sees what happened to an earlier holder of its name.
+
 ``DynamoDBSecurityEventRepository`` stores the rows; ``InMemorySecurityEventRepository`` is its
 twin with the same contract (``tests/test_event_repository.py``).
 """
@@ -13,9 +16,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from boto3.dynamodb.conditions import Key
+from boto3.dynamodb.conditions import Attr, Key
 
 from chalicelib.clock import Clock, iso, utc_now
+from chalicelib.identity import Owner
 from chalicelib.keys import EVENT, EVENT_SK, event_sort_key, user_pk
 from chalicelib.paging import collect, decode_cursor, encode_cursor
 from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, plain, storable
@@ -52,35 +56,41 @@ class Page:
 
 
 class SecurityEventRepository(Protocol):
-    def add(self, username: str, event: Event, *, expires_at: int) -> None:
-        """Append to the user's log; the row goes (TTL) after ``expires_at``."""
+    def add(self, account: Owner | str, event: Event, *, expires_at: int) -> None:
+        """Append to the account's log (a bare name: unstamped); the row goes (TTL) after
+        ``expires_at``."""
 
-    def list(self, username: str, *, limit: int, cursor: str | None) -> Page:
-        """Newest first; the cursor is opaque and only ever names a row in this user's log."""
+    def list(self, owner: Owner, *, limit: int, cursor: str | None) -> Page:
+        """Newest first, this account's rows only; the cursor is opaque and only ever names a
+        row in this user's partition."""
 
 
 class DynamoDBSecurityEventRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
 
-    def add(self, username: str, event: Event, *, expires_at: int) -> None:
-        self._table.put_item(
-            Item={
-                PARTITION_KEY: user_pk(username),
-                SORT_KEY: event_sort_key(event.at, secrets.token_hex(4)),
-                "kind": event.kind,
-                "at": event.at,
-                "ip": event.ip,
-                "userAgent": event.user_agent,
-                "details": storable(event.details),
-                TTL_ATTRIBUTE: expires_at,
-            }
-        )
+    def add(self, account: Owner | str, event: Event, *, expires_at: int) -> None:
+        username = account if isinstance(account, str) else account.username
+        row: dict[str, Any] = {
+            PARTITION_KEY: user_pk(username),
+            SORT_KEY: event_sort_key(event.at, secrets.token_hex(4)),
+            "kind": event.kind,
+            "at": event.at,
+            "ip": event.ip,
+            "userAgent": event.user_agent,
+            "details": storable(event.details),
+            TTL_ATTRIBUTE: expires_at,
+        }
+        if isinstance(account, Owner):
+            row["userId"] = account.user_id
+        self._table.put_item(Item=row)
 
-    def list(self, username: str, *, limit: int, cursor: str | None) -> Page:
+    def list(self, owner: Owner, *, limit: int, cursor: str | None) -> Page:
+        username = owner.username
         query: dict[str, Any] = {
             "KeyConditionExpression": Key(PARTITION_KEY).eq(user_pk(username))
             & Key(SORT_KEY).begins_with(EVENT),
+            "FilterExpression": Attr("userId").eq(owner.user_id),
             "ScanIndexForward": False,
         }
         if cursor is not None:
@@ -88,7 +98,7 @@ class DynamoDBSecurityEventRepository:
                 PARTITION_KEY: user_pk(username),
                 SORT_KEY: decode_cursor(cursor, {"sk": EVENT_SK})["sk"],
             }
-        rows, resume = collect(self._table, query, limit=limit)
+        rows, resume = collect(self._table, query, limit=limit, filtered=True)
         events = [_event(row) for row in rows[:limit]]
         if len(rows) > limit:
             return Page(events, encode_cursor({"sk": str(rows[limit - 1][SORT_KEY])}))
@@ -99,10 +109,11 @@ class InMemorySecurityEventRepository:
     """The DynamoDB repository's twin: one log per user, ordered by the same sort keys."""
 
     def __init__(self) -> None:
-        self._logs: dict[str, dict[str, Event]] = {}
+        # Per name: sort key -> (the account id stamped, or None; the event).
+        self._logs: dict[str, dict[str, tuple[str | None, Event]]] = {}
         self._lock = threading.RLock()
 
-    def add(self, username: str, event: Event, *, expires_at: int) -> None:
+    def add(self, account: Owner | str, event: Event, *, expires_at: int) -> None:
         stored = Event(
             kind=event.kind,
             at=event.at,
@@ -110,14 +121,20 @@ class InMemorySecurityEventRepository:
             user_agent=event.user_agent,
             details=plain(storable(event.details)),
         )
+        username, user_id = (
+            (account, None) if isinstance(account, str) else (account.username, account.user_id)
+        )
+        sort_key = event_sort_key(event.at, secrets.token_hex(4))
         with self._lock:
-            self._logs.setdefault(username, {})[event_sort_key(event.at, secrets.token_hex(4))] = (
-                stored
-            )
+            self._logs.setdefault(username, {})[sort_key] = (user_id, stored)
 
-    def list(self, username: str, *, limit: int, cursor: str | None) -> Page:
+    def list(self, owner: Owner, *, limit: int, cursor: str | None) -> Page:
         with self._lock:
-            rows = sorted(self._logs.get(username, {}).items(), reverse=True)
+            logged = self._logs.get(owner.username, {}).items()
+            rows = sorted(
+                ((key, event) for key, (user_id, event) in logged if user_id == owner.user_id),
+                reverse=True,
+            )
         if cursor is not None:
             after = decode_cursor(cursor, {"sk": EVENT_SK})["sk"]
             rows = [(sort_key, event) for sort_key, event in rows if sort_key < after]
@@ -137,8 +154,10 @@ class SecurityEvents:
         self._repository = repository
         self._clock = clock
 
-    def record(self, username: str, kind: str, client: Client, **details: Any) -> None:
+    def record(self, account: Owner | str, kind: str, client: Client, **details: Any) -> None:
+        """Log what happened to an account, or (a bare name) to a name nobody holds."""
         now = self._clock()
+        username = account if isinstance(account, str) else account.username
         logger.info(
             "security event",
             extra={"fields": {"event": kind, "username": username, "ip": client.ip, **details}},
@@ -150,11 +169,11 @@ class SecurityEvents:
             user_agent=client.user_agent[:_USER_AGENT_CHARS],
             details=details,
         )
-        self._repository.add(username, event, expires_at=int((now + RETENTION).timestamp()))
+        self._repository.add(account, event, expires_at=int((now + RETENTION).timestamp()))
 
-    def list(self, username: str, *, limit: int, cursor: str | None = None) -> Page:
+    def list(self, owner: Owner, *, limit: int, cursor: str | None = None) -> Page:
         """Newest first. The cursor is opaque and only ever names a row in this user's log."""
-        return self._repository.list(username, limit=limit, cursor=cursor)
+        return self._repository.list(owner, limit=limit, cursor=cursor)
 
 
 def _event(row: dict[str, Any]) -> Event:

@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.clock import Clock, iso, utc_now
 from chalicelib.errors import NotFound
+from chalicelib.identity import Owner
 from chalicelib.keys import (
     ITEM,
     ITEM_ID,
@@ -30,7 +31,7 @@ from chalicelib.keys import (
     is_condition_failure,
     item_key,
     item_status_pk,
-    put_while_owner_exists,
+    put_owned,
     user_pk,
 )
 from chalicelib.paging import collect, decode_cursor, encode_cursor
@@ -62,6 +63,7 @@ class VersionMismatch(Exception):
 @dataclass(frozen=True, kw_only=True)
 class Item:
     owner: str
+    owner_id: str
     item_id: str
     name: str
     data: dict[str, Any] = field(default_factory=dict)
@@ -87,9 +89,10 @@ class ItemRepository(Protocol):
         """Store a new item while its owner exists: ``OwnerMissing``, or ``ConcurrentChange``
         if the write lost a race."""
 
-    def get(self, owner: str, item_id: str) -> Item | None: ...
+    def get(self, owner: Owner, item_id: str) -> Item | None:
+        """The owner's item (not one left under the name by an earlier account)."""
 
-    def list(self, owner: str, *, status: str | None, limit: int, cursor: str | None) -> ItemPage:
+    def list(self, owner: Owner, *, status: str | None, limit: int, cursor: str | None) -> ItemPage:
         """The owner's items, newest first; the cursor names only a row of that owner."""
 
     def by_status(self, status: str, *, limit: int, cursor: str | None) -> ItemPage:
@@ -97,7 +100,7 @@ class ItemRepository(Protocol):
 
     def update(
         self,
-        owner: str,
+        owner: Owner,
         item_id: str,
         *,
         expected_version: int,
@@ -109,7 +112,7 @@ class ItemRepository(Protocol):
         """New contents and the next version, if the item is still at ``expected_version``:
         ``ItemNotFound`` or ``VersionMismatch`` otherwise."""
 
-    def delete(self, owner: str, item_id: str, *, expected_version: int | None) -> None:
+    def delete(self, owner: Owner, item_id: str, *, expected_version: int | None) -> None:
         """Delete, at ``expected_version`` if given: ``ItemNotFound`` or ``VersionMismatch``."""
 
 
@@ -118,25 +121,27 @@ class DynamoDBItemRepository:
         self._table = table
 
     def add(self, item: Item) -> None:
-        put_while_owner_exists(self._table, _row(item), owner=item.owner)
+        put_owned(self._table, _row(item), owner=Owner(item.owner, item.owner_id))
 
-    def get(self, owner: str, item_id: str) -> Item | None:
-        row = self._table.get_item(Key=item_key(owner, item_id), ConsistentRead=True).get("Item")
-        return None if row is None else _item(row)
+    def get(self, owner: Owner, item_id: str) -> Item | None:
+        row = self._table.get_item(Key=item_key(owner.username, item_id), ConsistentRead=True).get(
+            "Item"
+        )
+        return None if row is None or row.get("userId") != owner.user_id else _item(row)
 
-    def list(self, owner: str, *, status: str | None, limit: int, cursor: str | None) -> ItemPage:
+    def list(self, owner: Owner, *, status: str | None, limit: int, cursor: str | None) -> ItemPage:
+        pk = user_pk(owner.username)
+        mine = Attr("userId").eq(owner.user_id)
         query: dict[str, Any] = {
-            "KeyConditionExpression": Key(PARTITION_KEY).eq(user_pk(owner))
-            & Key(SORT_KEY).begins_with(ITEM),
+            "KeyConditionExpression": Key(PARTITION_KEY).eq(pk) & Key(SORT_KEY).begins_with(ITEM),
+            "FilterExpression": mine if status is None else mine & Attr("status").eq(status),
             "ScanIndexForward": False,
             "ConsistentRead": True,
         }
-        if status is not None:
-            query["FilterExpression"] = Attr("status").eq(status)
         if cursor is not None:
             after = decode_cursor(cursor, {"sk": ITEM_SK})["sk"]
-            query["ExclusiveStartKey"] = {PARTITION_KEY: user_pk(owner), SORT_KEY: after}
-        rows, resume = collect(self._table, query, limit=limit, filtered=status is not None)
+            query["ExclusiveStartKey"] = {PARTITION_KEY: pk, SORT_KEY: after}
+        rows, resume = collect(self._table, query, limit=limit, filtered=True)
         items = [_item(row) for row in rows[:limit]]
         if len(rows) > limit:
             return ItemPage(items, encode_cursor({"sk": ITEM + items[-1].item_id}))
@@ -166,7 +171,7 @@ class DynamoDBItemRepository:
 
     def update(
         self,
-        owner: str,
+        owner: Owner,
         item_id: str,
         *,
         expected_version: int,
@@ -177,15 +182,14 @@ class DynamoDBItemRepository:
     ) -> Item:
         try:
             response = self._table.update_item(
-                Key=item_key(owner, item_id),
+                Key=item_key(owner.username, item_id),
                 UpdateExpression=(
                     "SET #name = :name, #data = :data, #status = :status, updatedAt = :now, "
                     "#gpk = :gpk ADD version :one"
                 ),
                 # Conditional on existence too, so a late update never resurrects a deleted item.
-                ConditionExpression="attribute_exists(#pk) AND version = :expected",
+                ConditionExpression="userId = :owner AND version = :expected",
                 ExpressionAttributeNames={
-                    "#pk": PARTITION_KEY,
                     "#name": "name",
                     "#data": "data",
                     "#status": "status",
@@ -199,6 +203,7 @@ class DynamoDBItemRepository:
                     ":gpk": item_status_pk(status),
                     ":one": 1,
                     ":expected": expected_version,
+                    ":owner": owner.user_id,
                 },
                 ReturnValues="ALL_NEW",
             )
@@ -206,21 +211,21 @@ class DynamoDBItemRepository:
             self._explain(exc, owner, item_id)
         return _item(response["Attributes"])
 
-    def delete(self, owner: str, item_id: str, *, expected_version: int | None) -> None:
+    def delete(self, owner: Owner, item_id: str, *, expected_version: int | None) -> None:
         request: dict[str, Any] = {
-            "Key": item_key(owner, item_id),
-            "ConditionExpression": "attribute_exists(#pk)",
-            "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
+            "Key": item_key(owner.username, item_id),
+            "ConditionExpression": "userId = :owner",
+            "ExpressionAttributeValues": {":owner": owner.user_id},
         }
         if expected_version is not None:
             request["ConditionExpression"] += " AND version = :expected"
-            request["ExpressionAttributeValues"] = {":expected": expected_version}
+            request["ExpressionAttributeValues"][":expected"] = expected_version
         try:
             self._table.delete_item(**request)
         except ClientError as exc:
             self._explain(exc, owner, item_id)
 
-    def _explain(self, exc: ClientError, owner: str, item_id: str) -> NoReturn:
+    def _explain(self, exc: ClientError, owner: Owner, item_id: str) -> NoReturn:
         if not is_condition_failure(exc):
             raise exc
         current = self.get(owner, item_id)
@@ -239,21 +244,23 @@ class InMemoryItemRepository:
 
     def add(self, item: Item) -> None:
         with self._lock:
-            if self._users.get(item.owner) is None:
+            profile = self._users.get(item.owner)
+            if profile is None or profile.user_id != item.owner_id:
                 raise OwnerMissing(item.owner)
             if (item.owner, item.item_id) in self._items:
                 raise ConcurrentChange(item.owner)
             self._items[(item.owner, item.item_id)] = _stored(item)
 
-    def get(self, owner: str, item_id: str) -> Item | None:
+    def get(self, owner: Owner, item_id: str) -> Item | None:
         with self._lock:
-            return self._items.get((owner, item_id))
+            item = self._items.get((owner.username, item_id))
+        return item if item is not None and item.owner_id == owner.user_id else None
 
-    def list(self, owner: str, *, status: str | None, limit: int, cursor: str | None) -> ItemPage:
+    def list(self, owner: Owner, *, status: str | None, limit: int, cursor: str | None) -> ItemPage:
         after = None if cursor is None else decode_cursor(cursor, {"sk": ITEM_SK})["sk"]
         with self._lock:
             items = sorted(
-                (item for (who, _), item in self._items.items() if who == owner),
+                (item for item in self._items.values() if item.owner_id == owner.user_id),
                 key=lambda item: item.item_id,
                 reverse=True,
             )
@@ -291,7 +298,7 @@ class InMemoryItemRepository:
 
     def update(
         self,
-        owner: str,
+        owner: Owner,
         item_id: str,
         *,
         expected_version: int,
@@ -312,10 +319,10 @@ class InMemoryItemRepository:
                     version=current.version + 1,
                 )
             )
-            self._items[(owner, item_id)] = changed
+            self._items[(owner.username, item_id)] = changed
             return changed
 
-    def delete(self, owner: str, item_id: str, *, expected_version: int | None) -> None:
+    def delete(self, owner: Owner, item_id: str, *, expected_version: int | None) -> None:
         with self._lock:
             current = self._current(owner, item_id, expected_version)
             del self._items[(current.owner, current.item_id)]
@@ -328,8 +335,8 @@ class InMemoryItemRepository:
                 del self._items[key]
             return len(keys)
 
-    def _current(self, owner: str, item_id: str, expected_version: int | None) -> Item:
-        current = self._items.get((owner, item_id))
+    def _current(self, owner: Owner, item_id: str, expected_version: int | None) -> Item:
+        current = self.get(owner, item_id)
         if current is None:
             raise ItemNotFound(item_id)
         if expected_version is not None and current.version != expected_version:
@@ -344,10 +351,11 @@ class Items:
         self._repository = repository
         self._clock = clock
 
-    def create(self, owner: str, *, name: str, data: dict[str, Any], status: str) -> Item:
+    def create(self, owner: Owner, *, name: str, data: dict[str, Any], status: str) -> Item:
         now = self._clock()
         item = Item(
-            owner=owner,
+            owner=owner.username,
+            owner_id=owner.user_id,
             item_id=new_item_id(int(now.timestamp() * 1000)),
             name=name,
             data=data,
@@ -355,18 +363,19 @@ class Items:
             created_at=iso(now),
             updated_at=iso(now),
         )
-        # The owner must still exist: a token that outlives its account's deletion (up to the
-        # authorizer cache TTL) cannot leave items behind in a purged partition.
+        # The owner must still exist with its id: a token that outlives its account's deletion
+        # (up to the authorizer cache TTL) can neither leave items behind in a purged partition
+        # nor write into a new account that took the name.
         self._repository.add(item)
         return item
 
-    def get(self, owner: str, item_id: str) -> Item:
+    def get(self, owner: Owner, item_id: str) -> Item:
         item = self._repository.get(owner, item_id)
         if item is None:
             raise ItemNotFound(item_id)
         return item
 
-    def list(self, owner: str, *, status: str | None, limit: int, cursor: str | None) -> ItemPage:
+    def list(self, owner: Owner, *, status: str | None, limit: int, cursor: str | None) -> ItemPage:
         """Newest first; the cursor only ever names a row in the caller's own partition."""
         return self._repository.list(owner, status=status, limit=limit, cursor=cursor)
 
@@ -376,7 +385,7 @@ class Items:
 
     def replace(
         self,
-        owner: str,
+        owner: Owner,
         item_id: str,
         *,
         expected_version: int,
@@ -397,7 +406,7 @@ class Items:
 
     def patch(
         self,
-        owner: str,
+        owner: Owner,
         item_id: str,
         *,
         expected_version: int,
@@ -419,7 +428,7 @@ class Items:
             status=current.status if status is None else status,
         )
 
-    def delete(self, owner: str, item_id: str, *, expected_version: int | None) -> None:
+    def delete(self, owner: Owner, item_id: str, *, expected_version: int | None) -> None:
         self._repository.delete(owner, item_id, expected_version=expected_version)
 
 
@@ -432,6 +441,7 @@ def _row(item: Item) -> dict[str, Any]:
     return {
         **item_key(item.owner, item.item_id),
         "owner": item.owner,
+        "userId": item.owner_id,
         "itemId": item.item_id,
         "name": item.name,
         "data": storable(item.data),
@@ -447,6 +457,7 @@ def _row(item: Item) -> dict[str, Any]:
 def _item(row: dict[str, Any]) -> Item:
     return Item(
         owner=str(row["owner"]),
+        owner_id=str(row.get("userId", "")),
         item_id=str(row["itemId"]),
         name=str(row["name"]),
         data=plain(row.get("data", {})),

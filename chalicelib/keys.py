@@ -6,13 +6,18 @@ Access patterns (every entity lives under its owner's partition or in the sparse
 | entity          | pk               | sk                       | gsi1pk / gsi1sk           |
 |-----------------|------------------|--------------------------|---------------------------|
 | user profile    | USER#{username}  | PROFILE                  | -                         |
+| name claim      | NAME#{casefold}  | NAME                     | -                         |
 | session         | USER#{username}  | SESSION#{id}             | -                         |
 | refresh token   | USER#{username}  | REFRESH#{sha256}         | -                         |
-| login attempts  | USER#{username}  | LOGINFAIL#{address}      | -                         |
 | security event  | USER#{username}  | EVENT#{iso time}#{rand}  | -                         |
 | item            | USER#{username}  | ITEM#{id}                | ITEMSTATUS#{status} / {id}|
 | upload          | USER#{username}  | UPLOAD#{id}              | -                         |
 | per-IP counter  | RATE#{address}   | WINDOW#{start}           | -                         |
+| login attempts  | LOGIN#{casefold} | FAIL#{address}           | -                         |
+
+Every row an account owns carries its immutable ``userId`` and is written only while the profile
+holds that id (``put_owned``); reads ignore rows of another id. A name is unique regardless of case
+through its claim row, written with the profile in one transaction (``identity.py``).
 
 A user's own data is one partition (one query lists it, one purge deletes it). Only rows that
 need a cross-user query set ``gsi1pk`` / ``gsi1sk``, which keeps the index sparse. The layout is
@@ -28,7 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import Conflict, Unauthenticated
-from chalicelib.identity import Owner
+from chalicelib.identity import Owner, name_key
 from chalicelib.paging import KEY_TEXT
 from chalicelib.table import INDEXES, PARTITION_KEY, SORT_KEY
 
@@ -41,12 +46,14 @@ USER = "USER#"
 PROFILE = "PROFILE"
 SESSION = "SESSION#"
 REFRESH = "REFRESH#"
-LOGIN_FAILURE = "LOGINFAIL#"
+LOGIN = "LOGIN#"
+LOGIN_FAILURE = "FAIL#"
 EVENT = "EVENT#"
 ITEM = "ITEM#"
 ITEM_STATUS = "ITEMSTATUS#"
 UPLOAD = "UPLOAD#"
 RATE = "RATE#"
+NAME = "NAME#"
 WINDOW = "WINDOW#"
 
 STATUS_INDEX = INDEXES[0]
@@ -76,6 +83,10 @@ def user_key(username: str) -> Key:
     return under_user(username, PROFILE)
 
 
+def name_claim_key(folded: str) -> Key:
+    return {PARTITION_KEY: NAME + folded, SORT_KEY: NAME.rstrip("#")}
+
+
 def session_key(username: str, session_id: str) -> Key:
     return under_user(username, SESSION + session_id)
 
@@ -85,7 +96,9 @@ def refresh_key(username: str, digest: str) -> Key:
 
 
 def login_failure_key(username: str, address: str) -> Key:
-    return under_user(username, LOGIN_FAILURE + address)
+    # Keyed by the name in any case and outside the user's partition: attempts count against
+    # the name typed, whether or not an account holds it, and ``ALICE`` counts as ``alice``.
+    return {PARTITION_KEY: LOGIN + name_key(username), SORT_KEY: LOGIN_FAILURE + address}
 
 
 def event_sort_key(at: str, suffix: str) -> str:
@@ -118,6 +131,28 @@ def is_condition_failure(exc: ClientError) -> bool:
     return error_code(exc) == "ConditionalCheckFailedException"
 
 
+class ReadThrottled(Exception):
+    """DynamoDB kept leaving a batch read unprocessed."""
+
+
+def batch_get(table: Table, keys: list[Key]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The rows of ``keys`` that exist, by (pk, sk), in one round trip unless throttled."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    request: Any = {table.name: {"Keys": keys, "ConsistentRead": True}}
+    for _ in range(3):
+        response = table.meta.client.batch_get_item(RequestItems=request)
+        for row in response.get("Responses", {}).get(table.name, []):
+            found[(str(row[PARTITION_KEY]), str(row[SORT_KEY]))] = dict(row)
+        request = response.get("UnprocessedKeys")
+        if not request:
+            return found
+    raise ReadThrottled(table.name)
+
+
+def row_key(key: Key) -> tuple[str, str]:
+    return key[PARTITION_KEY], key[SORT_KEY]
+
+
 class OwnerMissing(Unauthenticated):
     """The owner's account no longer exists."""
 
@@ -134,48 +169,23 @@ def put_owned(table: Table, row: dict[str, Any], *, owner: Owner) -> None:
     """Write a new row under ``owner``, stamped with their id, only while the profile holds that
     id (atomically): ``OwnerMissing`` if the account is gone or its name now belongs to another,
     ``ConcurrentChange`` if the row appeared meanwhile."""
-    _put_checked(
-        table,
-        {**row, "userId": owner.user_id},
-        owner=owner.username,
-        condition="userId = :id",
-        values={":id": owner.user_id},
-    )
-
-
-def put_while_owner_exists(table: Table, row: dict[str, Any], *, owner: str) -> None:
-    """Write a new row under ``owner`` only while the owner's profile exists, atomically."""
-    _put_checked(table, row, owner=owner, condition="attribute_exists(#pk)", values=None)
-
-
-def _put_checked(
-    table: Table,
-    row: dict[str, Any],
-    *,
-    owner: str,
-    condition: str,
-    values: dict[str, Any] | None,
-) -> None:
-    names = {"#pk": PARTITION_KEY}
-    check: dict[str, Any] = {
-        "TableName": table.name,
-        "Key": user_key(owner),
-        "ConditionExpression": condition,
-    }
-    if values:
-        check["ExpressionAttributeValues"] = values
-    else:
-        check["ExpressionAttributeNames"] = names
     try:
         table.meta.client.transact_write_items(
             TransactItems=[
-                {"ConditionCheck": cast("Any", check)},
+                {
+                    "ConditionCheck": {
+                        "TableName": table.name,
+                        "Key": cast("Any", user_key(owner.username)),
+                        "ConditionExpression": "userId = :id",
+                        "ExpressionAttributeValues": {":id": cast("Any", owner.user_id)},
+                    }
+                },
                 {
                     "Put": {
                         "TableName": table.name,
-                        "Item": cast("Any", row),
+                        "Item": cast("Any", {**row, "userId": owner.user_id}),
                         "ConditionExpression": "attribute_not_exists(#pk)",
-                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
                     }
                 },
             ]
@@ -185,5 +195,5 @@ def _put_checked(
             raise
         reasons = exc.response.get("CancellationReasons", [])
         if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-            raise OwnerMissing(owner) from exc
-        raise ConcurrentChange(owner) from exc
+            raise OwnerMissing(owner.username) from exc
+        raise ConcurrentChange(owner.username) from exc

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from botocore.exceptions import ClientError
 
 from chalicelib.clock import Clock, utc_now
+from chalicelib.identity import name_key
 from chalicelib.keys import is_condition_failure, login_failure_key, rate_key
 from chalicelib.table import PARTITION_KEY, TTL_ATTRIBUTE
 
@@ -64,7 +65,7 @@ class LimitRepository(Protocol):
 
 
 class DynamoDBLimitRepository:
-    """Failure rows under the user's partition; per-IP counters in their own partitions."""
+    """Failure rows and per-IP counters, each in partitions of their own (``keys.py``)."""
 
     def __init__(self, table: Table) -> None:
         self._table = table
@@ -143,7 +144,7 @@ class InMemoryLimitRepository:
 
     def failures(self, username: str, address: str) -> Failures | None:
         with self._lock:
-            return self._failures.get((username, address))
+            return self._failures.get((name_key(username), address))
 
     def count_attempt(
         self,
@@ -155,7 +156,7 @@ class InMemoryLimitRepository:
         expires_at: int,
     ) -> None:
         with self._lock:
-            stored = self._failures.get((username, address))
+            stored = self._failures.get((name_key(username), address))
             same = (
                 stored is None
                 if previous is None
@@ -165,25 +166,17 @@ class InMemoryLimitRepository:
             )
             if not same:
                 raise AttemptRaced(username)
-            self._failures[(username, address)] = new
+            self._failures[(name_key(username), address)] = new
 
     def clear_failures(self, username: str, address: str) -> None:
         with self._lock:
-            self._failures.pop((username, address), None)
+            self._failures.pop((name_key(username), address), None)
 
     def hit(self, address: str, *, window_start: int, expires_at: int) -> int:
         with self._lock:
             count = self._hits.get((address, window_start), 0) + 1
             self._hits[(address, window_start)] = count
             return count
-
-    def delete_owned(self, username: str) -> int:
-        """Forget the user's failure counts; how many rows went."""
-        with self._lock:
-            keys = [key for key in self._failures if key[0] == username]
-            for key in keys:
-                del self._failures[key]
-            return len(keys)
 
 
 class LoginThrottle:

@@ -61,6 +61,9 @@ class SignedIn(Answer):
 
 class Profile(Answer):
     username: str
+    userId: str | None = Field(
+        default=None, description="Immutable account id (the access token's sub)"
+    )
     createdAt: str
     role: Role
     updatedAt: str | None = None
@@ -161,6 +164,8 @@ def signed_in(result: accounts.SignedIn, *, message: str, refresh_in_body: bool)
 def profile(user: User) -> dict[str, str]:
     """``Profile``."""
     shown = {"username": user.username, "createdAt": user.created_at, "role": user.role}
+    if user.user_id is not None:
+        shown["userId"] = user.user_id
     if user.updated_at is not None:
         shown["updatedAt"] = user.updated_at
     return shown

@@ -27,11 +27,14 @@ from botocore.exceptions import ClientError
 
 from chalicelib.clock import Clock, utc_now
 from chalicelib.errors import Unauthenticated
+from chalicelib.identity import Owner
 from chalicelib.keys import (
-    PROFILE,
     SESSION,
+    OwnerMissing,
+    batch_get,
     is_condition_failure,
     refresh_key,
+    row_key,
     session_key,
     user_key,
     user_pk,
@@ -52,22 +55,21 @@ class InvalidRefreshToken(Unauthenticated):
     message = "Session expired or revoked; please log in again"
 
 
-class SessionLookupThrottled(Exception):
-    """DynamoDB kept leaving the batch read unprocessed."""
-
-
 class RefreshTokenReused(Exception):
     """A consumed refresh token came back after the grace window: its session was revoked."""
 
-    def __init__(self, username: str, session_id: str) -> None:
-        super().__init__(session_id)
-        self.username = username
-        self.session_id = session_id
+    def __init__(self, session: Session) -> None:
+        super().__init__(session.session_id)
+        self.username = session.username
+        self.user_id = session.user_id
+        self.session_id = session.session_id
 
 
 @dataclass(frozen=True, kw_only=True)
 class Session:
     username: str
+    # The account it was opened for; "" on rows of versions that did not record it (never live).
+    user_id: str
     session_id: str
     user_agent: str
     created_at: int
@@ -125,7 +127,8 @@ class RefreshRecord:
 
 class SessionRepository(Protocol):
     def create(self, session: Session, token: RefreshToken) -> None:
-        """Store a new session and its first refresh token, together or not at all."""
+        """Store a new session and its first refresh token, together or not at all, while the
+        profile holds the session's account id (``OwnerMissing`` otherwise)."""
 
     def get(self, username: str, session_id: str) -> Session | None: ...
 
@@ -159,12 +162,26 @@ class DynamoDBSessionRepository:
         self._table = table
 
     def create(self, session: Session, token: RefreshToken) -> None:
-        self._transact(
-            [
-                {"Put": self._new(_session_item(session))},
-                {"Put": self._new(_refresh_item(session, token))},
-            ]
-        )
+        check = {
+            "Key": user_key(session.username),
+            "ConditionExpression": "userId = :id",
+            "ExpressionAttributeValues": {":id": session.user_id},
+        }
+        try:
+            self._transact(
+                [
+                    # A login racing with the account's deletion opens nothing: the session is
+                    # written only while the profile (with this id) exists.
+                    {"ConditionCheck": check},
+                    {"Put": self._new(_session_item(session))},
+                    {"Put": self._new(_refresh_item(session, token))},
+                ]
+            )
+        except ClientError as exc:
+            reasons = exc.response.get("CancellationReasons", [])
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                raise OwnerMissing(session.username) from exc
+            raise
 
     def get(self, username: str, session_id: str) -> Session | None:
         item = self._table.get_item(Key=session_key(username, session_id), ConsistentRead=True).get(
@@ -173,22 +190,13 @@ class DynamoDBSessionRepository:
         return None if item is None else _session(item)
 
     def with_profile(self, username: str, session_id: str) -> tuple[User | None, Session | None]:
-        keys = [user_key(username), session_key(username, session_id)]
-        found: dict[str, Any] = {}
-        request: Any = {self._table.name: {"Keys": keys, "ConsistentRead": True}}
-        for _ in range(3):
-            response = self._table.meta.client.batch_get_item(RequestItems=request)
-            for row in response.get("Responses", {}).get(self._table.name, []):
-                found[str(row[SORT_KEY])] = row
-            request = response.get("UnprocessedKeys")
-            if not request:
-                profile = found.get(PROFILE)
-                session = found.get(SESSION + session_id)
-                return (
-                    None if profile is None else user_from_item(profile),
-                    None if session is None else _session(session),
-                )
-        raise SessionLookupThrottled(username)
+        profile_key, key = user_key(username), session_key(username, session_id)
+        rows = batch_get(self._table, [profile_key, key])
+        profile, session = rows.get(row_key(profile_key)), rows.get(row_key(key))
+        return (
+            None if profile is None else user_from_item(profile),
+            None if session is None else _session(session),
+        )
 
     def refresh_record(self, token: RefreshToken) -> RefreshRecord | None:
         item = self._table.get_item(
@@ -302,6 +310,9 @@ class InMemorySessionRepository:
 
     def create(self, session: Session, token: RefreshToken) -> None:
         with self._lock:
+            profile = self._users.get(session.username)
+            if profile is None or profile.user_id != session.user_id:
+                raise OwnerMissing(session.username)
             self._sessions[(session.username, session.session_id)] = session
             self._refresh[(token.username, token.digest)] = RefreshRecord(
                 session_id=session.session_id, state="active"
@@ -394,11 +405,13 @@ class Sessions:
         self._clock = clock
 
     def start(
-        self, username: str, *, token_version: int, user_agent: str
+        self, owner: Owner, *, token_version: int, user_agent: str
     ) -> tuple[Session, RefreshToken]:
         now = self._now()
+        username = owner.username
         session = Session(
             username=username,
+            user_id=owner.user_id,
             session_id=secrets.token_urlsafe(16),
             user_agent=user_agent[:_USER_AGENT_CHARS],
             created_at=now,
@@ -440,25 +453,33 @@ class Sessions:
             # through without a new refresh token; the browser already holds the winner's.
             return Rotation(session=session, token=None)
         self._repository.delete(token.username, session_id)
-        raise RefreshTokenReused(token.username, session_id)
+        raise RefreshTokenReused(session)
 
-    def end(self, username: str, session_id: str) -> bool:
-        return self._repository.delete(username, session_id)
+    def end(self, owner: Owner, session_id: str) -> bool:
+        """End a session of this account; False if it has none with this id."""
+        session = self._repository.get(owner.username, session_id)
+        if session is None or session.user_id != owner.user_id:
+            return False
+        return self._repository.delete(owner.username, session_id)
 
-    def live_with_profile(self, username: str, session_id: str) -> tuple[User | None, bool]:
-        """The profile and whether the session is still live, in one read."""
+    def live_with_profile(
+        self, username: str, session_id: str
+    ) -> tuple[User | None, Session | None]:
+        """The profile and the session unless it has expired, in one read."""
         profile, session = self._repository.with_profile(username, session_id)
         now = self._now()
-        live = session is not None and now < min(session.expires_at, session.idle_expires_at)
-        return profile, live
+        if session is not None and now >= min(session.expires_at, session.idle_expires_at):
+            session = None
+        return profile, session
 
-    def active(self, username: str, *, token_version: int) -> list[Session]:
-        """The user's live sessions, newest first."""
+    def active(self, owner: Owner, *, token_version: int) -> list[Session]:
+        """The account's live sessions, newest first."""
         now = self._now()
         live = [
             session
-            for session in self._repository.all(username)
-            if now < session.expires_at
+            for session in self._repository.all(owner.username)
+            if session.user_id == owner.user_id
+            and now < session.expires_at
             and now < session.idle_expires_at
             and session.token_version >= token_version
         ]
@@ -480,6 +501,7 @@ def _session_item(session: Session) -> dict[str, Any]:
     return {
         **session_key(session.username, session.session_id),
         "sessionId": session.session_id,
+        "userId": session.user_id,
         "userAgent": session.user_agent,
         "createdAt": session.created_at,
         "lastUsedAt": session.last_used_at,
@@ -494,6 +516,7 @@ def _refresh_item(session: Session, token: RefreshToken) -> dict[str, Any]:
     return {
         **refresh_key(token.username, token.digest),
         "sessionId": session.session_id,
+        "userId": session.user_id,
         "state": "active",
         TTL_ATTRIBUTE: session.expires_at,
     }
@@ -502,6 +525,7 @@ def _refresh_item(session: Session, token: RefreshToken) -> dict[str, Any]:
 def _session(item: dict[str, Any]) -> Session:
     return Session(
         username=username_of(str(item[PARTITION_KEY])),
+        user_id=str(item.get("userId", "")),
         session_id=str(item["sessionId"]),
         user_agent=str(item.get("userAgent", "")),
         created_at=int(item["createdAt"]),

@@ -68,7 +68,7 @@ class Stores:
         uploads = InMemoryUploadRepository(users)
         events = InMemorySecurityEventRepository()
         limits = InMemoryLimitRepository()
-        forgetting: list[OwnedRows] = [sessions, items, uploads, events, limits]
+        forgetting: list[OwnedRows] = [sessions, items, uploads, events]
         return cls(
             backend="memory",
             users=users,

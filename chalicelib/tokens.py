@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
 ALGORITHM = "HS256"
-# ver: the user's token version at issue (revocation); sid: the session it belongs to.
+# sub: the account's id; ver: its token version at issue (revocation); sid: the session.
 _REQUIRED_CLAIMS = ("sub", "username", "role", "ver", "sid", "iat", "exp", "iss", "aud")
 _MIN_KEY_BYTES = 32
 # Tolerated clock skew between containers for the issued-at time.
@@ -149,12 +149,13 @@ class TokenService:
         self._clock = clock
 
     def issue(
-        self, *, username: str, role: str, token_version: int, session_id: str
+        self, *, user_id: str, username: str, role: str, token_version: int, session_id: str
     ) -> IssuedToken:
         key = self._keys.current()
         now = int(self._clock().timestamp())
         claims = {
-            "sub": username,
+            # The account's immutable id: the name may belong to someone else tomorrow.
+            "sub": user_id,
             "username": username,
             "role": role,
             "ver": token_version,

@@ -15,11 +15,12 @@ import unicodedata
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from boto3.dynamodb.conditions import Key
+from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from chalicelib.clock import Clock, iso, utc_now
 from chalicelib.errors import Conflict, Invalid, NotFound
+from chalicelib.identity import Owner
 from chalicelib.items import new_item_id
 from chalicelib.keys import (
     UPLOAD,
@@ -28,7 +29,7 @@ from chalicelib.keys import (
     OwnerMissing,
     error_code,
     is_condition_failure,
-    put_while_owner_exists,
+    put_owned,
     upload_key,
     user_pk,
 )
@@ -99,6 +100,7 @@ class UploadIncomplete(Conflict):
 @dataclass(frozen=True, kw_only=True)
 class Upload:
     owner: str
+    owner_id: str
     upload_id: str
     kind: str
     filename: str
@@ -134,15 +136,16 @@ class UploadRepository(Protocol):
         """Record a pending upload while its owner exists (``OwnerMissing``, or
         ``ConcurrentChange`` if the write lost a race); it goes (TTL) after ``expires_at``."""
 
-    def get(self, owner: str, upload_id: str) -> Upload | None: ...
+    def get(self, owner: Owner, upload_id: str) -> Upload | None:
+        """The owner's upload (not one left under the name by an earlier account)."""
 
-    def mark_ready(self, owner: str, upload_id: str) -> None:
+    def mark_ready(self, owner: Owner, upload_id: str) -> None:
         """Keep the record for good; ``UploadNotFound`` if it was deleted meanwhile."""
 
-    def list(self, owner: str, *, limit: int, cursor: str | None) -> UploadPage:
+    def list(self, owner: Owner, *, limit: int, cursor: str | None) -> UploadPage:
         """Newest first; the cursor names only a row of that owner."""
 
-    def delete(self, owner: str, upload_id: str) -> None: ...
+    def delete(self, owner: Owner, upload_id: str) -> None: ...
 
 
 class DynamoDBUploadRepository:
@@ -151,50 +154,56 @@ class DynamoDBUploadRepository:
 
     def add(self, upload: Upload, *, expires_at: int) -> None:
         row = {**upload_key(upload.owner, upload.upload_id), **_record(upload)}
-        put_while_owner_exists(self._table, {**row, TTL_ATTRIBUTE: expires_at}, owner=upload.owner)
+        owner = Owner(upload.owner, upload.owner_id)
+        put_owned(self._table, {**row, TTL_ATTRIBUTE: expires_at}, owner=owner)
 
-    def get(self, owner: str, upload_id: str) -> Upload | None:
-        row = self._table.get_item(Key=upload_key(owner, upload_id), ConsistentRead=True).get(
-            "Item"
-        )
-        return None if row is None else _upload(row)
+    def get(self, owner: Owner, upload_id: str) -> Upload | None:
+        row = self._table.get_item(
+            Key=upload_key(owner.username, upload_id), ConsistentRead=True
+        ).get("Item")
+        return None if row is None or row.get("userId") != owner.user_id else _upload(row)
 
-    def mark_ready(self, owner: str, upload_id: str) -> None:
+    def mark_ready(self, owner: Owner, upload_id: str) -> None:
         try:
             self._table.update_item(
-                Key=upload_key(owner, upload_id),
+                Key=upload_key(owner.username, upload_id),
                 UpdateExpression="SET #status = :ready REMOVE #ttl",
-                ConditionExpression="attribute_exists(#pk)",
-                ExpressionAttributeNames={
-                    "#status": "status",
-                    "#ttl": TTL_ATTRIBUTE,
-                    "#pk": PARTITION_KEY,
-                },
-                ExpressionAttributeValues={":ready": "ready"},
+                ConditionExpression="userId = :owner",
+                ExpressionAttributeNames={"#status": "status", "#ttl": TTL_ATTRIBUTE},
+                ExpressionAttributeValues={":ready": "ready", ":owner": owner.user_id},
             )
         except ClientError as exc:
             if is_condition_failure(exc):
                 raise UploadNotFound(upload_id) from exc
             raise
 
-    def list(self, owner: str, *, limit: int, cursor: str | None) -> UploadPage:
+    def list(self, owner: Owner, *, limit: int, cursor: str | None) -> UploadPage:
+        pk = user_pk(owner.username)
         query: dict[str, Any] = {
-            "KeyConditionExpression": Key(PARTITION_KEY).eq(user_pk(owner))
-            & Key(SORT_KEY).begins_with(UPLOAD),
+            "KeyConditionExpression": Key(PARTITION_KEY).eq(pk) & Key(SORT_KEY).begins_with(UPLOAD),
+            "FilterExpression": Attr("userId").eq(owner.user_id),
             "ScanIndexForward": False,
             "ConsistentRead": True,
         }
         if cursor is not None:
             after = decode_cursor(cursor, {"sk": UPLOAD_SK})["sk"]
-            query["ExclusiveStartKey"] = {PARTITION_KEY: user_pk(owner), SORT_KEY: after}
-        rows, _ = collect(self._table, query, limit=limit)
+            query["ExclusiveStartKey"] = {PARTITION_KEY: pk, SORT_KEY: after}
+        rows, _ = collect(self._table, query, limit=limit, filtered=True)
         uploads = [_upload(row) for row in rows[:limit]]
         more = len(rows) > limit
         last = UPLOAD + uploads[-1].upload_id if uploads else ""
         return UploadPage(uploads, encode_cursor({"sk": last}) if more else None)
 
-    def delete(self, owner: str, upload_id: str) -> None:
-        self._table.delete_item(Key=upload_key(owner, upload_id))
+    def delete(self, owner: Owner, upload_id: str) -> None:
+        try:
+            self._table.delete_item(
+                Key=upload_key(owner.username, upload_id),
+                ConditionExpression="userId = :owner",
+                ExpressionAttributeValues={":owner": owner.user_id},
+            )
+        except ClientError as exc:
+            if not is_condition_failure(exc):
+                raise
 
 
 class InMemoryUploadRepository:
@@ -207,28 +216,30 @@ class InMemoryUploadRepository:
 
     def add(self, upload: Upload, *, expires_at: int) -> None:
         with self._lock:
-            if self._users.get(upload.owner) is None:
+            profile = self._users.get(upload.owner)
+            if profile is None or profile.user_id != upload.owner_id:
                 raise OwnerMissing(upload.owner)
             if (upload.owner, upload.upload_id) in self._uploads:
                 raise ConcurrentChange(upload.owner)
             self._uploads[(upload.owner, upload.upload_id)] = upload
 
-    def get(self, owner: str, upload_id: str) -> Upload | None:
+    def get(self, owner: Owner, upload_id: str) -> Upload | None:
         with self._lock:
-            return self._uploads.get((owner, upload_id))
+            upload = self._uploads.get((owner.username, upload_id))
+        return upload if upload is not None and upload.owner_id == owner.user_id else None
 
-    def mark_ready(self, owner: str, upload_id: str) -> None:
+    def mark_ready(self, owner: Owner, upload_id: str) -> None:
         with self._lock:
-            upload = self._uploads.get((owner, upload_id))
+            upload = self.get(owner, upload_id)
             if upload is None:
                 raise UploadNotFound(upload_id)
-            self._uploads[(owner, upload_id)] = replace(upload, status="ready")
+            self._uploads[(owner.username, upload_id)] = replace(upload, status="ready")
 
-    def list(self, owner: str, *, limit: int, cursor: str | None) -> UploadPage:
+    def list(self, owner: Owner, *, limit: int, cursor: str | None) -> UploadPage:
         after = None if cursor is None else decode_cursor(cursor, {"sk": UPLOAD_SK})["sk"]
         with self._lock:
             uploads = sorted(
-                (upload for (who, _), upload in self._uploads.items() if who == owner),
+                (upload for upload in self._uploads.values() if upload.owner_id == owner.user_id),
                 key=lambda upload: upload.upload_id,
                 reverse=True,
             )
@@ -238,9 +249,10 @@ class InMemoryUploadRepository:
             return UploadPage(uploads[:limit], encode_cursor({"sk": last}))
         return UploadPage(uploads, None)
 
-    def delete(self, owner: str, upload_id: str) -> None:
+    def delete(self, owner: Owner, upload_id: str) -> None:
         with self._lock:
-            self._uploads.pop((owner, upload_id), None)
+            if self.get(owner, upload_id) is not None:
+                del self._uploads[(owner.username, upload_id)]
 
     def delete_owned(self, username: str) -> int:
         """Forget the user's upload records; how many rows went."""
@@ -270,7 +282,7 @@ class Uploads:
         self._get_seconds = get_seconds
 
     def start(
-        self, owner: str, *, filename: str, content_type: str, size: int, kind: UploadKind
+        self, owner: Owner, *, filename: str, content_type: str, size: int, kind: UploadKind
     ) -> tuple[Upload, dict[str, Any]]:
         """Record a pending upload and presign the POST that may create exactly its object."""
         rules = KINDS[kind]
@@ -282,9 +294,10 @@ class Uploads:
         now = self._clock()
         upload_id = new_item_id(int(now.timestamp() * 1000))
         name = safe_filename(filename)
-        key = f"{upload_prefix(owner)}{rules.folder}/{upload_id}/{name}"
+        key = f"{upload_prefix(owner.username)}{rules.folder}/{upload_id}/{name}"
         upload = Upload(
-            owner=owner,
+            owner=owner.username,
+            owner_id=owner.user_id,
             upload_id=upload_id,
             kind=kind,
             filename=name,
@@ -309,7 +322,7 @@ class Uploads:
         )
         return upload, dict(post)
 
-    def complete(self, owner: str, upload_id: str) -> Upload:
+    def complete(self, owner: Owner, upload_id: str) -> Upload:
         upload = self.get(owner, upload_id)
         try:
             head = self._s3.head_object(Bucket=self._bucket, Key=upload.key)
@@ -326,7 +339,7 @@ class Uploads:
         self._repository.mark_ready(owner, upload_id)
         return replace(upload, status="ready")
 
-    def get(self, owner: str, upload_id: str) -> Upload:
+    def get(self, owner: Owner, upload_id: str) -> Upload:
         upload = self._repository.get(owner, upload_id)
         if upload is None:
             raise UploadNotFound(upload_id)
@@ -339,10 +352,10 @@ class Uploads:
             ExpiresIn=self._get_seconds,
         )
 
-    def list(self, owner: str, *, limit: int, cursor: str | None) -> UploadPage:
+    def list(self, owner: Owner, *, limit: int, cursor: str | None) -> UploadPage:
         return self._repository.list(owner, limit=limit, cursor=cursor)
 
-    def delete(self, owner: str, upload_id: str) -> None:
+    def delete(self, owner: Owner, upload_id: str) -> None:
         upload = self.get(owner, upload_id)
         self._s3.delete_object(Bucket=self._bucket, Key=upload.key)
         self._repository.delete(owner, upload_id)
@@ -351,6 +364,7 @@ class Uploads:
 def _record(upload: Upload) -> dict[str, Any]:
     return {
         "owner": upload.owner,
+        "userId": upload.owner_id,
         "uploadId": upload.upload_id,
         "kind": upload.kind,
         "filename": upload.filename,
@@ -365,6 +379,7 @@ def _record(upload: Upload) -> dict[str, Any]:
 def _upload(row: dict[str, Any]) -> Upload:
     return Upload(
         owner=str(row["owner"]),
+        owner_id=str(row.get("userId", "")),
         upload_id=str(row["uploadId"]),
         kind=str(row["kind"]),
         filename=str(row["filename"]),

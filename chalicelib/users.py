@@ -9,13 +9,24 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import Conflict, NotFound
-from chalicelib.keys import KEY_PART, PROFILE, is_condition_failure, user_key, user_pk
+from chalicelib.identity import Owner, name_key
+from chalicelib.keys import (
+    KEY_PART,
+    PROFILE,
+    batch_get,
+    error_code,
+    is_condition_failure,
+    name_claim_key,
+    row_key,
+    user_key,
+    user_pk,
+)
 from chalicelib.paging import MAX_READS, decode_cursor, encode_cursor
 from chalicelib.table import PARTITION_KEY, SORT_KEY
 
@@ -41,6 +52,8 @@ class UserNotFound(NotFound):
 @dataclass(frozen=True, kw_only=True)
 class User:
     username: str
+    # Immutable; None only on a row of the original system until its first use (``assign_id``).
+    user_id: str | None
     password_hash: str = field(repr=False)
     created_at: str
     role: str = DEFAULT_ROLE
@@ -48,6 +61,12 @@ class User:
     # Access tokens carry the version they were issued at; bumping it revokes them all.
     token_version: int = 0
     disabled: bool = False
+
+    @property
+    def owner(self) -> Owner:
+        if self.user_id is None:
+            raise ValueError(f"{self.username} has no id yet")
+        return Owner(self.username, self.user_id)
 
 
 @dataclass(frozen=True)
@@ -58,17 +77,25 @@ class UserPage:
 
 class UserRepository(Protocol):
     def add(self, user: User) -> None:
-        """Store a new user; raise ``UsernameTaken`` if the name exists."""
+        """Store a new user and claim its name; ``UsernameTaken`` if the name exists in any case."""
 
-    def get(self, username: str) -> User | None: ...
+    def get(self, username: str) -> User | None:
+        """The profile stored under exactly this name."""
+
+    def find(self, login: str) -> User | None:
+        """The profile of this name as stored, else of the name that differs only in case."""
+
+    def assign_id(self, username: str, user_id: str) -> User:
+        """Give a row of the original system its id (kept if it has one meanwhile) and claim its
+        name if nobody has; ``UserNotFound`` if it is gone."""
 
     def replace_password_hash(self, username: str, *, old: str, new: str, updated_at: str) -> bool:
         """Swap the hash only if it is still ``old``; False when it was not."""
 
-    def change_password(self, username: str, *, new_hash: str, updated_at: str) -> int:
+    def change_password(self, owner: Owner, *, new_hash: str, updated_at: str) -> int:
         """Set a new hash and bump the token version; return the new version."""
 
-    def bump_token_version(self, username: str, *, updated_at: str) -> int:
+    def bump_token_version(self, owner: Owner, *, updated_at: str) -> int:
         """Revoke every access token issued so far; return the new version."""
 
     def set_access(
@@ -87,8 +114,11 @@ class DynamoDBUserRepository:
         self._table = table
 
     def add(self, user: User) -> None:
+        if user.user_id is None:
+            raise ValueError("a new user needs an id")
         item: dict[str, Any] = {
             **user_key(user.username),
+            "userId": user.user_id,
             "username": user.username,
             "passwordHash": user.password_hash,
             "createdAt": user.created_at,
@@ -100,16 +130,23 @@ class DynamoDBUserRepository:
             item["tokenVersion"] = user.token_version
         if user.disabled:
             item["disabled"] = True
+        folded = name_key(user.username)
+        # The conditions make the writes themselves the uniqueness check, so concurrent signups
+        # of one name, in any case, cannot both succeed.
+        writes: list[dict[str, Any]] = [
+            {"Put": self._new(item)},
+            {"Put": self._new(_claim(user.username, user.user_id))},
+        ]
+        if folded != user.username:
+            # A row of the original system under the folded name has no claim row of its own.
+            writes.append({"ConditionCheck": self._new({}, key=user_key(folded))})
         try:
-            # The condition makes the write itself the uniqueness check, so concurrent signups
-            # of one name cannot both succeed.
-            self._table.put_item(
-                Item=item,
-                ConditionExpression="attribute_not_exists(#pk)",
-                ExpressionAttributeNames={"#pk": PARTITION_KEY},
-            )
+            self._table.meta.client.transact_write_items(TransactItems=cast("Any", writes))
         except ClientError as exc:
-            if is_condition_failure(exc):
+            if error_code(exc) == "TransactionCanceledException" and any(
+                reason.get("Code") == "ConditionalCheckFailed"
+                for reason in exc.response.get("CancellationReasons", [])
+            ):
                 raise UsernameTaken(user.username) from exc
             raise
 
@@ -117,6 +154,62 @@ class DynamoDBUserRepository:
         response = self._table.get_item(Key=user_key(username), ConsistentRead=True)
         item = response.get("Item")
         return None if item is None else user_from_item(item)
+
+    def find(self, login: str) -> User | None:
+        exact, claim = user_key(login), name_claim_key(name_key(login))
+        rows = batch_get(self._table, [exact, claim])
+        if row_key(exact) in rows:
+            return user_from_item(rows[row_key(exact)])
+        claimed = rows.get(row_key(claim))
+        if claimed is None:
+            return None
+        user = self.get(str(claimed["username"]))
+        # A claim outlives its profile only between the two deletes of a purge.
+        return user if user is not None and user.user_id == claimed["userId"] else None
+
+    def assign_id(self, username: str, user_id: str) -> User:
+        try:
+            response = self._table.update_item(
+                Key=user_key(username),
+                UpdateExpression="SET userId = :id",
+                ConditionExpression="attribute_exists(#pk) AND attribute_not_exists(userId)",
+                ExpressionAttributeNames={"#pk": PARTITION_KEY},
+                ExpressionAttributeValues={":id": user_id},
+                ReturnValues="ALL_NEW",
+            )
+            user = user_from_item(response["Attributes"])
+        except ClientError as exc:
+            if not is_condition_failure(exc):
+                raise
+            # Another request assigned one first (or the row is gone): theirs stands.
+            found = self.get(username)
+            if found is None:
+                raise UserNotFound(username) from exc
+            return found
+        try:
+            # Two rows of the original system may differ only in case: the first one used keeps
+            # the claim, and both keep logging in under their exact names.
+            self._table.put_item(
+                Item=_claim(username, user_id),
+                ConditionExpression="attribute_not_exists(#pk)",
+                ExpressionAttributeNames={"#pk": PARTITION_KEY},
+            )
+        except ClientError as exc:
+            if not is_condition_failure(exc):
+                raise
+        return user
+
+    def _new(self, item: dict[str, Any], *, key: dict[str, str] | None = None) -> dict[str, Any]:
+        write: dict[str, Any] = {
+            "TableName": self._table.name,
+            "ConditionExpression": "attribute_not_exists(#pk)",
+            "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
+        }
+        if key is None:
+            write["Item"] = item
+        else:
+            write["Key"] = key
+        return write
 
     def replace_password_hash(self, username: str, *, old: str, new: str, updated_at: str) -> bool:
         try:
@@ -132,16 +225,16 @@ class DynamoDBUserRepository:
             raise
         return True
 
-    def change_password(self, username: str, *, new_hash: str, updated_at: str) -> int:
-        return self._update_existing(
-            username,
+    def change_password(self, owner: Owner, *, new_hash: str, updated_at: str) -> int:
+        return self._update_owned(
+            owner,
             "SET passwordHash = :hash, updatedAt = :now ADD tokenVersion :one",
             {":hash": new_hash, ":now": updated_at, ":one": 1},
         )
 
-    def bump_token_version(self, username: str, *, updated_at: str) -> int:
-        return self._update_existing(
-            username, "SET updatedAt = :now ADD tokenVersion :one", {":now": updated_at, ":one": 1}
+    def bump_token_version(self, owner: Owner, *, updated_at: str) -> int:
+        return self._update_owned(
+            owner, "SET updatedAt = :now ADD tokenVersion :one", {":now": updated_at, ":one": 1}
         )
 
     def set_access(
@@ -197,20 +290,20 @@ class DynamoDBUserRepository:
             users, None if resume is None else _cursor(resume[PARTITION_KEY], resume[SORT_KEY])
         )
 
-    def _update_existing(self, username: str, expression: str, values: dict[str, Any]) -> int:
+    def _update_owned(self, owner: Owner, expression: str, values: dict[str, Any]) -> int:
         try:
-            # The condition stops an update from creating a half profile for a deleted user.
+            # The condition stops an update from creating a half profile for a deleted user, or
+            # from reaching a new account that took the name.
             response = self._table.update_item(
-                Key=user_key(username),
+                Key=user_key(owner.username),
                 UpdateExpression=expression,
-                ConditionExpression="attribute_exists(#pk)",
-                ExpressionAttributeNames={"#pk": PARTITION_KEY},
-                ExpressionAttributeValues=values,
+                ConditionExpression="userId = :id",
+                ExpressionAttributeValues={**values, ":id": owner.user_id},
                 ReturnValues="UPDATED_NEW",
             )
         except ClientError as exc:
             if is_condition_failure(exc):
-                raise UserNotFound(username) from exc
+                raise UserNotFound(owner.username) from exc
             raise
         return int(str(response["Attributes"]["tokenVersion"]))
 
@@ -220,17 +313,50 @@ class InMemoryUserRepository:
 
     def __init__(self) -> None:
         self._users: dict[str, User] = {}
+        # Folded name -> (username, user id), as the claim rows hold them.
+        self._claims: dict[str, tuple[str, str]] = {}
         self._lock = threading.RLock()
 
     def add(self, user: User) -> None:
+        if user.user_id is None:
+            raise ValueError("a new user needs an id")
+        folded = name_key(user.username)
         with self._lock:
-            if user.username in self._users:
+            if user.username in self._users or folded in self._claims or folded in self._users:
                 raise UsernameTaken(user.username)
             self._users[user.username] = user
+            self._claims[folded] = (user.username, user.user_id)
 
     def get(self, username: str) -> User | None:
         with self._lock:
             return self._users.get(username)
+
+    def find(self, login: str) -> User | None:
+        with self._lock:
+            if login in self._users:
+                return self._users[login]
+            claimed = self._claims.get(name_key(login))
+            if claimed is None:
+                return None
+            user = self._users.get(claimed[0])
+            return user if user is not None and user.user_id == claimed[1] else None
+
+    def assign_id(self, username: str, user_id: str) -> User:
+        with self._lock:
+            user = self._users.get(username)
+            if user is None:
+                raise UserNotFound(username)
+            if user.user_id is not None:
+                return user
+            user = replace(user, user_id=user_id)
+            self._users[username] = user
+            self._claims.setdefault(name_key(username), (username, user_id))
+            return user
+
+    def add_legacy(self, user: User) -> None:
+        """A row as the original system wrote it: no id, no claim."""
+        with self._lock:
+            self._users[user.username] = replace(user, user_id=None)
 
     def replace_password_hash(self, username: str, *, old: str, new: str, updated_at: str) -> bool:
         with self._lock:
@@ -240,14 +366,15 @@ class InMemoryUserRepository:
             self._users[username] = replace(user, password_hash=new, updated_at=updated_at)
             return True
 
-    def change_password(self, username: str, *, new_hash: str, updated_at: str) -> int:
+    def change_password(self, owner: Owner, *, new_hash: str, updated_at: str) -> int:
         with self._lock:
-            version = self._bump(username, updated_at=updated_at)
+            version = self._bump(owner, updated_at=updated_at)
+            username = owner.username
             self._users[username] = replace(self._users[username], password_hash=new_hash)
             return version
 
-    def bump_token_version(self, username: str, *, updated_at: str) -> int:
-        return self._bump(username, updated_at=updated_at)
+    def bump_token_version(self, owner: Owner, *, updated_at: str) -> int:
+        return self._bump(owner, updated_at=updated_at)
 
     def set_access(
         self, username: str, *, role: str | None, disabled: bool | None, updated_at: str
@@ -279,14 +406,20 @@ class InMemoryUserRepository:
         return UserPage(users, None)
 
     def delete_owned(self, username: str) -> int:
-        """Forget the profile; how many rows went (0 or 1)."""
+        """Forget the profile and its name claim; how many rows went."""
         with self._lock:
-            return 0 if self._users.pop(username, None) is None else 1
+            deleted = 0 if self._users.pop(username, None) is None else 1
+            folded = name_key(username)
+            if self._claims.get(folded, ("", ""))[0] == username:
+                del self._claims[folded]
+                deleted += 1
+            return deleted
 
-    def _bump(self, username: str, *, updated_at: str) -> int:
+    def _bump(self, owner: Owner, *, updated_at: str) -> int:
+        username = owner.username
         with self._lock:
             user = self._users.get(username)
-            if user is None:
+            if user is None or user.user_id != owner.user_id:
                 raise UserNotFound(username)
             version = user.token_version + 1
             self._users[username] = replace(user, token_version=version, updated_at=updated_at)
@@ -297,10 +430,15 @@ def _cursor(pk: Any, sk: Any) -> str:
     return encode_cursor({"pk": str(pk), "sk": str(sk)})
 
 
+def _claim(username: str, user_id: str) -> dict[str, Any]:
+    return {**name_claim_key(name_key(username)), "username": username, "userId": user_id}
+
+
 def user_from_item(item: Mapping[str, Any]) -> User:
     """A profile row, as the original system or this one wrote it."""
     return User(
         username=str(item["username"]),
+        user_id=str(item["userId"]) if "userId" in item else None,
         password_hash=str(item["passwordHash"]),
         created_at=str(item["createdAt"]),
         # Rows written by the original system have no role.

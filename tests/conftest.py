@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import subprocess
 import threading
@@ -17,9 +18,11 @@ from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
 
 import app as app_module
+from chalicelib.identity import Owner
 from chalicelib.keys import user_key
 from chalicelib.passwords import ScryptCost
 from chalicelib.stores import Stores
+from chalicelib.users import DynamoDBUserRepository, InMemoryUserRepository, User, UserRepository
 from tests.contract import Contract
 from tools import localgateway
 from tools.localaws import Resources, provision
@@ -165,6 +168,42 @@ def api(client: Client) -> Api:
 
 MAX_PAGES = 50
 PageT = TypeVar("PageT")
+
+
+LEGACY = "2024-05-01T10:00:00.000Z"
+
+
+def owner_of(name: str) -> Owner:
+    """The account of ``name`` in repository tests, with an id that is the same on every run."""
+    return Owner(name, hashlib.sha256(name.encode()).hexdigest()[:32])
+
+
+def account(name: str) -> User:
+    """A profile for ``owner_of(name)``."""
+    return User(
+        username=name,
+        user_id=owner_of(name).user_id,
+        password_hash="h",
+        created_at="2026-01-01T00:00:00.000Z",
+    )
+
+
+def add_legacy(users: UserRepository, username: str, password_hash: str = "c2FsdA==:a2V5") -> None:
+    """A profile as the original system wrote it: no id, no name claim, no role."""
+    if isinstance(users, InMemoryUserRepository):
+        users.add_legacy(
+            User(username=username, user_id=None, password_hash=password_hash, created_at=LEGACY)
+        )
+        return
+    assert isinstance(users, DynamoDBUserRepository)
+    users._table.put_item(
+        Item={
+            **user_key(username),
+            "username": username,
+            "passwordHash": password_hash,
+            "createdAt": LEGACY,
+        }
+    )
 
 
 def follow(

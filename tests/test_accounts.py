@@ -12,17 +12,19 @@ from typing import Any
 
 import pytest
 
-from chalicelib.accounts import Accounts, InvalidCredentials, SignedIn
+from chalicelib.accounts import Accounts, InvalidCredentials, SignedIn, TokenRevoked
 from chalicelib.deletion import AccountPurge
 from chalicelib.events import Client, SecurityEvents
+from chalicelib.identity import Owner
+from chalicelib.keys import OwnerMissing, name_claim_key, user_key
 from chalicelib.limits import LoginThrottle, TooManyAttempts
 from chalicelib.passwords import DEFAULT_COST, ScryptHasher
 from chalicelib.policy import WeakPassword
 from chalicelib.sessions import InvalidRefreshToken, RefreshToken, Sessions
 from chalicelib.stores import Stores
-from chalicelib.tokens import CachedKeys, KeyRing, SigningKey, TokenService
-from chalicelib.users import User, UsernameTaken, UserNotFound
-from tests.conftest import CHEAP_COST, FakeClock, node_scrypt_hashes
+from chalicelib.tokens import CachedKeys, Claims, KeyRing, SigningKey, TokenService
+from chalicelib.users import InMemoryUserRepository, UsernameTaken, UserNotFound
+from tests.conftest import CHEAP_COST, LEGACY, FakeClock, add_legacy, node_scrypt_hashes
 
 CLIENT = Client(ip="203.0.113.7", user_agent="pytest")
 PASSWORD = "correct horse battery"
@@ -78,19 +80,19 @@ def assert_signed_in(signed_in: SignedIn, username: str) -> None:
     assert signed_in.refresh_expires_in > 0
 
 
-def kinds(accounts: Accounts, username: str) -> list[str]:
-    return [event.kind for event in accounts.events(username, limit=100, cursor=None).events]
+def kinds(accounts: Accounts, owner: Owner) -> list[str]:
+    return [event.kind for event in accounts.events(owner, limit=100, cursor=None).events]
 
 
 def test_register_then_login_starts_a_session(accounts: Accounts, alice: SignedIn) -> None:
-    user = accounts.profile("alice")
+    user = accounts.profile(alice.user.owner)
     # The original system's createdAt format: JavaScript's toISOString().
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", user.created_at)
     assert user.password_hash.startswith("$scrypt$")
     assert alice.access.expires_in == 900
     assert alice.refresh is not None
     assert [s.session_id for s in accounts.active_sessions(user)] == [alice.session.session_id]
-    assert sorted(kinds(accounts, "alice")) == ["login", "signup"]
+    assert sorted(kinds(accounts, alice.user.owner)) == ["login", "signup"]
 
 
 def test_registering_a_taken_name_fails(accounts: Accounts, alice: SignedIn) -> None:
@@ -102,10 +104,12 @@ def test_registering_a_taken_name_fails(accounts: Accounts, alice: SignedIn) -> 
     ("username", "password"),
     [("bob", "password"), ("bob", "Sunshine1"), ("bob", "iloveyou"), ("longname1", "LongName1")],
 )
-def test_weak_new_passwords_are_refused(accounts: Accounts, username: str, password: str) -> None:
+def test_weak_new_passwords_are_refused(
+    accounts: Accounts, stores: Stores, username: str, password: str
+) -> None:
     with pytest.raises(WeakPassword):
         accounts.register(username, password, CLIENT)
-    assert accounts.events(username, limit=5, cursor=None).events == []
+    assert stores.users.find(username) is None
 
 
 def test_unknown_user_wrong_password_and_legacy_hash_cost_the_same_work(
@@ -114,9 +118,7 @@ def test_unknown_user_wrong_password_and_legacy_hash_cost_the_same_work(
     accounts = build(stores, clock, hasher=ScryptHasher())
     accounts.register("alice", PASSWORD, CLIENT)
     (legacy_hash,) = node_scrypt_hashes(["old password 1"])
-    stores.users.add(
-        User(username="old", password_hash=legacy_hash, created_at="2024-01-01T00:00:00Z")
-    )
+    add_legacy(stores.users, "old", legacy_hash)
     work: list[int] = []
     real = hashlib.scrypt
 
@@ -136,13 +138,11 @@ def test_unknown_user_wrong_password_and_legacy_hash_cost_the_same_work(
 
 def test_login_upgrades_a_legacy_hash(accounts: Accounts, stores: Stores) -> None:
     (legacy_hash,) = node_scrypt_hashes(["old password 1"])
-    stores.users.add(
-        User(username="old", password_hash=legacy_hash, created_at="2024-01-01T00:00:00Z")
-    )
-    accounts.login("old", "old password 1", CLIENT)
-    upgraded = accounts.profile("old")
+    add_legacy(stores.users, "old", legacy_hash)
+    owner = accounts.login("old", "old password 1", CLIENT).user.owner
+    upgraded = accounts.profile(owner)
     assert upgraded.password_hash.startswith("$scrypt$ln=10,r=8,p=1$")
-    assert upgraded.created_at == "2024-01-01T00:00:00Z"
+    assert upgraded.created_at == LEGACY
     assert accounts.login("old", "old password 1", CLIENT).user.username == "old"
 
 
@@ -182,8 +182,8 @@ class TestRefresh:
         # The thief's (or the victim's) newer token dies with the family.
         with pytest.raises(InvalidRefreshToken):
             accounts.refresh(winner.refresh.encode(), CLIENT)
-        assert "refresh_reuse" in kinds(accounts, "alice")
-        assert accounts.active_sessions(accounts.profile("alice")) == []
+        assert "refresh_reuse" in kinds(accounts, alice.user.owner)
+        assert accounts.active_sessions(accounts.profile(alice.user.owner)) == []
 
     def test_simultaneous_refreshes_with_one_token_let_one_rotate(
         self, accounts: Accounts, alice: SignedIn
@@ -249,8 +249,8 @@ class TestRevocation:
         self, accounts: Accounts, alice: SignedIn
     ) -> None:
         other = accounts.login("alice", PASSWORD, CLIENT)
-        accounts.logout_all("alice", CLIENT)
-        user = accounts.profile("alice")
+        accounts.logout_all(alice.user.owner, CLIENT)
+        user = accounts.profile(alice.user.owner)
         assert user.token_version == 1
         assert accounts.active_sessions(user) == []
         for signed_in in (alice, other):
@@ -261,7 +261,9 @@ class TestRevocation:
     def test_password_change_revokes_old_sessions_and_starts_a_new_one(
         self, accounts: Accounts, alice: SignedIn
     ) -> None:
-        fresh = accounts.change_password("alice", PASSWORD, "a brand new passphrase", CLIENT)
+        fresh = accounts.change_password(
+            alice.user.owner, PASSWORD, "a brand new passphrase", CLIENT
+        )
         assert fresh.user.token_version == 1
         assert alice.refresh is not None
         with pytest.raises(InvalidRefreshToken):
@@ -271,16 +273,18 @@ class TestRevocation:
         with pytest.raises(InvalidCredentials):
             accounts.login("alice", PASSWORD, CLIENT)
         assert_signed_in(accounts.login("alice", "a brand new passphrase", CLIENT), "alice")
-        assert "password_change" in kinds(accounts, "alice")
+        assert "password_change" in kinds(accounts, alice.user.owner)
 
     def test_password_change_needs_the_current_password(
         self, accounts: Accounts, alice: SignedIn
     ) -> None:
         with pytest.raises(InvalidCredentials):
-            accounts.change_password("alice", "not my password", "a brand new passphrase", CLIENT)
+            accounts.change_password(
+                alice.user.owner, "not my password", "a brand new passphrase", CLIENT
+            )
         with pytest.raises(WeakPassword):
-            accounts.change_password("alice", PASSWORD, "password1", CLIENT)
-        assert accounts.profile("alice").token_version == 0
+            accounts.change_password(alice.user.owner, PASSWORD, "password1", CLIENT)
+        assert accounts.profile(alice.user.owner).token_version == 0
 
 
 class TestSessions:
@@ -289,32 +293,33 @@ class TestSessions:
     ) -> None:
         clock.advance(seconds=1)
         other = accounts.login("alice", PASSWORD, CLIENT)
-        listed = accounts.list_sessions("alice")
+        listed = accounts.list_sessions(alice.user.owner)
         assert [s.session_id for s in listed] == [
             other.session.session_id,
             alice.session.session_id,
         ]
         assert listed[0] == other.session
-        accounts.logout("alice", other.session.session_id)
-        assert [s.session_id for s in accounts.list_sessions("alice")] == [alice.session.session_id]
+        accounts.logout(alice.user.owner, other.session.session_id)
+        assert [s.session_id for s in accounts.list_sessions(alice.user.owner)] == [
+            alice.session.session_id
+        ]
         clock.advance(days=7)  # idle for a week: the session is no longer live
-        assert accounts.list_sessions("alice") == []
+        assert accounts.list_sessions(alice.user.owner) == []
 
     def test_list_sessions_of_a_missing_account_is_refused(self, accounts: Accounts) -> None:
         with pytest.raises(UserNotFound):
-            accounts.list_sessions("nobody")
+            accounts.list_sessions(Owner("nobody", "0" * 32))
 
     def test_deleting_the_account_takes_everything_along(
         self, accounts: Accounts, alice: SignedIn, stores: Stores
     ) -> None:
         with pytest.raises(InvalidCredentials):
-            accounts.delete_account("alice", "not my password", CLIENT)
+            accounts.delete_account(alice.user.owner, "not my password", CLIENT)
         assert stores.users.get("alice") is not None
-        accounts.delete_account("alice", PASSWORD, CLIENT)
+        accounts.delete_account(alice.user.owner, PASSWORD, CLIENT)
         assert stores.users.get("alice") is None
         assert stores.sessions.all("alice") == []
-        assert stores.limits.failures("alice", CLIENT.ip) is None
-        assert accounts.events("alice", limit=10, cursor=None).events == []
+        assert accounts.events(alice.user.owner, limit=10, cursor=None).events == []
         assert alice.refresh is not None
         with pytest.raises(InvalidRefreshToken):
             accounts.refresh(alice.refresh.encode(), CLIENT)
@@ -339,7 +344,7 @@ class TestLockout:
             assert locked.value.retry_after == expected
             clock.advance(seconds=expected)
             self.fail(accounts, 1)
-        assert "lockout" in kinds(accounts, "alice")
+        assert "lockout" in kinds(accounts, alice.user.owner)
 
     def test_back_off_is_capped(
         self, accounts: Accounts, alice: SignedIn, clock: FakeClock
@@ -410,3 +415,84 @@ class TestLockoutHardening:
             thread.join()
         # Only one of the burst has its password checked; the rest wait out the lock.
         assert sorted(outcomes) == ["checked"] + ["refused"] * 7
+
+
+class TestIdentity:
+    def test_nothing_of_a_deleted_account_works_for_a_new_one_of_its_name(
+        self, accounts: Accounts, alice: SignedIn, stores: Stores, clock: FakeClock
+    ) -> None:
+        old = alice.user.owner
+        old_claims = accounts_claims(accounts, alice)
+        accounts.delete_account(old, PASSWORD, CLIENT)
+        # The attacker's login raced the purge: its session write comes after the purge listed
+        # the partition. It is conditional on the profile with the old id, so it opens nothing.
+        with pytest.raises(OwnerMissing):
+            accounts_sessions(accounts).start(old, token_version=0, user_agent="late")
+        accounts.register("Alice", "a different passphrase", CLIENT)
+        new = accounts.login("alice", "a different passphrase", CLIENT)
+        assert new.user.username == "Alice"
+        assert new.user.user_id != old.user_id
+        assert alice.refresh is not None
+        with pytest.raises(InvalidRefreshToken):
+            accounts.refresh(alice.refresh.encode(), CLIENT)
+        with pytest.raises(TokenRevoked):
+            accounts.authorize(old_claims)
+        with pytest.raises(UserNotFound):
+            accounts.profile(old)
+        assert sorted(kinds(accounts, new.user.owner)) == ["login", "signup"]
+
+    def test_a_stale_session_row_under_the_name_is_not_the_new_accounts(
+        self, accounts: Accounts, stores: Stores, clock: FakeClock
+    ) -> None:
+        accounts.register("bob", PASSWORD, CLIENT)
+        first = accounts.login("bob", PASSWORD, CLIENT)
+        # A purge that took the profile but missed a session row (as a version without the
+        # conditional session write could): the row stays the old account's.
+        if isinstance(stores.users, InMemoryUserRepository):
+            stores.users.delete_owned("bob")
+        else:
+            table = stores.users._table
+            table.delete_item(Key=user_key("bob"))
+            table.delete_item(Key=name_claim_key("bob"))
+        accounts.register("bob", PASSWORD, CLIENT)
+        new = accounts.login("bob", PASSWORD, CLIENT)
+        assert stores.sessions.get("bob", first.session.session_id) is not None
+        listed = accounts.list_sessions(new.user.owner)
+        assert [session.session_id for session in listed] == [new.session.session_id]
+        with pytest.raises(TokenRevoked):
+            accounts.authorize(accounts_claims(accounts, first))
+
+    def test_names_differing_only_in_case_are_one_name(self, accounts: Accounts) -> None:
+        accounts.register("Carol", PASSWORD, CLIENT)
+        for other in ("carol", "CAROL"):
+            with pytest.raises(UsernameTaken):
+                accounts.register(other, PASSWORD, CLIENT)
+        # Any case logs in to the one account, which keeps the case it was typed in.
+        assert accounts.login("cAROL", PASSWORD, CLIENT).user.username == "Carol"
+        with pytest.raises(InvalidCredentials):
+            accounts.login("CAROL", "wrong password", CLIENT)
+
+    def test_legacy_rows_get_an_id_on_first_use_and_keep_their_exact_names(
+        self, accounts: Accounts, stores: Stores
+    ) -> None:
+        upper, lower = node_scrypt_hashes(["upper password 1", "lower password 1"])
+        add_legacy(stores.users, "Dan", upper)
+        add_legacy(stores.users, "dan", lower)
+        with pytest.raises(InvalidCredentials):
+            accounts.login("Dan", "wrong password", CLIENT)
+        first = stores.users.get("Dan")
+        assert first is not None
+        assert first.user_id is not None
+        assert accounts.login("Dan", "upper password 1", CLIENT).user.user_id == first.user_id
+        second = accounts.login("dan", "lower password 1", CLIENT).user
+        assert second.user_id not in {None, first.user_id}
+        with pytest.raises(UsernameTaken):
+            accounts.register("DAN", PASSWORD, CLIENT)
+
+
+def accounts_claims(accounts: Accounts, signed_in: SignedIn) -> Claims:
+    return accounts._tokens.verify(signed_in.access.token)
+
+
+def accounts_sessions(accounts: Accounts) -> Sessions:
+    return accounts._sessions

@@ -7,12 +7,14 @@ import pytest
 from chalicelib.administration import Administration
 from chalicelib.deletion import AccountPurge
 from chalicelib.events import Client, SecurityEvents
+from chalicelib.identity import Owner
 from chalicelib.stores import Stores
 from chalicelib.users import UserNotFound
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, owner_of
 from tests.test_accounts import PASSWORD, build
 
 CLIENT = Client(ip="203.0.113.9", user_agent="pytest")
+ROOT = owner_of("root")
 
 
 @pytest.fixture
@@ -31,13 +33,13 @@ def administration(memory: Stores, clock: FakeClock) -> Administration:
     )
 
 
-def kinds(memory: Stores, username: str) -> list[str]:
-    return [event.kind for event in memory.events.list(username, limit=50, cursor=None).events]
+def kinds(memory: Stores, owner: Owner) -> list[str]:
+    return [event.kind for event in memory.events.list(owner, limit=50, cursor=None).events]
 
 
 def test_created_users_are_listed_and_read(administration: Administration, memory: Stores) -> None:
     for name in ("carol", "dave", "erin"):
-        administration.create_user(name, PASSWORD, role="user", admin="root", client=CLIENT)
+        administration.create_user(name, PASSWORD, role="user", admin=ROOT, client=CLIENT)
     page = administration.list_users(limit=2, cursor=None)
     assert page.cursor is not None
     rest = administration.list_users(limit=2, cursor=page.cursor)
@@ -46,36 +48,34 @@ def test_created_users_are_listed_and_read(administration: Administration, memor
     assert administration.get("dave").role == "user"
     with pytest.raises(UserNotFound):
         administration.get("nobody")
-    assert kinds(memory, "root") == ["admin_create_user"] * 3
+    assert kinds(memory, ROOT) == ["admin_create_user"] * 3
 
 
 def test_access_changes_are_applied_and_logged(
     administration: Administration, memory: Stores
 ) -> None:
-    administration.create_user("carol", PASSWORD, role="user", admin="root", client=CLIENT)
+    administration.create_user("carol", PASSWORD, role="user", admin=ROOT, client=CLIENT)
     changed = administration.update_user(
-        "carol", role="admin", disabled=True, admin="root", client=CLIENT
+        "carol", role="admin", disabled=True, admin=ROOT, client=CLIENT
     )
     assert (changed.role, changed.disabled) == ("admin", True)
     assert administration.get("carol") == changed
     with pytest.raises(UserNotFound):
-        administration.update_user(
-            "ghost", role="admin", disabled=None, admin="root", client=CLIENT
-        )
-    assert kinds(memory, "root").count("admin_update_user") == 1
+        administration.update_user("ghost", role="admin", disabled=None, admin=ROOT, client=CLIENT)
+    assert kinds(memory, ROOT).count("admin_update_user") == 1
 
 
 def test_deleting_a_user_takes_their_data_and_is_logged(
     administration: Administration, memory: Stores, clock: FakeClock
 ) -> None:
-    administration.create_user("carol", PASSWORD, role="user", admin="root", client=CLIENT)
+    administration.create_user("carol", PASSWORD, role="user", admin=ROOT, client=CLIENT)
     signed_in = build(memory, clock).login("carol", PASSWORD, CLIENT)
-    administration.delete_user("carol", admin="root", client=CLIENT)
+    administration.delete_user("carol", admin=ROOT, client=CLIENT)
     with pytest.raises(UserNotFound):
         administration.get("carol")
     assert memory.sessions.get("carol", signed_in.session.session_id) is None
-    assert kinds(memory, "carol") == []
-    assert "admin_delete_user" in kinds(memory, "root")
-    administration.delete_user("carol", admin="root", client=CLIENT)  # idempotent
-    assert kinds(memory, "root").count("admin_delete_user") == 2
+    assert kinds(memory, signed_in.user.owner) == []
+    assert "admin_delete_user" in kinds(memory, ROOT)
+    administration.delete_user("carol", admin=ROOT, client=CLIENT)  # idempotent
+    assert kinds(memory, ROOT).count("admin_delete_user") == 2
     assert memory.users.get("carol") is None

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from typing import Any
@@ -44,15 +45,18 @@ def test_signup_login_and_profile(api: Api) -> None:
     assert set(body) == {"message", "token", "username", "expiresIn", "sessionId"}
     assert (body["username"], body["expiresIn"]) == ("alice", 900)
     claims = jwt.decode(body["token"], options={"verify_signature": False})
-    assert (claims["sub"], claims["username"], claims["role"]) == ("alice", "alice", "user")
+    assert (claims["username"], claims["role"]) == ("alice", "user")
+    # The subject is the account's immutable id, which the profile shows too.
+    assert re.fullmatch("[0-9a-f]{32}", claims["sub"])
     assert claims["iss"] == "gatehouse"
     assert claims["aud"] == "gatehouse-api"
 
     response = api.get("/auth/user", body["token"])
     assert response.status_code == 200
     profile = response.json_body
-    assert set(profile) == {"username", "createdAt", "role", "updatedAt"}
+    assert set(profile) == {"username", "userId", "createdAt", "role", "updatedAt"}
     assert (profile["username"], profile["role"]) == ("alice", "user")
+    assert profile["userId"] == claims["sub"]
     assert "$scrypt$" not in response.body.decode()
     assert response.headers["Cache-Control"] == "no-store"
 
@@ -85,8 +89,12 @@ def test_a_user_of_the_original_system_logs_in_with_the_old_password(api: Api, t
         }
     )
     token = api.login("Legacy User", "my old password")
+    stored = table.get_item(Key=user_key("Legacy User"))["Item"]
+    # Its first use gave the row an id, the token's subject.
+    assert jwt.decode(token, options={"verify_signature": False})["sub"] == stored["userId"]
     assert api.get("/auth/user", token).json_body == {
         "username": "Legacy User",
+        "userId": stored["userId"],
         "createdAt": "2024-05-01T10:00:00.000Z",
         "role": "user",
         "updatedAt": table.get_item(Key=user_key("Legacy User"))["Item"]["updatedAt"],

@@ -3,6 +3,7 @@ in-memory twin), and the purge of uploaded objects."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -11,11 +12,10 @@ from chalicelib.deletion import AccountPurge, DynamoDBPartitionRepository
 from chalicelib.events import Event
 from chalicelib.items import Item
 from chalicelib.keys import user_key
-from chalicelib.limits import Failures
 from chalicelib.sessions import RefreshToken, Session
 from chalicelib.stores import Stores
 from chalicelib.uploads import Upload
-from chalicelib.users import User
+from tests.conftest import account, owner_of
 from tools.localaws import Resources
 
 NOW = "2026-01-01T00:00:00.000Z"
@@ -23,9 +23,11 @@ NOW = "2026-01-01T00:00:00.000Z"
 
 def fill(stores: Stores, name: str) -> None:
     """One row of every kind the account can own."""
-    stores.users.add(User(username=name, password_hash="h", created_at=NOW))
+    owner = owner_of(name)
+    stores.users.add(account(name))
     session = Session(
         username=name,
+        user_id=owner.user_id,
         session_id="s" * 22,
         user_agent="pytest",
         created_at=1,
@@ -35,10 +37,20 @@ def fill(stores: Stores, name: str) -> None:
         token_version=0,
     )
     stores.sessions.create(session, RefreshToken(username=name, secret="a" * 43))
-    stores.items.add(Item(owner=name, item_id="0" * 28, name="n", created_at=NOW, updated_at=NOW))
+    stores.items.add(
+        Item(
+            owner=name,
+            owner_id=owner.user_id,
+            item_id="0" * 28,
+            name="n",
+            created_at=NOW,
+            updated_at=NOW,
+        )
+    )
     stores.uploads.add(
         Upload(
             owner=name,
+            owner_id=owner.user_id,
             upload_id="1" * 28,
             kind="image",
             filename="a.png",
@@ -51,29 +63,27 @@ def fill(stores: Stores, name: str) -> None:
         expires_at=10,
     )
     stores.events.add(
-        name,
+        owner,
         Event(kind="signup", at=NOW, ip="203.0.113.7", user_agent="pytest", details={}),
         expires_at=10,
-    )
-    stores.limits.count_attempt(
-        name, "203.0.113.7", previous=None, new=Failures(count=1, last_attempt_at=1), expires_at=9
     )
 
 
 def test_deleting_a_partition_takes_every_row_and_only_that_users(stores: Stores) -> None:
     fill(stores, "alice")
     fill(stores, "alicia")
-    # Profile, session, refresh token, item, upload, event, failure counter.
+    alice, alicia = owner_of("alice"), owner_of("alicia")
+    # Profile, name claim, session, refresh token, item, upload, event.
     assert stores.partitions.delete_partition("alice") == 7
     assert stores.users.get("alice") is None
+    assert stores.users.find("ALICE") is None
     assert stores.sessions.all("alice") == []
-    assert stores.items.list("alice", status=None, limit=10, cursor=None).items == []
-    assert stores.uploads.list("alice", limit=10, cursor=None).uploads == []
-    assert stores.events.list("alice", limit=10, cursor=None).events == []
-    assert stores.limits.failures("alice", "203.0.113.7") is None
+    assert stores.items.list(alice, status=None, limit=10, cursor=None).items == []
+    assert stores.uploads.list(alice, limit=10, cursor=None).uploads == []
+    assert stores.events.list(alice, limit=10, cursor=None).events == []
     assert stores.partitions.delete_partition("alice") == 0
     assert stores.users.get("alicia") is not None
-    assert len(stores.items.list("alicia", status=None, limit=10, cursor=None).items) == 1
+    assert len(stores.items.list(alicia, status=None, limit=10, cursor=None).items) == 1
     assert len(stores.sessions.all("alicia")) == 1
 
 
@@ -93,3 +103,12 @@ def test_the_dynamodb_purge_takes_rows_it_does_not_know_and_the_objects(
     remaining = s3.list_objects_v2(Bucket=resources.uploads_bucket)["Contents"]
     assert [entry["Key"] for entry in remaining] == ["uploads/users/alicia/images/2/b.png"]
     assert purge.purge("alice") == 0
+
+
+def test_a_deleted_name_is_free_again_in_any_case(stores: Stores) -> None:
+    fill(stores, "alice")
+    stores.partitions.delete_partition("alice")
+    stores.users.add(replace(account("alice"), username="Alice", user_id="f" * 32))
+    assert stores.users.find("alice") == replace(
+        account("alice"), username="Alice", user_id="f" * 32
+    )

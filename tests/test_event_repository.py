@@ -8,9 +8,13 @@ from datetime import UTC, datetime
 import pytest
 
 from chalicelib.events import Client, Event, InMemorySecurityEventRepository, SecurityEvents
+from chalicelib.identity import Owner
 from chalicelib.paging import InvalidCursor, encode_cursor
 from chalicelib.stores import Stores
 from tests.conftest import FakeClock, follow
+
+ALICE = Owner("alice", "a" * 32)
+BOB = Owner("bob", "b" * 32)
 
 
 def event(n: int, **details: object) -> Event:
@@ -25,10 +29,10 @@ def event(n: int, **details: object) -> Event:
 
 def test_events_read_back_newest_first_in_pages_without_gaps(stores: Stores) -> None:
     for n in range(1, 6):
-        stores.events.add("alice", event(n, seconds=n, target="bob"), expires_at=2_000_000_000)
-    stores.events.add("bob", event(9), expires_at=2_000_000_000)
+        stores.events.add(ALICE, event(n, seconds=n, target="bob"), expires_at=2_000_000_000)
+    stores.events.add(BOB, event(9), expires_at=2_000_000_000)
     listed = follow(
-        lambda cursor: stores.events.list("alice", limit=2, cursor=cursor), lambda page: page.cursor
+        lambda cursor: stores.events.list(ALICE, limit=2, cursor=cursor), lambda page: page.cursor
     )
     pages = [page.events for page in listed]
     assert pages == [
@@ -36,33 +40,33 @@ def test_events_read_back_newest_first_in_pages_without_gaps(stores: Stores) -> 
         [event(3, seconds=3, target="bob"), event(2, seconds=2, target="bob")],
         [event(1, seconds=1, target="bob")],
     ]
-    full = stores.events.list("alice", limit=5, cursor=None)
+    full = stores.events.list(ALICE, limit=5, cursor=None)
     assert (len(full.events), full.cursor) == (5, None)
-    assert stores.events.list("carol", limit=5, cursor=None).events == []
+    assert stores.events.list(Owner("carol", "c" * 32), limit=5, cursor=None).events == []
 
 
 def test_events_of_one_millisecond_are_all_kept(stores: Stores) -> None:
     for _ in range(3):
-        stores.events.add("alice", event(1), expires_at=2_000_000_000)
-    assert stores.events.list("alice", limit=10, cursor=None).events == [event(1)] * 3
+        stores.events.add(ALICE, event(1), expires_at=2_000_000_000)
+    assert stores.events.list(ALICE, limit=10, cursor=None).events == [event(1)] * 3
 
 
 def test_a_cursor_names_only_a_row_of_the_callers_log(stores: Stores) -> None:
     for n in range(1, 3):
-        stores.events.add("alice", event(n), expires_at=2_000_000_000)
-    cursor = stores.events.list("alice", limit=1, cursor=None).cursor
+        stores.events.add(ALICE, event(n), expires_at=2_000_000_000)
+    cursor = stores.events.list(ALICE, limit=1, cursor=None).cursor
     assert cursor is not None
-    assert stores.events.list("bob", limit=5, cursor=cursor).events == []
+    assert stores.events.list(BOB, limit=5, cursor=cursor).events == []
     for bad in ("garbage", encode_cursor({"sk": "PROFILE"})):
         with pytest.raises(InvalidCursor):
-            stores.events.list("alice", limit=1, cursor=bad)
+            stores.events.list(ALICE, limit=1, cursor=bad)
 
 
 def test_the_service_records_who_when_and_details() -> None:
     clock = FakeClock(datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=UTC))
     events = SecurityEvents(InMemorySecurityEventRepository(), clock=clock)
-    events.record("alice", "login", Client(ip="198.51.100.1", user_agent="x" * 300), sessionId="s")
-    assert events.list("alice", limit=5).events == [
+    events.record(ALICE, "login", Client(ip="198.51.100.1", user_agent="x" * 300), sessionId="s")
+    assert events.list(ALICE, limit=5).events == [
         Event(
             kind="login",
             at="2026-03-04T05:06:07.890Z",
@@ -71,3 +75,11 @@ def test_the_service_records_who_when_and_details() -> None:
             details={"sessionId": "s"},
         )
     ]
+
+
+def test_a_log_shows_only_its_accounts_rows(stores: Stores) -> None:
+    stores.events.add("alice", event(1), expires_at=2_000_000_000)
+    stores.events.add(Owner("alice", "e" * 32), event(2), expires_at=2_000_000_000)
+    stores.events.add(ALICE, event(3), expires_at=2_000_000_000)
+    # Attempts at the name before the account existed, and an earlier account's events.
+    assert stores.events.list(ALICE, limit=5, cursor=None).events == [event(3)]

@@ -13,19 +13,19 @@ from chalicelib.items import Item, ItemNotFound, ItemPage, VersionMismatch
 from chalicelib.keys import ConcurrentChange, OwnerMissing
 from chalicelib.paging import InvalidCursor, encode_cursor
 from chalicelib.stores import Stores
-from chalicelib.users import User
-from tests.conftest import follow
+from tests.conftest import account, follow, owner_of
 
 NOW = "2026-01-01T00:00:00.000Z"
 
 
 def user(stores: Stores, name: str) -> None:
-    stores.users.add(User(username=name, password_hash="h", created_at=NOW))
+    stores.users.add(account(name))
 
 
 def item(owner: str, n: int, **changes: Any) -> Item:
     base = Item(
         owner=owner,
+        owner_id=owner_of(owner).user_id,
         item_id=f"{n:012x}{n:016x}",
         name=f"item {n}",
         data={"n": n, "half": 0.5, "whole": 2.0, "list": [1, "a", True, None]},
@@ -46,23 +46,23 @@ def owners(stores: Stores) -> Stores:
 def test_an_added_item_reads_back_with_numbers_as_stored(owners: Stores) -> None:
     owners.items.add(item("alice", 1))
     # DynamoDB keeps numbers as decimals: 2.0 comes back as 2, 0.5 as 0.5.
-    assert owners.items.get("alice", item("alice", 1).item_id) == item(
+    assert owners.items.get(owner_of("alice"), item("alice", 1).item_id) == item(
         "alice", 1, data={"n": 1, "half": 0.5, "whole": 2, "list": [1, "a", True, None]}
     )
-    assert owners.items.get("bob", item("alice", 1).item_id) is None
+    assert owners.items.get(owner_of("bob"), item("alice", 1).item_id) is None
 
 
 def test_an_item_needs_its_owner(stores: Stores) -> None:
     with pytest.raises(OwnerMissing):
         stores.items.add(item("ghost", 1))
-    assert stores.items.get("ghost", item("ghost", 1).item_id) is None
+    assert stores.items.get(owner_of("ghost"), item("ghost", 1).item_id) is None
 
 
 def test_an_existing_id_is_not_overwritten(owners: Stores) -> None:
     owners.items.add(item("alice", 1))
     with pytest.raises(ConcurrentChange):
         owners.items.add(item("alice", 1, name="other"))
-    stored = owners.items.get("alice", item("alice", 1).item_id)
+    stored = owners.items.get(owner_of("alice"), item("alice", 1).item_id)
     assert stored is not None
     assert stored.name == "item 1"
 
@@ -71,7 +71,7 @@ def test_update_is_conditional_on_the_version(owners: Stores) -> None:
     owners.items.add(item("alice", 1))
     item_id = item("alice", 1).item_id
     updated = owners.items.update(
-        "alice",
+        owner_of("alice"),
         item_id,
         expected_version=1,
         name="renamed",
@@ -88,17 +88,29 @@ def test_update_is_conditional_on_the_version(owners: Stores) -> None:
         updated_at="2026-02-02T00:00:00.000Z",
         version=2,
     )
-    assert owners.items.get("alice", item_id) == updated
+    assert owners.items.get(owner_of("alice"), item_id) == updated
     with pytest.raises(VersionMismatch) as stale:
         owners.items.update(
-            "alice", item_id, expected_version=1, name="x", data={}, status="active", updated_at=NOW
+            owner_of("alice"),
+            item_id,
+            expected_version=1,
+            name="x",
+            data={},
+            status="active",
+            updated_at=NOW,
         )
     assert stale.value.current == 2
     with pytest.raises(ItemNotFound):
         owners.items.update(
-            "bob", item_id, expected_version=2, name="x", data={}, status="active", updated_at=NOW
+            owner_of("bob"),
+            item_id,
+            expected_version=2,
+            name="x",
+            data={},
+            status="active",
+            updated_at=NOW,
         )
-    assert owners.items.get("bob", item_id) is None
+    assert owners.items.get(owner_of("bob"), item_id) is None
 
 
 def test_concurrent_updates_of_one_version_let_exactly_one_win(owners: Stores) -> None:
@@ -111,7 +123,7 @@ def test_concurrent_updates_of_one_version_let_exactly_one_win(owners: Stores) -
         barrier.wait()
         try:
             owners.items.update(
-                "alice",
+                owner_of("alice"),
                 item_id,
                 expected_version=1,
                 name=f"writer {index}",
@@ -129,7 +141,7 @@ def test_concurrent_updates_of_one_version_let_exactly_one_win(owners: Stores) -
     for thread in threads:
         thread.join()
     assert sorted(outcomes) == ["stale"] * 7 + ["updated"]
-    stored = owners.items.get("alice", item_id)
+    stored = owners.items.get(owner_of("alice"), item_id)
     assert stored is not None
     assert stored.version == 2
 
@@ -138,18 +150,24 @@ def test_delete_is_conditional_and_never_resurrects(owners: Stores) -> None:
     owners.items.add(item("alice", 1))
     item_id = item("alice", 1).item_id
     with pytest.raises(VersionMismatch):
-        owners.items.delete("alice", item_id, expected_version=2)
+        owners.items.delete(owner_of("alice"), item_id, expected_version=2)
     with pytest.raises(ItemNotFound):
-        owners.items.delete("bob", item_id, expected_version=None)
-    owners.items.delete("alice", item_id, expected_version=1)
-    assert owners.items.get("alice", item_id) is None
+        owners.items.delete(owner_of("bob"), item_id, expected_version=None)
+    owners.items.delete(owner_of("alice"), item_id, expected_version=1)
+    assert owners.items.get(owner_of("alice"), item_id) is None
     with pytest.raises(ItemNotFound):
-        owners.items.delete("alice", item_id, expected_version=None)
+        owners.items.delete(owner_of("alice"), item_id, expected_version=None)
     with pytest.raises(ItemNotFound):
         owners.items.update(
-            "alice", item_id, expected_version=1, name="x", data={}, status="active", updated_at=NOW
+            owner_of("alice"),
+            item_id,
+            expected_version=1,
+            name="x",
+            data={},
+            status="active",
+            updated_at=NOW,
         )
-    assert owners.items.get("alice", item_id) is None
+    assert owners.items.get(owner_of("alice"), item_id) is None
 
 
 def all_pages(list_page: Callable[..., ItemPage], limit: int) -> list[list[str]]:
@@ -165,7 +183,7 @@ def test_listing_is_newest_first_in_pages_without_gaps(owners: Stores, status: s
     expected = [item("alice", n).item_id for n in range(7, 0, -1) if status is None or n % 2]
 
     def list_page(*, limit: int, cursor: str | None) -> ItemPage:
-        return owners.items.list("alice", status=status, limit=limit, cursor=cursor)
+        return owners.items.list(owner_of("alice"), status=status, limit=limit, cursor=cursor)
 
     pages = all_pages(list_page, 2)
     assert [found for page in pages for found in page] == expected
@@ -177,12 +195,12 @@ def test_listing_is_newest_first_in_pages_without_gaps(owners: Stores, status: s
 def test_a_cursor_names_only_a_row_of_the_caller(owners: Stores) -> None:
     for n in range(1, 4):
         owners.items.add(item("alice", n))
-    cursor = owners.items.list("alice", status=None, limit=1, cursor=None).cursor
+    cursor = owners.items.list(owner_of("alice"), status=None, limit=1, cursor=None).cursor
     assert cursor is not None
-    assert owners.items.list("bob", status=None, limit=10, cursor=cursor).items == []
+    assert owners.items.list(owner_of("bob"), status=None, limit=10, cursor=cursor).items == []
     for bad in ("garbage", encode_cursor({"sk": "PROFILE"}), encode_cursor({"pk": "USER#bob"})):
         with pytest.raises(InvalidCursor):
-            owners.items.list("alice", status=None, limit=1, cursor=bad)
+            owners.items.list(owner_of("alice"), status=None, limit=1, cursor=bad)
 
 
 def test_by_status_lists_every_owner_newest_first(owners: Stores) -> None:
@@ -205,7 +223,7 @@ def test_by_status_lists_every_owner_newest_first(owners: Stores) -> None:
 def test_an_update_moves_the_item_between_statuses(owners: Stores) -> None:
     owners.items.add(item("alice", 1, status="pending"))
     owners.items.update(
-        "alice",
+        owner_of("alice"),
         item("alice", 1).item_id,
         expected_version=1,
         name="done",

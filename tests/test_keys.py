@@ -11,6 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from chalicelib.events import DynamoDBSecurityEventRepository, Event
+from chalicelib.identity import Owner
 from chalicelib.items import DynamoDBItemRepository, Item
 from chalicelib.keys import error_code, user_key
 from chalicelib.limits import DynamoDBLimitRepository, Failures
@@ -22,18 +23,27 @@ NOW = "2026-01-01T00:00:00.000Z"
 ITEM_ID = "0123456789ab" + "0" * 16
 
 
+ALICE = Owner("alice", "a" * 32)
+
+
 def rows(table: Any) -> list[dict[str, Any]]:
-    return sorted(table.scan()["Items"], key=lambda row: (row["pk"], row["sk"]))
+    """Every row but alice's profile and name claim."""
+    every = sorted(table.scan()["Items"], key=lambda row: (row["pk"], row["sk"]))
+    return [row for row in every if row["sk"] not in {"PROFILE", "NAME"}]
 
 
 def add_alice(table: Any) -> None:
-    DynamoDBUserRepository(table).add(User(username="alice", password_hash="h", created_at=NOW))
+    DynamoDBUserRepository(table).add(
+        User(username="alice", user_id=ALICE.user_id, password_hash="h", created_at=NOW)
+    )
 
 
 def test_session_and_refresh_rows(table: Any) -> None:
+    add_alice(table)
     repository = DynamoDBSessionRepository(table)
     session = Session(
         username="alice",
+        user_id=ALICE.user_id,
         session_id="s" * 22,
         user_agent="pytest",
         created_at=100,
@@ -51,6 +61,7 @@ def test_session_and_refresh_rows(table: Any) -> None:
             "pk": "USER#alice",
             "sk": f"REFRESH#{first.digest}",
             "sessionId": "s" * 22,
+            "userId": ALICE.user_id,
             "state": "consumed",
             "consumedAt": 200,
             "expiresAt": 900,
@@ -59,6 +70,7 @@ def test_session_and_refresh_rows(table: Any) -> None:
             "pk": "USER#alice",
             "sk": f"REFRESH#{second.digest}",
             "sessionId": "s" * 22,
+            "userId": ALICE.user_id,
             "state": "active",
             "expiresAt": 900,
         },
@@ -66,6 +78,7 @@ def test_session_and_refresh_rows(table: Any) -> None:
             "pk": "USER#alice",
             "sk": "SESSION#" + "s" * 22,
             "sessionId": "s" * 22,
+            "userId": ALICE.user_id,
             "userAgent": "pytest",
             "createdAt": 100,
             "lastUsedAt": 200,
@@ -90,7 +103,8 @@ def test_a_session_row_without_the_later_attributes_reads(table: Any) -> None:
     )
     session = DynamoDBSessionRepository(table).get("alice", "s" * 22)
     assert session is not None
-    assert (session.user_agent, session.token_version) == ("", 0)
+    # Without an account id it can never be live again: its account logs in once more.
+    assert (session.user_agent, session.token_version, session.user_id) == ("", 0, "")
 
 
 def test_item_row_and_its_index_keys(table: Any) -> None:
@@ -98,6 +112,7 @@ def test_item_row_and_its_index_keys(table: Any) -> None:
     DynamoDBItemRepository(table).add(
         Item(
             owner="alice",
+            owner_id=ALICE.user_id,
             item_id=ITEM_ID,
             name="note",
             data={"x": 1.5, "n": 2},
@@ -110,6 +125,7 @@ def test_item_row_and_its_index_keys(table: Any) -> None:
         "pk": "USER#alice",
         "sk": f"ITEM#{ITEM_ID}",
         "owner": "alice",
+        "userId": ALICE.user_id,
         "itemId": ITEM_ID,
         "name": "note",
         "data": {"x": Decimal("1.5"), "n": 2},
@@ -128,6 +144,7 @@ def test_upload_row_pending_then_ready(table: Any) -> None:
     repository.add(
         Upload(
             owner="alice",
+            owner_id=ALICE.user_id,
             upload_id=ITEM_ID,
             kind="image",
             filename="a.png",
@@ -143,6 +160,7 @@ def test_upload_row_pending_then_ready(table: Any) -> None:
         "pk": "USER#alice",
         "sk": f"UPLOAD#{ITEM_ID}",
         "owner": "alice",
+        "userId": ALICE.user_id,
         "uploadId": ITEM_ID,
         "kind": "image",
         "filename": "a.png",
@@ -153,22 +171,20 @@ def test_upload_row_pending_then_ready(table: Any) -> None:
         "createdAt": NOW,
         "expiresAt": 1234,
     }
-    assert rows(table)[1] == pending
-    repository.mark_ready("alice", ITEM_ID)
+    assert rows(table) == [pending]
+    repository.mark_ready(ALICE, ITEM_ID)
     ready = {key: value for key, value in pending.items() if key != "expiresAt"}
-    assert rows(table)[1] == {**ready, "status": "ready"}
+    assert rows(table) == [{**ready, "status": "ready"}]
 
 
 def test_event_row(table: Any) -> None:
-    DynamoDBSecurityEventRepository(table).add(
-        "alice",
-        Event(kind="login", at=NOW, ip="203.0.113.7", user_agent="pytest", details={"n": 1}),
-        expires_at=99,
-    )
+    event = Event(kind="login", at=NOW, ip="203.0.113.7", user_agent="pytest", details={"n": 1})
+    DynamoDBSecurityEventRepository(table).add(ALICE, event, expires_at=99)
     (row,) = rows(table)
     assert re.fullmatch(r"EVENT#2026-01-01T00:00:00\.000Z#[0-9a-f]{8}", row.pop("sk"))
     assert row == {
         "pk": "USER#alice",
+        "userId": ALICE.user_id,
         "kind": "login",
         "at": NOW,
         "ip": "203.0.113.7",
@@ -181,7 +197,7 @@ def test_event_row(table: Any) -> None:
 def test_failure_and_rate_rows(table: Any) -> None:
     repository = DynamoDBLimitRepository(table)
     repository.count_attempt(
-        "alice",
+        "Alice",
         "203.0.113.7",
         previous=None,
         new=Failures(count=1, last_attempt_at=100, locked_until=101),
@@ -189,15 +205,15 @@ def test_failure_and_rate_rows(table: Any) -> None:
     )
     repository.hit("203.0.113.7", window_start=60, expires_at=180)
     assert rows(table) == [
-        {"pk": "RATE#203.0.113.7", "sk": "WINDOW#60", "hits": 1, "expiresAt": 180},
         {
-            "pk": "USER#alice",
-            "sk": "LOGINFAIL#203.0.113.7",
+            "pk": "LOGIN#alice",
+            "sk": "FAIL#203.0.113.7",
             "failures": 1,
             "lastAttemptAt": 100,
             "lockedUntil": 101,
             "expiresAt": 3700,
         },
+        {"pk": "RATE#203.0.113.7", "sk": "WINDOW#60", "hits": 1, "expiresAt": 180},
     ]
 
 

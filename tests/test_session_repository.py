@@ -7,12 +7,17 @@ from dataclasses import replace
 
 import pytest
 
+from chalicelib.keys import OwnerMissing
 from chalicelib.sessions import InvalidRefreshToken, RefreshRecord, RefreshToken, Session
 from chalicelib.stores import Stores
 from chalicelib.users import User
 
+ALICE = User(
+    username="alice", user_id="a" * 32, password_hash="h", created_at="2026-01-01T00:00:00.000Z"
+)
 SESSION = Session(
     username="alice",
+    user_id=ALICE.user_id or "",
     session_id="s" * 22,
     user_agent="pytest",
     created_at=1000,
@@ -26,7 +31,19 @@ SECOND = RefreshToken(username="alice", secret="b" * 43)
 
 
 def started(stores: Stores) -> None:
+    stores.users.add(ALICE)
     stores.sessions.create(SESSION, FIRST)
+
+
+def test_a_session_opens_only_for_the_account_holding_the_name(stores: Stores) -> None:
+    with pytest.raises(OwnerMissing):
+        stores.sessions.create(SESSION, FIRST)
+    stores.users.add(replace(ALICE, user_id="b" * 32))
+    # The name now belongs to another account: a late login of the old one opens nothing.
+    with pytest.raises(OwnerMissing):
+        stores.sessions.create(SESSION, FIRST)
+    assert stores.sessions.get("alice", SESSION.session_id) is None
+    assert stores.sessions.refresh_record(FIRST) is None
 
 
 def test_a_created_session_and_its_token_read_back(stores: Stores) -> None:
@@ -43,10 +60,8 @@ def test_a_created_session_and_its_token_read_back(stores: Stores) -> None:
 def test_with_profile_reads_the_profile_and_the_session(stores: Stores) -> None:
     assert stores.sessions.with_profile("alice", SESSION.session_id) == (None, None)
     started(stores)
-    user = User(username="alice", password_hash="h", created_at="2026-01-01T00:00:00.000Z")
-    stores.users.add(user)
-    assert stores.sessions.with_profile("alice", SESSION.session_id) == (user, SESSION)
-    assert stores.sessions.with_profile("alice", "t" * 22) == (user, None)
+    assert stores.sessions.with_profile("alice", SESSION.session_id) == (ALICE, SESSION)
+    assert stores.sessions.with_profile("alice", "t" * 22) == (ALICE, None)
 
 
 def test_rotation_consumes_the_used_token_and_refreshes_the_session(stores: Stores) -> None:
@@ -113,7 +128,8 @@ def test_all_lists_only_the_users_sessions_and_delete_ends_one(stores: Stores) -
     started(stores)
     other = replace(SESSION, session_id="u" * 22)
     stores.sessions.create(other, SECOND)
-    bob = replace(SESSION, username="bob")
+    stores.users.add(replace(ALICE, username="bob", user_id="c" * 32))
+    bob = replace(SESSION, username="bob", user_id="c" * 32)
     stores.sessions.create(bob, RefreshToken(username="bob", secret="a" * 43))
     assert sorted(s.session_id for s in stores.sessions.all("alice")) == ["s" * 22, "u" * 22]
     assert stores.sessions.delete("alice", "u" * 22)

@@ -68,9 +68,11 @@ def valid_claims(clock: FakeClock) -> dict[str, Any]:
 
 def test_issued_token_verifies_with_all_claims(clock: FakeClock) -> None:
     service, _ = make_service(clock)
-    issued = service.issue(username="alice", role="admin", token_version=3, session_id="s1")
+    issued = service.issue(
+        user_id="id-alice", username="alice", role="admin", token_version=3, session_id="s1"
+    )
     claims = service.verify(issued.token)
-    assert (claims.subject, claims.username, claims.role) == ("alice", "alice", "admin")
+    assert (claims.subject, claims.username, claims.role) == ("id-alice", "alice", "admin")
     assert (claims.token_version, claims.session_id) == (3, "s1")
     assert claims.expires_at - claims.issued_at == 900 == issued.expires_in
     header = jwt.get_unverified_header(issued.token)
@@ -80,7 +82,9 @@ def test_issued_token_verifies_with_all_claims(clock: FakeClock) -> None:
 
 def test_token_expires_exactly_at_its_lifetime(clock: FakeClock) -> None:
     service, _ = make_service(clock)
-    token = service.issue(username="alice", role="user", token_version=0, session_id="s").token
+    token = service.issue(
+        user_id="id-alice", username="alice", role="user", token_version=0, session_id="s"
+    ).token
     clock.advance(seconds=899)
     assert service.verify(token).username == "alice"
     clock.advance(seconds=1)
@@ -186,19 +190,25 @@ def test_garbage_is_rejected(clock: FakeClock, garbage: str) -> None:
 
 def test_keys_are_cached_and_refreshed_after_max_age(clock: FakeClock) -> None:
     service, source = make_service(clock)
-    service.issue(username="alice", role="user", token_version=0, session_id="s")
-    service.issue(username="bob", role="user", token_version=0, session_id="s")
+    service.issue(
+        user_id="id-alice", username="alice", role="user", token_version=0, session_id="s"
+    )
+    service.issue(user_id="id-bob", username="bob", role="user", token_version=0, session_id="s")
     assert source.fetches == 1
     source.ring = KeyRing(current=NEWER, previous=CURRENT)
     clock.advance(minutes=5)
-    token = service.issue(username="alice", role="user", token_version=0, session_id="s").token
+    token = service.issue(
+        user_id="id-alice", username="alice", role="user", token_version=0, session_id="s"
+    ).token
     assert jwt.get_unverified_header(token)["kid"] == NEWER.kid
     assert source.fetches == 2
 
 
 def test_unknown_kid_refetches_at_a_bounded_rate(clock: FakeClock) -> None:
     service, source = make_service(clock)
-    service.issue(username="alice", role="user", token_version=0, session_id="s")
+    service.issue(
+        user_id="id-alice", username="alice", role="user", token_version=0, session_id="s"
+    )
     clock.advance(seconds=31)
     # Another container rotated the key: a token with the new kid is accepted at once.
     source.ring = KeyRing(current=NEWER, previous=CURRENT)

@@ -11,8 +11,7 @@ from chalicelib.keys import OwnerMissing
 from chalicelib.paging import InvalidCursor, encode_cursor
 from chalicelib.stores import Stores
 from chalicelib.uploads import Upload, UploadNotFound
-from chalicelib.users import User
-from tests.conftest import follow
+from tests.conftest import account, follow, owner_of
 
 NOW = "2026-01-01T00:00:00.000Z"
 
@@ -21,6 +20,7 @@ def upload(owner: str, n: int, **changes: Any) -> Upload:
     upload_id = f"{n:012x}{n:016x}"
     base = Upload(
         owner=owner,
+        owner_id=owner_of(owner).user_id,
         upload_id=upload_id,
         kind="image",
         filename=f"photo {n}.png",
@@ -36,35 +36,35 @@ def upload(owner: str, n: int, **changes: Any) -> Upload:
 @pytest.fixture
 def owners(stores: Stores) -> Stores:
     for name in ("alice", "bob"):
-        stores.users.add(User(username=name, password_hash="h", created_at=NOW))
+        stores.users.add(account(name))
     return stores
 
 
 def test_a_record_reads_back_and_becomes_ready(owners: Stores) -> None:
     owners.uploads.add(upload("alice", 1), expires_at=2_000_000_000)
     upload_id = upload("alice", 1).upload_id
-    assert owners.uploads.get("alice", upload_id) == upload("alice", 1)
-    assert owners.uploads.get("bob", upload_id) is None
-    owners.uploads.mark_ready("alice", upload_id)
-    assert owners.uploads.get("alice", upload_id) == upload("alice", 1, status="ready")
+    assert owners.uploads.get(owner_of("alice"), upload_id) == upload("alice", 1)
+    assert owners.uploads.get(owner_of("bob"), upload_id) is None
+    owners.uploads.mark_ready(owner_of("alice"), upload_id)
+    assert owners.uploads.get(owner_of("alice"), upload_id) == upload("alice", 1, status="ready")
 
 
 def test_a_record_needs_its_owner(stores: Stores) -> None:
     with pytest.raises(OwnerMissing):
         stores.uploads.add(upload("ghost", 1), expires_at=2_000_000_000)
-    assert stores.uploads.get("ghost", upload("ghost", 1).upload_id) is None
+    assert stores.uploads.get(owner_of("ghost"), upload("ghost", 1).upload_id) is None
 
 
 def test_a_deleted_record_is_not_made_ready_again(owners: Stores) -> None:
     owners.uploads.add(upload("alice", 1), expires_at=2_000_000_000)
     upload_id = upload("alice", 1).upload_id
-    owners.uploads.delete("alice", upload_id)
-    assert owners.uploads.get("alice", upload_id) is None
+    owners.uploads.delete(owner_of("alice"), upload_id)
+    assert owners.uploads.get(owner_of("alice"), upload_id) is None
     with pytest.raises(UploadNotFound):
-        owners.uploads.mark_ready("alice", upload_id)
-    assert owners.uploads.get("alice", upload_id) is None
+        owners.uploads.mark_ready(owner_of("alice"), upload_id)
+    assert owners.uploads.get(owner_of("alice"), upload_id) is None
     with pytest.raises(UploadNotFound):
-        owners.uploads.mark_ready("bob", upload_id)
+        owners.uploads.mark_ready(owner_of("bob"), upload_id)
 
 
 def test_listing_is_newest_first_in_pages_without_gaps(owners: Stores) -> None:
@@ -72,21 +72,23 @@ def test_listing_is_newest_first_in_pages_without_gaps(owners: Stores) -> None:
         owners.uploads.add(upload("alice", n), expires_at=2_000_000_000)
     owners.uploads.add(upload("bob", 9), expires_at=2_000_000_000)
     listed = follow(
-        lambda cursor: owners.uploads.list("alice", limit=2, cursor=cursor),
+        lambda cursor: owners.uploads.list(owner_of("alice"), limit=2, cursor=cursor),
         lambda page: page.cursor,
     )
     seen = [[found.upload_id for found in page.uploads] for page in listed]
     ids = [upload("alice", n).upload_id for n in range(5, 0, -1)]
     assert seen == [ids[:2], ids[2:4], ids[4:]]
-    last = owners.uploads.list("alice", limit=5, cursor=None)
+    last = owners.uploads.list(owner_of("alice"), limit=5, cursor=None)
     assert (len(last.uploads), last.cursor) == (5, None)
 
 
 def test_a_cursor_names_only_a_row_of_the_caller(owners: Stores) -> None:
     for n in range(1, 3):
         owners.uploads.add(upload("alice", n), expires_at=2_000_000_000)
-    cursor = owners.uploads.list("alice", limit=1, cursor=None).cursor
+    cursor = owners.uploads.list(owner_of("alice"), limit=1, cursor=None).cursor
     assert cursor is not None
-    assert owners.uploads.list("bob", limit=5, cursor=cursor).uploads == []
+    assert owners.uploads.list(owner_of("bob"), limit=5, cursor=cursor).uploads == []
     with pytest.raises(InvalidCursor):
-        owners.uploads.list("alice", limit=1, cursor=encode_cursor({"sk": "ITEM#" + "0" * 28}))
+        owners.uploads.list(
+            owner_of("alice"), limit=1, cursor=encode_cursor({"sk": "ITEM#" + "0" * 28})
+        )

@@ -9,7 +9,8 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib.keys import user_key
+from chalicelib.identity import Owner
+from chalicelib.keys import name_claim_key, user_key
 from chalicelib.paging import InvalidCursor
 from chalicelib.users import (
     DynamoDBUserRepository,
@@ -19,7 +20,7 @@ from chalicelib.users import (
     UserNotFound,
     UserRepository,
 )
-from tests.conftest import follow
+from tests.conftest import add_legacy, follow
 from tools.localaws import Resources
 
 
@@ -34,6 +35,7 @@ def repository(request: pytest.FixtureRequest) -> UserRepository:
 
 ALICE = User(
     username="alice",
+    user_id="a" * 32,
     password_hash="$scrypt$hash",
     created_at="2026-01-01T00:00:00.000Z",
     role="user",
@@ -58,14 +60,79 @@ def test_a_taken_username_is_refused_and_the_first_user_kept(repository: UserRep
     assert repository.get("alice") == alice()
 
 
-def test_usernames_are_case_sensitive_as_in_the_original_system(
+def test_names_are_unique_regardless_of_case_and_keep_their_case(
     repository: UserRepository,
 ) -> None:
-    repository.add(alice())
     repository.add(alice(username="Alice"))
-    stored = repository.get("Alice")
+    for other in ("alice", "ALICE", "aLiCe"):
+        with pytest.raises(UsernameTaken):
+            repository.add(alice(username=other, user_id="b" * 32))
+        assert repository.get(other) is None
+    assert repository.get("Alice") == alice(username="Alice")
+
+
+def test_find_reads_the_exact_name_else_the_one_differing_in_case(
+    repository: UserRepository,
+) -> None:
+    repository.add(alice(username="Alice"))
+    assert repository.find("Alice") == alice(username="Alice")
+    assert repository.find("aLICE") == alice(username="Alice")
+    assert repository.find("bob") is None
+
+
+def test_a_legacy_row_blocks_its_name_in_another_case(repository: UserRepository) -> None:
+    add_legacy(repository, "carol")
+    with pytest.raises(UsernameTaken):
+        repository.add(alice(username="Carol"))
+    assert repository.get("Carol") is None
+
+
+def test_legacy_rows_differing_only_in_case_both_stay_reachable(
+    repository: UserRepository,
+) -> None:
+    add_legacy(repository, "Dave")
+    add_legacy(repository, "dave")
+    first = repository.assign_id("Dave", "1" * 32)
+    second = repository.assign_id("dave", "2" * 32)
+    assert (first.user_id, second.user_id) == ("1" * 32, "2" * 32)
+    assert repository.find("Dave") == first
+    assert repository.find("dave") == second
+    # The first one used holds the claim for every other case.
+    assert repository.find("DAVE") == first
+
+
+def test_an_id_is_assigned_once_and_then_kept(repository: UserRepository) -> None:
+    add_legacy(repository, "erin")
+    legacy = repository.get("erin")
+    assert legacy is not None
+    assert legacy.user_id is None
+    assigned = repository.assign_id("erin", "1" * 32)
+    assert assigned.user_id == "1" * 32
+    assert repository.assign_id("erin", "2" * 32) == assigned
+    assert repository.get("erin") == assigned
+    assert repository.find("ERIN") == assigned
+    with pytest.raises(UserNotFound):
+        repository.assign_id("ghost", "3" * 32)
+    assert repository.get("ghost") is None
+
+
+def test_concurrent_first_uses_agree_on_one_id(repository: UserRepository) -> None:
+    add_legacy(repository, "frank")
+    barrier = threading.Barrier(8)
+    ids: list[str | None] = []
+
+    def first_use(index: int) -> None:
+        barrier.wait()
+        ids.append(repository.assign_id("frank", f"{index}" * 32).user_id)
+
+    threads = [threading.Thread(target=first_use, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stored = repository.get("frank")
     assert stored is not None
-    assert stored.username == "Alice"
+    assert set(ids) == {stored.user_id}
 
 
 def test_concurrent_adds_of_one_name_let_exactly_one_win(repository: UserRepository) -> None:
@@ -75,7 +142,7 @@ def test_concurrent_adds_of_one_name_let_exactly_one_win(repository: UserReposit
     def attempt(index: int) -> None:
         barrier.wait()
         try:
-            repository.add(alice(password_hash=f"hash-{index}"))
+            repository.add(alice(username=("alice", "Alice")[index % 2], user_id=f"{index:032x}"))
             outcomes.append("created")
         except UsernameTaken:
             outcomes.append("taken")
@@ -112,14 +179,21 @@ def test_password_change_and_revocation_bump_the_token_version(
     repository: UserRepository,
 ) -> None:
     repository.add(alice())
-    assert repository.change_password("alice", new_hash="$scrypt$new", updated_at="t1") == 1
-    assert repository.bump_token_version("alice", updated_at="t2") == 2
+    owner = alice().owner
+    assert repository.change_password(owner, new_hash="$scrypt$new", updated_at="t1") == 1
+    assert repository.bump_token_version(owner, updated_at="t2") == 2
     assert repository.get("alice") == alice(
         password_hash="$scrypt$new", updated_at="t2", token_version=2
     )
     with pytest.raises(UserNotFound):
-        repository.bump_token_version("ghost", updated_at="t3")
+        repository.bump_token_version(Owner("ghost", "g" * 32), updated_at="t3")
     assert repository.get("ghost") is None
+    # An account that took the name is not the one the change was meant for.
+    with pytest.raises(UserNotFound):
+        repository.change_password(Owner("alice", "b" * 32), new_hash="x", updated_at="t4")
+    assert repository.get("alice") == alice(
+        password_hash="$scrypt$new", updated_at="t2", token_version=2
+    )
 
 
 def test_role_version_and_disabled_flag_read_back(repository: UserRepository) -> None:
@@ -136,12 +210,15 @@ def test_dynamodb_rows_use_the_original_systems_layout(
     assert item == {
         "pk": "USER#alice",
         "sk": "PROFILE",
+        "userId": "a" * 32,
         "username": "alice",
         "passwordHash": "$scrypt$hash",
         "createdAt": "2026-01-01T00:00:00.000Z",
         "role": "user",
         "updatedAt": "2026-01-01T00:00:00.000Z",
     }
+    claim = table.get_item(Key=name_claim_key("alice"))["Item"]
+    assert claim == {"pk": "NAME#alice", "sk": "NAME", "username": "alice", "userId": "a" * 32}
 
 
 def test_dynamodb_reads_a_row_the_original_system_wrote(
@@ -158,6 +235,7 @@ def test_dynamodb_reads_a_row_the_original_system_wrote(
     )
     assert DynamoDBUserRepository(table).get("legacy") == User(
         username="legacy",
+        user_id=None,
         password_hash="c2FsdA==:a2V5",
         created_at="2024-05-01T10:00:00.000Z",
         role="user",
@@ -180,7 +258,7 @@ def test_access_changes_apply_to_existing_users_only(repository: UserRepository)
 def test_listing_pages_through_every_user_once(repository: UserRepository) -> None:
     names = [f"user{n:02d}" for n in range(7)]
     for name in names:
-        repository.add(alice(username=name))
+        repository.add(alice(username=name, user_id=name.ljust(32, "0")))
     listed = follow(
         lambda cursor: repository.list(limit=3, cursor=cursor), lambda page: page.cursor
     )

@@ -19,6 +19,7 @@ import boto3
 from pydantic import ValidationError
 
 from chalicelib.clock import iso, utc_now
+from chalicelib.identity import new_user_id
 from chalicelib.passwords import ScryptHasher
 from chalicelib.payloads import UserCreate
 from chalicelib.policy import WeakPassword, check_new_password
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     users.add(
         User(
             username=args.username,
+            user_id=new_user_id(),
             password_hash=ScryptHasher().hash(password),
             created_at=_now(),
             updated_at=_now(),

@@ -10,7 +10,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from chalicelib.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthenticated
 from chalicelib.items import VersionMismatch
-from chalicelib.keys import error_code
+from chalicelib.keys import ReadThrottled, error_code
 from chalicelib.limits import TooManyAttempts
 from chalicelib.web.gateway import UNAVAILABLE
 
@@ -82,7 +82,7 @@ def http_error(exc: Exception) -> HttpError | None:
 
 def aws_unavailable(exc: Exception) -> bool:
     """Whether ``exc`` is AWS throttling or an outage (logged), not a bug or a refusal."""
-    unavailable = isinstance(exc, BotoConnectionError | HTTPClientError) or (
+    unavailable = isinstance(exc, BotoConnectionError | HTTPClientError | ReadThrottled) or (
         isinstance(exc, ClientError) and error_code(exc) in _UNAVAILABLE_CODES
     )
     if unavailable:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from chalicelib import responses as R
 from chalicelib.accounts import SignedIn
 from chalicelib.events import Client
+from chalicelib.identity import Owner
 from chalicelib.settings import EDGE_HEADER, Settings
 from chalicelib.users import UserNotFound
 from chalicelib.web.errors import HttpError
@@ -45,6 +46,7 @@ class Caller:
     """Who the authorizer let in: the profile it read and the session of the token."""
 
     username: str
+    user_id: str
     role: str
     session_id: str
     profile: dict[str, str]
@@ -52,6 +54,10 @@ class Caller:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.username, self.user_id)
 
 
 @dataclass(frozen=True)
@@ -126,11 +132,12 @@ class Http:
     def caller(self) -> Caller:
         """The authorizer's context: the profile (username, role, createdAt, ...), sessionId."""
         context = self.request.context.get("authorizer") or {}
-        if "username" not in context:
+        if "username" not in context or "userId" not in context:
             raise HttpError(401, "Unauthorized")
         fields = {key: str(value) for key, value in context.items()}
         return Caller(
             username=fields["username"],
+            user_id=fields["userId"],
             role=fields.get("role", "user"),
             session_id=fields.get("sessionId", ""),
             profile=fields,

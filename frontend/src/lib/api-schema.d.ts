@@ -404,6 +404,12 @@ export interface components {
         AdminUser: {
             /** Username */
             username: string;
+            /**
+             * Userid
+             * @description Immutable account id (the access token's sub)
+             * @default null
+             */
+            userId?: string | null;
             /** Createdat */
             createdAt: string;
             /**
@@ -616,6 +622,12 @@ export interface components {
         Profile: {
             /** Username */
             username: string;
+            /**
+             * Userid
+             * @description Immutable account id (the access token's sub)
+             * @default null
+             */
+            userId?: string | null;
             /** Createdat */
             createdAt: string;
             /**
