@@ -7,15 +7,17 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pyotp
 import pytest
 
 from chalicelib.identity import Owner
-from chalicelib.keys import OwnerMissing
+from chalicelib.keys import OwnerMissing, user_key
 from chalicelib.mfa import (
     ChallengeExpired,
     CodeRejected,
+    DynamoDBMfaRepository,
     InvalidCode,
     Mfa,
     MfaAlreadyEnabled,
@@ -49,6 +51,12 @@ def mfa(backend: Backend, step_clock: FakeClock) -> Mfa:
 def code(secret: str, clock: FakeClock, *, steps: int = 0) -> str:
     """The authenticator app's code, ``steps`` steps from now."""
     return pyotp.TOTP(secret).at(clock.now + steps * STEP)
+
+
+def wrong_code(secret: str, clock: FakeClock) -> str:
+    """A code that none of the steps in the window has."""
+    window = {code(secret, clock, steps=steps) for steps in (-1, 0, 1)}
+    return next(guess for guess in ("000000", "000001", "000002", "000003") if guess not in window)
 
 
 def turned_on(mfa: Mfa, clock: FakeClock, owner: Owner = ALICE) -> tuple[str, list[str]]:
@@ -186,7 +194,7 @@ def test_a_challenge_dies_after_five_wrong_codes(mfa: Mfa, step_clock: FakeClock
     secret, _ = turned_on(mfa, step_clock)
     challenge = mfa.challenge(ALICE)
     right = code(secret, step_clock)
-    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+    wrong = wrong_code(secret, step_clock)
     for _ in range(5):
         with pytest.raises(InvalidCode):
             mfa.redeem(challenge, wrong)
@@ -309,6 +317,46 @@ def test_parallel_guesses_get_no_more_than_five_tries(mfa: Mfa, step_clock: Fake
     secret, _ = turned_on(mfa, step_clock)
     challenge = mfa.challenge(ALICE)
     right = code(secret, step_clock)
-    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+    wrong = wrong_code(secret, step_clock)
     outcomes = race(8, lambda _: mfa.redeem(challenge, wrong))
     assert sorted(outcomes, key=str) == ["ChallengeExpired"] * 3 + ["InvalidCode"] * 5
+    with pytest.raises(ChallengeExpired):
+        mfa.redeem(challenge, right)
+
+
+def test_round_trips_per_operation(table: Any, step_clock: FakeClock) -> None:
+    backend_calls: list[str] = []
+
+    def count(model: Any, **_: Any) -> None:
+        backend_calls.append(model.name)
+
+    events = table.meta.client.meta.events
+    repository = DynamoDBMfaRepository(table)
+    table.put_item(Item={**user_key("alice"), "username": "alice", "userId": ALICE.user_id})
+    mfa = Mfa(repository, issuer="Gatehouse", clock=step_clock)
+    events.register("before-call.dynamodb", count)
+    try:
+        secret = mfa.begin(ALICE).secret
+        codes = mfa.confirm(ALICE, code(secret, step_clock))
+        step_clock.advance(seconds=30)
+        challenge = mfa.challenge(ALICE)
+        assert mfa.redeem(challenge, code(secret, step_clock)) == ALICE
+        with pytest.raises(InvalidCode):
+            mfa.redeem(mfa.challenge(ALICE), wrong_code(secret, step_clock))
+        mfa.disable(ALICE, codes[0])
+    finally:
+        events.unregister("before-call.dynamodb", count)
+    assert backend_calls == [
+        "TransactWriteItems",  # begin
+        "BatchGetItem",  # confirm
+        "TransactWriteItems",
+        "TransactWriteItems",  # challenge
+        "UpdateItem",  # redeem: count the try
+        "BatchGetItem",
+        "TransactWriteItems",
+        "TransactWriteItems",  # challenge
+        "UpdateItem",  # a wrong code
+        "BatchGetItem",
+        "BatchGetItem",  # disable
+        "TransactWriteItems",
+    ]
