@@ -18,6 +18,7 @@ from chalicelib.mfa import (
     ChallengeExpired,
     CodeRejected,
     DynamoDBMfaRepository,
+    InMemoryMfaRepository,
     InvalidCode,
     Mfa,
     MfaAlreadyEnabled,
@@ -25,7 +26,7 @@ from chalicelib.mfa import (
     NoPendingEnrolment,
 )
 from tests.conftest import FakeClock
-from tests.test_mfa_repository import ALICE, NEW_ALICE, Backend, backend_named
+from tests.test_mfa_repository import ALICE, NEW_ALICE, Backend, ProfileTable, backend_named
 
 STEP = timedelta(seconds=30)
 RECOVERY_FORMAT = re.compile("[0-9a-hjkmnp-tv-z]{5}-[0-9a-hjkmnp-tv-z]{5}")
@@ -360,3 +361,9 @@ def test_round_trips_per_operation(table: Any, step_clock: FakeClock) -> None:
         "BatchGetItem",  # disable
         "TransactWriteItems",
     ]
+
+
+@pytest.mark.parametrize("issuer", ["", "Gate:house"])
+def test_an_issuer_the_uri_cannot_carry_is_refused_at_start(issuer: str) -> None:
+    with pytest.raises(ValueError, match="issuer"):
+        Mfa(InMemoryMfaRepository(ProfileTable()), issuer=issuer)
