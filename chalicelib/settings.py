@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import parseaddr
+from urllib.parse import urlsplit
 
 # CloudFront sends EDGE_SECRET in this header to prove a request came through it.
 EDGE_HEADER = "x-gatehouse-edge"
@@ -39,6 +42,10 @@ class Settings:
     edge_secret: str | None = field(default=None, repr=False)
     uploads_bucket: str | None = None
     clock_offset_file: str | None = None
+    # Mail (chalicelib/mail.py): no MAIL_FROM means mail is off.
+    mail_from: str | None = None
+    ses_configuration_set: str | None = None
+    site_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -90,6 +97,11 @@ class Settings:
             edge_secret=_secret(env, "EDGE_SECRET"),
             uploads_bucket=env.get("UPLOADS_BUCKET", "").strip() or None,
             clock_offset_file=_clock_offset_file(env),
+            mail_from=_mail_from(env),
+            ses_configuration_set=_optional_match(
+                env, "SES_CONFIGURATION_SET", _CONFIGURATION_SET, "an SES configuration set name"
+            ),
+            site_url=_site_url(env),
         )
 
 
@@ -176,3 +188,54 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if value not in choices:
         raise SettingsError(f"environment variable {name} must be one of {', '.join(choices)}")
     return value
+
+
+# SES: letters, digits, "-" and "_", at most 64 characters.
+_CONFIGURATION_SET = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _mail_from(env: Mapping[str, str]) -> str | None:
+    """The sender, ``no-reply@example.com`` or ``Gatehouse <no-reply@example.com>``."""
+    value = env.get("MAIL_FROM", "").strip()
+    if not value:
+        return None
+    _, address = parseaddr(value)
+    if not _ADDRESS.match(address) or any(c in value for c in "\r\n") or not value.isascii():
+        raise SettingsError(
+            "environment variable MAIL_FROM must be an address, optionally with an ASCII "
+            "display name: Name <address@example.com>"
+        )
+    if not env.get("SITE_URL", "").strip():
+        raise SettingsError("environment variable SITE_URL is required when MAIL_FROM is set")
+    return value
+
+
+def _site_url(env: Mapping[str, str]) -> str | None:
+    """The site's public origin, which links in mail point at."""
+    value = env.get("SITE_URL", "").strip()
+    if not value:
+        return None
+    parts = urlsplit(value.removesuffix("/"))
+    if (
+        parts.scheme not in {"http", "https"}
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or "*" in value
+    ):
+        raise SettingsError(
+            "environment variable SITE_URL must be an http(s) origin such as https://example.com"
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _optional_match(
+    env: Mapping[str, str], name: str, pattern: re.Pattern[str], what: str
+) -> str | None:
+    value = env.get(name, "").strip()
+    if value and not pattern.match(value):
+        raise SettingsError(f"environment variable {name} must be {what}")
+    return value or None

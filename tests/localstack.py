@@ -61,6 +61,7 @@ class RunningStack:
     aws_port: int
     api_port: int
     site_port: int
+    mail_port: int
 
     @property
     def api_url(self) -> str:
@@ -74,6 +75,11 @@ class RunningStack:
     def aws_url(self) -> str:
         return f"http://127.0.0.1:{self.aws_port}"
 
+    @property
+    def mail_url(self) -> str:
+        """The mail viewer: ``GET /api/messages`` lists what the API sent, newest first."""
+        return f"http://127.0.0.1:{self.mail_port}"
+
     def stop(self, sig: signal.Signals) -> int:
         self.process.send_signal(sig)
         return self.process.wait(timeout=30)
@@ -83,6 +89,7 @@ class RunningStack:
             f"--port {self.api_port} ",
             f"--port {self.aws_port} ",
             f"--port {self.site_port} ",
+            f"--port {self.mail_port} ",
             f"LOCAL_AWS_PORT={self.aws_port}",
         ) + processes_with_environment("SITE_PORT", str(self.site_port))
 
@@ -107,12 +114,13 @@ class RunningStack:
         assert "is now an administrator" in promoted.stdout
 
     def ports_open(self) -> list[int]:
-        return [port for port in (self.aws_port, self.api_port, self.site_port) if listening(port)]
+        ports = (self.aws_port, self.api_port, self.site_port, self.mail_port)
+        return [port for port in ports if listening(port)]
 
 
 def start(command: list[str], extra_env: dict[str, str] | None = None) -> RunningStack:
     """Start the stack on free ports and wait for its ``ready`` line."""
-    aws_port, api_port, site_port = free_port(), free_port(), free_port()
+    aws_port, api_port, site_port, mail_port = free_port(), free_port(), free_port(), free_port()
     env = {
         key: value
         for key, value in os.environ.items()
@@ -122,6 +130,7 @@ def start(command: list[str], extra_env: dict[str, str] | None = None) -> Runnin
         LOCAL_AWS_PORT=str(aws_port),
         API_PORT=str(api_port),
         SITE_PORT=str(site_port),
+        MAIL_PORT=str(mail_port),
         **(extra_env or {}),
     )
     process = subprocess.Popen(
@@ -147,7 +156,7 @@ def start(command: list[str], extra_env: dict[str, str] | None = None) -> Runnin
     while time.monotonic() < deadline:
         try:
             if lines.get(timeout=1).strip() == "ready":
-                return RunningStack(process, output, aws_port, api_port, site_port)
+                return RunningStack(process, output, aws_port, api_port, site_port, mail_port)
         except queue.Empty:
             if process.poll() is not None:
                 break

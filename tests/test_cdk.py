@@ -17,18 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aws_cdk as cdk
 import pytest
+from aws_cdk.assertions import Template
 
 from chalicelib.objectkeys import UPLOAD_PREFIX
 from chalicelib.settings import EDGE_HEADER
 from chalicelib.table import INDEXES, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, create_table_request
 from tests.conftest import ROOT
+from tools.chalice_prod import API_POLICY, render
 from tools.lambda_package import ELF_MACHINES, find_package, inspect
 
 sys.path.insert(0, str(ROOT / "cdk"))
 from gatehouse_infra import runtime
 from gatehouse_infra.config import ConfigError, DeployConfig
 from gatehouse_infra.data import UPLOAD_TEMP_PREFIX
+from gatehouse_infra.mail import Mail
 from gatehouse_infra.site import SITE_ORIGIN, SPA_ROUTING
 
 CFN_LINT = ROOT / ".venv-cfnlint" / "bin" / "cfn-lint"
@@ -445,7 +449,8 @@ class TestApi:
             assert "*" not in as_list(statement["Resource"]), (name, statement)
             grants.setdefault(name, set()).update(actions)
         api_policy = next(name for name in grants if name.startswith("ApiRoleDefaultPolicy"))
-        assert grants[api_policy] == API_GRANTS
+        mail = {"ses:SendEmail"} if assembly.resources("api", "AWS::SES::EmailIdentity") else set()
+        assert grants[api_policy] == API_GRANTS | mail
         rotation = next(name for name in grants if name.startswith("RotationRoleDefaultPolicy"))
         assert "secretsmanager:PutSecretValue" in grants[rotation]
         assert not any(action.startswith(("dynamodb:", "s3:")) for action in grants[rotation])
@@ -613,7 +618,8 @@ class TestApi:
         assert mapping["Properties"]["Stage"] == "api"
         assert "RestAPIapiStage" in mapping["DependsOn"]  # the stage SAM generates
         records = domain.resources("api", "AWS::Route53::RecordSet").values()
-        assert sorted(r["Properties"]["Type"] for r in records) == ["A", "AAAA"]
+        aliases = [r for r in records if r["Properties"]["Type"] != "CNAME"]  # CNAMEs: DKIM
+        assert sorted(r["Properties"]["Type"] for r in aliases) == ["A", "AAAA"]
         certificate = domain.one("api", "AWS::CertificateManager::Certificate")
         assert certificate["ValidationMethod"] == "DNS"
 
@@ -837,6 +843,18 @@ class TestConfig:
             ({"enableWaf": "perhaps"}, "enableWaf"),
             ({"dynamoBilling": "free"}, "dynamoBilling"),
             ({"machineMonthlyQuota": 0}, "machineMonthlyQuota"),
+            ({"mailFrom": "no-reply@example.com"}, "needs siteUrl"),
+            ({"mailFrom": "Gatehouse"}, "mailFrom"),
+            ({"mailFrom": "a@example.com", "siteUrl": "http://example.com"}, "siteUrl"),
+            (
+                {
+                    "domainName": "example.com",
+                    "hostedZoneId": "Z0123456789ABCDEFGHIJ",
+                    "hostedZoneName": "example.com",
+                    "mailFrom": "no-reply@example.org",
+                },
+                "mailFrom must be an address in example.com",
+            ),
             (
                 {
                     "domainName": "example.org",
@@ -856,3 +874,99 @@ class TestConfig:
 
         with pytest.raises(ConfigError, match=complaint):
             DeployConfig.from_context(Node())  # type: ignore[arg-type]
+
+
+class TestMail:
+    def handler_environment(self, assembly: Assembly) -> dict[str, Any]:
+        resources = assembly.resources("api", "AWS::Serverless::Function")
+        environment: dict[str, Any] = resources["APIHandler"]["Properties"]["Environment"][
+            "Variables"
+        ]
+        return environment
+
+    def test_without_a_domain_or_a_sender_mail_is_off(self, plain: Assembly) -> None:
+        assert not plain.resources("api", "AWS::SES::EmailIdentity")
+        assert not plain.resources("api", "AWS::SES::ConfigurationSet")
+        environment = self.handler_environment(plain)
+        assert (environment["MAIL_FROM"], environment["SES_CONFIGURATION_SET"]) == ("", "")
+
+    def test_a_domain_is_the_identity_signed_with_dkim_in_its_zone(self, domain: Assembly) -> None:
+        [(name, identity)] = domain.resources("api", "AWS::SES::EmailIdentity").items()
+        assert identity["Properties"]["EmailIdentity"] == "example.com"
+        [(set_name, configuration_set)] = domain.resources(
+            "api", "AWS::SES::ConfigurationSet"
+        ).items()
+        assert configuration_set["Properties"]["Name"] == "gatehouse-production"
+        assert configuration_set["Properties"]["DeliveryOptions"] == {"TlsPolicy": "REQUIRE"}
+        assert identity["Properties"]["ConfigurationSetAttributes"] == {
+            "ConfigurationSetName": {"Ref": set_name}
+        }
+        records = [
+            r["Properties"]
+            for r in domain.resources("api", "AWS::Route53::RecordSet").values()
+            if r["Properties"]["Type"] == "CNAME"
+        ]
+        assert sorted(json.dumps(r["Name"]) for r in records) == sorted(
+            json.dumps({"Fn::GetAtt": [name, f"DkimDNSTokenName{i}"]}) for i in (1, 2, 3)
+        )
+        assert sorted(json.dumps(r["ResourceRecords"]) for r in records) == sorted(
+            json.dumps([{"Fn::GetAtt": [name, f"DkimDNSTokenValue{i}"]}]) for i in (1, 2, 3)
+        )
+        assert {r["HostedZoneId"] for r in records} == {DOMAIN["hostedZoneId"]}
+
+    def test_the_api_sends_from_the_domain_with_links_to_the_site(self, domain: Assembly) -> None:
+        environment = self.handler_environment(domain)
+        assert environment["MAIL_FROM"] == "Gatehouse <no-reply@example.com>"
+        assert environment["SITE_URL"] == "https://example.com"
+        [set_name] = domain.resources("api", "AWS::SES::ConfigurationSet")
+        assert environment["SES_CONFIGURATION_SET"] == {"Ref": set_name}
+
+    def test_the_api_may_only_send_from_its_identity_with_its_configuration_set(
+        self, domain: Assembly
+    ) -> None:
+        [statement] = [
+            statement
+            for name, statement in statements(domain.template("api"))
+            if "ses:SendEmail" in as_list(statement["Action"])
+        ]
+        assert as_list(statement["Action"]) == ["ses:SendEmail"]
+        resources = [json.dumps(resource) for resource in statement["Resource"]]
+        assert len(resources) == 2
+        assert resources[0].endswith(':identity/example.com"]]}')
+        assert resources[1].endswith(':configuration-set/gatehouse-production"]]}')
+
+    def test_without_a_domain_the_identity_is_the_sender_address(self) -> None:
+        app = cdk.App()
+        stack = cdk.Stack(app, "MailOnly")
+        Mail(
+            stack,
+            "Mail",
+            configuration_set_name="gatehouse-test",
+            sender_address="no-reply@example.org",
+            domain_name=None,
+            zone=None,
+        )
+        template = Template.from_stack(stack)
+        template.has_resource_properties(
+            "AWS::SES::EmailIdentity", {"EmailIdentity": "no-reply@example.org"}
+        )
+        template.resource_count_is("AWS::Route53::RecordSet", 0)
+
+    def test_chalice_deploy_with_mail_grants_what_cdk_grants(self) -> None:
+        files = render(
+            (ROOT / ".chalice" / "config.json").read_text(),
+            mail_from="Gatehouse <no-reply@example.com>",
+            site_url="https://example.com",
+        )
+        stage = json.loads(files["config.json"])["stages"]["prod"]["environment_variables"]
+        assert stage["MAIL_FROM"] == "Gatehouse <no-reply@example.com>"
+        assert stage["SES_CONFIGURATION_SET"] == "gatehouse-production"
+        assert stage["SITE_URL"] == "https://example.com"
+        policy = json.loads(files[API_POLICY])
+        [mail] = [s for s in policy["Statement"] if s["Sid"] == "SendMail"]
+        assert mail["Action"] == ["ses:SendEmail"]
+        assert mail["Resource"] == [
+            "arn:aws:ses:*:*:identity/no-reply@example.com",
+            "arn:aws:ses:*:*:identity/example.com",
+            "arn:aws:ses:*:*:configuration-set/gatehouse-production",
+        ]

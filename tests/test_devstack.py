@@ -11,11 +11,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import boto3
 import pytest
 import requests
 
+from chalicelib.mail import Message, SesMailer
 from tests.conftest import ROOT
 from tests.localstack import RunningStack, start
+from tools import devstack
 
 pytestmark = pytest.mark.e2e
 
@@ -87,7 +90,7 @@ def test_a_signal_stops_everything_and_frees_the_ports(
 ) -> None:
     stack = own_stack
     assert stack.leftovers()
-    assert stack.ports_open() == [stack.aws_port, stack.api_port, stack.site_port]
+    assert stack.ports_open() == [stack.aws_port, stack.api_port, stack.site_port, stack.mail_port]
     assert stack.stop(sig) == 0
     assert stack.ports_open() == []
     assert stack.leftovers() == []
@@ -96,7 +99,12 @@ def test_a_signal_stops_everything_and_frees_the_ports(
 
 def test_sigterm_to_make_dev_stops_everything() -> None:
     running = start(["make", "--no-print-directory", "dev"])
-    assert running.ports_open() == [running.aws_port, running.api_port, running.site_port]
+    assert running.ports_open() == [
+        running.aws_port,
+        running.api_port,
+        running.site_port,
+        running.mail_port,
+    ]
     running.process.send_signal(signal.SIGTERM)
     running.process.wait(timeout=30)
     deadline = time.monotonic() + 20
@@ -205,3 +213,23 @@ def test_a_real_upload_through_the_presigned_post(stack: RunningStack) -> None:
     wrong_type = post_file(presign(len(content)), content, **{"Content-Type": "text/html"})
     assert wrong_type.status_code == 403
     assert b"Policy Condition failed" in wrong_type.content
+
+
+def test_mail_from_the_dev_stage_reaches_the_viewer_it_prints(stack: RunningStack) -> None:
+    """The sender identity and configuration set are provisioned as a deploy creates them, so
+    the API's settings for the stage send; the viewer's line is printed with the others."""
+    assert f"  Mail:          {stack.mail_url}  " in "".join(stack.output)
+    session = boto3.Session(
+        aws_access_key_id="local", aws_secret_access_key="local", region_name="eu-west-2"
+    )
+    client = session.client("sesv2", endpoint_url=stack.aws_url)
+    mailer = SesMailer(
+        client, sender=devstack.MAIL_FROM, configuration_set=devstack.SES_CONFIGURATION_SET
+    )
+    mailer.send(Message(to="dave@example.org", subject="From dev", text="t", html="<p>h</p>"))
+    [latest, *_] = requests.get(f"{stack.mail_url}/api/messages", timeout=10).json()
+    assert (latest["to"], latest["subject"], latest["from"]) == (
+        ["dave@example.org"],
+        "From dev",
+        devstack.MAIL_FROM,
+    )

@@ -11,7 +11,9 @@ differ from what it writes.
     .venv/bin/python -m tools.chalice_prod --check    # exit 1 if any of them is stale
 
 For one deployment, ``--uploads-bucket`` (the Data stack's ``UploadsBucketName`` output) and
-``--allowed-origins`` (the site's origin) fill in the two values only that deployment knows.
+``--allowed-origins`` (the site's origin) fill in the two values only that deployment knows;
+``--mail-from`` and ``--site-url`` turn mail on (the committed stage has it off), sending from
+that address's SES identity (or its domain's) with the ``gatehouse-production`` configuration set.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,13 @@ ROTATION_POLICY = "policy-prod-rotation.json"
 CREATE_LOG_GROUP = "logs:CreateLogGroup"
 
 
-def prod_stage(*, uploads_bucket: str | None = None, allowed_origins: str = "") -> dict[str, Any]:
+def prod_stage(
+    *,
+    uploads_bucket: str | None = None,
+    allowed_origins: str = "",
+    mail_from: str = "",
+    site_url: str = "",
+) -> dict[str, Any]:
     """The stage: what the CDK app gives its functions, minus CloudFront.
 
     Without CloudFront in front, only API Gateway appends to X-Forwarded-For and there is no
@@ -68,16 +77,22 @@ def prod_stage(*, uploads_bucket: str | None = None, allowed_origins: str = "") 
             proxy_hops=runtime.API_GATEWAY_HOPS,
             cors_allow_origin="",
             api_key_required=False,
+            mail_from=mail_from,
+            configuration_set=runtime.configuration_set_name(ENVIRONMENT),
+            site_url=site_url,
         ),
     }
 
 
-def api_policy(app_name: str) -> dict[str, Any]:
+def api_policy(app_name: str, *, mail_from: str = "") -> dict[str, Any]:
     table = _arn("dynamodb", f"table/{runtime.prefix(ENVIRONMENT)}")
     # The stem with a wildcard: the CDK app's bucket appends the account id.
     bucket = f"arn:aws:s3:::{runtime.uploads_bucket_stem(ENVIRONMENT)}*"
     grants = runtime.api_grants(
-        table_arn=table, signing_key_arn=_signing_key_arn(), uploads_bucket_arn=bucket
+        table_arn=table,
+        signing_key_arn=_signing_key_arn(),
+        uploads_bucket_arn=bucket,
+        mail_arns=_mail_arns(mail_from),
     )
     return _document([*grants, _logs(app_name)])
 
@@ -88,17 +103,25 @@ def rotation_policy(app_name: str) -> dict[str, Any]:
 
 
 def render(
-    config_text: str, *, uploads_bucket: str | None = None, allowed_origins: str = ""
+    config_text: str,
+    *,
+    uploads_bucket: str | None = None,
+    allowed_origins: str = "",
+    mail_from: str = "",
+    site_url: str = "",
 ) -> dict[str, str]:
     """The three files' contents, by name, given ``config.json`` as it is."""
     config = json.loads(config_text)
     config["stages"][STAGE] = prod_stage(
-        uploads_bucket=uploads_bucket, allowed_origins=allowed_origins
+        uploads_bucket=uploads_bucket,
+        allowed_origins=allowed_origins,
+        mail_from=mail_from,
+        site_url=site_url,
     )
     app_name = config["app_name"]
     return {
         "config.json": _json(config),
-        API_POLICY: _json(api_policy(app_name)),
+        API_POLICY: _json(api_policy(app_name, mail_from=mail_from)),
         ROTATION_POLICY: _json(rotation_policy(app_name)),
     }
 
@@ -108,7 +131,11 @@ def main(argv: Sequence[str] | None = None, *, chalice_dir: Path = CHALICE_DIR) 
     parser.add_argument("--check", action="store_true", help="only report stale files")
     parser.add_argument("--uploads-bucket", help="the UploadsBucketName output")
     parser.add_argument("--allowed-origins", default="", help="the site's origins, comma-separated")
+    parser.add_argument("--mail-from", default="", help="the sender, e.g. 'Name <a@example.com>'")
+    parser.add_argument("--site-url", default="", help="the site's origin, for links in mail")
     args = parser.parse_args(argv)
+    if bool(args.mail_from) != bool(args.site_url):
+        parser.error("--mail-from and --site-url go together")
     stem = runtime.uploads_bucket_stem(ENVIRONMENT)
     if args.uploads_bucket is not None and not args.uploads_bucket.startswith(stem):
         parser.error(f"--uploads-bucket must start with {stem} (the policy grants no other)")
@@ -116,6 +143,8 @@ def main(argv: Sequence[str] | None = None, *, chalice_dir: Path = CHALICE_DIR) 
         (chalice_dir / "config.json").read_text(),
         uploads_bucket=args.uploads_bucket,
         allowed_origins=args.allowed_origins,
+        mail_from=args.mail_from,
+        site_url=args.site_url,
     )
     stale = [name for name, text in files.items() if _read(chalice_dir / name) != text]
     if args.check:
@@ -130,6 +159,19 @@ def main(argv: Sequence[str] | None = None, *, chalice_dir: Path = CHALICE_DIR) 
 
 def _arn(service: str, resource: str) -> str:
     return f"arn:aws:{service}:*:*:{resource}"
+
+
+def _mail_arns(mail_from: str) -> tuple[str, ...]:
+    """The sender's SES identities (the address, or its domain: whichever was verified) and
+    the configuration set; nothing while mail is off."""
+    if not mail_from:
+        return ()
+    address = parseaddr(mail_from)[1]
+    return (
+        _arn("ses", f"identity/{address}"),
+        _arn("ses", f"identity/{address.rpartition('@')[2]}"),
+        _arn("ses", f"configuration-set/{runtime.configuration_set_name(ENVIRONMENT)}"),
+    )
 
 
 def _signing_key_arn() -> str:

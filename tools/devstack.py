@@ -1,11 +1,16 @@
-"""``make dev``: the embedded AWS emulator, ``chalice local`` and the site, stopped together.
+"""``make dev``: the embedded AWS emulator, ``chalice local``, the site and the mail viewer,
+stopped together.
 
 The site is served on one origin with the API under ``/api`` (prefix stripped), as deployed:
 by ``vite dev`` (``--site dev``, the default: reloads as you edit ``frontend/``) or by
 ``tools/siteserver.py`` from the built site (``--site build``: what the browser tests use).
 
-Ports and host come from the environment (LOCAL_AWS_PORT, API_PORT, SITE_PORT, DEV_HOST). Ctrl-C
-or SIGTERM stops every process this started; so does the death of the parent (make).
+The API sends mail through SES to the emulator, from a sender identity provisioned there as a
+deploy verifies it; ``tools/mailviewer.py`` shows what was sent.
+
+Ports and host come from the environment (LOCAL_AWS_PORT, API_PORT, SITE_PORT, MAIL_PORT,
+DEV_HOST). Ctrl-C or SIGTERM stops every process this started; so does the death of the parent
+(make).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Literal
 
 import boto3
 
-from tools.localaws import Resources, provision
+from tools.localaws import Resources, ensure_sender, provision
 
 ROOT = Path(__file__).resolve().parent.parent
 FRONTEND = ROOT / "frontend"
@@ -34,6 +39,10 @@ LOG_DIR = ROOT / ".local"
 STAGE = "dev"
 REGION = "eu-west-2"
 _PR_SET_PDEATHSIG = 1
+# The local stage's mail settings. They are not in .chalice/config.json, whose values chalice
+# local would put over these: SITE_URL follows SITE_PORT, which the tests choose.
+MAIL_FROM = "Gatehouse <no-reply@example.com>"
+SES_CONFIGURATION_SET = "gatehouse-dev"
 
 
 def die_with_parent() -> None:
@@ -67,19 +76,29 @@ SiteMode = Literal["dev", "build", "none"]
 
 class Stack:
     def __init__(
-        self, *, host: str, aws_port: int, api_port: int, site_port: int, site: SiteMode = "dev"
+        self,
+        *,
+        host: str,
+        aws_port: int,
+        api_port: int,
+        site_port: int,
+        mail_port: int,
+        site: SiteMode = "dev",
     ) -> None:
         self.host = host
         self.aws_url = f"http://{host}:{aws_port}"
         self.api_url = f"http://{host}:{api_port}"
         self.site_url = f"http://{host}:{site_port}"
+        self.mail_url = f"http://{host}:{mail_port}"
         self._aws_port = aws_port
         self._api_port = api_port
         self._site_port = site_port
+        self._mail_port = mail_port
         self._site_mode: SiteMode = site
         self._emulator: subprocess.Popen[bytes] | None = None
         self._api: subprocess.Popen[bytes] | None = None
         self._site: subprocess.Popen[bytes] | None = None
+        self._mail: subprocess.Popen[bytes] | None = None
         self._loaded: dict[Path, float] = {}
 
     @property
@@ -105,6 +124,10 @@ class Stack:
             GATEHOUSE_API_URL=self.api_url,
             DEV_HOST=self.host,
             SITE_PORT=str(self._site_port),
+            # chalicelib/settings.py: mail through SES (the emulator), links to this site.
+            MAIL_FROM=MAIL_FROM,
+            SES_CONFIGURATION_SET=SES_CONFIGURATION_SET,
+            SITE_URL=self.site_url,
         )
         return env
 
@@ -149,8 +172,31 @@ class Stack:
         )
         os.environ["AWS_ENDPOINT_URL"] = self.aws_url
         provision(session, Resources.for_stage(STAGE), site_origins=self.site_origins)
+        ensure_sender(session, MAIL_FROM, configuration_set=SES_CONFIGURATION_SET)
+        self._start_mail()
         self._start_api()
         self._start_site()
+
+    def _start_mail(self) -> None:
+        self._mail = mail = self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "tools.mailviewer",
+                "--host",
+                self.host,
+                "--port",
+                str(self._mail_port),
+                "--aws",
+                self.aws_url,
+            ]
+        )
+        wait_until(
+            lambda: responds(f"{self.mail_url}/api/messages"),
+            what="the mail viewer",
+            timeout=30,
+            child=mail,
+        )
 
     def _start_api(self) -> None:
         # chalice's own autoreload watches every file under the project (.venv and logs
@@ -205,10 +251,14 @@ class Stack:
 
     def run(self) -> int:
         """Serve until the emulator exits, restarting the API whenever its source changes."""
-        if self._emulator is None or self._api is None:
+        if self._emulator is None or self._api is None or self._mail is None:
             raise RuntimeError("start() the stack before running it")
         reported = False
-        while self._emulator.poll() is None and (self._site is None or self._site.poll() is None):
+        while (
+            self._emulator.poll() is None
+            and self._mail.poll() is None
+            and (self._site is None or self._site.poll() is None)
+        ):
             time.sleep(0.5)
             if _source_mtimes() != self._loaded:
                 reported = False
@@ -222,11 +272,15 @@ class Stack:
         if self._site is not None and self._site.poll() is not None:
             print(f"the site exited with status {self._site.returncode}", file=sys.stderr)
             return self._site.returncode
+        if self._mail.poll() is not None:
+            print(f"the mail viewer exited with status {self._mail.returncode}", file=sys.stderr)
+            return self._mail.returncode
         return self._emulator.returncode
 
     def stop(self) -> None:
         _stop(self._site)
         _stop(self._api)
+        _stop(self._mail)
         _stop(self._emulator)
 
 
@@ -277,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         aws_port=int(os.environ.get("LOCAL_AWS_PORT", "5000")),
         api_port=int(os.environ.get("API_PORT", "8000")),
         site_port=int(os.environ.get("SITE_PORT", "5173")),
+        mail_port=int(os.environ.get("MAIL_PORT", "8025")),
         site=site,
     )
     signal.signal(signal.SIGTERM, _raise_stop)
@@ -288,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
             f"  Site:          {stack.site_url}  (the API under /api)\n"
             f"  API:           {stack.api_url}\n"
             f"  AWS emulator:  {stack.aws_url}  (in memory: a restart starts empty;"
-            f" its log is in .local/emulator.log)\n\n"
+            f" its log is in .local/emulator.log)\n"
+            f"  Mail:          {stack.mail_url}  (what the API sent through SES;"
+            f" JSON at /api/messages)\n\n"
             f"Open {stack.site_url} in a browser, or try the API:\n"
             f"  curl -s -X POST {stack.api_url}/auth/signup \\\n"
             f"       -H 'Content-Type: application/json' \\\n"

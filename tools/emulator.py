@@ -12,6 +12,11 @@
   buckets' own rules apply (``tools/localaws.py`` allows the local site's origin). moto applies
   them to preflights and most requests but not to a browser's form POST, so this adds them there,
   as S3 does, or the browser could not read the answer to its upload.
+- moto keeps mail sent through SES v2 (``GET /moto-api/data.json``, ``ses.Message``) with one
+  body only, the HTML one when there are two, and without the time it was sent; it also accepts
+  a ``ConfigurationSetName`` that does not exist, which SES refuses. So this keeps each accepted
+  mail whole, listed oldest first at ``GET /_local/mail`` (what ``tools/mailviewer.py`` shows),
+  and refuses an unknown configuration set as SES does.
 
 Run: ``python -m tools.emulator --host 127.0.0.1 --port 5000``.
 """
@@ -22,6 +27,7 @@ import argparse
 import base64
 import io
 import json
+import re
 import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -37,8 +43,11 @@ from moto.moto_server.werkzeug_app import (
 from moto.s3.exceptions import MissingBucket
 from moto.s3.models import s3_backends
 from moto.s3.utils import cors_matches_origin
+from moto.ses.models import ses_backends
 from werkzeug.formparser import parse_form_data
 from werkzeug.serving import run_simple
+
+from tools.mailviewer import MAILBOX_PATH
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -144,6 +153,102 @@ def _bucket_allows(bucket: str, origin: str, method: str) -> bool:
     )
 
 
+# SES v2's SendEmail. The mailbox's listing (MAILBOX_PATH) is on a path no AWS API, nor a bucket
+# name, can have.
+SEND_EMAIL_PATH = "/v2/email/outbound-emails"
+RESET_PATH = "/moto-api/reset"
+_REGION_IN_CREDENTIAL = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/")
+
+
+class Mailbox:
+    """WSGI middleware: keeps every mail SES v2 accepted, with both bodies and the time sent."""
+
+    def __init__(self, app: WsgiApp) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+        self._messages: list[dict[str, Any]] = []
+
+    def messages(self) -> list[dict[str, Any]]:
+        """Oldest first."""
+        with self._lock:
+            return list(self._messages)
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        if (method, path) == ("GET", MAILBOX_PATH):
+            return _json_answer(start_response, "200 OK", self.messages())
+        if (method, path) == ("POST", RESET_PATH):
+            with self._lock:
+                self._messages.clear()
+        if (method, path) != ("POST", SEND_EMAIL_PATH):
+            return self._app(environ, start_response)
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        environ["wsgi.input"] = io.BytesIO(body)
+        request = json.loads(body or b"{}")
+        region = _region(environ)
+        configuration_set = request.get("ConfigurationSetName")
+        if configuration_set is not None and not _configuration_set_exists(
+            region, configuration_set
+        ):
+            error = {"message": f"Configuration set <{configuration_set}> does not exist."}
+            headers = [("x-amzn-ErrorType", "NotFoundException")]
+            return _json_answer(start_response, "404 Not Found", error, headers)
+        status: list[str] = []
+
+        def start(code: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
+            status.append(code)
+            return start_response(code, headers, *rest)
+
+        answer = list(self._app(environ, start))
+        if status and status[0].startswith("200") and "Simple" in request.get("Content", {}):
+            self._keep(json.loads(b"".join(answer))["MessageId"], request)
+        return answer
+
+    def _keep(self, message_id: str, request: dict[str, Any]) -> None:
+        simple = request["Content"]["Simple"]
+        body = simple.get("Body", {})
+        message = {
+            "id": message_id,
+            "from": request.get("FromEmailAddress", ""),
+            "to": list(request.get("Destination", {}).get("ToAddresses", [])),
+            "subject": simple.get("Subject", {}).get("Data", ""),
+            "text": body.get("Text", {}).get("Data"),
+            "html": body.get("Html", {}).get("Data"),
+            "sentAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        }
+        with self._lock:
+            self._messages.append(message)
+
+
+def _region(environ: dict[str, Any]) -> str:
+    found = _REGION_IN_CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+    return found.group(1) if found else "us-east-1"
+
+
+def _configuration_set_exists(region: str, name: str) -> bool:
+    return name in ses_backends[DEFAULT_ACCOUNT_ID][region].config_sets
+
+
+def _json_answer(
+    start_response: Callable[..., Any],
+    status: str,
+    value: Any,
+    headers: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
+    body = json.dumps(value).encode()
+    start_response(
+        status,
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            *(headers or []),
+        ],
+    )
+    return [body]
+
+
 class Serialised:
     """WSGI middleware: requests reach ``app`` one at a time, responses fully produced."""
 
@@ -167,7 +272,7 @@ def main() -> None:
     run_simple(
         args.host,
         args.port,
-        PostCors(PostPolicy(Serialised(app))),
+        PostCors(PostPolicy(Mailbox(Serialised(app)))),
         threaded=True,
         request_handler=MotoRequestHandler,
     )

@@ -1,4 +1,5 @@
-"""Creates, if absent, what the app needs in an AWS account: the table and the signing secret.
+"""Creates, if absent, what the app needs in an AWS account: the table, the signing secret, the
+uploads bucket and, when mail is on, the SES sender identity and configuration set.
 
 Used by ``make dev`` against the emulator, by the tests under moto, and by the benchmark.
 """
@@ -8,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from email.utils import parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,6 +77,33 @@ def ensure_bucket(session: boto3.Session, bucket: str, *, site_origins: Sequence
                 ]
             },
         )
+
+
+def ensure_sender(
+    session: boto3.Session, sender: str, *, configuration_set: str | None = None
+) -> None:
+    """The SES identity ``sender`` sends from (its address, as a deploy verifies it), and the
+    configuration set its mail names. The emulator counts an identity as verified at once."""
+    client = session.client("sesv2")
+    _, address = parseaddr(sender)
+    with _unless_exists():
+        client.create_email_identity(EmailIdentity=address)
+    if configuration_set is not None:
+        with _unless_exists():
+            client.create_configuration_set(ConfigurationSetName=configuration_set)
+
+
+@contextlib.contextmanager
+def _unless_exists() -> Iterator[None]:
+    try:
+        yield
+    except ClientError as exc:
+        # SES v2 says AlreadyExistsException; moto, for a configuration set, a code of its own.
+        if error_code(exc) not in {
+            "AlreadyExistsException",
+            "ConfigurationSetAlreadyExistsException",
+        }:
+            raise
 
 
 def ensure_table(session: boto3.Session, table_name: str) -> None:

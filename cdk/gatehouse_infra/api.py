@@ -67,6 +67,10 @@ class Api(Construct):
         machine_monthly_quota: int,
         api_domain: str | None,
         zone: route53.IHostedZone | None,
+        mail_from: str,
+        mail_configuration_set: str,
+        mail_arns: tuple[str, ...],
+        site_url: str,
     ) -> None:
         super().__init__(scope, id)
         self._environment = environment
@@ -107,6 +111,7 @@ class Api(Construct):
                 table_arn=table.table_arn,
                 signing_key_arn=signing_key_arn,
                 uploads_bucket_arn=uploads.bucket_arn,
+                mail_arns=mail_arns,
             ),
         )
         rotation_role = self._function_role(
@@ -126,6 +131,9 @@ class Api(Construct):
                 proxy_hops=runtime.API_GATEWAY_HOPS + runtime.CLOUDFRONT_HOPS,
                 cors_allow_origin=cors_allow_origin or "",
                 api_key_required=api_keys,
+                mail_from=mail_from,
+                configuration_set=mail_configuration_set,
+                site_url=site_url,
             ),
             "SITE_ORIGIN_HEADER": runtime.SITE_ORIGIN_HEADER,
             "EDGE_SECRET": self.edge_key_reference,

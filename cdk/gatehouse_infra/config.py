@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from email.utils import parseaddr
 from typing import Any, Literal
 
 import aws_cdk as cdk
@@ -48,6 +49,8 @@ class DeployConfig:
     waf_auth_rate_limit: int = 300
     monthly_budget_usd: int = 25
     site_dir: str = "../frontend/build"
+    mail_from: str | None = None
+    site_url: str | None = None
 
     @classmethod
     def from_context(cls, node: Node) -> DeployConfig:
@@ -98,11 +101,21 @@ class DeployConfig:
                 "monthlyBudgetUsd", cls.monthly_budget_usd, maximum=1_000_000
             ),
             site_dir=str(value("siteDir") or cls.site_dir),
+            mail_from=_mail_from(value("mailFrom")),
+            site_url=_site_url(value("siteUrl")),
         )
         config.check()
         return config
 
     def check(self) -> None:
+        if self.sender is not None and self.links_origin is None:
+            raise ConfigError(
+                "mailFrom without domainName needs siteUrl (the SiteUrl output of a first deploy)"
+            )
+        if self.mail_from is not None and self.domain_name is not None:
+            domain = self.sender_address.rpartition("@")[2]
+            if domain != self.domain_name and not domain.endswith("." + self.domain_name):
+                raise ConfigError(f"mailFrom must be an address in {self.domain_name}")
         if self.domain_name is None:
             if self.custom_api_domain or self.api_domain_name:
                 raise ConfigError("customApiDomain and apiDomainName need domainName")
@@ -133,6 +146,24 @@ class DeployConfig:
     def site_origin(self) -> str | None:
         """The site's origin when it has a domain; otherwise CloudFront's name, known at deploy."""
         return f"https://{self.domain_name}" if self.domain_name else None
+
+    @property
+    def sender(self) -> str | None:
+        """Who mail is from: ``mailFrom``, else no-reply at the domain; None: mail is off."""
+        if self.mail_from is not None:
+            return self.mail_from
+        return f"Gatehouse <no-reply@{self.domain_name}>" if self.domain_name else None
+
+    @property
+    def sender_address(self) -> str:
+        if self.sender is None:
+            raise ConfigError("mail needs mailFrom or domainName")
+        return parseaddr(self.sender)[1]
+
+    @property
+    def links_origin(self) -> str | None:
+        """The site's origin for links in mail (SITE_URL): ``siteUrl``, else the domain's."""
+        return self.site_url or self.site_origin
 
     @property
     def api_cors_origin(self) -> str | None:
@@ -193,3 +224,21 @@ def _billing(raw: Any) -> BillingMode:
     if raw == "provisioned":
         return "provisioned"
     raise ConfigError(f"context dynamoBilling={raw!r} is not on-demand or provisioned")
+
+
+def _mail_from(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    if not _EMAIL.match(parseaddr(text)[1]) or not text.isascii() or "\n" in text:
+        raise ConfigError(f"context mailFrom={raw!r} is not an address (Name <a@example.com>)")
+    return text
+
+
+def _site_url(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    text = str(raw).strip().removesuffix("/")
+    if not re.match(r"^https://[a-z0-9.-]+(:\d+)?$", text.lower()):
+        raise ConfigError(f"context siteUrl={raw!r} is not an https origin")
+    return text

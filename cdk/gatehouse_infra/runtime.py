@@ -65,6 +65,8 @@ SIGNING_KEY_ROTATION_ACTIONS = (
 UPLOAD_OBJECT_ACTIONS = ("s3:PutObject", "s3:GetObject", "s3:DeleteObject")
 UPLOAD_LIST_ACTIONS = ("s3:ListBucket",)
 LOG_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
+# SES v2's SendEmail; SES checks it on the sending identity and on the configuration set named.
+MAIL_ACTIONS = ("ses:SendEmail",)
 
 
 @dataclass(frozen=True)
@@ -95,14 +97,27 @@ def uploads_bucket_stem(environment: str) -> str:
     return f"{prefix(environment)}-uploads"
 
 
+def configuration_set_name(environment: str) -> str:
+    """The SES configuration set the API's mail names."""
+    return prefix(environment)
+
+
 def log_group_name(environment: str, function: str) -> str:
     """The log group the CDK app creates for a function (Chalice alone uses /aws/lambda/...)."""
     return f"/{PROJECT}/{environment}/{function}"
 
 
-def api_grants(*, table_arn: str, signing_key_arn: str, uploads_bucket_arn: str) -> list[Grant]:
+def api_grants(
+    *,
+    table_arn: str,
+    signing_key_arn: str,
+    uploads_bucket_arn: str,
+    mail_arns: tuple[str, ...] = (),
+) -> list[Grant]:
     """The API handler and the authorizer: the table and its indexes, the signing key (read),
-    the users' prefix of the uploads bucket. Logging is granted by each deploy path."""
+    the users' prefix of the uploads bucket and, when mail is on, sending from its SES identity
+    with its configuration set (``mail_arns``). Logging is granted by each deploy path."""
+    mail = [Grant("SendMail", MAIL_ACTIONS, mail_arns)] if mail_arns else []
     return [
         Grant(
             "Table",
@@ -117,6 +132,7 @@ def api_grants(*, table_arn: str, signing_key_arn: str, uploads_bucket_arn: str)
             (uploads_bucket_arn,),
             {"StringLike": {"s3:prefix": [f"{UPLOAD_PREFIX}*"]}},
         ),
+        *mail,
     ]
 
 
@@ -134,10 +150,14 @@ def environment_variables(
     proxy_hops: int,
     cors_allow_origin: str,
     api_key_required: bool,
+    mail_from: str = "",
+    configuration_set: str = "",
+    site_url: str = "",
 ) -> dict[str, str]:
     """The functions' settings. CORS_ALLOW_ORIGIN, API_KEY_REQUIRED and AUTHORIZER_TTL_SECONDS
     shape the API definition: Chalice applies a stage's variables before it imports app.py to
-    package it, so they take effect there, with nothing set in the packaging process."""
+    package it, so they take effect there, with nothing set in the packaging process. An empty
+    MAIL_FROM turns mail off."""
     return {
         "TABLE_NAME": table_name,
         "JWT_SECRET_ID": signing_key_id,
@@ -148,4 +168,7 @@ def environment_variables(
         "CORS_ALLOW_ORIGIN": cors_allow_origin,
         "API_KEY_REQUIRED": "true" if api_key_required else "false",
         "LOG_LEVEL": LOG_LEVEL,
+        "MAIL_FROM": mail_from,
+        "SES_CONFIGURATION_SET": configuration_set if mail_from else "",
+        "SITE_URL": site_url,
     }

@@ -18,10 +18,12 @@ from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_s3 as s3
 from constructs import Construct, IConstruct
 
+from gatehouse_infra import runtime
 from gatehouse_infra.api import Api
 from gatehouse_infra.config import DeployConfig
 from gatehouse_infra.data import Data
 from gatehouse_infra.edge import Edge
+from gatehouse_infra.mail import Mail
 from gatehouse_infra.monitoring import EdgeMonitoring, Monitoring
 from gatehouse_infra.site import Site
 
@@ -74,6 +76,20 @@ class ApiStack(cdk.Stack):
         # By its name rather than the Data stack's export, so its ARN in the grants (and the
         # cdk-nag finding naming it) is a literal.
         uploads = s3.Bucket.from_bucket_name(self, "Uploads", config.uploads_bucket_name)
+        zone = hosted_zone(self, config) if config.domain_name else None
+        # SES identities are regional: the identity lives beside the function that sends.
+        self.mail = (
+            Mail(
+                self,
+                "Mail",
+                configuration_set_name=runtime.configuration_set_name(config.environment),
+                sender_address=config.sender_address,
+                domain_name=config.domain_name,
+                zone=zone,
+            )
+            if config.sender is not None
+            else None
+        )
         self.api = Api(
             self,
             UNIT,
@@ -90,7 +106,13 @@ class ApiStack(cdk.Stack):
             machine_burst_limit=config.machine_burst_limit,
             machine_monthly_quota=config.machine_monthly_quota,
             api_domain=config.api_domain if config.custom_api_domain else None,
-            zone=hosted_zone(self, config) if config.custom_api_domain else None,
+            zone=zone if config.custom_api_domain else None,
+            mail_from=config.sender or "",
+            mail_configuration_set=(
+                self.mail.configuration_set.configuration_set_name if self.mail else ""
+            ),
+            mail_arns=self.mail.send_arns if self.mail else (),
+            site_url=config.links_origin or "",
         )
         cdk.CfnOutput(self, "RestApiId", value=self.api.rest_api_id)
         cdk.CfnOutput(self, "ApiUrl", value=self.api.url)
@@ -99,6 +121,13 @@ class ApiStack(cdk.Stack):
             cdk.CfnOutput(self, "ApiDomainUrl", value=self.api.domain_url)
         if self.api.machine_plan_id is not None:
             cdk.CfnOutput(self, "MachineUsagePlanId", value=self.api.machine_plan_id)
+        if self.mail is not None:
+            cdk.CfnOutput(self, "MailIdentity", value=self.mail.identity_name)
+            cdk.CfnOutput(
+                self,
+                "MailConfigurationSet",
+                value=self.mail.configuration_set.configuration_set_name,
+            )
 
 
 class SiteStack(cdk.Stack):
