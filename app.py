@@ -238,7 +238,14 @@ def bearer(auth_request: AuthRequest) -> AuthResponse | dict[str, Any]:
     )
 
 
-route = Routes(app, http, authorizer=bearer, api_key_required=api_key_required(os.environ))
+route = Routes(
+    app,
+    http,
+    authorizer=bearer,
+    api_key_required=api_key_required(os.environ),
+    # The authorizer's answer is cached: admin routes read the caller's role afresh.
+    require_admin=lambda username: dependencies.administration.require_admin(username),
+)
 
 
 def limited() -> Client:

@@ -5,12 +5,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chalicelib.clock import Clock, iso, utc_now
+from chalicelib.errors import Forbidden
 from chalicelib.events import Client, SecurityEvents
 from chalicelib.users import User, UserNotFound, UserPage, UserRepository
 
 if TYPE_CHECKING:
     from chalicelib.accounts import Accounts
     from chalicelib.deletion import AccountPurge
+
+
+class AdminRequired(Forbidden):
+    """The caller is not, or no longer, an enabled administrator."""
+
+    message = "Administrator role required"
 
 
 class Administration:
@@ -28,6 +35,12 @@ class Administration:
         self._purge = purge
         self._events = events
         self._clock = clock
+
+    def require_admin(self, username: str) -> None:
+        """Refuse unless ``username`` is, as stored now, an enabled administrator."""
+        user = self._users.get(username)  # a consistent read
+        if user is None or user.disabled or user.role != "admin":
+            raise AdminRequired(username)
 
     def list_users(self, *, limit: int, cursor: str | None) -> UserPage:
         """Every profile, in no particular order; a scan, so meant for administrators only."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.administration import Administration
+from chalicelib.administration import Administration, AdminRequired
 from chalicelib.deletion import AccountPurge
 from chalicelib.events import Client, SecurityEvents
 from chalicelib.stores import Stores
@@ -79,3 +79,16 @@ def test_deleting_a_user_takes_their_data_and_is_logged(
     administration.delete_user("carol", admin="root", client=CLIENT)  # idempotent
     assert kinds(memory, "root").count("admin_delete_user") == 2
     assert memory.users.get("carol") is None
+
+
+def test_only_an_enabled_admin_as_stored_now_passes(administration: Administration) -> None:
+    administration.create_user("carol", PASSWORD, role="admin", admin="root", client=CLIENT)
+    administration.require_admin("carol")
+    for role, disabled in (("user", False), ("admin", True)):
+        administration.update_user(
+            "carol", role=role, disabled=disabled, admin="root", client=CLIENT
+        )
+        with pytest.raises(AdminRequired):
+            administration.require_admin("carol")
+    with pytest.raises(AdminRequired):
+        administration.require_admin("nobody")

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from chalicelib import responses as R
 from chalicelib.accounts import SignedIn
+from chalicelib.administration import AdminRequired
 from chalicelib.events import Client
 from chalicelib.settings import EDGE_HEADER, Settings
 from chalicelib.users import UserNotFound
@@ -139,7 +140,7 @@ class Http:
     def admin(self) -> Caller:
         caller = self.caller()
         if not caller.is_admin:
-            raise HttpError(403, "Administrator role required")
+            raise AdminRequired(caller.username)
         return caller
 
     def client(self) -> Client:
