@@ -28,6 +28,9 @@ UNSUPPORTED_MEDIA_TYPE = "Content-Type must be application/json"
 # A header no cross-site form can send, and that makes any cross-origin fetch preflight.
 CSRF_HEADER = "X-Requested-With"
 REFRESH_COOKIE = "gatehouse_refresh"
+# A browser stores a __Secure- cookie only with Secure, from an origin it trusts (HTTPS), so no
+# plain-http page or injected response of a neighbouring host can plant or replace it.
+SECURE_COOKIE_PREFIX = "__Secure-"
 # What If-Match may hold: the strong or weak ETag of one version. "*" is not supported: every
 # change names the version it is based on.
 ETAG = re.compile(r'\s*(?:W/)?"(\d{1,18})"\s*')
@@ -170,12 +173,19 @@ class Http:
         presented = self.request.headers.get(EDGE_HEADER, "")
         return hmac.compare_digest(presented.encode("utf-8"), secret.encode("utf-8"))
 
+    def refresh_cookie_name(self) -> str:
+        """The name follows ``Secure``: prefixed wherever the stage is served over HTTPS."""
+        secure = self._settings().refresh_cookie_secure
+        return f"{SECURE_COOKIE_PREFIX}{REFRESH_COOKIE}" if secure else REFRESH_COOKIE
+
     def refresh_cookie(self) -> str | None:
+        """The refresh cookie under the one name this stage sets; any other is ignored."""
+        wanted = self.refresh_cookie_name()
         # Split by hand: SimpleCookie gives up on the whole header over one odd cookie of a
         # neighbouring app, which would make refresh impossible in that browser.
         for pair in self.request.headers.get("cookie", "").split(";"):
             name, _, value = pair.strip().partition("=")
-            if name == REFRESH_COOKIE and value:
+            if name == wanted and value:
                 return str(value)
         return None
 
@@ -183,7 +193,7 @@ class Http:
         """The ``Set-Cookie`` header that stores (or, with ``max_age`` 0, clears) the cookie."""
         settings = self._settings()
         parts = [
-            f"{REFRESH_COOKIE}={value}",
+            f"{self.refresh_cookie_name()}={value}",
             f"Path={settings.refresh_cookie_path}",
             f"Max-Age={max_age}",
             "HttpOnly",
