@@ -206,7 +206,7 @@ if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:
     # In Lambda, a missing or bad variable fails the cold start with its name in the error.
     dependencies.settings  # noqa: B018
 
-http = Http(app, settings=lambda: dependencies.settings)
+http = Http(app, settings=lambda: dependencies.settings, admins=lambda: dependencies.administration)
 
 
 @app.authorizer(ttl_seconds=AUTHORIZER_TTL_SECONDS)
@@ -238,14 +238,7 @@ def bearer(auth_request: AuthRequest) -> AuthResponse | dict[str, Any]:
     )
 
 
-route = Routes(
-    app,
-    http,
-    authorizer=bearer,
-    api_key_required=api_key_required(os.environ),
-    # The authorizer's answer is cached: admin routes read the caller's role afresh.
-    require_admin=lambda username: dependencies.administration.require_admin(username),
-)
+route = Routes(app, http, authorizer=bearer, api_key_required=api_key_required(os.environ))
 
 
 def limited() -> Client:

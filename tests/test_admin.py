@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -65,9 +64,9 @@ def test_every_admin_route_refuses_a_normal_user(
 
 
 @pytest.fixture
-def cached_authorizer(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def cached_authorizer(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """API Gateway's authorizer cache: the first answer for a token is reused for every later
-    request with it (deployed, for up to AUTHORIZER_TTL_SECONDS). Yields the tokens it ran for."""
+    request with it (deployed, for up to AUTHORIZER_TTL_SECONDS). Lists the tokens it ran for."""
     answers: dict[str, Any] = {}
     ran: list[str] = []
     authorize = app_module.bearer.func
@@ -79,7 +78,7 @@ def cached_authorizer(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         return answers[auth_request.token]
 
     monkeypatch.setattr(app_module.bearer, "func", cached)
-    yield ran
+    return ran
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from chalicelib import responses as R
 from chalicelib.accounts import SignedIn
-from chalicelib.administration import AdminRequired
+from chalicelib.administration import Administration, AdminRequired
 from chalicelib.events import Client
 from chalicelib.settings import EDGE_HEADER, Settings
 from chalicelib.users import UserNotFound
@@ -85,11 +85,19 @@ def json_response(
 
 
 class Http:
-    """Reads the current request of ``app``; ``settings`` is called when a reading needs them."""
+    """Reads the current request of ``app``; ``settings`` is called when a reading needs them,
+    ``admins`` when an admin's role must be checked against the table."""
 
-    def __init__(self, app: Chalice, *, settings: Callable[[], Settings]) -> None:
+    def __init__(
+        self,
+        app: Chalice,
+        *,
+        settings: Callable[[], Settings],
+        admins: Callable[[], Administration],
+    ) -> None:
         self._app = app
         self._settings = settings
+        self._admins = admins
 
     @property
     def request(self) -> Request:
@@ -141,9 +149,15 @@ class Http:
         )
 
     def admin(self) -> Caller:
+        """The caller, an administrator in the authorizer's context and in the table now.
+
+        API Gateway reuses the authorizer's answer for a token for up to its TTL, long enough
+        for a demoted or disabled admin to act (make another admin, say): one consistent read.
+        """
         caller = self.caller()
         if not caller.is_admin:
             raise AdminRequired(caller.username)
+        self._admins().require_admin(caller.username)
         return caller
 
     def client(self) -> Client:

@@ -27,7 +27,6 @@ class Routes:
         *,
         authorizer: ChaliceAuthorizer,
         api_key_required: bool,
-        require_admin: Callable[[str], None],
     ) -> None:
         self._app = app
         self._http = http
@@ -36,8 +35,6 @@ class Routes:
         # With usage plans (cdk context apiKeys) API Gateway answers 403 to any request without
         # a key: CloudFront sends the site's own, machine clients each have theirs.
         self._api_key_required = api_key_required
-        # Raises (a 403) unless the named user is, as stored now, an enabled administrator.
-        self._require_admin = require_admin
         self._docs: dict[str, dict[str, Any]] = {}
 
     def __call__(
@@ -57,8 +54,8 @@ class Routes:
     ) -> Callable[[View], View]:
         """Register the view for ``spec`` ("GET /items", "PUT,PATCH /users/{username}"), which
         answers ``response``; its docstring is the summary, ``doc`` the rest of its ``Operation``.
-        ``admin``: the caller needs the admin role, in the token's context and in the table at
-        this moment (``require_admin``); ``paged``: ``limit`` and ``cursor`` apply;
+        ``admin``: the caller needs the admin role, in the authorizer's context and in the
+        table at this moment (``Http.admin``); ``paged``: ``limit`` and ``cursor`` apply;
         ``if_match``: the change is conditional on an ``If-Match`` ETag (412 when stale, 428 when
         required and missing).
         """
@@ -83,9 +80,7 @@ class Routes:
             def handle(*args: Any, **kwargs: Any) -> Response:
                 try:
                     if admin:
-                        # The authorizer's context may be minutes old (API Gateway caches it per
-                        # token): a demoted or disabled admin must not act on it meanwhile.
-                        self._require_admin(self._http.admin().username)
+                        self._http.admin()
                     return view(*args, **kwargs)
                 except Exception as exc:
                     error = http_error(exc)
