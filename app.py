@@ -34,7 +34,7 @@ from chalicelib.settings import (
 )
 from chalicelib.stores import Stores
 from chalicelib.tokens import CachedKeys, InvalidToken, SecretsManagerKeySource, TokenService
-from chalicelib.uploads import UploadNotFound, Uploads
+from chalicelib.uploads import UploadLimits, UploadNotFound, Uploads
 from chalicelib.web.auth import Unauthorized, bearer_token, deny
 from chalicelib.web.errors import HttpError, aws_unavailable
 from chalicelib.web.gateway import TOKEN_REVOKED
@@ -189,7 +189,14 @@ class Dependencies:
         bucket = self.settings.uploads_bucket
         if bucket is None:
             raise HttpError(503, "Uploads are not configured (UPLOADS_BUCKET)")
-        return Uploads(self.stores.uploads, self.s3, bucket=bucket, clock=self._clock)
+        return Uploads(
+            self.stores.uploads,
+            self.s3,
+            bucket=bucket,
+            limits=UploadLimits.of(self.settings),
+            counters=self.stores.limits,
+            clock=self._clock,
+        )
 
     @cached_property
     def ip_limiter(self) -> IpRateLimiter:
@@ -206,7 +213,7 @@ if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:
     # In Lambda, a missing or bad variable fails the cold start with its name in the error.
     dependencies.settings  # noqa: B018
 
-http = Http(app, settings=lambda: dependencies.settings)
+http = Http(app, settings=lambda: dependencies.settings, admins=lambda: dependencies.administration)
 
 
 @app.authorizer(ttl_seconds=AUTHORIZER_TTL_SECONDS)
@@ -530,7 +537,14 @@ def delete_user(username: str) -> Response:
     return json_response(200, {"message": "User deleted"})
 
 
-@route("POST /uploads", R.UploadStarted, status=201, request=P.UploadStart, creates="/upload/id")
+@route(
+    "POST /uploads",
+    R.UploadStarted,
+    status=201,
+    request=P.UploadStart,
+    creates="/upload/id",
+    errors=(409, 429),
+)
 def start_upload() -> Response:
     """Start an upload: a presigned POST for the file."""
     body = http.body(P.UploadStart)

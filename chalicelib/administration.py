@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chalicelib.clock import Clock, iso, utc_now
+from chalicelib.errors import Forbidden
 from chalicelib.events import Client, Page, SecurityEvents
 from chalicelib.identity import Owner
 from chalicelib.users import User, UserNotFound, UserPage, UserRepository
@@ -12,6 +13,12 @@ from chalicelib.users import User, UserNotFound, UserPage, UserRepository
 if TYPE_CHECKING:
     from chalicelib.accounts import Accounts
     from chalicelib.deletion import AccountPurge
+
+
+class AdminRequired(Forbidden):
+    """The caller is not, or no longer, an enabled administrator."""
+
+    message = "Administrator role required"
 
 
 class Administration:
@@ -29,6 +36,13 @@ class Administration:
         self._purge = purge
         self._events = events
         self._clock = clock
+
+    def require_admin(self, owner: Owner) -> None:
+        """Refuse unless ``owner`` is, as stored now, an enabled administrator (and the name
+        still its)."""
+        user = self._users.get(owner.username)  # a consistent read
+        if user is None or user.user_id != owner.user_id or user.disabled or user.role != "admin":
+            raise AdminRequired(owner.username)
 
     def list_users(self, *, limit: int, cursor: str | None) -> UserPage:
         """Every profile, in no particular order; a scan, so meant for administrators only."""

@@ -258,3 +258,26 @@ class IpRateLimiter:
         )
         if hits > self._limit:
             raise TooManyAttempts(start + self._window - now)
+
+
+class UserRateLimiter:
+    """At most ``limit`` of one ``action`` per ``window`` seconds by one user (fixed windows).
+
+    The per-IP counters' rows, under ``{action}:{username}``: no address (IPv4, an IPv6 /64 or
+    ``unknown``) can spell a key with a letter past ``f`` before its colon.
+    """
+
+    def __init__(
+        self,
+        repository: LimitRepository,
+        *,
+        action: str,
+        limit: int,
+        window: int,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._windows = IpRateLimiter(repository, limit=limit, window=window, clock=clock)
+        self._action = action
+
+    def hit(self, username: str) -> None:
+        self._windows.hit(f"{self._action}:{username}")

@@ -41,6 +41,10 @@ class Settings:
     site_origin_header: str | None = None
     edge_secret: str | None = field(default=None, repr=False)
     uploads_bucket: str | None = None
+    upload_quota_count: int = 100
+    upload_quota_bytes: int = 1024**3
+    upload_rate_limit: int = 30
+    upload_rate_window_seconds: int = 60
     clock_offset_file: str | None = None
     # Mail (chalicelib/mail.py): no MAIL_FROM means mail is off.
     mail_from: str | None = None
@@ -96,6 +100,16 @@ class Settings:
             site_origin_header=env.get("SITE_ORIGIN_HEADER", "").strip().lower() or None,
             edge_secret=_secret(env, "EDGE_SECRET"),
             uploads_bucket=env.get("UPLOADS_BUCKET", "").strip() or None,
+            upload_quota_count=_int(
+                env, "UPLOAD_QUOTA_COUNT", cls.upload_quota_count, 1, 1_000_000
+            ),
+            upload_quota_bytes=_int(
+                env, "UPLOAD_QUOTA_BYTES", cls.upload_quota_bytes, 1024 * 1024, 2**50
+            ),
+            upload_rate_limit=_int(env, "UPLOAD_RATE_LIMIT", cls.upload_rate_limit, 1, 1_000_000),
+            upload_rate_window_seconds=_int(
+                env, "UPLOAD_RATE_WINDOW_SECONDS", cls.upload_rate_window_seconds, 1, 3600
+            ),
             clock_offset_file=_clock_offset_file(env),
             mail_from=_mail_from(env),
             ses_configuration_set=_optional_match(

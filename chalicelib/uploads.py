@@ -2,7 +2,10 @@
 
 Objects: ``uploads/users/{username}/images|documents/{id}/{safe filename}`` (``objectkeys.py``).
 Records, under the owner's partition (``keys.py``): ``pending`` until the object is checked, then
-``ready``. ``DynamoDBUploadRepository`` stores the records; ``InMemoryUploadRepository`` is its
+``ready``. A start is within the owner's quota (``UploadQuota``), checked race-free: it is
+conditional on the owner's start counter (``USER#{owner}`` / ``UPLOADS``) not having moved since
+the usage was read, and bumps it in the same transaction as the record.
+``DynamoDBUploadRepository`` stores the records; ``InMemoryUploadRepository`` is its
 twin with the same contract (``tests/test_upload_repository.py``). S3 is this module's
 ``Uploads`` service's own business.
 """
@@ -13,7 +16,9 @@ import re
 import threading
 import unicodedata
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from urllib.parse import quote
 
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
@@ -30,9 +35,12 @@ from chalicelib.keys import (
     error_code,
     is_condition_failure,
     put_owned,
+    under_user,
     upload_key,
+    user_key,
     user_pk,
 )
+from chalicelib.limits import UserRateLimiter
 from chalicelib.objectkeys import upload_prefix
 from chalicelib.paging import collect, decode_cursor, encode_cursor
 from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
@@ -41,12 +49,21 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
     from mypy_boto3_s3 import S3Client
 
+    from chalicelib.limits import LimitRepository
+    from chalicelib.settings import Settings
     from chalicelib.users import UserRepository
 
 UploadKind = Literal["image", "document"]
 UploadStatus = Literal["pending", "ready"]
 MAX_FILENAME = 100
 PENDING_SECONDS = 86400  # a never-completed record goes (TTL) after a day
+# The owner's start counter, next to the records (to move into keys.py with its row).
+UPLOAD_STARTS = "UPLOADS"
+# A start re-reads the usage and retries this often when parallel starts keep winning.
+START_ATTEMPTS = 5
+# An expired pending upload is swept (object, then record) only this long after its deadline,
+# far past any request that checked the deadline just before it passed.
+SWEEP_AFTER_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,32 @@ class UploadIncomplete(Conflict):
     """The object is missing or differs from what was declared."""
 
     shows_detail = True
+
+
+class QuotaExceeded(Conflict):
+    """The upload would take the owner past their quota of files or bytes."""
+
+    shows_detail = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class UploadLimits:
+    """Per user: what their uploads may hold (ready ones, and pending ones before their
+    deadline), and how many they may start in a fixed window."""
+
+    count: int
+    bytes: int
+    starts: int
+    window: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> UploadLimits:
+        return cls(
+            count=settings.upload_quota_count,
+            bytes=settings.upload_quota_bytes,
+            starts=settings.upload_rate_limit,
+            window=settings.upload_rate_window_seconds,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,6 +189,13 @@ class UploadRepository(Protocol):
         """Newest first; the cursor names only a row of that owner."""
 
     def delete(self, owner: Owner, upload_id: str) -> None: ...
+
+    def starts(self, owner: str) -> int:
+        """How many uploads the owner has started (0: none yet)."""
+
+    def add_counted(self, upload: Upload, *, expires_at: int, starts: int) -> None:
+        """``add``, only while the owner's ``starts`` is still the given count, which it bumps
+        in the same write (``ConcurrentChange`` if another start got there first)."""
 
 
 class DynamoDBUploadRepository:
@@ -205,6 +255,59 @@ class DynamoDBUploadRepository:
             if not is_condition_failure(exc):
                 raise
 
+    def starts(self, owner: str) -> int:
+        row = self._table.get_item(Key=under_user(owner, UPLOAD_STARTS), ConsistentRead=True).get(
+            "Item"
+        )
+        return 0 if row is None else int(str(row["starts"]))
+
+    def add_counted(self, upload: Upload, *, expires_at: int, starts: int) -> None:
+        row = {**upload_key(upload.owner, upload.upload_id), **_record(upload)}
+        names = {"#pk": PARTITION_KEY}
+        owned = {":id": upload.owner_id}
+        counted: dict[str, Any] = {
+            "TableName": self._table.name,
+            "Key": under_user(upload.owner, UPLOAD_STARTS),
+            "UpdateExpression": "SET starts = :next",
+            "ConditionExpression": "attribute_not_exists(#pk)",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": {":next": starts + 1},
+        }
+        if starts:
+            # Another start since ours read the count: its record may be the one over quota.
+            counted["ConditionExpression"] = "starts = :seen"
+            counted["ExpressionAttributeValues"][":seen"] = starts
+            del counted["ExpressionAttributeNames"]
+        try:
+            self._table.meta.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "ConditionCheck": {
+                            "TableName": self._table.name,
+                            "Key": cast("Any", user_key(upload.owner)),
+                            "ConditionExpression": "userId = :id",
+                            "ExpressionAttributeValues": cast("Any", owned),
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self._table.name,
+                            "Item": cast("Any", {**row, TTL_ATTRIBUTE: expires_at}),
+                            "ConditionExpression": "attribute_not_exists(#pk)",
+                            "ExpressionAttributeNames": names,
+                        }
+                    },
+                    {"Update": cast("Any", counted)},
+                ]
+            )
+        except ClientError as exc:
+            if error_code(exc) != "TransactionCanceledException":
+                raise
+            reasons = exc.response.get("CancellationReasons", [])
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                raise OwnerMissing(upload.owner) from exc
+            raise ConcurrentChange(upload.owner) from exc
+
 
 class InMemoryUploadRepository:
     """The DynamoDB repository's twin; owners are checked in the user repository it is given."""
@@ -212,6 +315,7 @@ class InMemoryUploadRepository:
     def __init__(self, users: UserRepository) -> None:
         self._users = users
         self._uploads: dict[tuple[str, str], Upload] = {}
+        self._starts: dict[str, int] = {}
         self._lock = threading.RLock()
 
     def add(self, upload: Upload, *, expires_at: int) -> None:
@@ -254,13 +358,28 @@ class InMemoryUploadRepository:
             if self.get(owner, upload_id) is not None:
                 del self._uploads[(owner.username, upload_id)]
 
+    def starts(self, owner: str) -> int:
+        with self._lock:
+            return self._starts.get(owner, 0)
+
+    def add_counted(self, upload: Upload, *, expires_at: int, starts: int) -> None:
+        with self._lock:
+            profile = self._users.get(upload.owner)
+            if profile is None or profile.user_id != upload.owner_id:
+                raise OwnerMissing(upload.owner)
+            if self._starts.get(upload.owner, 0) != starts:
+                raise ConcurrentChange(upload.owner)
+            self.add(upload, expires_at=expires_at)
+            self._starts[upload.owner] = starts + 1
+
     def delete_owned(self, username: str) -> int:
-        """Forget the user's upload records; how many rows went."""
+        """Forget the user's upload records and start counter; how many rows went."""
         with self._lock:
             keys = [key for key in self._uploads if key[0] == username]
             for key in keys:
                 del self._uploads[key]
-            return len(keys)
+            counter = self._starts.pop(username, None)
+            return len(keys) + (counter is not None)
 
 
 class Uploads:
@@ -270,6 +389,8 @@ class Uploads:
         s3: S3Client,
         *,
         bucket: str,
+        limits: UploadLimits,
+        counters: LimitRepository,
         clock: Clock = utc_now,
         post_seconds: int = 900,
         get_seconds: int = 300,
@@ -277,6 +398,10 @@ class Uploads:
         self._repository = repository
         self._s3 = s3
         self._bucket = bucket
+        self._quota = limits
+        self._starts = UserRateLimiter(
+            counters, action="upload", limit=limits.starts, window=limits.window, clock=clock
+        )
         self._clock = clock
         self._post_seconds = post_seconds
         self._get_seconds = get_seconds
@@ -291,6 +416,7 @@ class Uploads:
             raise UploadRejected(f"a {kind} must be one of: {allowed}")
         if not 1 <= size <= rules.max_bytes:
             raise UploadRejected(f"a {kind} must be between 1 byte and {rules.max_bytes} bytes")
+        self._starts.hit(owner.username)
         now = self._clock()
         upload_id = new_item_id(int(now.timestamp() * 1000))
         name = safe_filename(filename)
@@ -308,7 +434,7 @@ class Uploads:
             created_at=iso(now),
         )
         # As for items: no record, and so no presigned POST, for an account being deleted.
-        self._repository.add(upload, expires_at=int(now.timestamp()) + PENDING_SECONDS)
+        self._add_within_quota(upload, expires_at=int(now.timestamp()) + PENDING_SECONDS)
         # The policy pins the key and the type and bounds the size: S3 refuses anything else.
         post = self._s3.generate_presigned_post(
             Bucket=self._bucket,
@@ -322,8 +448,51 @@ class Uploads:
         )
         return upload, dict(post)
 
+    def _add_within_quota(self, upload: Upload, *, expires_at: int) -> None:
+        owner = Owner(upload.owner, upload.owner_id)
+        for attempt in range(START_ATTEMPTS):
+            starts = self._repository.starts(upload.owner)
+            # Read after the counter: a start that lands in between moves it, failing ours.
+            count, used = self._usage(owner)
+            if count + 1 > self._quota.count:
+                raise QuotaExceeded(f"upload quota reached: at most {self._quota.count} files")
+            if used + upload.size > self._quota.bytes:
+                raise QuotaExceeded(
+                    f"upload quota reached: {used} of {self._quota.bytes} bytes in use, "
+                    f"this file needs {upload.size}"
+                )
+            try:
+                self._repository.add_counted(upload, expires_at=expires_at, starts=starts)
+            except ConcurrentChange:
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+            else:
+                return
+
+    def _usage(self, owner: Owner) -> tuple[int, int]:
+        """Files and bytes held: ready uploads and pending ones before their deadline (a
+        presigned POST may still fill them). Pending ones long past it are swept on the way."""
+        now = self._clock()
+        count = used = 0
+        cursor: str | None = None
+        while True:
+            page = self._repository.list(owner, limit=100, cursor=cursor)
+            for upload in page.uploads:
+                if upload.status == "ready" or not _expired(upload, now):
+                    count, used = count + 1, used + upload.size
+                elif _expired(upload, now - timedelta(seconds=SWEEP_AFTER_SECONDS)):
+                    # The record's TTL removes it late; its object, if one was posted, never.
+                    self._s3.delete_object(Bucket=self._bucket, Key=upload.key)
+                    self._repository.delete(owner, upload.upload_id)
+            cursor = page.cursor
+            if cursor is None:
+                return count, used
+
     def complete(self, owner: Owner, upload_id: str) -> Upload:
         upload = self.get(owner, upload_id)
+        if upload.status == "pending" and _expired(upload, self._clock()):
+            # Past its deadline it no longer counts against the quota, so it may not come back.
+            raise UploadNotFound(upload_id)
         try:
             head = self._s3.head_object(Bucket=self._bucket, Key=upload.key)
         except ClientError as exc:
@@ -346,9 +515,14 @@ class Uploads:
         return upload
 
     def download_url(self, upload: Upload) -> str:
+        """A short-lived GET whose answer S3 marks as a download, never a page to render."""
         return self._s3.generate_presigned_url(
             "get_object",
-            Params={"Bucket": self._bucket, "Key": upload.key},
+            Params={
+                "Bucket": self._bucket,
+                "Key": upload.key,
+                "ResponseContentDisposition": content_disposition(upload.filename),
+            },
             ExpiresIn=self._get_seconds,
         )
 
@@ -359,6 +533,23 @@ class Uploads:
         upload = self.get(owner, upload_id)
         self._s3.delete_object(Bucket=self._bucket, Key=upload.key)
         self._repository.delete(owner, upload_id)
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with the name (RFC 6266): a plain ASCII fallback, and the exact name
+    percent-encoded as UTF-8 (RFC 5987) when it holds anything else."""
+    filename = filename or "file"
+    fallback = re.sub(r'[^\x20-\x7e]|["\\%]', "_", filename)
+    value = f'attachment; filename="{fallback}"'
+    if fallback != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return value
+
+
+def _expired(upload: Upload, at: datetime) -> bool:
+    """Whether a pending upload's deadline (its record's TTL) has passed by ``at``."""
+    started = datetime.fromisoformat(upload.created_at.replace("Z", "+00:00"))
+    return started + timedelta(seconds=PENDING_SECONDS) <= at
 
 
 def _record(upload: Upload) -> dict[str, Any]:

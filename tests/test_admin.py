@@ -10,6 +10,7 @@ import boto3
 import pytest
 from boto3.dynamodb.conditions import Key
 
+import app as app_module
 from chalicelib.keys import user_key
 from tests.conftest import Api, every_page, promote
 from tools import admin as admin_command
@@ -60,6 +61,61 @@ def test_every_admin_route_refuses_a_normal_user(
     response = call(api, alice, method, path, body)
     assert response.status_code == 403
     assert response.json_body == {"message": "Administrator role required"}
+
+
+@pytest.fixture
+def cached_authorizer(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """API Gateway's authorizer cache: the first answer for a token is reused for every later
+    request with it (deployed, for up to AUTHORIZER_TTL_SECONDS). Lists the tokens it ran for."""
+    answers: dict[str, Any] = {}
+    ran: list[str] = []
+    authorize = app_module.bearer.func
+
+    def cached(auth_request: Any) -> Any:
+        if auth_request.token not in answers:
+            ran.append(auth_request.token)
+            answers[auth_request.token] = authorize(auth_request)
+        return answers[auth_request.token]
+
+    monkeypatch.setattr(app_module.bearer, "func", cached)
+    return ran
+
+
+@pytest.mark.parametrize(
+    ("change", "value"),
+    [("role", "user"), ("disabled", True)],
+    ids=["demoted", "disabled"],
+)
+def test_an_admin_route_reads_the_role_afresh_despite_the_cached_authorizer(
+    api: Api, table: Any, cached_authorizer: list[str], change: str, value: Any
+) -> None:
+    api.signup("root", PASSWORD)
+    promote(table, "root")
+    root = api.login("root", PASSWORD)
+    assert call(api, root, "GET", "/users").status_code == 200
+    table.update_item(
+        Key=user_key("root"),
+        UpdateExpression="SET #field = :value",
+        ExpressionAttributeNames={"#field": change},
+        ExpressionAttributeValues={":value": value},
+    )
+    # The authorizer is not asked again: its cached context still says "admin".
+    denied = call(api, root, "POST", "/users", {"username": "mole", "password": PASSWORD})
+    assert cached_authorizer == [f"Bearer {root}"]
+    assert denied.status_code == 403
+    assert denied.json_body == {"message": "Administrator role required"}
+    assert table.get_item(Key=user_key("mole")).get("Item") is None
+    for method, path, body in ADMIN_ROUTES:
+        assert call(api, root, method, path, body).status_code == 403, (method, path)
+
+
+def test_a_deleted_admin_is_refused_despite_the_cached_authorizer(
+    api: Api, root: str, table: Any, cached_authorizer: list[str]
+) -> None:
+    assert call(api, root, "GET", "/users").status_code == 200
+    table.delete_item(Key=user_key("root"))
+    assert call(api, root, "GET", "/users").status_code == 403
+    assert cached_authorizer == [f"Bearer {root}"]
 
 
 def test_create_read_and_list_users(api: Api, root: str, table: Any) -> None:

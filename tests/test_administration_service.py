@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.administration import Administration
+from chalicelib.administration import Administration, AdminRequired
 from chalicelib.deletion import AccountPurge
 from chalicelib.events import Client, SecurityEvents
 from chalicelib.identity import Owner
@@ -79,3 +79,19 @@ def test_deleting_a_user_takes_their_data_and_is_logged(
     administration.delete_user("carol", admin=ROOT, client=CLIENT)  # idempotent
     assert kinds(memory, ROOT).count("admin_delete_user") == 2
     assert memory.users.get("carol") is None
+
+
+def test_only_an_enabled_admin_as_stored_now_passes(administration: Administration) -> None:
+    carol = administration.create_user(
+        "carol", PASSWORD, role="admin", admin=ROOT, client=CLIENT
+    ).owner
+    administration.require_admin(carol)
+    # The name with another id: a new account that took it, not the admin the token was for.
+    with pytest.raises(AdminRequired):
+        administration.require_admin(Owner("carol", "0" * 32))
+    for role, disabled in (("user", False), ("admin", True)):
+        administration.update_user("carol", role=role, disabled=disabled, admin=ROOT, client=CLIENT)
+        with pytest.raises(AdminRequired):
+            administration.require_admin(carol)
+    with pytest.raises(AdminRequired):
+        administration.require_admin(owner_of("nobody"))

@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+import app as app_module
+from chalicelib.settings import Settings
+from chalicelib.web.errors import HttpError
 from tests.conftest import ROOT
 from tools.chalice_prod import API_POLICY, ROTATION_POLICY, main, prod_stage, render
 
@@ -64,10 +67,23 @@ def test_the_prod_stage_names_the_production_resources() -> None:
     environment = stage["environment_variables"]
     assert environment["TABLE_NAME"] == "gatehouse-production"
     assert environment["JWT_SECRET_ID"] == "gatehouse/production/jwt-signing-key"
-    assert environment["UPLOADS_BUCKET"] == "gatehouse-production-uploads"
     assert stage["iam_policy_file"] == API_POLICY
     assert stage["lambda_functions"]["rotate_signing_key"]["iam_policy_file"] == ROTATION_POLICY
     assert stage["autogen_policy"] is False
+
+
+def test_the_committed_stage_names_no_bucket_so_uploads_are_not_configured() -> None:
+    """Bucket names are global: a default one could be someone else's, receiving our uploads."""
+    environment = committed_stage()["environment_variables"]
+    assert "UPLOADS_BUCKET" not in environment
+    deps = app_module.Dependencies()
+    vars(deps)["settings"] = Settings.from_env(environment)  # the cached property, as deployed
+    with pytest.raises(HttpError) as refused:
+        deps.uploads  # noqa: B018
+    assert (refused.value.status, refused.value.message) == (
+        503,
+        "Uploads are not configured (UPLOADS_BUCKET)",
+    )
 
 
 def test_without_cloudfront_only_api_gateways_own_address_is_trusted() -> None:

@@ -37,7 +37,13 @@ Case = schemathesis.Case[Any]
 
 # Generous limits: the fuzzer is one client address hammering the auth routes, and a 429 would
 # hide what the request it answered would have found.
-STACK_ENV = {"IP_RATE_LIMIT": "1000000", "LOGIN_FREE_FAILURES": "1000"}
+STACK_ENV = {
+    "IP_RATE_LIMIT": "1000000",
+    "LOGIN_FREE_FAILURES": "1000",
+    # Hundreds of generated uploads from one account: neither its rate nor its quota is tested.
+    "UPLOAD_RATE_LIMIT": "1000000",
+    "UPLOAD_QUOTA_COUNT": "1000000",
+}
 ADMIN = "fuzz-admin"
 # Owns the tokens of the operations that end a session (see Fuzzer.headers_for).
 BYSTANDER = "fuzz-bystander"

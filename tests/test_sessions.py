@@ -3,6 +3,7 @@ reaching access tokens, limits, events and signing-key rotation."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from http.cookies import SimpleCookie
 from typing import Any
@@ -15,7 +16,7 @@ from chalice.test import Client
 import app as app_module
 from chalicelib.keys import user_key
 from tests.conftest import ROOT, Api, FakeClock, every_page, promote
-from tools.localaws import Resources, provision
+from tools.localaws import CHALICE_CONFIG, Resources, ensure_secret, ensure_table
 
 PASSWORD = "correct horse battery"
 SITE = {"Origin": "http://127.0.0.1:5173", "X-Requested-With": "gatehouse"}
@@ -74,12 +75,47 @@ class TestCookies:
         assert not morsel["secure"]
         assert "refreshToken" not in alice.json_body
 
-    def test_outside_dev_the_cookie_is_secure(self, aws: boto3.Session) -> None:
-        provision(aws, Resources.for_stage("prod"))
+    def test_outside_dev_the_cookie_is_secure_and_named_so(
+        self, aws: boto3.Session, dependencies: app_module.Dependencies, edge_header: None
+    ) -> None:
+        """``__Secure-``: browsers keep it only from HTTPS, so no http page can plant one."""
+        # The prod stage names no uploads bucket (the deployer's own): its table and key only.
+        stage = json.loads(CHALICE_CONFIG.read_text())["stages"]["prod"]["environment_variables"]
+        ensure_table(aws, stage["TABLE_NAME"])
+        ensure_secret(aws, stage["JWT_SECRET_ID"])
+        site = "https://site.example"
+        headers = {"Origin": site, "X-Gatehouse-Site-Origin": site, "X-Requested-With": "x"}
         with Client(app_module.app, stage_name="prod", project_dir=str(ROOT)) as client:
             api = Api(client)
             api.signup("alice", PASSWORD)
-            assert cookie_of(login(api))["gatehouse_refresh"]["secure"] is True
+            response = login(api)
+            assert response.headers["Set-Cookie"].startswith("__Secure-gatehouse_refresh=")
+            morsel = cookie_of(response)["__Secure-gatehouse_refresh"]
+            assert morsel["secure"] is True
+            # Only the name this stage sets is read.
+            plain = client.http.post(
+                "/auth/refresh", headers={"Cookie": f"gatehouse_refresh={morsel.value}", **headers}
+            )
+            assert plain.status_code == 401
+            cookie = f"__Secure-gatehouse_refresh={morsel.value}"
+            refreshed = client.http.post("/auth/refresh", headers={"Cookie": cookie, **headers})
+            assert refreshed.status_code == 200
+            assert cookie_of(refreshed)["__Secure-gatehouse_refresh"]["secure"] is True
+            token = refreshed.json_body["token"]
+            logout = client.http.post("/auth/logout", headers={"Authorization": f"Bearer {token}"})
+            cleared = cookie_of(logout)["__Secure-gatehouse_refresh"]
+            assert (cleared.value, cleared["max-age"]) == ("", "0")
+
+    def test_the_plain_http_dev_stage_sets_and_reads_the_unprefixed_name_only(
+        self, api: Api, alice: Any
+    ) -> None:
+        # Secure is off on http://127.0.0.1, and a __Secure- cookie must be Secure.
+        assert alice.headers["Set-Cookie"].startswith("gatehouse_refresh=")
+        value = cookie_of(alice)["gatehouse_refresh"].value
+        cookie = f"__Secure-gatehouse_refresh={value}"
+        response = api.client.http.post("/auth/refresh", headers={"Cookie": cookie, **SITE})
+        assert response.status_code == 401
+        assert refresh_with_cookie(api, value).status_code == 200
 
     def test_refresh_by_cookie_rotates_it(self, api: Api, alice: Any) -> None:
         first = cookie_of(alice)["gatehouse_refresh"].value

@@ -141,3 +141,26 @@ def test_a_shifted_clock_adds_the_seconds_in_its_file(tmp_path: Path) -> None:
     assert abs((clock() - utc_now()).total_seconds()) < 5
     offset.write_text("3600")
     assert 3595 < (clock() - utc_now()).total_seconds() < 3605
+
+
+def test_upload_quota_and_rate_have_defaults_are_read_and_are_validated() -> None:
+    defaults = Settings.from_env(REQUIRED)
+    assert (defaults.upload_quota_count, defaults.upload_quota_bytes) == (100, 1024**3)
+    assert (defaults.upload_rate_limit, defaults.upload_rate_window_seconds) == (30, 60)
+    values = {
+        "UPLOAD_QUOTA_COUNT": "5",
+        "UPLOAD_QUOTA_BYTES": str(2 * 1024 * 1024),
+        "UPLOAD_RATE_LIMIT": "2",
+        "UPLOAD_RATE_WINDOW_SECONDS": "10",
+    }
+    read = Settings.from_env({**REQUIRED, **values})
+    assert (read.upload_quota_count, read.upload_quota_bytes) == (5, 2 * 1024 * 1024)
+    assert (read.upload_rate_limit, read.upload_rate_window_seconds) == (2, 10)
+    for name, bad in [
+        ("UPLOAD_QUOTA_COUNT", "0"),
+        ("UPLOAD_QUOTA_BYTES", "1000"),  # below the 1 MiB floor
+        ("UPLOAD_RATE_LIMIT", "x"),
+        ("UPLOAD_RATE_WINDOW_SECONDS", "3601"),
+    ]:
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({**REQUIRED, name: bad})

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.keys import OwnerMissing
+from chalicelib.keys import ConcurrentChange, OwnerMissing
 from chalicelib.paging import InvalidCursor, encode_cursor
 from chalicelib.stores import Stores
 from chalicelib.uploads import Upload, UploadNotFound
@@ -92,3 +92,20 @@ def test_a_cursor_names_only_a_row_of_the_caller(owners: Stores) -> None:
         owners.uploads.list(
             owner_of("alice"), limit=1, cursor=encode_cursor({"sk": "ITEM#" + "0" * 28})
         )
+
+
+def test_a_counted_add_bumps_the_starts_once_and_a_stale_count_loses(owners: Stores) -> None:
+    uploads = owners.uploads
+    assert uploads.starts("alice") == 0
+    uploads.add_counted(upload("alice", 1), expires_at=2_000_000_000, starts=0)
+    assert uploads.starts("alice") == 1
+    # A parallel start read the same count: its record is not written.
+    with pytest.raises(ConcurrentChange):
+        uploads.add_counted(upload("alice", 2), expires_at=2_000_000_000, starts=0)
+    assert uploads.get(owner_of("alice"), upload("alice", 2).upload_id) is None
+    uploads.add_counted(upload("alice", 2), expires_at=2_000_000_000, starts=1)
+    assert (uploads.starts("alice"), uploads.starts("bob")) == (2, 0)
+    with pytest.raises(OwnerMissing):
+        uploads.add_counted(upload("ghost", 1), expires_at=2_000_000_000, starts=0)
+    listed = uploads.list(owner_of("alice"), limit=10, cursor=None).uploads
+    assert [found.upload_id for found in listed] == [upload("alice", n).upload_id for n in (2, 1)]

@@ -11,7 +11,9 @@ differ from what it writes.
     .venv/bin/python -m tools.chalice_prod --check    # exit 1 if any of them is stale
 
 For one deployment, ``--uploads-bucket`` (the Data stack's ``UploadsBucketName`` output) and
-``--allowed-origins`` (the site's origin) fill in the two values only that deployment knows;
+``--allowed-origins`` (the site's origin) fill in the two values only that deployment knows.
+Without ``--uploads-bucket`` the stage names no bucket and uploads answer 503 "not configured":
+bucket names are global, so a default name could belong to someone else's account.
 ``--mail-from`` and ``--site-url`` turn mail on (the committed stage has it off), sending from
 that address's SES identity (or its domain's) with the ``gatehouse-production`` configuration set.
 """
@@ -51,8 +53,23 @@ def prod_stage(
 
     Without CloudFront in front, only API Gateway appends to X-Forwarded-For and there is no
     edge key (``EDGE_SECRET``) to tell CloudFront's requests apart, so the stage trusts API
-    Gateway's entry alone; the CDK app adds CloudFront's hop.
+    Gateway's entry alone; the CDK app adds CloudFront's hop. ``UPLOADS_BUCKET`` is there only
+    when given: the CDK app's bucket ends in the account id, which only the deployer knows.
     """
+    environment = runtime.environment_variables(
+        table_name=runtime.prefix(ENVIRONMENT),
+        signing_key_id=runtime.signing_key_name(ENVIRONMENT),
+        uploads_bucket=uploads_bucket or "",
+        allowed_origins=allowed_origins,
+        proxy_hops=runtime.API_GATEWAY_HOPS,
+        cors_allow_origin="",
+        api_key_required=False,
+        mail_from=mail_from,
+        configuration_set=runtime.configuration_set_name(ENVIRONMENT),
+        site_url=site_url,
+    )
+    if not uploads_bucket:
+        del environment["UPLOADS_BUCKET"]
     return {
         "api_gateway_stage": runtime.STAGE,
         "api_gateway_endpoint_type": runtime.ENDPOINT_TYPE,
@@ -69,18 +86,7 @@ def prod_stage(
                 "lambda_timeout": runtime.ROTATION_TIMEOUT_SECONDS,
             }
         },
-        "environment_variables": runtime.environment_variables(
-            table_name=runtime.prefix(ENVIRONMENT),
-            signing_key_id=runtime.signing_key_name(ENVIRONMENT),
-            uploads_bucket=uploads_bucket or runtime.uploads_bucket_stem(ENVIRONMENT),
-            allowed_origins=allowed_origins,
-            proxy_hops=runtime.API_GATEWAY_HOPS,
-            cors_allow_origin="",
-            api_key_required=False,
-            mail_from=mail_from,
-            configuration_set=runtime.configuration_set_name(ENVIRONMENT),
-            site_url=site_url,
-        ),
+        "environment_variables": environment,
     }
 
 

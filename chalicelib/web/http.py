@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from chalicelib import responses as R
 from chalicelib.accounts import SignedIn
+from chalicelib.administration import Administration, AdminRequired
 from chalicelib.events import Client
 from chalicelib.identity import Owner
 from chalicelib.settings import EDGE_HEADER, Settings
@@ -28,6 +29,9 @@ UNSUPPORTED_MEDIA_TYPE = "Content-Type must be application/json"
 # A header no cross-site form can send, and that makes any cross-origin fetch preflight.
 CSRF_HEADER = "X-Requested-With"
 REFRESH_COOKIE = "gatehouse_refresh"
+# A browser stores a __Secure- cookie only with Secure, from an origin it trusts (HTTPS), so no
+# plain-http page or injected response of a neighbouring host can plant or replace it.
+SECURE_COOKIE_PREFIX = "__Secure-"
 # What If-Match may hold: the strong or weak ETag of one version. "*" is not supported: every
 # change names the version it is based on.
 ETAG = re.compile(r'\s*(?:W/)?"(\d{1,18})"\s*')
@@ -87,11 +91,19 @@ def json_response(
 
 
 class Http:
-    """Reads the current request of ``app``; ``settings`` is called when a reading needs them."""
+    """Reads the current request of ``app``; ``settings`` is called when a reading needs them,
+    ``admins`` when an admin's role must be checked against the table."""
 
-    def __init__(self, app: Chalice, *, settings: Callable[[], Settings]) -> None:
+    def __init__(
+        self,
+        app: Chalice,
+        *,
+        settings: Callable[[], Settings],
+        admins: Callable[[], Administration],
+    ) -> None:
         self._app = app
         self._settings = settings
+        self._admins = admins
 
     @property
     def request(self) -> Request:
@@ -144,9 +156,15 @@ class Http:
         )
 
     def admin(self) -> Caller:
+        """The caller, an administrator in the authorizer's context and in the table now.
+
+        API Gateway reuses the authorizer's answer for a token for up to its TTL, long enough
+        for a demoted or disabled admin to act (make another admin, say): one consistent read.
+        """
         caller = self.caller()
         if not caller.is_admin:
-            raise HttpError(403, "Administrator role required")
+            raise AdminRequired(caller.username)
+        self._admins().require_admin(caller.owner)
         return caller
 
     def client(self) -> Client:
@@ -176,12 +194,19 @@ class Http:
         presented = self.request.headers.get(EDGE_HEADER, "")
         return hmac.compare_digest(presented.encode("utf-8"), secret.encode("utf-8"))
 
+    def refresh_cookie_name(self) -> str:
+        """The name follows ``Secure``: prefixed wherever the stage is served over HTTPS."""
+        secure = self._settings().refresh_cookie_secure
+        return f"{SECURE_COOKIE_PREFIX}{REFRESH_COOKIE}" if secure else REFRESH_COOKIE
+
     def refresh_cookie(self) -> str | None:
+        """The refresh cookie under the one name this stage sets; any other is ignored."""
+        wanted = self.refresh_cookie_name()
         # Split by hand: SimpleCookie gives up on the whole header over one odd cookie of a
         # neighbouring app, which would make refresh impossible in that browser.
         for pair in self.request.headers.get("cookie", "").split(";"):
             name, _, value = pair.strip().partition("=")
-            if name == REFRESH_COOKIE and value:
+            if name == wanted and value:
                 return str(value)
         return None
 
@@ -189,7 +214,7 @@ class Http:
         """The ``Set-Cookie`` header that stores (or, with ``max_age`` 0, clears) the cookie."""
         settings = self._settings()
         parts = [
-            f"{REFRESH_COOKIE}={value}",
+            f"{self.refresh_cookie_name()}={value}",
             f"Path={settings.refresh_cookie_path}",
             f"Max-Age={max_age}",
             "HttpOnly",

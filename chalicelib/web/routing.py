@@ -54,7 +54,8 @@ class Routes:
     ) -> Callable[[View], View]:
         """Register the view for ``spec`` ("GET /items", "PUT,PATCH /users/{username}"), which
         answers ``response``; its docstring is the summary, ``doc`` the rest of its ``Operation``.
-        ``admin``: the caller needs the admin role; ``paged``: ``limit`` and ``cursor`` apply;
+        ``admin``: the caller needs the admin role, in the authorizer's context and in the
+        table at this moment (``Http.admin``); ``paged``: ``limit`` and ``cursor`` apply;
         ``if_match``: the change is conditional on an ``If-Match`` ETag (412 when stale, 428 when
         required and missing).
         """
