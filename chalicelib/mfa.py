@@ -1,7 +1,7 @@
 """A second factor: TOTP (RFC 6238: SHA-1, 30 s steps, 6 digits), one-time recovery codes, and the
 login challenge that sits between a correct password and the tokens.
 
-Rows in the user's partition, each stamped with the owner's ``userId`` (a row whose id is not the
+Rows in the user's partition (keys in ``chalicelib/keys.py``), each stamped with the owner's ``userId`` (a row whose id is not the
 owner's is left by a deleted account of the same name, and is ignored):
 
 | entity          | pk              | sk                     | other attributes              |
@@ -48,37 +48,23 @@ from chalicelib.clock import Clock, utc_now
 from chalicelib.errors import Conflict, Invalid, Unauthenticated
 from chalicelib.identity import Owner
 from chalicelib.keys import (
+    MFA_RECOVERY,
+    MFA_TOTP,
     ConcurrentChange,
     Key,
     OwnerMissing,
+    challenge_key,
     error_code,
     is_condition_failure,
     put_owned,
-    under_user,
+    recovery_key,
+    totp_key,
     user_key,
 )
 from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
-
-# Sort keys (to move into chalicelib/keys.py).
-MFA_TOTP = "MFA#TOTP"
-MFA_RECOVERY = "MFA#RECOVERY"
-MFA_CHALLENGE = "MFA#CHALLENGE#"
-
-
-def totp_key(username: str) -> Key:
-    return under_user(username, MFA_TOTP)
-
-
-def recovery_key(username: str) -> Key:
-    return under_user(username, MFA_RECOVERY)
-
-
-def challenge_key(username: str, digest: str) -> Key:
-    return under_user(username, MFA_CHALLENGE + digest)
-
 
 STEP_SECONDS = 30
 DIGITS = 6

@@ -18,6 +18,7 @@ from chalicelib.events import (
 )
 from chalicelib.items import DynamoDBItemRepository, InMemoryItemRepository, ItemRepository
 from chalicelib.limits import DynamoDBLimitRepository, InMemoryLimitRepository, LimitRepository
+from chalicelib.mfa import DynamoDBMfaRepository, InMemoryMfaRepository, MfaRepository
 from chalicelib.sessions import (
     DynamoDBSessionRepository,
     InMemorySessionRepository,
@@ -46,6 +47,7 @@ class Stores:
     events: SecurityEventRepository
     limits: LimitRepository
     partitions: PartitionRepository
+    mfa: MfaRepository
 
     @classmethod
     def dynamodb(cls, table: Table) -> Stores:
@@ -58,6 +60,7 @@ class Stores:
             events=DynamoDBSecurityEventRepository(table),
             limits=DynamoDBLimitRepository(table),
             partitions=DynamoDBPartitionRepository(table),
+            mfa=DynamoDBMfaRepository(table),
         )
 
     @classmethod
@@ -68,7 +71,8 @@ class Stores:
         uploads = InMemoryUploadRepository(users)
         events = InMemorySecurityEventRepository()
         limits = InMemoryLimitRepository()
-        forgetting: list[OwnedRows] = [sessions, items, uploads, events]
+        mfa = InMemoryMfaRepository(users)
+        forgetting: list[OwnedRows] = [sessions, items, uploads, events, mfa]
         return cls(
             backend="memory",
             users=users,
@@ -78,4 +82,5 @@ class Stores:
             events=events,
             limits=limits,
             partitions=InMemoryPartitionRepository(users, forgetting),
+            mfa=mfa,
         )

@@ -61,6 +61,8 @@ class User:
     # Access tokens carry the version they were issued at; bumping it revokes them all.
     token_version: int = 0
     disabled: bool = False
+    # Set with the second factor, in the same transaction (``chalicelib/mfa.py``).
+    mfa_enabled: bool = False
 
     @property
     def owner(self) -> Owner:
@@ -425,6 +427,20 @@ class InMemoryUserRepository:
             self._users[username] = replace(user, token_version=version, updated_at=updated_at)
             return version
 
+    def holds(self, owner: Owner) -> bool:
+        """Whether the profile of ``owner.username`` exists and holds ``owner.user_id``."""
+        with self._lock:
+            user = self._users.get(owner.username)
+            return user is not None and user.user_id == owner.user_id
+
+    def set_mfa_enabled(self, owner: Owner, enabled: bool) -> bool:
+        """Set the profile's MFA flag if it holds the owner's id; False (nothing set) if not."""
+        with self._lock:
+            if not self.holds(owner):
+                return False
+            self._users[owner.username] = replace(self._users[owner.username], mfa_enabled=enabled)
+            return True
+
 
 def _cursor(pk: Any, sk: Any) -> str:
     return encode_cursor({"pk": str(pk), "sk": str(sk)})
@@ -446,4 +462,5 @@ def user_from_item(item: Mapping[str, Any]) -> User:
         updated_at=str(item["updatedAt"]) if "updatedAt" in item else None,
         token_version=int(str(item.get("tokenVersion", 0))),
         disabled=item.get("disabled") is True,
+        mfa_enabled=item.get("mfaEnabled") is True,
     )
