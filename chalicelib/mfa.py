@@ -1,8 +1,9 @@
 """A second factor: TOTP (RFC 6238: SHA-1, 30 s steps, 6 digits), one-time recovery codes, and the
 login challenge that sits between a correct password and the tokens.
 
-Rows in the user's partition (keys in ``chalicelib/keys.py``), each stamped with the owner's ``userId`` (a row whose id is not the
-owner's is left by a deleted account of the same name, and is ignored):
+Rows in the user's partition (keys in ``chalicelib/keys.py``), each stamped with the owner's
+``userId`` (a row whose id is not the owner's is left by a deleted account of the same name, and
+is ignored):
 
 | entity          | pk              | sk                     | other attributes              |
 |-----------------|-----------------|------------------------|-------------------------------|

@@ -18,6 +18,7 @@ from chalicelib.events import Client, SecurityEvents
 from chalicelib.identity import Owner
 from chalicelib.keys import OwnerMissing, name_claim_key, user_key
 from chalicelib.limits import LoginThrottle, TooManyAttempts
+from chalicelib.mfa import Mfa
 from chalicelib.passwords import DEFAULT_COST, ScryptHasher
 from chalicelib.policy import WeakPassword
 from chalicelib.sessions import InvalidRefreshToken, RefreshToken, Sessions
@@ -54,6 +55,7 @@ def build(stores: Stores, clock: FakeClock, *, hasher: ScryptHasher | None = Non
         ),
         events=SecurityEvents(stores.events, clock=clock),
         purge=AccountPurge(stores.partitions),
+        mfa=Mfa(stores.mfa, issuer="Gatehouse", clock=clock),
         clock=clock,
     )
 
