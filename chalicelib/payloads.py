@@ -31,7 +31,9 @@ Email = Annotated[
     StringConstraints(
         min_length=3,
         max_length=254,
-        pattern=r"^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$",
+        # Explicit ranges (no space, C0 or C1 control), which JSON Schema and Python read
+        # alike: their "\s" differ.
+        pattern=r"^[^@\x00-\x20\x7f-\x9f]{1,64}@[^@\x00-\x20\x7f-\x9f]+\.[^@\x00-\x20\x7f-\x9f]+$",
     ),
 ]
 # One-time links' tokens (identity.AccountToken): bounded, the rest is checked by lookup.

@@ -43,6 +43,10 @@ STACK_ENV = {
     # Hundreds of generated uploads from one account: neither its rate nor its quota is tested.
     "UPLOAD_RATE_LIMIT": "1000000",
     "UPLOAD_QUOTA_COUNT": "1000000",
+    # Hundreds of forgotten passwords and link uses from one address, answered at once.
+    "RECOVERY_RATE_LIMIT": "1000",
+    "RECOVERY_IP_RATE_LIMIT": "100000",
+    "RECOVERY_ANSWER_MS": "0",
 }
 ADMIN = "fuzz-admin"
 # Owns the tokens of the operations that end a session (see Fuzzer.headers_for).
@@ -69,6 +73,10 @@ SESSION_ENDING = frozenset(
 # wrong first code for it is then refused (400): the bystander starts them, so the
 # administrator's confirmations find nothing to confirm (409).
 ENROLMENT = "POST /auth/mfa/totp"
+# Their tokens come from mailed links, which no generated request holds: the refusal is the
+# answer to check (400, its message), not the acceptance of schema-valid data.
+MAILED_TOKEN = frozenset({"POST /auth/email/verify", "POST /auth/password/reset"})
+INVALID_LINK = {"message": "This link is invalid or has expired; please ask for a new one"}
 PER_OPERATION = settings(
     max_examples=15,
     deadline=None,
@@ -148,7 +156,11 @@ class Fuzzer:
         headers = self.headers_for(case)
         response = case.call(headers=headers, timeout=30)
         self.after(case, response)
-        case.validate_response(response, checks=CHECKS, headers=headers)
+        checks = CHECKS
+        if case.operation.label in MAILED_TOKEN and response.status_code == 400:
+            if response.json() == INVALID_LINK:
+                checks = [check for check in CHECKS if check is not positive_data_acceptance]
+        case.validate_response(response, checks=checks, headers=headers)
         return response
 
 
