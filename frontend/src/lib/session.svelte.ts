@@ -1,14 +1,14 @@
 // Who is signed in, shared by every page. The credentials themselves stay inside api.ts.
 
-import { ApiError, onSessionEnded, renew, send, setAccessToken } from './api';
+import { ApiError, loginWithCode, onSessionEnded, renew, send, setAccessToken } from './api';
 import { problem, type Problem } from './errors';
-import type { Message, Profile, SignedIn } from './types';
+import type { AccountProfile, Message, MfaRequired, SignedIn } from './types';
 
 export type Status = 'unknown' | 'anonymous' | 'signed-in';
 
 class SessionState {
 	status: Status = $state('unknown');
-	profile: Profile | null = $state(null);
+	profile: AccountProfile | null = $state(null);
 	/** A message for the login page, e.g. why the session ended. */
 	notice: string = $state('');
 	/** The user ended the session (logged out): no reason to come back to the page after login. */
@@ -123,25 +123,40 @@ export function restore(): Promise<void> {
 }
 
 export async function loadProfile(): Promise<void> {
-	const { data } = await send<Profile>('GET', '/auth/user');
+	const { data } = await send<AccountProfile>('GET', '/auth/user');
 	session.profile = data;
 	session.status = 'signed-in';
 }
 
-export async function signup(username: string, password: string): Promise<string> {
-	const { data } = await send<{ message: string }>('POST', '/auth/signup', {
+/** With an address, the API mails a link to confirm it. */
+export async function signup(username: string, password: string, email = ''): Promise<string> {
+	const { data } = await send<Message>('POST', '/auth/signup', {
 		auth: false,
-		body: { username, password }
+		body: email ? { username, password, email } : { username, password }
 	});
 	return data.message;
 }
 
-export async function login(username: string, password: string): Promise<void> {
-	const { data } = await send<SignedIn>('POST', '/auth/login', {
+/**
+ * The password step. Resolves null when signed in, or with the challenge to send with a code
+ * (codeStep) when the account has two-factor authentication on.
+ */
+export async function login(username: string, password: string): Promise<string | null> {
+	const { data } = await send<SignedIn | MfaRequired>('POST', '/auth/login', {
 		auth: false,
 		body: { username, password }
 	});
-	signedIn(data);
+	if ('mfaRequired' in data && data.mfaRequired) {
+		return data.challenge;
+	}
+	signedIn(data as SignedIn);
+	await loadProfile();
+	return null;
+}
+
+/** The code step: a code from the authenticator app or a recovery code. */
+export async function codeStep(challenge: string, code: string): Promise<void> {
+	signedIn(await loginWithCode(challenge, code));
 	await loadProfile();
 }
 
