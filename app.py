@@ -23,7 +23,9 @@ from chalicelib.deletion import AccountPurge
 from chalicelib.events import Client, Page, SecurityEvents
 from chalicelib.items import STATUSES, Item, ItemNotFound, Items
 from chalicelib.limits import IpRateLimiter, LoginThrottle
+from chalicelib.mail import Mailer, SesMailer
 from chalicelib.passwords import DEFAULT_COST, ScryptCost, ScryptHasher
+from chalicelib.recovery import Recovery, RecoveryLimits
 from chalicelib.rotation import SigningKeyRotation
 from chalicelib.sessions import InvalidRefreshToken, Sessions
 from chalicelib.settings import (
@@ -65,6 +67,7 @@ logs.configure("INFO")  # the level is adjusted once settings are read
 # app, which is why it is read here rather than from the runtime settings.
 AUTHORIZER_TTL_SECONDS = authorizer_ttl_seconds(os.environ)
 API_VERSION = "1.0.0"
+FORGOT_ANSWER = "If the account has a verified email address, a reset link is on its way"
 # The site calls the API on its own origin (/api/*) and needs no CORS. Only the optional API
 # domain (api.<domain>) answers scripts on the site's origin; also baked in at packaging time.
 CORS_ALLOW_ORIGIN = cors_allow_origin(os.environ)
@@ -80,10 +83,15 @@ class Dependencies:
     """Everything the routes use, each built on first use and then kept for the container."""
 
     def __init__(
-        self, *, clock: Clock | None = None, scrypt_cost: ScryptCost = DEFAULT_COST
+        self,
+        *,
+        clock: Clock | None = None,
+        scrypt_cost: ScryptCost = DEFAULT_COST,
+        mailer: Mailer | None = None,
     ) -> None:
         self._injected_clock = clock
         self._scrypt_cost = scrypt_cost
+        self._injected_mailer = mailer
 
     @cached_property
     def _clock(self) -> Clock:
@@ -155,6 +163,39 @@ class Dependencies:
             events=self.events,
             purge=self.purge,
             clock=self._clock,
+        )
+
+    @cached_property
+    def mailer(self) -> Mailer:
+        settings = self.settings
+        if self._injected_mailer is not None:
+            return self._injected_mailer
+        if settings.mail_from is None:
+            raise HttpError(503, "Mail is not configured (MAIL_FROM)")
+        client = boto3.client("sesv2", config=BOTO_CONFIG)
+        return SesMailer(
+            client, sender=settings.mail_from, configuration_set=settings.ses_configuration_set
+        )
+
+    @cached_property
+    def recovery(self) -> Recovery:
+        settings = self.settings
+        return Recovery(
+            self.stores.users,
+            self.stores.links,
+            accounts=self.accounts,
+            events=self.events,
+            mailer=self.mailer,
+            # Settings refuse MAIL_FROM without SITE_URL, and the mailer needs MAIL_FROM.
+            site_url=settings.site_url or "",
+            counters=self.stores.limits,
+            limits=RecoveryLimits(
+                per_account=settings.recovery_rate_limit,
+                per_address=settings.recovery_ip_rate_limit,
+                window=settings.recovery_rate_window_seconds,
+            ),
+            clock=self._clock,
+            answer_after=settings.recovery_answer_ms / 1000,
         )
 
     @cached_property
@@ -273,7 +314,10 @@ def signup() -> Response:
     """Create an account."""
     client = limited()
     body = http.body(P.SignupRequest)
-    user = dependencies.accounts.register(body.username, body.password, client)
+    if body.email is None:
+        user = dependencies.accounts.register(body.username, body.password, client)
+    else:
+        user = dependencies.recovery.register(body.username, body.password, body.email, client)
     return json_response(201, {"message": "User created successfully", "username": user.username})
 
 
@@ -328,9 +372,7 @@ def logout_all() -> Response:
 def current_user() -> Response:
     """The caller's profile."""
     # As fresh as the authorizer's answer: read at most AUTHORIZER_TTL_SECONDS ago.
-    profile = http.caller().profile
-    shown = {key: profile[key] for key in R.Profile.model_fields if key in profile}
-    return json_response(200, shown)
+    return json_response(200, R.profile_from_context(http.caller().profile))
 
 
 @route("POST /auth/password", R.SignedIn, request=P.PasswordChangeRequest, errors=(429,))
@@ -342,6 +384,55 @@ def change_password() -> Response:
     )
     # The caller's old refresh token died with its session: hand over the new session's one.
     return http.signed_in(result, message="Password changed", delivery=body.refreshTokenDelivery)
+
+
+@route("PUT /auth/email", R.EmailSet, request=P.EmailChangeRequest, errors=(409, 429))
+def change_email() -> Response:
+    """Set or change the email address (with the password); a link to verify it is mailed."""
+    body = http.body(P.EmailChangeRequest)
+    user = dependencies.recovery.change_email(
+        http.caller().owner, body.email, body.password, limited()
+    )
+    message = "Email verified" if user.email_verified else "Verification link sent"
+    answer = {"message": message, "email": body.email, "emailVerified": user.email_verified}
+    return json_response(200, answer)
+
+
+@route(
+    "POST /auth/email/verify",
+    R.EmailVerified,
+    public=True,
+    request=P.LinkRequest,
+    errors=(409, 429),
+)
+def verify_email() -> Response:
+    """Confirm an email address with the token of the mailed link."""
+    token = http.body(P.LinkRequest).token
+    email = dependencies.recovery.verify_email(token, limited())
+    return json_response(200, {"message": "Email verified", "email": email})
+
+
+@route(
+    "POST /auth/password/forgot",
+    R.Message,
+    public=True,
+    status=202,
+    request=P.ForgotRequest,
+    errors=(429,),
+)
+def forgot_password() -> Response:
+    """Mail a password reset link, if the name or address has a verified email."""
+    dependencies.recovery.forgot(http.body(P.ForgotRequest).login, limited())
+    # The same answer whether or not there is such an account.
+    return json_response(202, {"message": FORGOT_ANSWER})
+
+
+@route("POST /auth/password/reset", R.Message, public=True, request=P.ResetRequest, errors=(429,))
+def reset_password() -> Response:
+    """Set a new password with the token of a reset link; every session ends."""
+    body = http.body(P.ResetRequest)
+    dependencies.recovery.reset(body.token, body.password, limited())
+    return json_response(200, {"message": "Password changed; please log in"})
 
 
 @route("GET /auth/sessions", R.SessionList)

@@ -84,8 +84,15 @@ class Accounts:
         self._clock = clock
 
     def register(
-        self, username: str, password: str, client: Client, *, role: str = DEFAULT_ROLE
+        self,
+        username: str,
+        password: str,
+        client: Client,
+        *,
+        role: str = DEFAULT_ROLE,
+        email: str | None = None,
     ) -> User:
+        """A new account (its ``email`` unverified until the mailed link is used)."""
         check_new_password(username, password)
         now = iso(self._clock())
         user = User(
@@ -95,6 +102,7 @@ class Accounts:
             created_at=now,
             updated_at=now,
             role=role,
+            email=email,
         )
         self._users.add(user)
         self._events.record(user.owner, "signup", client)
@@ -163,29 +171,37 @@ class Accounts:
         self._sessions.end_all(owner.username)
         self._events.record(owner, "logout_all", client)
 
-    def change_password(self, owner: Owner, current: str, new: str, client: Client) -> SignedIn:
-        """Replace the password, end every session and token, and start a fresh session."""
+    def confirm_password(self, owner: Owner, password: str, client: Client, *, kind: str) -> User:
+        """The profile, once ``password`` is its password; a wrong one counts like a failed
+        login (``kind`` names it in the log) and raises ``InvalidCredentials``."""
         lock = self._throttle.reserve(owner.username, client.ip)
         user = self.profile(owner)
-        if not self._hasher.verify(current, user.password_hash):
-            self._failed(owner, client, lock=lock, kind="password_change_failure")
+        if not self._hasher.verify(password, user.password_hash):
+            self._failed(owner, client, lock=lock, kind=kind)
         self._throttle.succeeded(owner.username, client.ip)
+        return user
+
+    def change_password(self, owner: Owner, current: str, new: str, client: Client) -> SignedIn:
+        """Replace the password, end every session and token, and start a fresh session."""
+        user = self.confirm_password(owner, current, client, kind="password_change_failure")
+        user = self.set_password(user, new, client, event="password_change")
+        return self._start_session(user, client)
+
+    def set_password(self, user: User, new: str, client: Client, *, event: str) -> User:
+        """Replace the password (the policy applies) and end every session and access token."""
+        owner = user.owner
         check_new_password(owner.username, new)
         new_hash = self._hasher.hash(new)
         version = self._users.change_password(
             owner, new_hash=new_hash, updated_at=iso(self._clock())
         )
         self._sessions.end_all(owner.username)
-        self._events.record(owner, "password_change", client)
-        return self._start_session(
-            replace(user, password_hash=new_hash, token_version=version), client
-        )
+        self._events.record(owner, event, client)
+        return replace(user, password_hash=new_hash, token_version=version)
 
     def delete_account(self, owner: Owner, password: str, client: Client) -> None:
         """Delete the caller's own account, as completely as an administrator would."""
-        lock = self._throttle.reserve(owner.username, client.ip)
-        if not self._hasher.verify(password, self.profile(owner).password_hash):
-            self._failed(owner, client, lock=lock, kind="account_delete_failure")
+        self.confirm_password(owner, password, client, kind="account_delete_failure")
         self._purge.purge(owner.username)
         # The purge took the partition; log the deletion only.
         logger.info("account deleted by its owner", extra={"fields": {"username": owner.username}})

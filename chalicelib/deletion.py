@@ -16,7 +16,7 @@ from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
 from chalicelib.identity import name_key
-from chalicelib.keys import is_condition_failure, name_claim_key, user_key, user_pk
+from chalicelib.keys import email_claim_key, is_condition_failure, name_claim_key, user_key, user_pk
 from chalicelib.objectkeys import upload_prefix
 from chalicelib.table import PARTITION_KEY, SORT_KEY
 
@@ -46,7 +46,8 @@ class DynamoDBPartitionRepository:
     def delete_partition(self, username: str) -> int:
         # The profile first, so the authorizer stops honouring the account's tokens at once.
         response = self._table.delete_item(Key=user_key(username), ReturnValues="ALL_OLD")
-        deleted = 1 if "Attributes" in response else 0
+        profile = response.get("Attributes")
+        deleted = 0 if profile is None else 1 + self._release_email(profile)
         # After the profile, so a purge interrupted here and run again still releases the name.
         deleted += self._release_name(username)
         query: dict[str, Any] = {
@@ -67,6 +68,22 @@ class DynamoDBPartitionRepository:
                 if "LastEvaluatedKey" not in page:
                     return deleted
                 query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _release_email(self, profile: dict[str, Any]) -> int:
+        """Delete the claim of the profile's verified address, if it is still this account's."""
+        if profile.get("emailVerified") is not True or "email" not in profile:
+            return 0
+        try:
+            self._table.delete_item(
+                Key=email_claim_key(str(profile["email"])),
+                ConditionExpression="userId = :id",
+                ExpressionAttributeValues={":id": profile.get("userId", "")},
+            )
+        except ClientError as exc:
+            if not is_condition_failure(exc):
+                raise
+            return 0
+        return 1
 
     def _release_name(self, username: str) -> int:
         """Delete the name's claim unless a name differing in case (a legacy twin) holds it."""

@@ -7,6 +7,8 @@ Access patterns (every entity lives under its owner's partition or in the sparse
 |-----------------|------------------|--------------------------|---------------------------|
 | user profile    | USER#{username}  | PROFILE                  | -                         |
 | name claim      | NAME#{casefold}  | NAME                     | -                         |
+| email claim     | EMAIL#{lower}    | EMAIL                    | -                         |
+| one-time link   | USER#{username}  | LINK#{purpose}           | -                         |
 | session         | USER#{username}  | SESSION#{id}             | -                         |
 | refresh token   | USER#{username}  | REFRESH#{sha256}         | -                         |
 | security event  | USER#{username}  | EVENT#{iso time}#{rand}  | -                         |
@@ -54,6 +56,8 @@ ITEM_STATUS = "ITEMSTATUS#"
 UPLOAD = "UPLOAD#"
 RATE = "RATE#"
 NAME = "NAME#"
+EMAIL = "EMAIL#"
+LINK = "LINK#"
 WINDOW = "WINDOW#"
 
 STATUS_INDEX = INDEXES[0]
@@ -85,6 +89,16 @@ def user_key(username: str) -> Key:
 
 def name_claim_key(folded: str) -> Key:
     return {PARTITION_KEY: NAME + folded, SORT_KEY: NAME.rstrip("#")}
+
+
+def email_claim_key(address: str) -> Key:
+    # Verified addresses are unique regardless of case (as mail systems treat them).
+    return {PARTITION_KEY: EMAIL + address.lower(), SORT_KEY: EMAIL.rstrip("#")}
+
+
+def link_key(username: str, purpose: str) -> Key:
+    # One row per purpose: issuing a link replaces, and so voids, the one before.
+    return under_user(username, LINK + purpose)
 
 
 def session_key(username: str, session_id: str) -> Key:

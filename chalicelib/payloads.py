@@ -25,6 +25,17 @@ from chalicelib.users import Role
 NewUsername = Annotated[
     str, StringConstraints(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9._-]+$")
 ]
+# An address mail systems accept (RFC 5321 lengths); the mailed link proves it is the user's.
+Email = Annotated[
+    str,
+    StringConstraints(
+        min_length=3,
+        max_length=254,
+        pattern=r"^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$",
+    ),
+]
+# One-time links' tokens (identity.AccountToken): bounded, the rest is checked by lookup.
+LinkToken = Annotated[str, StringConstraints(min_length=1, max_length=300)]
 # Long enough for passphrases, short enough that nobody makes scrypt chew on a megabyte.
 NewPassword = Annotated[str, StringConstraints(min_length=8, max_length=256)]
 # The original system did not restrict names, so login accepts any stored one, bounded in size.
@@ -40,6 +51,7 @@ class Payload(BaseModel):
 class SignupRequest(Payload):
     username: NewUsername
     password: NewPassword
+    email: Email | None = None
 
 
 class LoginRequest(Payload):
@@ -51,6 +63,24 @@ class LoginRequest(Payload):
 
 class RefreshRequest(Payload):
     refreshToken: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+
+
+class EmailChangeRequest(Payload):
+    email: Email
+    password: AnyPassword
+
+
+class LinkRequest(Payload):
+    token: LinkToken
+
+
+class ForgotRequest(Payload):
+    login: Annotated[str, StringConstraints(min_length=1, max_length=254)]
+
+
+class ResetRequest(Payload):
+    token: LinkToken
+    password: NewPassword
 
 
 class PasswordChangeRequest(Payload):

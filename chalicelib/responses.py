@@ -67,10 +67,23 @@ class Profile(Answer):
     createdAt: str
     role: Role
     updatedAt: str | None = None
+    email: str | None = Field(default=None, description="Verified or not: see emailVerified")
+    emailVerified: bool = False
 
 
 class AdminUser(Profile):
     disabled: bool
+
+
+class EmailSet(Answer):
+    message: str
+    email: str
+    emailVerified: bool
+
+
+class EmailVerified(Answer):
+    message: str
+    email: str
 
 
 class UserList(Answer):
@@ -161,13 +174,26 @@ def signed_in(result: accounts.SignedIn, *, message: str, refresh_in_body: bool)
     return shown
 
 
-def profile(user: User) -> dict[str, str]:
-    """``Profile``."""
-    shown = {"username": user.username, "createdAt": user.created_at, "role": user.role}
-    if user.user_id is not None:
-        shown["userId"] = user.user_id
-    if user.updated_at is not None:
-        shown["updatedAt"] = user.updated_at
+def profile(user: User) -> dict[str, Any]:
+    """``Profile``; also the authorizer's context, so only strings and booleans."""
+    shown: dict[str, Any] = {
+        "username": user.username,
+        "createdAt": user.created_at,
+        "role": user.role,
+        "emailVerified": user.email_verified,
+    }
+    optional = {"userId": user.user_id, "updatedAt": user.updated_at, "email": user.email}
+    shown.update({key: value for key, value in optional.items() if value is not None})
+    return shown
+
+
+def profile_from_context(context: dict[str, Any]) -> dict[str, Any]:
+    """``Profile`` from the authorizer's context, where API Gateway turned booleans to strings."""
+    shown: dict[str, Any] = {}
+    for key, field in Profile.model_fields.items():
+        if key in context:
+            value = context[key]
+            shown[key] = value in {True, "true", "True"} if field.annotation is bool else value
     return shown
 
 

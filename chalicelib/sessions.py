@@ -13,12 +13,9 @@ same contract (``tests/test_session_repository.py``).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import secrets
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
@@ -27,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.clock import Clock, utc_now
 from chalicelib.errors import Unauthenticated
-from chalicelib.identity import Owner
+from chalicelib.identity import AccountToken, Owner
 from chalicelib.keys import (
     SESSION,
     OwnerMissing,
@@ -79,33 +76,8 @@ class Session:
     token_version: int
 
 
-@dataclass(frozen=True)
-class RefreshToken:
-    """``base64url(username).secret``: the name locates the partition, the secret is 256 bits."""
-
-    username: str
-    secret: str = field(repr=False)
-
-    def encode(self) -> str:
-        name = base64.urlsafe_b64encode(self.username.encode()).rstrip(b"=").decode()
-        return f"{name}.{self.secret}"
-
-    @classmethod
-    def parse(cls, raw: str) -> RefreshToken:
-        name, _, secret = raw.partition(".")
-        if not name or len(secret) != 43 or len(raw) > 300:
-            raise InvalidRefreshToken("malformed refresh token")
-        try:
-            username = base64.urlsafe_b64decode(name + "=" * (-len(name) % 4)).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            raise InvalidRefreshToken("malformed refresh token") from None
-        return cls(username=username, secret=secret)
-
-    @property
-    def digest(self) -> str:
-        # The secret has 256 random bits, so a fast hash is enough to make the stored value
-        # useless to whoever reads the table.
-        return hashlib.sha256(self.secret.encode()).hexdigest()
+# ``base64url(username).secret``: the name locates the partition, the secret is 256 bits.
+RefreshToken = AccountToken
 
 
 @dataclass(frozen=True)
@@ -420,13 +392,16 @@ class Sessions:
             idle_expires_at=now + min(self._idle, self._absolute),
             token_version=token_version,
         )
-        token = _new_token(username)
+        token = RefreshToken.new(username)
         self._repository.create(session, token)
         return session, token
 
     def rotate(self, raw_token: str) -> Rotation:
         """Consume a refresh token and issue its successor in the same session."""
-        token = RefreshToken.parse(raw_token)
+        try:
+            token = RefreshToken.parse(raw_token)
+        except ValueError:
+            raise InvalidRefreshToken("malformed refresh token") from None
         record = self._repository.refresh_record(token)
         if record is None:
             raise InvalidRefreshToken("unknown refresh token")
@@ -439,7 +414,7 @@ class Sessions:
             self._repository.delete(token.username, session_id)
             raise InvalidRefreshToken("the session has expired")
         if record.state == "active":
-            successor = _new_token(token.username)
+            successor = RefreshToken.new(token.username)
             idle_expires_at = min(now + self._idle, session.expires_at)
             rotated = self._repository.rotate(
                 session, used=token, new=successor, now=now, idle_expires_at=idle_expires_at
@@ -491,10 +466,6 @@ class Sessions:
 
     def _now(self) -> int:
         return int(self._clock().timestamp())
-
-
-def _new_token(username: str) -> RefreshToken:
-    return RefreshToken(username=username, secret=secrets.token_urlsafe(32))
 
 
 def _session_item(session: Session) -> dict[str, Any]:

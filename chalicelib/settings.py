@@ -50,6 +50,11 @@ class Settings:
     mail_from: str | None = None
     ses_configuration_set: str | None = None
     site_url: str | None = None
+    # Recovery mail and links (chalicelib/recovery.py): uses per account and per address.
+    recovery_rate_limit: int = 5
+    recovery_ip_rate_limit: int = 20
+    recovery_rate_window_seconds: int = 3600
+    recovery_answer_ms: int = 500
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -116,6 +121,14 @@ class Settings:
                 env, "SES_CONFIGURATION_SET", _CONFIGURATION_SET, "an SES configuration set name"
             ),
             site_url=_site_url(env),
+            recovery_rate_limit=_int(env, "RECOVERY_RATE_LIMIT", cls.recovery_rate_limit, 1, 1000),
+            recovery_ip_rate_limit=_int(
+                env, "RECOVERY_IP_RATE_LIMIT", cls.recovery_ip_rate_limit, 1, 100_000
+            ),
+            recovery_rate_window_seconds=_int(
+                env, "RECOVERY_RATE_WINDOW_SECONDS", cls.recovery_rate_window_seconds, 60, day
+            ),
+            recovery_answer_ms=_int(env, "RECOVERY_ANSWER_MS", cls.recovery_answer_ms, 0, 5000),
         )
 
 

@@ -18,6 +18,7 @@ from chalicelib.events import (
 )
 from chalicelib.items import DynamoDBItemRepository, InMemoryItemRepository, ItemRepository
 from chalicelib.limits import DynamoDBLimitRepository, InMemoryLimitRepository, LimitRepository
+from chalicelib.recovery import DynamoDBLinkRepository, InMemoryLinkRepository, LinkRepository
 from chalicelib.sessions import (
     DynamoDBSessionRepository,
     InMemorySessionRepository,
@@ -45,6 +46,7 @@ class Stores:
     uploads: UploadRepository
     events: SecurityEventRepository
     limits: LimitRepository
+    links: LinkRepository
     partitions: PartitionRepository
 
     @classmethod
@@ -57,6 +59,7 @@ class Stores:
             uploads=DynamoDBUploadRepository(table),
             events=DynamoDBSecurityEventRepository(table),
             limits=DynamoDBLimitRepository(table),
+            links=DynamoDBLinkRepository(table),
             partitions=DynamoDBPartitionRepository(table),
         )
 
@@ -68,7 +71,8 @@ class Stores:
         uploads = InMemoryUploadRepository(users)
         events = InMemorySecurityEventRepository()
         limits = InMemoryLimitRepository()
-        forgetting: list[OwnedRows] = [sessions, items, uploads, events]
+        links = InMemoryLinkRepository()
+        forgetting: list[OwnedRows] = [sessions, items, uploads, events, links]
         return cls(
             backend="memory",
             users=users,
@@ -77,5 +81,6 @@ class Stores:
             uploads=uploads,
             events=events,
             limits=limits,
+            links=links,
             partitions=InMemoryPartitionRepository(users, forgetting),
         )

@@ -20,6 +20,7 @@ from chalicelib.keys import (
     KEY_PART,
     PROFILE,
     batch_get,
+    email_claim_key,
     error_code,
     is_condition_failure,
     name_claim_key,
@@ -43,6 +44,12 @@ class UsernameTaken(Conflict):
     message = "Username is already taken"
 
 
+class EmailTaken(Conflict):
+    """Another account has verified this address."""
+
+    message = "This email address belongs to another account"
+
+
 class UserNotFound(NotFound):
     """No user has this username."""
 
@@ -60,6 +67,8 @@ class User:
     updated_at: str | None = None
     # Access tokens carry the version they were issued at; bumping it revokes them all.
     token_version: int = 0
+    email: str | None = None
+    email_verified: bool = False
     disabled: bool = False
 
     @property
@@ -84,6 +93,17 @@ class UserRepository(Protocol):
 
     def find(self, login: str) -> User | None:
         """The profile of this name as stored, else of the name that differs only in case."""
+
+    def find_by_email(self, address: str) -> User | None:
+        """The account that has verified ``address``."""
+
+    def set_email(self, owner: Owner, address: str, *, updated_at: str) -> None:
+        """Set an unverified address (releasing the verified one it replaces); ``UserNotFound``
+        if the account is gone."""
+
+    def verify_email(self, owner: Owner, address: str, *, updated_at: str) -> bool:
+        """Mark the account's address verified and claim it; False if the account is gone or
+        has another address now, ``EmailTaken`` if another account holds it."""
 
     def assign_id(self, username: str, user_id: str) -> User:
         """Give a row of the original system its id (kept if it has one meanwhile) and claim its
@@ -130,6 +150,9 @@ class DynamoDBUserRepository:
             item["tokenVersion"] = user.token_version
         if user.disabled:
             item["disabled"] = True
+        if user.email is not None:
+            item["email"] = user.email
+            item["emailVerified"] = False
         folded = name_key(user.username)
         # The conditions make the writes themselves the uniqueness check, so concurrent signups
         # of one name, in any case, cannot both succeed.
@@ -166,6 +189,97 @@ class DynamoDBUserRepository:
         user = self.get(str(claimed["username"]))
         # A claim outlives its profile only between the two deletes of a purge.
         return user if user is not None and user.user_id == claimed["userId"] else None
+
+    def find_by_email(self, address: str) -> User | None:
+        claim = self._table.get_item(Key=email_claim_key(address), ConsistentRead=True).get("Item")
+        if claim is None:
+            return None
+        user = self.get(str(claim["username"]))
+        return user if _holds(user, claim, address) else None
+
+    def set_email(self, owner: Owner, address: str, *, updated_at: str) -> None:
+        try:
+            response = self._table.update_item(
+                Key=user_key(owner.username),
+                UpdateExpression="SET email = :email, emailVerified = :no, updatedAt = :now",
+                ConditionExpression="userId = :id",
+                ExpressionAttributeValues={
+                    ":email": address,
+                    ":no": False,
+                    ":now": updated_at,
+                    ":id": owner.user_id,
+                },
+                ReturnValues="ALL_OLD",
+            )
+        except ClientError as exc:
+            if is_condition_failure(exc):
+                raise UserNotFound(owner.username) from exc
+            raise
+        old = response.get("Attributes", {})
+        if old.get("emailVerified") is True and "email" in old:
+            self._release_email(str(old["email"]), owner.user_id)
+
+    def verify_email(self, owner: Owner, address: str, *, updated_at: str) -> bool:
+        claim = {**email_claim_key(address), "userId": owner.user_id, "username": owner.username}
+        put: dict[str, Any] = {
+            "TableName": self._table.name,
+            "Item": claim,
+            "ConditionExpression": "attribute_not_exists(#pk) OR userId = :id",
+            "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
+            "ExpressionAttributeValues": {":id": owner.user_id},
+        }
+        for _ in range(2):
+            writes: list[dict[str, Any]] = [
+                {"Put": put},
+                {
+                    "Update": {
+                        "TableName": self._table.name,
+                        "Key": user_key(owner.username),
+                        "UpdateExpression": "SET emailVerified = :yes, updatedAt = :now",
+                        "ConditionExpression": "userId = :id AND email = :email",
+                        "ExpressionAttributeValues": {
+                            ":yes": True,
+                            ":now": updated_at,
+                            ":id": owner.user_id,
+                            ":email": address,
+                        },
+                    }
+                },
+            ]
+            try:
+                self._table.meta.client.transact_write_items(TransactItems=cast("Any", writes))
+            except ClientError as exc:
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                if reasons[1:2] == ["ConditionalCheckFailed"]:
+                    return False
+                if reasons[:1] != ["ConditionalCheckFailed"]:
+                    raise
+                held = self._table.get_item(Key=email_claim_key(address), ConsistentRead=True)
+                stale = held.get("Item")
+                if stale is None or _holds(self.get(str(stale["username"])), stale, address):
+                    raise EmailTaken(address) from exc
+                # The claim outlived its account (a purge interrupted between two deletes):
+                # take it over, on the condition that it is still that stale one.
+                put = {
+                    **put,
+                    "ConditionExpression": "userId = :stale",
+                    "ExpressionAttributeValues": {":stale": str(stale["userId"])},
+                }
+                del put["ExpressionAttributeNames"]
+                continue
+            return True
+        raise EmailTaken(address)
+
+    def _release_email(self, address: str, user_id: str) -> None:
+        try:
+            self._table.delete_item(
+                Key=email_claim_key(address),
+                ConditionExpression="userId = :id",
+                ExpressionAttributeValues={":id": user_id},
+            )
+        except ClientError as exc:
+            if not is_condition_failure(exc):
+                raise
 
     def assign_id(self, username: str, user_id: str) -> User:
         try:
@@ -313,8 +427,9 @@ class InMemoryUserRepository:
 
     def __init__(self) -> None:
         self._users: dict[str, User] = {}
-        # Folded name -> (username, user id), as the claim rows hold them.
+        # Folded name -> (username, user id), as the claim rows hold them; likewise addresses.
         self._claims: dict[str, tuple[str, str]] = {}
+        self._emails: dict[str, tuple[str, str]] = {}
         self._lock = threading.RLock()
 
     def add(self, user: User) -> None:
@@ -352,6 +467,45 @@ class InMemoryUserRepository:
             self._users[username] = user
             self._claims.setdefault(name_key(username), (username, user_id))
             return user
+
+    def find_by_email(self, address: str) -> User | None:
+        with self._lock:
+            claim = self._emails.get(address.lower())
+            user = None if claim is None else self._users.get(claim[0])
+            return user if claim is not None and _held(user, claim[1], address) else None
+
+    def set_email(self, owner: Owner, address: str, *, updated_at: str) -> None:
+        with self._lock:
+            user = self._owned(owner)
+            self._release_email(user)
+            self._users[owner.username] = replace(
+                user, email=address, email_verified=False, updated_at=updated_at
+            )
+
+    def verify_email(self, owner: Owner, address: str, *, updated_at: str) -> bool:
+        with self._lock:
+            user = self._users.get(owner.username)
+            if user is None or user.user_id != owner.user_id or user.email != address:
+                return False
+            holder, held_by = self._emails.get(address.lower(), ("", owner.user_id))
+            if held_by != owner.user_id and _held(self._users.get(holder), held_by, address):
+                raise EmailTaken(address)
+            self._emails[address.lower()] = (owner.username, owner.user_id)
+            self._users[owner.username] = replace(user, email_verified=True, updated_at=updated_at)
+            return True
+
+    def _release_email(self, user: User) -> int:
+        key = (user.email or "").lower()
+        if user.email_verified and self._emails.get(key, ("", ""))[1] == user.user_id:
+            del self._emails[key]
+            return 1
+        return 0
+
+    def _owned(self, owner: Owner) -> User:
+        user = self._users.get(owner.username)
+        if user is None or user.user_id != owner.user_id:
+            raise UserNotFound(owner.username)
+        return user
 
     def add_legacy(self, user: User) -> None:
         """A row as the original system wrote it: no id, no claim."""
@@ -406,9 +560,10 @@ class InMemoryUserRepository:
         return UserPage(users, None)
 
     def delete_owned(self, username: str) -> int:
-        """Forget the profile and its name claim; how many rows went."""
+        """Forget the profile and its name and address claims; how many rows went."""
         with self._lock:
-            deleted = 0 if self._users.pop(username, None) is None else 1
+            user = self._users.pop(username, None)
+            deleted = 0 if user is None else 1 + self._release_email(user)
             folded = name_key(username)
             if self._claims.get(folded, ("", ""))[0] == username:
                 del self._claims[folded]
@@ -430,6 +585,20 @@ def _cursor(pk: Any, sk: Any) -> str:
     return encode_cursor({"pk": str(pk), "sk": str(sk)})
 
 
+def _held(user: User | None, user_id: str, address: str) -> bool:
+    """Whether the account still holds the address its claim names."""
+    return (
+        user is not None
+        and user.user_id == user_id
+        and user.email_verified
+        and (user.email or "").lower() == address.lower()
+    )
+
+
+def _holds(user: User | None, claim: Mapping[str, Any], address: str) -> bool:
+    return _held(user, str(claim["userId"]), address)
+
+
 def _claim(username: str, user_id: str) -> dict[str, Any]:
     return {**name_claim_key(name_key(username)), "username": username, "userId": user_id}
 
@@ -445,5 +614,7 @@ def user_from_item(item: Mapping[str, Any]) -> User:
         role=str(item.get("role", DEFAULT_ROLE)),
         updated_at=str(item["updatedAt"]) if "updatedAt" in item else None,
         token_version=int(str(item.get("tokenVersion", 0))),
+        email=str(item["email"]) if "email" in item else None,
+        email_verified=item.get("emailVerified") is True,
         disabled=item.get("disabled") is True,
     )

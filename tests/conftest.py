@@ -20,6 +20,7 @@ from moto.core.botocore_stubber import BotocoreStubber
 import app as app_module
 from chalicelib.identity import Owner
 from chalicelib.keys import user_key
+from chalicelib.mail import InMemoryMailer
 from chalicelib.passwords import ScryptCost
 from chalicelib.stores import Stores
 from chalicelib.users import DynamoDBUserRepository, InMemoryUserRepository, User, UserRepository
@@ -102,11 +103,17 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
+def mailbox() -> InMemoryMailer:
+    """What the app mails during a test, in order."""
+    return InMemoryMailer()
+
+
+@pytest.fixture
 def dependencies(
-    resources: Resources, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    resources: Resources, clock: FakeClock, mailbox: InMemoryMailer, monkeypatch: pytest.MonkeyPatch
 ) -> app_module.Dependencies:
-    """The production wiring, with a cheap scrypt cost and a settable clock."""
-    deps = app_module.Dependencies(clock=clock, scrypt_cost=CHEAP_COST)
+    """The production wiring, with a cheap scrypt cost, a settable clock and a kept mailbox."""
+    deps = app_module.Dependencies(clock=clock, scrypt_cost=CHEAP_COST, mailer=mailbox)
     monkeypatch.setattr(app_module, "dependencies", deps)
     return deps
 

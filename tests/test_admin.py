@@ -154,6 +154,7 @@ def test_create_read_and_list_users(api: Api, root: str, table: Any) -> None:
         "createdAt": "2024-01-01T00:00:00.000Z",
         "role": "user",
         "disabled": False,
+        "emailVerified": False,
     }
     assert "passwordHash" not in str(call(api, root, "GET", "/users").body)
     assert call(api, root, "GET", "/users/nobody").status_code == 404

@@ -166,4 +166,8 @@ def test_only_the_routes_that_must_be_public_are() -> None:
         ("POST", "/auth/signup"),
         ("POST", "/auth/login"),
         ("POST", "/auth/refresh"),
+        # The token in a mailed link is the credential.
+        ("POST", "/auth/email/verify"),
+        ("POST", "/auth/password/forgot"),
+        ("POST", "/auth/password/reset"),
     }

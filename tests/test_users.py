@@ -14,6 +14,7 @@ from chalicelib.keys import name_claim_key, user_key
 from chalicelib.paging import InvalidCursor
 from chalicelib.users import (
     DynamoDBUserRepository,
+    EmailTaken,
     InMemoryUserRepository,
     User,
     UsernameTaken,
@@ -269,3 +270,33 @@ def test_listing_pages_through_every_user_once(repository: UserRepository) -> No
     assert (len(everyone.users), everyone.cursor) == (7, None)
     with pytest.raises(InvalidCursor):
         repository.list(limit=3, cursor="garbage")
+
+
+def test_a_verified_address_is_claimed_and_a_stale_claim_taken_over(
+    repository: UserRepository,
+) -> None:
+    repository.add(alice())
+    owner = alice().owner
+    repository.set_email(owner, "a@example.com", updated_at="t1")
+    assert repository.find_by_email("a@example.com") is None  # not verified yet
+    assert repository.verify_email(owner, "a@example.com", updated_at="t2")
+    assert repository.find_by_email("A@EXAMPLE.COM") == alice(
+        email="a@example.com", email_verified=True, updated_at="t2"
+    )
+    bob = alice(username="bob", user_id="b" * 32)
+    repository.add(bob)
+    repository.set_email(bob.owner, "a@example.com", updated_at="t3")
+    with pytest.raises(EmailTaken):
+        repository.verify_email(bob.owner, "a@example.com", updated_at="t4")
+    # A link for an address the profile no longer has confirms nothing.
+    assert not repository.verify_email(bob.owner, "other@example.com", updated_at="t4")
+    # alice's profile goes but her claim stays (a purge interrupted between its deletes).
+    if isinstance(repository, InMemoryUserRepository):
+        repository._users.pop("alice")
+    else:
+        repository._table.delete_item(Key=user_key("alice"))  # type: ignore[attr-defined]
+    assert repository.find_by_email("a@example.com") is None
+    assert repository.verify_email(bob.owner, "a@example.com", updated_at="t5")
+    found = repository.find_by_email("a@example.com")
+    assert found is not None
+    assert found.username == "bob"

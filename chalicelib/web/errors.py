@@ -50,6 +50,12 @@ _UNAVAILABLE_CODES = frozenset(
         "InternalServerError",
         "InternalFailure",
         "InternalServiceError",
+        # SES: sending paused or over quota, the account suspended, or (in the sandbox) an
+        # unverified recipient: the operator's to fix, not the caller's.
+        "LimitExceededException",
+        "SendingPausedException",
+        "AccountSuspendedException",
+        "MessageRejected",
     }
 )
 
