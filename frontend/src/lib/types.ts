@@ -31,21 +31,13 @@ export type EventList = Schemas['EventList'];
 export type AdminUser = Schemas['AdminUser'];
 export type UserList = Schemas['UserList'];
 
-// TODO(types): hand-written until the API's document has the email, reset and two-factor
-// routes; then `make api-types` and alias the generated schemas here instead.
+export type EmailChanged = Schemas['EmailSet'];
+export type EmailVerified = Schemas['EmailVerified'];
+
+// TODO(types): hand-written until the API's document has the two-factor routes; then
+// `make api-types` and alias the generated schemas here instead.
 export interface AccountProfile extends Profile {
-	email?: string;
-	emailVerified?: boolean;
 	mfaEnabled?: boolean;
-}
-export interface EmailChanged {
-	message: string;
-	email: string;
-	emailVerified: boolean;
-}
-export interface EmailVerified {
-	message: string;
-	email: string;
 }
 export interface TotpEnrolment {
 	secret: string;
