@@ -255,6 +255,7 @@ def test_two_factor_set_up_login_with_a_code_and_with_a_recovery_code_once(
     screenshot(page, "recovery-codes")
     section.get_by_role("button", name="I have stored them").click()
     expect(section.get_by_test_id("mfa-status")).to_have_text("on")
+    expect(page.get_by_test_id("event").first).to_contain_text("mfa enabled")
     expect(shown).to_have_count(0)  # shown once
     page.reload()
     expect(section.get_by_test_id("mfa-status")).to_have_text("on")
