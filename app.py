@@ -16,7 +16,7 @@ from chalice.app import AuthRequest, AuthResponse, Chalice, Response
 from chalicelib import logs
 from chalicelib import payloads as P
 from chalicelib import responses as R
-from chalicelib.accounts import Accounts, SessionNotFound, TokenRevoked
+from chalicelib.accounts import Accounts, MfaChallenge, SessionNotFound, TokenRevoked
 from chalicelib.administration import Administration
 from chalicelib.clock import Clock, ShiftedClock, utc_now
 from chalicelib.deletion import AccountPurge
@@ -24,6 +24,7 @@ from chalicelib.events import Client, Page, SecurityEvents
 from chalicelib.items import STATUSES, Item, ItemNotFound, Items
 from chalicelib.limits import IpRateLimiter, LoginThrottle
 from chalicelib.mail import Mailer, SesMailer
+from chalicelib.mfa import Mfa
 from chalicelib.passwords import DEFAULT_COST, ScryptCost, ScryptHasher
 from chalicelib.recovery import Recovery, RecoveryLimits
 from chalicelib.rotation import SigningKeyRotation
@@ -162,16 +163,19 @@ class Dependencies:
             throttle=throttle,
             events=self.events,
             purge=self.purge,
+            mfa=self.mfa,
+            mailer=self.mailer,
             clock=self._clock,
         )
 
     @cached_property
-    def mailer(self) -> Mailer:
+    def mailer(self) -> Mailer | None:
+        """SES, when MAIL_FROM is set; None: mail is off."""
         settings = self.settings
         if self._injected_mailer is not None:
             return self._injected_mailer
         if settings.mail_from is None:
-            raise HttpError(503, "Mail is not configured (MAIL_FROM)")
+            return None
         client = boto3.client("sesv2", config=BOTO_CONFIG)
         return SesMailer(
             client, sender=settings.mail_from, configuration_set=settings.ses_configuration_set
@@ -179,13 +183,15 @@ class Dependencies:
 
     @cached_property
     def recovery(self) -> Recovery:
-        settings = self.settings
+        settings, mailer = self.settings, self.mailer
+        if mailer is None:
+            raise HttpError(503, "Mail is not configured (MAIL_FROM)")
         return Recovery(
             self.stores.users,
             self.stores.links,
             accounts=self.accounts,
             events=self.events,
-            mailer=self.mailer,
+            mailer=mailer,
             # Settings refuse MAIL_FROM without SITE_URL, and the mailer needs MAIL_FROM.
             site_url=settings.site_url or "",
             counters=self.stores.limits,
@@ -197,6 +203,10 @@ class Dependencies:
             clock=self._clock,
             answer_after=settings.recovery_answer_ms / 1000,
         )
+
+    @cached_property
+    def mfa(self) -> Mfa:
+        return Mfa(self.stores.mfa, issuer="Gatehouse", clock=self._clock)
 
     @cached_property
     def events(self) -> SecurityEvents:
@@ -321,13 +331,64 @@ def signup() -> Response:
     return json_response(201, {"message": "User created successfully", "username": user.username})
 
 
-@route("POST /auth/login", R.SignedIn, public=True, request=P.LoginRequest, errors=(401, 403, 429))
+@route(
+    "POST /auth/login", R.LoginAnswer, public=True, request=P.LoginRequest, errors=(401, 403, 429)
+)
 def login() -> Response:
-    """Log in: an access token and a session (refresh token as cookie or in the body)."""
+    """Log in: tokens and a session, or a challenge for POST /auth/login/mfa if MFA is on."""
     client = limited()
     body = http.body(P.LoginRequest)
     result = dependencies.accounts.login(body.username, body.password, client)
+    if isinstance(result, MfaChallenge):
+        return json_response(200, R.mfa_required(result, message="Two-factor code required"))
     return http.signed_in(result, message="Login successful", delivery=body.refreshTokenDelivery)
+
+
+@route(
+    "POST /auth/login/mfa",
+    R.SignedIn,
+    public=True,
+    request=P.MfaLoginRequest,
+    errors=(401, 403, 429),
+)
+def login_mfa() -> Response:
+    """Log in, second step: a TOTP or recovery code for the challenge of POST /auth/login."""
+    client = limited()
+    body = http.body(P.MfaLoginRequest)
+    result = dependencies.accounts.login_mfa(body.challenge, body.code, client)
+    return http.signed_in(result, message="Login successful", delivery=body.refreshTokenDelivery)
+
+
+@route("POST /auth/mfa/totp", R.MfaEnrolment, errors=(409,))
+def begin_mfa() -> Response:
+    """Start setting up an authenticator app: its secret, shown only now."""
+    enrolment = dependencies.mfa.begin(http.caller().owner)
+    shown = {"secret": enrolment.secret, "uri": enrolment.uri, "qrSvg": enrolment.qr_svg}
+    return json_response(200, shown)
+
+
+@route("POST /auth/mfa/totp/confirm", R.MfaEnabled, request=P.MfaConfirmRequest, errors=(409,))
+def confirm_mfa() -> Response:
+    """Turn two-factor authentication on with a first code; other sessions end."""
+    body = http.body(P.MfaConfirmRequest)
+    caller = http.caller()
+    codes = dependencies.accounts.enable_mfa(
+        caller.owner, body.code, http.client(), keep=caller.session_id
+    )
+    return json_response(
+        200, {"message": "Two-factor authentication enabled", "recoveryCodes": codes}
+    )
+
+
+@route("DELETE /auth/mfa/totp", R.Message, request=P.MfaDisableRequest, errors=(409, 429))
+def disable_mfa() -> Response:
+    """Turn two-factor authentication off (password and a code); other sessions end."""
+    body = http.body(P.MfaDisableRequest)
+    caller = http.caller()
+    dependencies.accounts.disable_mfa(
+        caller.owner, body.password, body.code, limited(), keep=caller.session_id
+    )
+    return json_response(200, {"message": "Two-factor authentication disabled"})
 
 
 @route(
@@ -372,7 +433,7 @@ def logout_all() -> Response:
 def current_user() -> Response:
     """The caller's profile."""
     # As fresh as the authorizer's answer: read at most AUTHORIZER_TTL_SECONDS ago.
-    return json_response(200, R.profile_from_context(http.caller().profile))
+    return json_response(200, R.profile_view(http.caller().profile))
 
 
 @route("POST /auth/password", R.SignedIn, request=P.PasswordChangeRequest, errors=(429,))

@@ -1,18 +1,25 @@
-"""The account use cases: sign up, log in, refresh, log out, change password, read a profile,
+"""The account use cases: sign up, log in (with a second factor if the account has one),
+refresh, log out, change password, turn two-factor authentication on and off, read a profile,
 list the live sessions, delete the account."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import NoReturn
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib import messages
 from chalicelib.clock import Clock, iso, utc_now
 from chalicelib.deletion import AccountPurge
 from chalicelib.errors import Forbidden, NotFound, Unauthenticated
 from chalicelib.events import Client, Page, SecurityEvents
 from chalicelib.identity import Owner, new_user_id
 from chalicelib.limits import LoginThrottle
+from chalicelib.mail import Mailer, Message
+from chalicelib.mfa import ChallengeExpired, CodeRejected, InvalidCode, Mfa, parse_challenge
 from chalicelib.passwords import ScryptHasher
 from chalicelib.policy import check_new_password
 from chalicelib.sessions import (
@@ -61,6 +68,14 @@ class SignedIn:
     refresh_expires_in: int
 
 
+@dataclass(frozen=True)
+class MfaChallenge:
+    """A login whose password was right, waiting for its second factor: no session yet."""
+
+    user: User
+    challenge: str = field(repr=False)
+
+
 class Accounts:
     def __init__(
         self,
@@ -72,9 +87,13 @@ class Accounts:
         throttle: LoginThrottle,
         events: SecurityEvents,
         purge: AccountPurge,
+        mfa: Mfa,
+        mailer: Mailer | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._purge = purge
+        self._mfa = mfa
+        self._mailer = mailer
         self._users = users
         self._hasher = hasher
         self._tokens = tokens
@@ -108,8 +127,9 @@ class Accounts:
         self._events.record(user.owner, "signup", client)
         return user
 
-    def login(self, login: str, password: str, client: Client) -> SignedIn:
-        """``login`` is the name as stored, or differing only in case."""
+    def login(self, login: str, password: str, client: Client) -> SignedIn | MfaChallenge:
+        """``login`` is the name as stored, or differing only in case. An account with a second
+        factor gets a challenge for ``login_mfa`` instead of a session."""
         lock = self._throttle.reserve(login, client.ip)
         user = self._users.find(login)
         if user is None:
@@ -127,9 +147,57 @@ class Accounts:
             raise AccountDisabled(user.username)
         if self._hasher.needs_rehash(user.password_hash):
             self._upgrade_hash(user, password)
-        signed_in = self._start_session(user, client)
-        self._events.record(user.owner, "login", client, sessionId=signed_in.session.session_id)
-        return signed_in
+        if user.mfa_enabled:
+            return MfaChallenge(user, self._mfa.challenge(user.owner))
+        return self._logged_in(user, client)
+
+    def login_mfa(self, challenge: str, code: str, client: Client) -> SignedIn:
+        """The second step of a login: a current TOTP code or an unused recovery code for the
+        challenge the password gave. Wrong codes count toward the account's back-off."""
+        username = parse_challenge(challenge).username
+        lock = self._throttle.reserve(username, client.ip)
+        try:
+            owner = self._mfa.redeem(challenge, code)
+        except InvalidCode as exc:
+            self._record_failure(exc.owner, client, lock=lock, kind="mfa_failure")
+            raise
+        self._throttle.succeeded(username, client.ip)
+        user = self._users.get(owner.username)
+        if user is None or user.user_id != owner.user_id:
+            raise ChallengeExpired("the account is gone")
+        if user.disabled:
+            self._events.record(owner, "login_refused_disabled", client)
+            raise AccountDisabled(user.username)
+        return self._logged_in(user, client)
+
+    def enable_mfa(self, owner: Owner, code: str, client: Client, *, keep: str) -> list[str]:
+        """Turn the pending TOTP factor on with a first code; end every session but ``keep``.
+        The recovery codes are returned now and never again."""
+        user = self.profile(owner)
+        codes = self._mfa.confirm(owner, code)
+        self._sessions.end_others(owner.username, keep)
+        self._events.record(owner, "mfa_enabled", client)
+        self._notify(user, messages.mfa_enabled)
+        return codes
+
+    def disable_mfa(
+        self, owner: Owner, password: str, code: str, client: Client, *, keep: str
+    ) -> None:
+        """Turn the second factor off, given the password and a code (TOTP or recovery); end
+        every session but ``keep``. A wrong password or code counts toward the back-off."""
+        lock = self._throttle.reserve(owner.username, client.ip)
+        user = self.profile(owner)
+        if not self._hasher.verify(password, user.password_hash):
+            self._failed(owner, client, lock=lock, kind="mfa_disable_failure")
+        try:
+            self._mfa.disable(owner, code)
+        except CodeRejected:
+            self._record_failure(owner, client, lock=lock, kind="mfa_failure")
+            raise
+        self._throttle.succeeded(owner.username, client.ip)
+        self._sessions.end_others(owner.username, keep)
+        self._events.record(owner, "mfa_disabled", client)
+        self._notify(user, messages.mfa_disabled)
 
     def refresh(self, raw_token: str, client: Client) -> SignedIn:
         try:
@@ -232,10 +300,33 @@ class Accounts:
     ) -> NoReturn:
         # Recorded whether or not the account exists: the same writes on both paths keep
         # response times from telling them apart.
+        self._record_failure(account, client, lock=lock, kind=kind)
+        raise InvalidCredentials
+
+    def _record_failure(
+        self, account: Owner | str, client: Client, *, lock: int, kind: str
+    ) -> None:
         self._events.record(account, kind, client)
         if lock:
             self._events.record(account, "lockout", client, seconds=lock)
-        raise InvalidCredentials
+
+    def _logged_in(self, user: User, client: Client) -> SignedIn:
+        signed_in = self._start_session(user, client)
+        self._events.record(user.owner, "login", client, sessionId=signed_in.session.session_id)
+        return signed_in
+
+    def _notify(self, user: User, compose: Callable[..., Message]) -> None:
+        """Mail a notice about the account to its verified address, if mail is configured.
+
+        A notice that cannot be sent is logged, not raised: what it reports has happened.
+        """
+        address = user.verified_email
+        if self._mailer is None or address is None:
+            return
+        try:
+            self._mailer.send(compose(address, username=user.username))
+        except (BotoCoreError, ClientError):
+            logger.warning("notice not sent", exc_info=True)
 
     def _start_session(self, user: User, client: Client) -> SignedIn:
         session, refresh = self._sessions.start(

@@ -14,6 +14,9 @@ Access patterns (every entity lives under its owner's partition or in the sparse
 | security event  | USER#{username}  | EVENT#{iso time}#{rand}  | -                         |
 | item            | USER#{username}  | ITEM#{id}                | ITEMSTATUS#{status} / {id}|
 | upload          | USER#{username}  | UPLOAD#{id}              | -                         |
+| TOTP factor     | USER#{username}  | MFA#TOTP                 | -                         |
+| recovery codes  | USER#{username}  | MFA#RECOVERY             | -                         |
+| login challenge | USER#{username}  | MFA#CHALLENGE#{sha256}   | -                         |
 | per-IP counter  | RATE#{address}   | WINDOW#{start}           | -                         |
 | login attempts  | LOGIN#{casefold} | FAIL#{address}           | -                         |
 
@@ -59,6 +62,9 @@ NAME = "NAME#"
 EMAIL = "EMAIL#"
 LINK = "LINK#"
 WINDOW = "WINDOW#"
+MFA_TOTP = "MFA#TOTP"
+MFA_RECOVERY = "MFA#RECOVERY"
+MFA_CHALLENGE = "MFA#CHALLENGE#"
 
 STATUS_INDEX = INDEXES[0]
 
@@ -130,6 +136,18 @@ def item_status_pk(status: str) -> str:
 
 def upload_key(owner: str, upload_id: str) -> Key:
     return under_user(owner, UPLOAD + upload_id)
+
+
+def totp_key(username: str) -> Key:
+    return under_user(username, MFA_TOTP)
+
+
+def recovery_key(username: str) -> Key:
+    return under_user(username, MFA_RECOVERY)
+
+
+def challenge_key(username: str, digest: str) -> Key:
+    return under_user(username, MFA_CHALLENGE + digest)
 
 
 def rate_key(address: str, window_start: int) -> Key:

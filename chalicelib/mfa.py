@@ -1,8 +1,9 @@
 """A second factor: TOTP (RFC 6238: SHA-1, 30 s steps, 6 digits), one-time recovery codes, and the
 login challenge that sits between a correct password and the tokens.
 
-Rows in the user's partition, each stamped with the owner's ``userId`` (a row whose id is not the
-owner's is left by a deleted account of the same name, and is ignored):
+Rows in the user's partition (keys in ``chalicelib/keys.py``), each stamped with the owner's
+``userId`` (a row whose id is not the owner's is left by a deleted account of the same name, and
+is ignored):
 
 | entity          | pk              | sk                     | other attributes              |
 |-----------------|-----------------|------------------------|-------------------------------|
@@ -29,8 +30,6 @@ contract (``tests/test_mfa_repository.py``); ``Mfa`` is the service.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import io
@@ -46,39 +45,25 @@ from botocore.exceptions import ClientError
 
 from chalicelib.clock import Clock, utc_now
 from chalicelib.errors import Conflict, Invalid, Unauthenticated
-from chalicelib.identity import Owner
+from chalicelib.identity import AccountToken, Owner
 from chalicelib.keys import (
+    MFA_RECOVERY,
+    MFA_TOTP,
     ConcurrentChange,
     Key,
     OwnerMissing,
+    challenge_key,
     error_code,
     is_condition_failure,
     put_owned,
-    under_user,
+    recovery_key,
+    totp_key,
     user_key,
 )
 from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
-
-# Sort keys (to move into chalicelib/keys.py).
-MFA_TOTP = "MFA#TOTP"
-MFA_RECOVERY = "MFA#RECOVERY"
-MFA_CHALLENGE = "MFA#CHALLENGE#"
-
-
-def totp_key(username: str) -> Key:
-    return under_user(username, MFA_TOTP)
-
-
-def recovery_key(username: str) -> Key:
-    return under_user(username, MFA_RECOVERY)
-
-
-def challenge_key(username: str, digest: str) -> Key:
-    return under_user(username, MFA_CHALLENGE + digest)
-
 
 STEP_SECONDS = 30
 DIGITS = 6
@@ -187,32 +172,12 @@ class RecoveryHash:
 Proof = TotpStep | RecoveryHash
 
 
-@dataclass(frozen=True)
-class ChallengeToken:
-    """``base64url(username).secret``: the name locates the partition, the secret is 256 bits."""
-
-    username: str
-    secret: str = field(repr=False)
-
-    def encode(self) -> str:
-        name = base64.urlsafe_b64encode(self.username.encode()).rstrip(b"=").decode()
-        return f"{name}.{self.secret}"
-
-    @classmethod
-    def parse(cls, raw: str) -> ChallengeToken:
-        name, _, secret = raw.partition(".")
-        if not name or len(secret) != 43 or len(raw) > 300:
-            raise ChallengeExpired("malformed challenge")
-        try:
-            username = base64.urlsafe_b64decode(name + "=" * (-len(name) % 4)).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            raise ChallengeExpired("malformed challenge") from None
-        return cls(username=username, secret=secret)
-
-    @property
-    def digest(self) -> str:
-        # 256 random bits: a fast hash already makes the stored value useless to a table reader.
-        return hashlib.sha256(self.secret.encode()).hexdigest()
+def parse_challenge(raw: str) -> AccountToken:
+    """The challenge token (``ChallengeExpired`` for anything malformed)."""
+    try:
+        return AccountToken.parse(raw)
+    except ValueError:
+        raise ChallengeExpired("malformed challenge") from None
 
 
 class ProfileFlags(Protocol):
@@ -740,7 +705,7 @@ class Mfa:
 
     def challenge(self, owner: Owner) -> str:
         """A single-use token for the second step of a login whose password was right."""
-        token = ChallengeToken(username=owner.username, secret=secrets.token_urlsafe(32))
+        token = AccountToken.new(owner.username)
         now = self._now()
         self._repository.add_challenge(
             owner, token.digest, created_at=now, expires_at=now + self._challenge_ttl
@@ -750,7 +715,7 @@ class Mfa:
     def redeem(self, raw_challenge: str, code: str) -> Owner:
         """The owner whose challenge this is, if ``code`` is a current TOTP code or an unused
         recovery code; each try counts, before the code is checked."""
-        token = ChallengeToken.parse(raw_challenge)
+        token = parse_challenge(raw_challenge)
         now = self._now()
         challenge = self._repository.count_try(
             token.username, token.digest, now=now, max_tries=self._max_tries

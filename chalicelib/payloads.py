@@ -237,3 +237,28 @@ class UploadStart(Payload):
     contentType: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     size: Annotated[int, Field(ge=1, le=1024**3), BeforeValidator(_whole)]
     kind: UploadKind
+
+
+# A TOTP code (6 digits) or a recovery code (xxxxx-xxxxx), as a person may type it.
+MfaCode = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class MfaConfirmRequest(Payload):
+    """POST /auth/mfa/totp/confirm: the authenticator app's first code."""
+
+    code: MfaCode
+
+
+class MfaDisableRequest(Payload):
+    """DELETE /auth/mfa/totp: the password, then a TOTP or recovery code."""
+
+    password: AnyPassword
+    code: MfaCode
+
+
+class MfaLoginRequest(Payload):
+    """POST /auth/login/mfa: the challenge the password gave, and a TOTP or recovery code."""
+
+    challenge: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    code: MfaCode
+    refreshTokenDelivery: Literal["cookie", "body"] = "cookie"

@@ -221,8 +221,10 @@ class Recovery:
             return user
         self._users.set_email(owner, email, updated_at=iso(self._clock()))
         self._events.record(owner, "email_change", client)
-        if user.email_verified and user.email is not None:
-            notice = messages.email_changed(user.email, username=owner.username, new_address=email)
+        if user.verified_email is not None:
+            notice = messages.email_changed(
+                user.verified_email, username=owner.username, new_address=email
+            )
             self._mailer.send(notice)
         changed = replace(user, email=email, email_verified=False)
         self._send_verification(changed, email)
@@ -245,10 +247,13 @@ class Recovery:
         self._per_address.hit(client.ip)
         self._per_account.hit(name_key(login))
         user = self._users.find_by_email(login) if "@" in login else self._users.find(login)
-        if user is not None and user.user_id is not None and user.email_verified and user.email:
+        if user is not None and user.user_id is not None and user.verified_email is not None:
             token = self._issue(user.owner, "reset", RESET_TTL, _fingerprint(user.password_hash))
             mail = messages.password_reset(
-                user.email, site_url=self._site_url, token=token.encode(), username=user.username
+                user.verified_email,
+                site_url=self._site_url,
+                token=token.encode(),
+                username=user.username,
             )
             try:
                 self._mailer.send(mail)
@@ -277,8 +282,10 @@ class Recovery:
         if not self._links.consume(link, now=self._now()):
             raise InvalidLink
         self._accounts.set_password(user, password, client, event="password_reset")
-        if user.email is not None and user.email_verified:
-            self._mailer.send(messages.password_changed(user.email, username=user.username))
+        if user.verified_email is not None:
+            self._mailer.send(
+                messages.password_changed(user.verified_email, username=user.username)
+            )
 
     def _send_verification(self, user: User, email: str) -> None:
         token = self._issue(user.owner, "verify", VERIFY_TTL, email)

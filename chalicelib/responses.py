@@ -3,10 +3,11 @@ tests receive is validated against it) and the functions that render domain obje
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from chalicelib import accounts
 from chalicelib.clock import iso
@@ -69,6 +70,7 @@ class Profile(Answer):
     updatedAt: str | None = None
     email: str | None = Field(default=None, description="Verified or not: see emailVerified")
     emailVerified: bool = False
+    mfaEnabled: bool = Field(description="Whether logging in asks for a second factor")
 
 
 class AdminUser(Profile):
@@ -174,32 +176,19 @@ def signed_in(result: accounts.SignedIn, *, message: str, refresh_in_body: bool)
     return shown
 
 
-def profile(user: User) -> dict[str, Any]:
-    """``Profile``; also the authorizer's context, so only strings and booleans."""
-    shown: dict[str, Any] = {
-        "username": user.username,
-        "createdAt": user.created_at,
-        "role": user.role,
-        "emailVerified": user.email_verified,
-    }
+def profile(user: User) -> dict[str, str]:
+    """``Profile`` as the authorizer's context carries it: strings only (``profile_view``)."""
+    shown = {"username": user.username, "createdAt": user.created_at, "role": user.role}
     optional = {"userId": user.user_id, "updatedAt": user.updated_at, "email": user.email}
     shown.update({key: value for key, value in optional.items() if value is not None})
-    return shown
-
-
-def profile_from_context(context: dict[str, Any]) -> dict[str, Any]:
-    """``Profile`` from the authorizer's context, where API Gateway turned booleans to strings."""
-    shown: dict[str, Any] = {}
-    for key, field in Profile.model_fields.items():
-        if key in context:
-            value = context[key]
-            shown[key] = value in {True, "true", "True"} if field.annotation is bool else value
+    shown["emailVerified"] = _flag(user.email_verified)
+    shown["mfaEnabled"] = _flag(user.mfa_enabled)
     return shown
 
 
 def admin_user(user: User) -> dict[str, Any]:
     """``AdminUser``."""
-    return {**profile(user), "disabled": user.disabled}
+    return {**profile_view(profile(user)), "disabled": user.disabled}
 
 
 def session(session: Session, *, current: str) -> dict[str, Any]:
@@ -258,3 +247,48 @@ def upload(upload: Upload, *, download_url: str | None = None) -> dict[str, Any]
 
 def _iso(epoch_seconds: int) -> str:
     return iso(datetime.fromtimestamp(epoch_seconds, UTC))
+
+
+class MfaRequired(Answer):
+    message: str
+    mfaRequired: Literal[True]
+    challenge: str = Field(
+        description="For POST /auth/login/mfa: valid 5 minutes, for 5 tries, used once"
+    )
+
+
+class LoginAnswer(RootModel[SignedIn | MfaRequired]):
+    """The tokens, or (for an account with a second factor) a challenge and no tokens yet."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class MfaEnrolment(Answer):
+    secret: str = Field(description="The TOTP secret (base32); shown only now")
+    uri: str = Field(description="otpauth:// URI for authenticator apps")
+    qrSvg: str = Field(description="The URI as a QR code: an SVG element that scales")
+
+
+class MfaEnabled(Answer):
+    message: str
+    recoveryCodes: list[str] = Field(
+        min_length=10, max_length=10, description="One-time codes; shown only now"
+    )
+
+
+def mfa_required(result: accounts.MfaChallenge, *, message: str) -> dict[str, Any]:
+    """``MfaRequired``."""
+    return {"message": message, "mfaRequired": True, "challenge": result.challenge}
+
+
+def profile_view(fields: Mapping[str, str]) -> dict[str, Any]:
+    """``Profile`` from ``profile``'s strings (an authorizer's context holds strings only)."""
+    shown: dict[str, Any] = {}
+    for name, spec in Profile.model_fields.items():
+        if name in fields:
+            shown[name] = fields[name] == "true" if spec.annotation is bool else fields[name]
+    return shown
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"

@@ -464,6 +464,12 @@ class Sessions:
         for session in self._repository.all(username):
             self._repository.delete(username, session.session_id)
 
+    def end_others(self, username: str, keep: str) -> None:
+        """End every session under the name but ``keep`` (the caller's own)."""
+        for session in self._repository.all(username):
+            if session.session_id != keep:
+                self._repository.delete(username, session.session_id)
+
     def _now(self) -> int:
         return int(self._clock().timestamp())
 

@@ -18,6 +18,7 @@ from chalicelib.events import (
 )
 from chalicelib.items import DynamoDBItemRepository, InMemoryItemRepository, ItemRepository
 from chalicelib.limits import DynamoDBLimitRepository, InMemoryLimitRepository, LimitRepository
+from chalicelib.mfa import DynamoDBMfaRepository, InMemoryMfaRepository, MfaRepository
 from chalicelib.recovery import DynamoDBLinkRepository, InMemoryLinkRepository, LinkRepository
 from chalicelib.sessions import (
     DynamoDBSessionRepository,
@@ -48,6 +49,7 @@ class Stores:
     limits: LimitRepository
     links: LinkRepository
     partitions: PartitionRepository
+    mfa: MfaRepository
 
     @classmethod
     def dynamodb(cls, table: Table) -> Stores:
@@ -61,6 +63,7 @@ class Stores:
             limits=DynamoDBLimitRepository(table),
             links=DynamoDBLinkRepository(table),
             partitions=DynamoDBPartitionRepository(table),
+            mfa=DynamoDBMfaRepository(table),
         )
 
     @classmethod
@@ -72,7 +75,8 @@ class Stores:
         events = InMemorySecurityEventRepository()
         limits = InMemoryLimitRepository()
         links = InMemoryLinkRepository()
-        forgetting: list[OwnedRows] = [sessions, items, uploads, events, links]
+        mfa = InMemoryMfaRepository(users)
+        forgetting: list[OwnedRows] = [sessions, items, uploads, events, links, mfa]
         return cls(
             backend="memory",
             users=users,
@@ -83,4 +87,5 @@ class Stores:
             limits=limits,
             links=links,
             partitions=InMemoryPartitionRepository(users, forgetting),
+            mfa=mfa,
         )

@@ -70,6 +70,13 @@ class User:
     email: str | None = None
     email_verified: bool = False
     disabled: bool = False
+    # Set with the second factor, in the same transaction (``chalicelib/mfa.py``).
+    mfa_enabled: bool = False
+
+    @property
+    def verified_email(self) -> str | None:
+        """Where notices about the account go: its address, once verified."""
+        return self.email if self.email_verified else None
 
     @property
     def owner(self) -> Owner:
@@ -580,6 +587,20 @@ class InMemoryUserRepository:
             self._users[username] = replace(user, token_version=version, updated_at=updated_at)
             return version
 
+    def holds(self, owner: Owner) -> bool:
+        """Whether the profile of ``owner.username`` exists and holds ``owner.user_id``."""
+        with self._lock:
+            user = self._users.get(owner.username)
+            return user is not None and user.user_id == owner.user_id
+
+    def set_mfa_enabled(self, owner: Owner, enabled: bool) -> bool:
+        """Set the profile's MFA flag if it holds the owner's id; False (nothing set) if not."""
+        with self._lock:
+            if not self.holds(owner):
+                return False
+            self._users[owner.username] = replace(self._users[owner.username], mfa_enabled=enabled)
+            return True
+
 
 def _cursor(pk: Any, sk: Any) -> str:
     return encode_cursor({"pk": str(pk), "sk": str(sk)})
@@ -617,4 +638,5 @@ def user_from_item(item: Mapping[str, Any]) -> User:
         email=str(item["email"]) if "email" in item else None,
         email_verified=item.get("emailVerified") is True,
         disabled=item.get("disabled") is True,
+        mfa_enabled=item.get("mfaEnabled") is True,
     )

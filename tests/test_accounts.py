@@ -10,14 +10,22 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+import pyotp
 import pytest
 
-from chalicelib.accounts import Accounts, InvalidCredentials, SignedIn, TokenRevoked
+from chalicelib.accounts import (
+    Accounts,
+    InvalidCredentials,
+    MfaChallenge,
+    SignedIn,
+    TokenRevoked,
+)
 from chalicelib.deletion import AccountPurge
 from chalicelib.events import Client, SecurityEvents
 from chalicelib.identity import Owner
 from chalicelib.keys import OwnerMissing, name_claim_key, user_key
 from chalicelib.limits import LoginThrottle, TooManyAttempts
+from chalicelib.mfa import ChallengeExpired, InvalidCode, Mfa
 from chalicelib.passwords import DEFAULT_COST, ScryptHasher
 from chalicelib.policy import WeakPassword
 from chalicelib.sessions import InvalidRefreshToken, RefreshToken, Sessions
@@ -54,6 +62,7 @@ def build(stores: Stores, clock: FakeClock, *, hasher: ScryptHasher | None = Non
         ),
         events=SecurityEvents(stores.events, clock=clock),
         purge=AccountPurge(stores.partitions),
+        mfa=Mfa(stores.mfa, issuer="Gatehouse", clock=clock),
         clock=clock,
     )
 
@@ -323,6 +332,67 @@ class TestSessions:
         assert alice.refresh is not None
         with pytest.raises(InvalidRefreshToken):
             accounts.refresh(alice.refresh.encode(), CLIENT)
+
+
+class TestSecondFactor:
+    """The login flow around ``Mfa``, over both backends (the HTTP side: test_mfa_api.py)."""
+
+    @staticmethod
+    def turn_on(accounts: Accounts, alice: SignedIn, clock: FakeClock) -> tuple[str, list[str]]:
+        owner = alice.user.owner
+        secret = accounts._mfa.begin(owner).secret
+        codes = accounts.enable_mfa(
+            owner, pyotp.TOTP(secret).at(clock.now), CLIENT, keep=alice.session.session_id
+        )
+        clock.advance(seconds=30)
+        return secret, codes
+
+    def test_a_password_then_a_code(
+        self, accounts: Accounts, alice: SignedIn, clock: FakeClock, stores: Stores
+    ) -> None:
+        secret, _ = self.turn_on(accounts, alice, clock)
+        assert accounts.profile(alice.user.owner).mfa_enabled
+        before = len(stores.sessions.all("alice"))
+        first = accounts.login("alice", PASSWORD, CLIENT)
+        assert isinstance(first, MfaChallenge)
+        assert len(stores.sessions.all("alice")) == before
+        with pytest.raises(InvalidCode):
+            accounts.login_mfa(first.challenge, "not a code", CLIENT)
+        signed_in = accounts.login_mfa(first.challenge, pyotp.TOTP(secret).at(clock.now), CLIENT)
+        assert_signed_in(signed_in, "alice")
+        with pytest.raises(ChallengeExpired):
+            accounts.login_mfa(first.challenge, pyotp.TOTP(secret).at(clock.now), CLIENT)
+        assert kinds(accounts, alice.user.owner).count("mfa_failure") == 1
+
+    def test_the_other_sessions_end_on_and_off(
+        self, accounts: Accounts, alice: SignedIn, clock: FakeClock
+    ) -> None:
+        other = accounts.login("alice", PASSWORD, CLIENT)
+        assert isinstance(other, SignedIn)
+        _, codes = self.turn_on(accounts, alice, clock)
+        live = accounts.list_sessions(alice.user.owner)
+        assert [session.session_id for session in live] == [alice.session.session_id]
+        third = accounts.login("alice", PASSWORD, CLIENT)
+        assert isinstance(third, MfaChallenge)
+        accounts.login_mfa(third.challenge, codes[0], CLIENT)
+        with pytest.raises(InvalidCredentials):
+            accounts.disable_mfa(
+                alice.user.owner, "wrong password", codes[1], CLIENT, keep=alice.session.session_id
+            )
+        accounts.disable_mfa(
+            alice.user.owner, PASSWORD, codes[1], CLIENT, keep=alice.session.session_id
+        )
+        live = accounts.list_sessions(alice.user.owner)
+        assert [session.session_id for session in live] == [alice.session.session_id]
+        assert not accounts.profile(alice.user.owner).mfa_enabled
+        assert isinstance(accounts.login("alice", PASSWORD, CLIENT), SignedIn)
+
+    def test_deleting_the_account_takes_the_factor_along(
+        self, accounts: Accounts, alice: SignedIn, clock: FakeClock, stores: Stores
+    ) -> None:
+        self.turn_on(accounts, alice, clock)
+        accounts.delete_account(alice.user.owner, PASSWORD, CLIENT)
+        assert stores.mfa.factors(alice.user.owner).totp is None
 
 
 class TestLockout:

@@ -153,6 +153,7 @@ def test_create_read_and_list_users(api: Api, root: str, table: Any) -> None:
         "username": "legacy",
         "createdAt": "2024-01-01T00:00:00.000Z",
         "role": "user",
+        "mfaEnabled": False,
         "disabled": False,
         "emailVerified": False,
     }

@@ -54,7 +54,16 @@ def test_signup_login_and_profile(api: Api) -> None:
     response = api.get("/auth/user", body["token"])
     assert response.status_code == 200
     profile = response.json_body
-    assert set(profile) == {"username", "userId", "createdAt", "role", "updatedAt", "emailVerified"}
+    assert set(profile) == {
+        "username",
+        "userId",
+        "createdAt",
+        "role",
+        "updatedAt",
+        "emailVerified",
+        "mfaEnabled",
+    }
+    assert (profile["emailVerified"], profile["mfaEnabled"]) == (False, False)
     assert (profile["username"], profile["role"]) == ("alice", "user")
     assert profile["userId"] == claims["sub"]
     assert "$scrypt$" not in response.body.decode()
@@ -99,6 +108,7 @@ def test_a_user_of_the_original_system_logs_in_with_the_old_password(api: Api, t
         "createdAt": "2024-05-01T10:00:00.000Z",
         "role": "user",
         "updatedAt": table.get_item(Key=user_key("Legacy User"))["Item"]["updatedAt"],
+        "mfaEnabled": False,
     }
     stored = table.get_item(Key=user_key("Legacy User"))["Item"]
     assert stored["passwordHash"].startswith("$scrypt$")

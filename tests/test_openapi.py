@@ -165,6 +165,7 @@ def test_only_the_routes_that_must_be_public_are() -> None:
         ("GET", "/openapi.json"),
         ("POST", "/auth/signup"),
         ("POST", "/auth/login"),
+        ("POST", "/auth/login/mfa"),
         ("POST", "/auth/refresh"),
         # The token in a mailed link is the credential.
         ("POST", "/auth/email/verify"),

@@ -36,6 +36,9 @@ def render(spec: dict[str, Any]) -> str:
     for name, schema in spec["components"]["schemas"].items():
         if name == "Answer":
             continue
+        if "anyOf" in schema and "properties" not in schema:
+            lines += [f"### {name}", "", f"One of: {_type(schema)}.", ""]
+            continue
         lines += [f"### {name}", "", "| field | type | required |", "|---|---|---|"]
         required = set(schema.get("required", []))
         for field, definition in schema.get("properties", {}).items():
