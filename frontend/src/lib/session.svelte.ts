@@ -2,13 +2,13 @@
 
 import { ApiError, loginWithCode, onSessionEnded, renew, send, setAccessToken } from './api';
 import { problem, type Problem } from './errors';
-import type { AccountProfile, Message, MfaRequired, SignedIn } from './types';
+import type { LoginAnswer, Message, Profile, SignedIn } from './types';
 
 export type Status = 'unknown' | 'anonymous' | 'signed-in';
 
 class SessionState {
 	status: Status = $state('unknown');
-	profile: AccountProfile | null = $state(null);
+	profile: Profile | null = $state(null);
 	/** A message for the login page, e.g. why the session ended. */
 	notice: string = $state('');
 	/** The user ended the session (logged out): no reason to come back to the page after login. */
@@ -123,7 +123,7 @@ export function restore(): Promise<void> {
 }
 
 export async function loadProfile(): Promise<void> {
-	const { data } = await send<AccountProfile>('GET', '/auth/user');
+	const { data } = await send<Profile>('GET', '/auth/user');
 	session.profile = data;
 	session.status = 'signed-in';
 }
@@ -142,14 +142,14 @@ export async function signup(username: string, password: string, email = ''): Pr
  * (codeStep) when the account has two-factor authentication on.
  */
 export async function login(username: string, password: string): Promise<string | null> {
-	const { data } = await send<SignedIn | MfaRequired>('POST', '/auth/login', {
+	const { data } = await send<LoginAnswer>('POST', '/auth/login', {
 		auth: false,
 		body: { username, password }
 	});
-	if ('mfaRequired' in data && data.mfaRequired) {
+	if ('mfaRequired' in data) {
 		return data.challenge;
 	}
-	signedIn(data as SignedIn);
+	signedIn(data);
 	await loadProfile();
 	return null;
 }

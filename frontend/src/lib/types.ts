@@ -34,24 +34,7 @@ export type UserList = Schemas['UserList'];
 export type EmailChanged = Schemas['EmailSet'];
 export type EmailVerified = Schemas['EmailVerified'];
 
-// TODO(types): hand-written until the API's document has the two-factor routes; then
-// `make api-types` and alias the generated schemas here instead.
-export interface AccountProfile extends Profile {
-	mfaEnabled?: boolean;
-}
-export interface TotpEnrolment {
-	secret: string;
-	uri: string;
-	/** An SVG document. */
-	qrSvg: string;
-}
-export interface TotpEnabled {
-	message: string;
-	recoveryCodes: string[];
-}
-/** The password was right and the account asks for a second factor: no token yet. */
-export interface MfaRequired {
-	message: string;
-	mfaRequired: true;
-	challenge: string;
-}
+export type LoginAnswer = Schemas['LoginAnswer'];
+export type MfaRequired = Schemas['MfaRequired'];
+export type TotpEnrolment = Schemas['MfaEnrolment'];
+export type TotpEnabled = Schemas['MfaEnabled'];
