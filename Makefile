@@ -93,7 +93,7 @@ unit: $(STAMP) $(CFNLINT_STAMP) site $(CHROMIUM)
 # The browser tests write their screenshots to .local/screenshots (ignored); this run writes them
 # where the README shows them.
 screenshots: $(STAMP) site $(CHROMIUM)
-	SCREENSHOTS_DIR=docs/screenshots $(BIN)/pytest tests/test_site.py
+	SCREENSHOTS_DIR=docs/screenshots $(BIN)/pytest tests/test_site.py tests/test_site_accounts.py
 
 # Every stack, offline, into cdk/cdk.out; cdk-nag runs during synthesis. Chalice only prints
 # "Could not install dependencies" when a wheel is missing, so that line fails the build here.

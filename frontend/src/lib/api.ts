@@ -5,7 +5,15 @@
 // - a rejected token is handled here, once: refresh (one at a time, across tabs) and retry once,
 //   or report the end of the session to whoever registered with onSessionEnded().
 
-import type { ErrorBody, SignedIn } from './types';
+import type {
+	EmailChanged,
+	EmailVerified,
+	ErrorBody,
+	Message,
+	SignedIn,
+	TotpEnabled,
+	TotpEnrolment
+} from './types';
 
 const BASE = '/api';
 const REFRESH_LOCK = 'gatehouse-refresh';
@@ -254,4 +262,50 @@ async function decode(response: Response): Promise<{ body: unknown; gateway: boo
  */
 function rejectedToken(reply: RawReply): boolean {
 	return (reply.status === 401 || reply.status === 403) && reply.gateway;
+}
+
+// The account's recovery, email and two-factor routes. The public ones take no bearer token: a
+// link from a mail works in a browser that is not signed in.
+
+/** Always the same answer, whether or not the account exists or has a verified address. */
+export async function forgotPassword(login: string): Promise<Message> {
+	return (await send<Message>('POST', '/auth/password/forgot', { auth: false, body: { login } }))
+		.data;
+}
+
+/** Ends every session of the account. */
+export async function resetPassword(token: string, password: string): Promise<Message> {
+	return (
+		await send<Message>('POST', '/auth/password/reset', { auth: false, body: { token, password } })
+	).data;
+}
+
+export async function verifyEmail(token: string): Promise<EmailVerified> {
+	return (await send<EmailVerified>('POST', '/auth/email/verify', { auth: false, body: { token } }))
+		.data;
+}
+
+/** Mails a confirmation link to the new address (and a notice to the old one). */
+export async function changeEmail(email: string, password: string): Promise<EmailChanged> {
+	return (await send<EmailChanged>('PUT', '/auth/email', { body: { email, password } })).data;
+}
+
+/** The second step of a login whose password was right: the challenge and a code. */
+export async function loginWithCode(challenge: string, code: string): Promise<SignedIn> {
+	return (
+		await send<SignedIn>('POST', '/auth/login/mfa', { auth: false, body: { challenge, code } })
+	).data;
+}
+
+export async function startTotp(): Promise<TotpEnrolment> {
+	return (await send<TotpEnrolment>('POST', '/auth/mfa/totp')).data;
+}
+
+/** Turns two-factor on; the answer holds the recovery codes, shown this once. */
+export async function confirmTotp(code: string): Promise<TotpEnabled> {
+	return (await send<TotpEnabled>('POST', '/auth/mfa/totp/confirm', { body: { code } })).data;
+}
+
+export async function disableTotp(password: string, code: string): Promise<Message> {
+	return (await send<Message>('DELETE', '/auth/mfa/totp', { body: { password, code } })).data;
 }

@@ -1,8 +1,8 @@
 // Who is signed in, shared by every page. The credentials themselves stay inside api.ts.
 
-import { ApiError, onSessionEnded, renew, send, setAccessToken } from './api';
+import { ApiError, loginWithCode, onSessionEnded, renew, send, setAccessToken } from './api';
 import { problem, type Problem } from './errors';
-import type { Message, Profile, SignedIn } from './types';
+import type { LoginAnswer, Message, Profile, SignedIn } from './types';
 
 export type Status = 'unknown' | 'anonymous' | 'signed-in';
 
@@ -128,20 +128,35 @@ export async function loadProfile(): Promise<void> {
 	session.status = 'signed-in';
 }
 
-export async function signup(username: string, password: string): Promise<string> {
-	const { data } = await send<{ message: string }>('POST', '/auth/signup', {
+/** With an address, the API mails a link to confirm it. */
+export async function signup(username: string, password: string, email = ''): Promise<string> {
+	const { data } = await send<Message>('POST', '/auth/signup', {
 		auth: false,
-		body: { username, password }
+		body: email ? { username, password, email } : { username, password }
 	});
 	return data.message;
 }
 
-export async function login(username: string, password: string): Promise<void> {
-	const { data } = await send<SignedIn>('POST', '/auth/login', {
+/**
+ * The password step. Resolves null when signed in, or with the challenge to send with a code
+ * (codeStep) when the account has two-factor authentication on.
+ */
+export async function login(username: string, password: string): Promise<string | null> {
+	const { data } = await send<LoginAnswer>('POST', '/auth/login', {
 		auth: false,
 		body: { username, password }
 	});
+	if ('mfaRequired' in data) {
+		return data.challenge;
+	}
 	signedIn(data);
+	await loadProfile();
+	return null;
+}
+
+/** The code step: a code from the authenticator app or a recovery code. */
+export async function codeStep(challenge: string, code: string): Promise<void> {
+	signedIn(await loginWithCode(challenge, code));
 	await loadProfile();
 }
 

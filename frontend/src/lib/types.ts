@@ -30,3 +30,11 @@ export type EventList = Schemas['EventList'];
 
 export type AdminUser = Schemas['AdminUser'];
 export type UserList = Schemas['UserList'];
+
+export type EmailChanged = Schemas['EmailSet'];
+export type EmailVerified = Schemas['EmailVerified'];
+
+export type LoginAnswer = Schemas['LoginAnswer'];
+export type MfaRequired = Schemas['MfaRequired'];
+export type TotpEnrolment = Schemas['MfaEnrolment'];
+export type TotpEnabled = Schemas['MfaEnabled'];
