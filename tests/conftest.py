@@ -18,6 +18,7 @@ from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
 
 import app as app_module
+from chalicelib.accounts import MfaChallenge, SignedIn
 from chalicelib.identity import Owner
 from chalicelib.keys import user_key
 from chalicelib.mail import InMemoryMailer
@@ -175,6 +176,12 @@ def api(client: Client) -> Api:
 
 MAX_PAGES = 50
 PageT = TypeVar("PageT")
+
+
+def without_mfa(result: SignedIn | MfaChallenge) -> SignedIn:
+    """A login's answer for an account without a second factor: the tokens."""
+    assert isinstance(result, SignedIn), result
+    return result
 
 
 LEGACY = "2024-05-01T10:00:00.000Z"

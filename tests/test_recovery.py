@@ -18,7 +18,7 @@ from chalicelib.recovery import InvalidLink, Link, Recovery, RecoveryLimits
 from chalicelib.sessions import InvalidRefreshToken
 from chalicelib.stores import Stores
 from chalicelib.users import EmailTaken
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, without_mfa
 from tests.test_accounts import PASSWORD, build
 
 SITE = "https://gatehouse.example"
@@ -78,7 +78,7 @@ def token_in(message: Message, path: str) -> str:
     links = re.findall(rf"{re.escape(SITE + path)}\?token=[^\s\"'<]+", message.text)
     assert len(set(links)) == 1, message.text
     assert links[0].replace("&", "&amp;") in message.html or links[0] in message.html
-    return parse_qs(urlsplit(links[0]).query)["token"][0]
+    return str(parse_qs(urlsplit(links[0]).query)["token"][0])
 
 
 def signed_up(recovery: Recovery, mailbox: InMemoryMailer, name: str, email: str) -> Owner:
@@ -185,7 +185,7 @@ class TestReset:
         recovery.register("bob", PASSWORD, "bob@example.com", client())  # never verified
         sent = len(mailbox.sent)
         for login in ("nobody", "bob", "bob@example.com", "nobody@example.com"):
-            assert recovery.forgot(login, client()) is None
+            recovery.forgot(login, client())
         assert len(mailbox.sent) == sent
         for login in ("alice", "ALICE", "Alice@Example.com"):
             recovery.forgot(login, client())
@@ -199,7 +199,7 @@ class TestReset:
     ) -> None:
         alice = signed_up(recovery, mailbox, "alice", "alice@example.com")
         accounts = build(stores, clock)
-        session = accounts.login("alice", PASSWORD, client())
+        session = without_mfa(accounts.login("alice", PASSWORD, client()))
         recovery.forgot("alice", client())
         token = token_in(mailbox.sent[-1], "/reset")
         with pytest.raises(WeakPassword):

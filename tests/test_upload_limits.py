@@ -149,7 +149,7 @@ def test_a_pending_upload_counts_until_its_deadline_and_is_swept_after(
         start(uploads)  # the fresh one counts; the stale one is swept on the way
     assert owners.uploads.get(owner_of("alice"), stale.upload_id) is None
     assert owners.uploads.get(owner_of("alice"), fresh.upload_id) is not None
-    listed = s3.list_objects_v2(Bucket=resources.uploads_bucket).get(owner_of("Contents"), [])
+    listed = s3.list_objects_v2(Bucket=resources.uploads_bucket).get("Contents", [])
     assert stale.key not in {entry["Key"] for entry in listed}
 
 
