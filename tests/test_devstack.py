@@ -204,7 +204,8 @@ def test_a_real_upload_through_the_presigned_post(stack: RunningStack) -> None:
     assert requests.get(detail["downloadUrl"], timeout=10).content == content
     deleted = requests.delete(f"{stack.api_url}/uploads/{upload['id']}", headers=auth, timeout=10)
     assert deleted.status_code == 200
-    assert requests.get(detail["downloadUrl"], timeout=10).status_code == 404
+    # S3 answers 403 for a missing key to a signer that may not list the bucket; moto 404.
+    assert requests.get(detail["downloadUrl"], timeout=10).status_code in {403, 404}
 
     # The policy, not the API, stops these: the emulator enforces it as S3 does.
     too_big = post_file(presign(100), b"x" * (25 * 1024 * 1024 + 1))
