@@ -33,6 +33,7 @@ versions are read as they are.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
@@ -197,10 +198,13 @@ class ConcurrentChange(Conflict):
     message = "A simultaneous change got in the way; please retry"
 
 
-def put_owned(table: Table, row: dict[str, Any], *, owner: Owner) -> None:
+def put_owned(
+    table: Table, row: dict[str, Any], *, owner: Owner, also: Sequence[dict[str, Any]] = ()
+) -> None:
     """Write a new row under ``owner``, stamped with their id, only while the profile holds that
     id (atomically): ``OwnerMissing`` if the account is gone or its name now belongs to another,
-    ``ConcurrentChange`` if the row appeared meanwhile."""
+    ``ConcurrentChange`` if the row appeared meanwhile, or a condition of ``also`` (more
+    transaction items, written with it) failed."""
     try:
         table.meta.client.transact_write_items(
             TransactItems=[
@@ -220,6 +224,7 @@ def put_owned(table: Table, row: dict[str, Any], *, owner: Owner) -> None:
                         "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
                     }
                 },
+                *cast("Any", also),
             ]
         )
     except ClientError as exc:

@@ -17,7 +17,7 @@ import threading
 import unicodedata
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import quote
 
 from boto3.dynamodb.conditions import Attr, Key
@@ -37,7 +37,6 @@ from chalicelib.keys import (
     put_owned,
     under_user,
     upload_key,
-    user_key,
     user_pk,
 )
 from chalicelib.limits import UserRateLimiter
@@ -263,14 +262,12 @@ class DynamoDBUploadRepository:
 
     def add_counted(self, upload: Upload, *, expires_at: int, starts: int) -> None:
         row = {**upload_key(upload.owner, upload.upload_id), **_record(upload)}
-        names = {"#pk": PARTITION_KEY}
-        owned = {":id": upload.owner_id}
         counted: dict[str, Any] = {
             "TableName": self._table.name,
             "Key": under_user(upload.owner, UPLOAD_STARTS),
             "UpdateExpression": "SET starts = :next",
             "ConditionExpression": "attribute_not_exists(#pk)",
-            "ExpressionAttributeNames": names,
+            "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
             "ExpressionAttributeValues": {":next": starts + 1},
         }
         if starts:
@@ -278,35 +275,9 @@ class DynamoDBUploadRepository:
             counted["ConditionExpression"] = "starts = :seen"
             counted["ExpressionAttributeValues"][":seen"] = starts
             del counted["ExpressionAttributeNames"]
-        try:
-            self._table.meta.client.transact_write_items(
-                TransactItems=[
-                    {
-                        "ConditionCheck": {
-                            "TableName": self._table.name,
-                            "Key": cast("Any", user_key(upload.owner)),
-                            "ConditionExpression": "userId = :id",
-                            "ExpressionAttributeValues": cast("Any", owned),
-                        }
-                    },
-                    {
-                        "Put": {
-                            "TableName": self._table.name,
-                            "Item": cast("Any", {**row, TTL_ATTRIBUTE: expires_at}),
-                            "ConditionExpression": "attribute_not_exists(#pk)",
-                            "ExpressionAttributeNames": names,
-                        }
-                    },
-                    {"Update": cast("Any", counted)},
-                ]
-            )
-        except ClientError as exc:
-            if error_code(exc) != "TransactionCanceledException":
-                raise
-            reasons = exc.response.get("CancellationReasons", [])
-            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                raise OwnerMissing(upload.owner) from exc
-            raise ConcurrentChange(upload.owner) from exc
+        owner = Owner(upload.owner, upload.owner_id)
+        row[TTL_ATTRIBUTE] = expires_at
+        put_owned(self._table, row, owner=owner, also=[{"Update": counted}])
 
 
 class InMemoryUploadRepository:
