@@ -7,6 +7,7 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from botocore.exceptions import ClientError
 
 from chalicelib.accounts import InvalidCredentials
 from chalicelib.events import Client
@@ -251,3 +252,19 @@ class TestReset:
             recovery.forgot("ALICE", client(99))
         # Another name from the same addresses is its own budget.
         recovery.forgot("bob", client(1))
+
+
+def test_a_signup_whose_mail_fails_still_creates_the_account(
+    recovery: Recovery, mailbox: InMemoryMailer, stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(message: Message) -> None:
+        raise ClientError({"Error": {"Code": "MessageRejected"}}, "SendEmail")
+
+    monkeypatch.setattr(mailbox, "send", refuse)
+    user = recovery.register("alice", PASSWORD, "alice@example.com", client())
+    assert stores.users.get("alice") == user
+    monkeypatch.undo()
+    # The owner asks again once mail works.
+    recovery.change_email(user.owner, "alice@example.com", PASSWORD, client())
+    recovery.verify_email(token_in(mailbox.sent[-1], "/verify-email"), client())
+    assert stores.users.find_by_email("alice@example.com") is not None
