@@ -9,8 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import NoReturn
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from chalicelib import messages
 from chalicelib.clock import Clock, iso, utc_now
 from chalicelib.deletion import AccountPurge
@@ -18,7 +16,7 @@ from chalicelib.errors import Forbidden, NotFound, Unauthenticated
 from chalicelib.events import Client, Page, SecurityEvents
 from chalicelib.identity import Owner, new_user_id
 from chalicelib.limits import LoginThrottle
-from chalicelib.mail import Mailer, Message
+from chalicelib.mail import Mailer, Message, send_quietly
 from chalicelib.mfa import ChallengeExpired, CodeRejected, InvalidCode, Mfa, parse_challenge
 from chalicelib.passwords import ScryptHasher
 from chalicelib.policy import check_new_password
@@ -321,12 +319,8 @@ class Accounts:
         A notice that cannot be sent is logged, not raised: what it reports has happened.
         """
         address = user.verified_email
-        if self._mailer is None or address is None:
-            return
-        try:
-            self._mailer.send(compose(address, username=user.username))
-        except (BotoCoreError, ClientError):
-            logger.warning("notice not sent", exc_info=True)
+        if self._mailer is not None and address is not None:
+            send_quietly(self._mailer, compose(address, username=user.username))
 
     def _start_session(self, user: User, client: Client) -> SignedIn:
         session, refresh = self._sessions.start(

@@ -6,14 +6,18 @@ message for the mail viewer (``tools/mailviewer.py``): there is no local-only pa
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client
     from mypy_boto3_sesv2.type_defs import SendEmailRequestTypeDef
 
 CHARSET = "UTF-8"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,3 +81,12 @@ class InMemoryMailer:
 
     def send(self, message: Message) -> None:
         self.sent.append(message)
+
+
+def send_quietly(mailer: Mailer, message: Message) -> None:
+    """Send mail whose failure must not change the answer (a notice of what already happened,
+    or a reset link whose absence must not be told): SES's refusal or absence is logged."""
+    try:
+        mailer.send(message)
+    except (BotoCoreError, ClientError) as exc:
+        logger.warning("mail not sent", extra={"fields": {"error": type(exc).__name__}})

@@ -28,9 +28,9 @@ from chalicelib.clock import Clock, iso, utc_now
 from chalicelib.errors import Invalid
 from chalicelib.events import Client, SecurityEvents
 from chalicelib.identity import AccountToken, Owner, name_key
-from chalicelib.keys import error_code, is_condition_failure, link_key
+from chalicelib.keys import is_condition_failure, link_key
 from chalicelib.limits import LimitRepository, UserRateLimiter
-from chalicelib.mail import Mailer
+from chalicelib.mail import Mailer, Message, send_quietly
 from chalicelib.policy import check_new_password
 from chalicelib.table import TTL_ATTRIBUTE
 from chalicelib.users import User, UserRepository
@@ -209,14 +209,9 @@ class Recovery:
         """Sign up with an address, and mail the link that verifies it."""
         self._limit(username, client)
         user = self._accounts.register(username, password, client, role=role, email=email)
-        try:
-            self._send_verification(user, email)
-        except ClientError as exc:
-            # The account exists and a new link is one PUT /auth/email away; an error answer
-            # would only make the client retry a signup that now says 409.
-            logger.warning(
-                "verification mail not sent", extra={"fields": {"error": error_code(exc)}}
-            )
+        # The account exists and a new link is one PUT /auth/email away; an error answer would
+        # only make the client retry a signup that now says 409.
+        send_quietly(self._mailer, self._verification(user, email))
         return user
 
     def change_email(self, owner: Owner, email: str, password: str, client: Client) -> User:
@@ -232,9 +227,9 @@ class Recovery:
             notice = messages.email_changed(
                 user.verified_email, username=owner.username, new_address=email
             )
-            self._mailer.send(notice)
+            send_quietly(self._mailer, notice)
         changed = replace(user, email=email, email_verified=False)
-        self._send_verification(changed, email)
+        self._mailer.send(self._verification(changed, email))
         return changed
 
     def verify_email(self, raw_token: str, client: Client) -> str:
@@ -262,11 +257,8 @@ class Recovery:
                 token=token.encode(),
                 username=user.username,
             )
-            try:
-                self._mailer.send(mail)
-            except ClientError as exc:
-                # An error here would tell the caller that the account exists: log it instead.
-                logger.warning("reset mail not sent", extra={"fields": {"error": error_code(exc)}})
+            # An error answer would tell the caller that the account exists.
+            send_quietly(self._mailer, mail)
             self._events.record(user.owner, "password_reset_requested", client)
         # Mail takes time that a refusal does not: every answer waits as long.
         remaining = self._answer_after - (self._timer() - started)
@@ -290,16 +282,14 @@ class Recovery:
             raise InvalidLink
         self._accounts.set_password(user, password, client, event="password_reset")
         if user.verified_email is not None:
-            self._mailer.send(
-                messages.password_changed(user.verified_email, username=user.username)
-            )
+            notice = messages.password_changed(user.verified_email, username=user.username)
+            send_quietly(self._mailer, notice)
 
-    def _send_verification(self, user: User, email: str) -> None:
+    def _verification(self, user: User, email: str) -> Message:
+        """A new verification link for ``email``, as its mail."""
         token = self._issue(user.owner, "verify", VERIFY_TTL, email)
-        self._mailer.send(
-            messages.verify_email(
-                email, site_url=self._site_url, token=token.encode(), username=user.username
-            )
+        return messages.verify_email(
+            email, site_url=self._site_url, token=token.encode(), username=user.username
         )
 
     def _issue(self, owner: Owner, purpose: Purpose, ttl: timedelta, subject: str) -> AccountToken:
