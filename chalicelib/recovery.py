@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
 
     from chalicelib.accounts import Accounts
 
-logger = logging.getLogger(__name__)
 Purpose = Literal["verify", "reset"]
 VERIFY_TTL = timedelta(hours=24)
 RESET_TTL = timedelta(hours=1)
