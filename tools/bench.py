@@ -311,7 +311,7 @@ BUDGETS = {
     "POST /auth/login, wrong password": 3,
     "POST /auth/login, unknown user": 3,
     "POST /auth/login, name in another case": 4,
-    "POST /auth/login, original-format row, first use": 5,
+    "POST /auth/login, original-format row, first use": 4,
     "POST /auth/refresh": 3,
     "GET /auth/user": 1,
     "POST /items": 2,
