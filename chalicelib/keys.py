@@ -249,8 +249,9 @@ class SideRead(Protocol[ReadT_co]):
 
 class SideWrite(Protocol):
     """A row another repository writes along with its own: in the same DynamoDB transaction, so
-    that one round trip does both (or neither); the in-memory twins ``apply`` it after their own
-    conditions held and before their own writes, so a refused one leaves nothing written."""
+    that one round trip does both (or neither); the in-memory twins ``apply`` the rows in order
+    after their own conditions held and before their own writes, so list a row with a condition
+    (a ``RateHit``) before the unconditional ones: refused, it leaves nothing written."""
 
     def transact_item(self) -> dict[str, Any]:
         """The ``TransactWriteItems`` entry (its ``TableName`` is filled in by ``transact``)."""

@@ -18,8 +18,6 @@ def test_each_route_stays_within_its_round_trips(
     counted = route_round_trips(
         client.http, dependencies, password=PASSWORD, legacy_hash=legacy_hash(PASSWORD)
     )
-    for each in counted:
-        print(f"{each.route}: {len(each.dynamodb)} {each.dynamodb} {each.secrets}")
     assert [each.route for each in counted] == list(BUDGETS)
     over = {
         each.route: each.dynamodb for each in counted if len(each.dynamodb) > BUDGETS[each.route]

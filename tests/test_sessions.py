@@ -549,3 +549,56 @@ class TestReviewFindings:
         assert signup("user-one", "2001:db8:1:2::1") == 201
         assert signup("user-two", "2001:db8:1:2:ffff::9") == 429
         assert signup("user-three", "2001:db8:1:3::1") == 201
+
+
+class TestKnownDevices:
+    """The account-wide budget over HTTP: a botnet (one address per guess) is answered 429 once
+    the unknown devices' budget is spent, while the browser the owner logged in with is not."""
+
+    @pytest.fixture
+    def botnet(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # Behind one proxy: the client's address is the last X-Forwarded-For entry.
+        monkeypatch.setenv("TRUSTED_PROXY_HOPS", "1")
+        monkeypatch.setenv("ACCOUNT_FREE_FAILURES", "3")
+
+    @staticmethod
+    def attempt(api: Api, password: str, address: str, cookie: str | None = None) -> Any:
+        headers = {"X-Forwarded-For": address}
+        if cookie is not None:
+            headers["Cookie"] = cookie
+        return api.post("/auth/login", {"username": "alice", "password": password}, headers)
+
+    def test_a_botnet_is_slowed_and_the_owners_browser_is_not(self, api: Api, botnet: None) -> None:
+        api.signup("alice", PASSWORD)
+        owner = self.attempt(api, PASSWORD, "203.0.113.7")
+        morsel = cookie_of(owner)["gatehouse_device"]
+        assert morsel["httponly"] is True
+        assert morsel["samesite"] == "Strict"
+        assert morsel["path"] == "/api/auth"
+        assert int(morsel["max-age"]) == 365 * 86400
+        device = f"gatehouse_device={morsel.value}"
+        statuses = [
+            self.attempt(api, "guess", f"198.51.100.{index}").status_code for index in range(4)
+        ]
+        assert statuses == [401] * 4
+        slowed = self.attempt(api, "guess", "198.51.100.99")
+        assert slowed.status_code == 429
+        assert slowed.headers["Retry-After"] == "1"
+        assert slowed.json_body["retryAfter"] == 1
+        # A new browser of the owner's waits too; the known one does not.
+        assert self.attempt(api, PASSWORD, "192.0.2.1").status_code == 429
+        assert self.attempt(api, PASSWORD, "203.0.113.7", device).status_code == 200
+        # The cookie is the account's own: sent with another name, it is an unknown device.
+        api.signup("bob", PASSWORD)
+        for index in range(5):
+            api.post(
+                "/auth/login",
+                {"username": "bob", "password": "guess"},
+                {"X-Forwarded-For": f"198.51.100.{index}"},
+            )
+        other = api.post(
+            "/auth/login",
+            {"username": "bob", "password": PASSWORD},
+            {"X-Forwarded-For": "203.0.113.7", "Cookie": device},
+        )
+        assert other.status_code == 429

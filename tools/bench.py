@@ -433,6 +433,7 @@ def main() -> int:
             # A benchmark is the load test the limits would otherwise stop.
             IP_RATE_LIMIT="1000000",
             LOGIN_FREE_FAILURES="1000",
+            ACCOUNT_FREE_FAILURES="100000",
         )
         provision(boto3.Session(region_name=REGION), resources)
         rows += round_trip_rows(resources)
