@@ -5,6 +5,7 @@ list the live sessions, delete the account."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NoReturn
@@ -174,14 +175,23 @@ class Accounts:
         known = self._devices is not None and self._devices.recognises(
             device, None if user is None else user.user_id
         )
-        reservation = self._throttle.reserve(
+        plan = self._throttle.plan(
             login, client.ip, known_device=known, read=failures, along=_rated(rate)
         )
+        stored = None if user is None else user.password_hash
+        # scrypt runs while the attempt is being counted (it releases the GIL); its answer is
+        # used only once the count is written, and an attempt refused meanwhile waits for it
+        # and discards it, so counting still comes before checking.
+        check = _Verification(self._hasher, password, stored)
+        try:
+            reservation = self._throttle.count(plan, along=_rated(rate))
+        finally:
+            verified = check.result()
         if user is None:
-            # Same work as a wrong password, so response time does not reveal who has an account.
-            self._hasher.verify_dummy(password)
+            # The same work as a wrong password (a dummy verification), so response time does
+            # not reveal who has an account.
             self._failed(login, client, lock=reservation.lock)
-        if not self._hasher.verify(password, user.password_hash):
+        if not verified:
             self._failed(user.owner, client, lock=reservation.lock)
         cleared = self._throttle.cleared(login, client.ip, reservation)
         if user.disabled:
@@ -420,6 +430,32 @@ class Accounts:
         except HashChanged:
             # The hash changed under us (a concurrent password change): keep theirs.
             logger.info("password hash upgrade skipped")
+
+
+class _Verification:
+    """A password verification (a dummy one without a ``stored`` hash) on a thread of its own."""
+
+    def __init__(self, hasher: ScryptHasher, password: str, stored: str | None) -> None:
+        self._verified = False
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(hasher, password, stored))
+        self._thread.start()
+
+    def _run(self, hasher: ScryptHasher, password: str, stored: str | None) -> None:
+        try:
+            if stored is None:
+                hasher.verify_dummy(password)
+            else:
+                self._verified = hasher.verify(password, stored)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread as it is
+            self._failure = exc
+
+    def result(self) -> bool:
+        """Whether the password matched; what the verification raised is raised here."""
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+        return self._verified
 
 
 def _rated(rate: RateHit | None) -> list[SideWrite]:

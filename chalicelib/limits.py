@@ -391,6 +391,15 @@ class Reservation:
     account_wide: bool = False
 
 
+@dataclass(frozen=True)
+class Plan:
+    """An attempt that may be made, with the counts it writes (``LoginThrottle.count``)."""
+
+    username: str
+    attempts: list[Attempt]
+    reservation: Reservation
+
+
 class LoginThrottle:
     """Back-off on password attempts per account and client address, and per account for
     devices it does not know.
@@ -445,11 +454,22 @@ class LoginThrottle:
         along: Sequence[SideWrite] = (),
     ) -> Reservation:
         """Count an attempt (and the rows ``along``, in the same write), before its password is
-        checked. ``read`` is what ``reads`` found, else the rows are read here.
+        checked (``plan``, then ``count``)."""
+        plan = self.plan(username, address, known_device=known_device, read=read, along=along)
+        return self.count(plan, along=along)
 
-        Raises ``TooManyAttempts`` while locked, or when a parallel attempt counted first; then
-        the rows ``along`` are written alone.
-        """
+    def plan(
+        self,
+        username: str,
+        address: str,
+        *,
+        known_device: bool = True,
+        read: Sequence[Failures | None] | None = None,
+        along: Sequence[SideWrite] = (),
+    ) -> Plan:
+        """The attempt's counts, if it may be made: ``TooManyAttempts`` while locked (then the
+        rows ``along`` are written alone). ``read`` is what ``reads`` found, else the rows are
+        read here."""
         account_wide = not known_device and self._account_free is not None
         scopes = [address, UNKNOWN_DEVICES] if account_wide else [address]
         if read is None:
@@ -476,12 +496,17 @@ class LoginThrottle:
             apply_alone(along)
             raise TooManyAttempts(max(waits))
         lock = max(attempt.new.locked_until - now for attempt in attempts)
+        return Plan(username, attempts, Reservation(lock, account_wide=account_wide))
+
+    def count(self, plan: Plan, *, along: Sequence[SideWrite] = ()) -> Reservation:
+        """Write the planned counts (and the rows ``along``); ``TooManyAttempts`` when a parallel
+        attempt counted first (then the rows ``along`` are written alone)."""
         try:
-            self._repository.count_attempts(username, attempts, along=along)
+            self._repository.count_attempts(plan.username, plan.attempts, along=along)
         except AttemptRaced as exc:
             apply_alone(along)
-            raise TooManyAttempts(max(1, lock)) from exc
-        return Reservation(lock, account_wide=account_wide)
+            raise TooManyAttempts(max(1, plan.reservation.lock)) from exc
+        return plan.reservation
 
     def succeeded(self, username: str, address: str) -> None:
         self._repository.clear_failures(username, address)
