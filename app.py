@@ -22,7 +22,7 @@ from chalicelib.clock import Clock, ShiftedClock, utc_now
 from chalicelib.deletion import AccountPurge
 from chalicelib.events import Client, Page, SecurityEvents
 from chalicelib.items import STATUSES, Item, ItemNotFound, Items
-from chalicelib.limits import IpRateLimiter, LoginThrottle
+from chalicelib.limits import IpRateLimiter, KnownDevices, LoginThrottle, RateHit
 from chalicelib.mail import Mailer, SesMailer
 from chalicelib.mfa import Mfa
 from chalicelib.passwords import DEFAULT_COST, ScryptCost, ScryptHasher
@@ -42,6 +42,7 @@ from chalicelib.web.auth import Unauthorized, bearer_token, deny
 from chalicelib.web.errors import HttpError, aws_unavailable
 from chalicelib.web.gateway import TOKEN_REVOKED
 from chalicelib.web.http import (
+    DEVICE_COOKIE_MAX_AGE,
     RESOURCE_ID,
     SESSION_ID,
     Http,
@@ -123,15 +124,19 @@ class Dependencies:
         return boto3.client("secretsmanager", config=BOTO_CONFIG)
 
     @cached_property
-    def tokens(self) -> TokenService:
+    def signing_keys(self) -> CachedKeys:
         settings = self.settings
-        keys = CachedKeys(
+        return CachedKeys(
             SecretsManagerKeySource(self.secrets, settings.jwt_secret_id),
             max_age=timedelta(seconds=settings.signing_key_cache_seconds),
             clock=self._clock,
         )
+
+    @cached_property
+    def tokens(self) -> TokenService:
+        settings = self.settings
         return TokenService(
-            keys,
+            self.signing_keys,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             ttl_seconds=settings.access_token_ttl_seconds,
@@ -153,6 +158,7 @@ class Dependencies:
             free_failures=settings.login_free_failures,
             max_backoff=settings.login_max_backoff_seconds,
             window=settings.login_failure_window_seconds,
+            account_free_failures=settings.account_free_failures,
             clock=self._clock,
         )
         return Accounts(
@@ -165,6 +171,9 @@ class Dependencies:
             purge=self.purge,
             mfa=self.mfa,
             mailer=self.mailer,
+            devices=KnownDevices(
+                self.signing_keys, max_age=DEVICE_COOKIE_MAX_AGE, clock=self._clock
+            ),
             clock=self._clock,
         )
 
@@ -306,6 +315,13 @@ def limited() -> Client:
     return client
 
 
+def rated() -> tuple[Client, RateHit]:
+    """The caller, and the request's hit on the per-IP limit of the auth routes, for a service
+    that counts it inside its own write (no round trip of its own)."""
+    client = http.client()
+    return client, dependencies.ip_limiter.ticket(client.ip)
+
+
 @route("GET /health", R.Health, public=True)
 def health() -> Response:
     """Liveness check."""
@@ -322,11 +338,12 @@ def health() -> Response:
 )
 def signup() -> Response:
     """Create an account."""
-    client = limited()
+    client, rate = rated()
     body = http.body(P.SignupRequest)
     if body.email is None:
-        user = dependencies.accounts.register(body.username, body.password, client)
+        user = dependencies.accounts.register(body.username, body.password, client, rate=rate)
     else:
+        rate.apply()
         user = dependencies.recovery.register(body.username, body.password, body.email, client)
     return json_response(201, {"message": "User created successfully", "username": user.username})
 
@@ -336,9 +353,11 @@ def signup() -> Response:
 )
 def login() -> Response:
     """Log in: tokens and a session, or a challenge for POST /auth/login/mfa if MFA is on."""
-    client = limited()
+    client, rate = rated()
     body = http.body(P.LoginRequest)
-    result = dependencies.accounts.login(body.username, body.password, client)
+    result = dependencies.accounts.login(
+        body.username, body.password, client, rate=rate, device=http.device_cookie()
+    )
     if isinstance(result, MfaChallenge):
         return json_response(200, R.mfa_required(result, message="Two-factor code required"))
     return http.signed_in(result, message="Login successful", delivery=body.refreshTokenDelivery)
@@ -396,7 +415,7 @@ def disable_mfa() -> Response:
 )
 def refresh() -> Response:
     """Rotate the refresh token (cookie with Origin and X-Requested-With, or body)."""
-    client = limited()
+    client, rate = rated()
     cookie = http.refresh_cookie()
     if cookie is not None:
         http.refuse_cross_site()
@@ -407,7 +426,7 @@ def refresh() -> Response:
     else:
         raw, delivery = http.body(P.RefreshRequest).refreshToken, "body"
     try:
-        result = dependencies.accounts.refresh(raw, client)
+        result = dependencies.accounts.refresh(raw, client, rate=rate)
     except InvalidRefreshToken:
         cleared = http.clear_refresh_cookie() if delivery == "cookie" else {}
         return json_response(401, {"message": InvalidRefreshToken.message}, cleared)

@@ -5,7 +5,8 @@ list the live sessions, delete the account."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NoReturn
 
@@ -15,7 +16,8 @@ from chalicelib.deletion import AccountPurge
 from chalicelib.errors import Forbidden, NotFound, Unauthenticated
 from chalicelib.events import Client, Page, SecurityEvents
 from chalicelib.identity import Owner, new_user_id
-from chalicelib.limits import LoginThrottle
+from chalicelib.keys import SideWrite, apply_alone
+from chalicelib.limits import KnownDevices, LoginThrottle, RateHit
 from chalicelib.mail import Mailer, Message, send_quietly
 from chalicelib.mfa import ChallengeExpired, CodeRejected, InvalidCode, Mfa, parse_challenge
 from chalicelib.passwords import ScryptHasher
@@ -28,7 +30,15 @@ from chalicelib.sessions import (
     Sessions,
 )
 from chalicelib.tokens import Claims, IssuedToken, TokenService
-from chalicelib.users import DEFAULT_ROLE, User, UserNotFound, UserRepository
+from chalicelib.users import (
+    DEFAULT_ROLE,
+    HashChanged,
+    HashUpgrade,
+    User,
+    UsernameTaken,
+    UserNotFound,
+    UserRepository,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +67,15 @@ class SessionNotFound(NotFound):
 
 @dataclass(frozen=True)
 class SignedIn:
-    """What a login or refresh hands out; ``refresh`` is None inside the refresh grace window."""
+    """What a login or refresh hands out; ``refresh`` is None inside the refresh grace window;
+    ``device`` is the known-device cookie a login hands out (``KnownDevices``)."""
 
     user: User
     session: Session
     access: IssuedToken
     refresh: RefreshToken | None
     refresh_expires_in: int
+    device: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -87,8 +99,10 @@ class Accounts:
         purge: AccountPurge,
         mfa: Mfa,
         mailer: Mailer | None = None,
+        devices: KnownDevices | None = None,
         clock: Clock = utc_now,
     ) -> None:
+        self._devices = devices
         self._purge = purge
         self._mfa = mfa
         self._mailer = mailer
@@ -108,8 +122,11 @@ class Accounts:
         *,
         role: str = DEFAULT_ROLE,
         email: str | None = None,
+        rate: RateHit | None = None,
     ) -> User:
-        """A new account (its ``email`` unverified until the mailed link is used)."""
+        """A new account (its ``email`` unverified until the mailed link is used). The profile,
+        the name's claim, the ``signup`` event and the request's per-IP hit (``rate``) are one
+        write."""
         check_new_password(username, password)
         now = iso(self._clock())
         user = User(
@@ -121,52 +138,99 @@ class Accounts:
             role=role,
             email=email,
         )
-        self._users.add(user)
-        self._events.record(user.owner, "signup", client)
+        entry = self._events.entry(user.owner, "signup", client)
+        try:
+            self._users.add(user, along=[*_rated(rate), *self._events.along(entry)])
+        except UsernameTaken:
+            apply_alone(_rated(rate))
+            raise
+        self._events.written(entry)
         return user
 
-    def login(self, login: str, password: str, client: Client) -> SignedIn | MfaChallenge:
+    def login(
+        self,
+        login: str,
+        password: str,
+        client: Client,
+        *,
+        rate: RateHit | None = None,
+        device: str | None = None,
+    ) -> SignedIn | MfaChallenge:
         """``login`` is the name as stored, or differing only in case. An account with a second
-        factor gets a challenge for ``login_mfa`` instead of a session."""
-        lock = self._throttle.reserve(login, client.ip)
-        user = self._users.find(login)
-        if user is None:
-            # Same work as a wrong password, so response time does not reveal who has an account.
-            self._hasher.verify_dummy(password)
-            self._failed(login, client, lock=lock)
-        if user.user_id is None:
+        factor gets a challenge for ``login_mfa`` instead of a session. ``device`` is the
+        client's known-device cookie, if any; ``rate`` the request's per-IP hit.
+
+        Three round trips whatever the outcome: one read (profile, name claim, failure rows),
+        one write counting the attempt and the hit, then the session's transaction, or the
+        failure's event. A name in another case than stored reads once more, a row of the
+        original system writes its id once, on its first use.
+        """
+        reads = self._throttle.reads(login, client.ip)
+        user, failures = self._users.find_with(login, reads)
+        if user is not None and user.user_id is None:
             # A row of the original system, used for the first time: it gets its id now.
-            user = self._users.assign_id(user.username, new_user_id())
-        if not self._hasher.verify(password, user.password_hash):
-            self._failed(user.owner, client, lock=lock)
-        self._throttle.succeeded(login, client.ip)
+            user = self._users.assign_id(user.username, new_user_id(), current=user)
+        known = self._devices is not None and self._devices.recognises(
+            device, None if user is None else user.user_id
+        )
+        plan = self._throttle.plan(
+            login, client.ip, known_device=known, read=failures, along=_rated(rate)
+        )
+        stored = None if user is None else user.password_hash
+        # scrypt runs while the attempt is being counted (it releases the GIL); its answer is
+        # used only once the count is written, and an attempt refused meanwhile waits for it
+        # and discards it, so counting still comes before checking.
+        check = _Verification(self._hasher, password, stored)
+        try:
+            reservation = self._throttle.count(plan, along=_rated(rate))
+        finally:
+            verified = check.result()
+        if user is None:
+            # The same work as a wrong password (a dummy verification), so response time does
+            # not reveal who has an account.
+            self._failed(login, client, lock=reservation.lock)
+        if not verified:
+            self._failed(user.owner, client, lock=reservation.lock)
+        cleared = self._throttle.cleared(login, client.ip, reservation)
         if user.disabled:
-            self._events.record(user.owner, "login_refused_disabled", client)
+            refused = self._events.entry(user.owner, "login_refused_disabled", client)
+            self._events.record_all([refused], along=cleared)
             raise AccountDisabled(user.username)
+        upgrade = None
         if self._hasher.needs_rehash(user.password_hash):
-            self._upgrade_hash(user, password)
+            upgrade = HashUpgrade(
+                self._users,
+                user.owner,
+                old=user.password_hash,
+                new=self._hasher.hash(password),
+                updated_at=iso(self._clock()),
+            )
         if user.mfa_enabled:
+            apply_alone(cleared)
+            if upgrade is not None:
+                self._upgrade(upgrade)
             return MfaChallenge(user, self._mfa.challenge(user.owner))
-        return self._logged_in(user, client)
+        return self._logged_in(user, client, upgrade=upgrade, along=cleared)
 
     def login_mfa(self, challenge: str, code: str, client: Client) -> SignedIn:
         """The second step of a login: a current TOTP code or an unused recovery code for the
         challenge the password gave. Wrong codes count toward the account's back-off."""
         username = parse_challenge(challenge).username
-        lock = self._throttle.reserve(username, client.ip)
+        reservation = self._throttle.reserve(username, client.ip)
         try:
             owner = self._mfa.redeem(challenge, code)
         except InvalidCode as exc:
-            self._record_failure(exc.owner, client, lock=lock, kind="mfa_failure")
+            self._record_failure(exc.owner, client, lock=reservation.lock, kind="mfa_failure")
             raise
-        self._throttle.succeeded(username, client.ip)
         user = self._users.get(owner.username)
         if user is None or user.user_id != owner.user_id:
             raise ChallengeExpired("the account is gone")
+        cleared = self._throttle.cleared(username, client.ip, reservation)
         if user.disabled:
-            self._events.record(owner, "login_refused_disabled", client)
+            refused = self._events.entry(owner, "login_refused_disabled", client)
+            self._events.record_all([refused], along=cleared)
             raise AccountDisabled(user.username)
-        return self._logged_in(user, client)
+        return self._logged_in(user, client, along=cleared)
 
     def enable_mfa(self, owner: Owner, code: str, client: Client, *, keep: str) -> list[str]:
         """Turn the pending TOTP factor on with a first code; end every session but ``keep``.
@@ -183,7 +247,7 @@ class Accounts:
     ) -> None:
         """Turn the second factor off, given the password and a code (TOTP or recovery); end
         every session but ``keep``. A wrong password or code counts toward the back-off."""
-        lock = self._throttle.reserve(owner.username, client.ip)
+        lock = self._throttle.reserve(owner.username, client.ip).lock
         user = self.profile(owner)
         if not self._hasher.verify(password, user.password_hash):
             self._failed(owner, client, lock=lock, kind="mfa_disable_failure")
@@ -197,24 +261,16 @@ class Accounts:
         self._events.record(owner, "mfa_disabled", client)
         self._notify(user, messages.mfa_disabled)
 
-    def refresh(self, raw_token: str, client: Client) -> SignedIn:
+    def refresh(self, raw_token: str, client: Client, *, rate: RateHit | None = None) -> SignedIn:
+        """Rotate the refresh token; ``rate`` (the request's per-IP hit) rides with the rotation.
+        Three round trips (``Sessions.rotate``)."""
         try:
-            rotation = self._sessions.rotate(raw_token)
+            rotation = self._sessions.rotate(raw_token, along=_rated(rate))
         except RefreshTokenReused as exc:
             owner = Owner(exc.username, exc.user_id)
             self._events.record(owner, "refresh_reuse", client, sessionId=exc.session_id)
             raise InvalidRefreshToken("refresh token reused; the session was revoked") from exc
-        session = rotation.session
-        user = self._users.get(session.username)
-        if (
-            user is None
-            or user.user_id != session.user_id
-            or user.disabled
-            or session.token_version < user.token_version
-        ):
-            self._sessions.end(Owner(session.username, session.user_id), session.session_id)
-            raise InvalidRefreshToken("the session was revoked")
-        return self._signed_in(user, session, rotation.token)
+        return self._signed_in(rotation.user, rotation.session, rotation.token)
 
     def authorize(self, claims: Claims) -> User:
         """The current profile behind a verified access token, unless revoked since issue:
@@ -240,7 +296,7 @@ class Accounts:
     def confirm_password(self, owner: Owner, password: str, client: Client, *, kind: str) -> User:
         """The profile, once ``password`` is its password; a wrong one counts like a failed
         login (``kind`` names it in the log) and raises ``InvalidCredentials``."""
-        lock = self._throttle.reserve(owner.username, client.ip)
+        lock = self._throttle.reserve(owner.username, client.ip).lock
         user = self.profile(owner)
         if not self._hasher.verify(password, user.password_hash):
             self._failed(owner, client, lock=lock, kind=kind)
@@ -304,14 +360,37 @@ class Accounts:
     def _record_failure(
         self, account: Owner | str, client: Client, *, lock: int, kind: str
     ) -> None:
-        self._events.record(account, kind, client)
+        entries = [self._events.entry(account, kind, client)]
         if lock:
-            self._events.record(account, "lockout", client, seconds=lock)
+            entries.append(self._events.entry(account, "lockout", client, seconds=lock))
+        self._events.record_all(entries)
 
-    def _logged_in(self, user: User, client: Client) -> SignedIn:
-        signed_in = self._start_session(user, client)
-        self._events.record(user.owner, "login", client, sessionId=signed_in.session.session_id)
-        return signed_in
+    def _logged_in(
+        self,
+        user: User,
+        client: Client,
+        *,
+        upgrade: HashUpgrade | None = None,
+        along: Sequence[SideWrite] = (),
+    ) -> SignedIn:
+        """A new session, its refresh token, the ``login`` event, the rows ``along`` and the
+        rehash (``upgrade``, else a check that the profile holds the id): one transaction. The
+        device cookie comes with it."""
+        owner = user.owner
+        session, refresh = self._sessions.new(
+            owner, token_version=user.token_version, user_agent=client.user_agent
+        )
+        entry = self._events.entry(owner, "login", client, sessionId=session.session_id)
+        sides = [*self._events.along(entry), *along]
+        try:
+            self._sessions.create(session, refresh, profile=upgrade, along=sides)
+        except HashChanged:
+            # The password changed since it was read (or the account went): keep theirs.
+            logger.info("password hash upgrade skipped")
+            self._sessions.create(session, refresh, along=sides)
+        self._events.written(entry)
+        device = None if self._devices is None else self._devices.issue(owner.user_id)
+        return replace(self._signed_in(user, session, refresh), device=device)
 
     def _notify(self, user: User, compose: Callable[..., Message]) -> None:
         """Mail a notice about the account to its verified address, if mail is configured.
@@ -339,12 +418,39 @@ class Accounts:
         remaining = session.expires_at - int(self._clock().timestamp())
         return SignedIn(user, session, access, refresh, refresh_expires_in=remaining)
 
-    def _upgrade_hash(self, user: User, password: str) -> None:
-        upgraded = self._users.replace_password_hash(
-            user.username,
-            old=user.password_hash,
-            new=self._hasher.hash(password),
-            updated_at=iso(self._clock()),
-        )
-        # False means the hash changed under us (a concurrent password change): keep theirs.
-        logger.info("password hash upgrade %s", "done" if upgraded else "skipped")
+    def _upgrade(self, upgrade: HashUpgrade) -> None:
+        try:
+            upgrade.apply()
+        except HashChanged:
+            # The hash changed under us (a concurrent password change): keep theirs.
+            logger.info("password hash upgrade skipped")
+
+
+class _Verification:
+    """A password verification (a dummy one without a ``stored`` hash) on a thread of its own."""
+
+    def __init__(self, hasher: ScryptHasher, password: str, stored: str | None) -> None:
+        self._verified = False
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(hasher, password, stored))
+        self._thread.start()
+
+    def _run(self, hasher: ScryptHasher, password: str, stored: str | None) -> None:
+        try:
+            if stored is None:
+                hasher.verify_dummy(password)
+            else:
+                self._verified = hasher.verify(password, stored)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread as it is
+            self._failure = exc
+
+    def result(self) -> bool:
+        """Whether the password matched; what the verification raised is raised here."""
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+        return self._verified
+
+
+def _rated(rate: RateHit | None) -> list[SideWrite]:
+    return [] if rate is None else [rate]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,7 +21,15 @@ from boto3.dynamodb.conditions import Attr, Key
 
 from chalicelib.clock import Clock, iso, utc_now
 from chalicelib.identity import Owner
-from chalicelib.keys import EVENT, EVENT_SK, event_sort_key, user_pk
+from chalicelib.keys import (
+    EVENT,
+    EVENT_SK,
+    ConcurrentChange,
+    SideWrite,
+    event_sort_key,
+    transact,
+    user_pk,
+)
 from chalicelib.paging import collect, decode_cursor, encode_cursor
 from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, plain, storable
 
@@ -55,10 +64,26 @@ class Page:
     cursor: str | None
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One event for one account's log (a bare name: unstamped), kept until ``expires_at``."""
+
+    account: Owner | str
+    event: Event
+    expires_at: int
+
+    @property
+    def username(self) -> str:
+        return self.account if isinstance(self.account, str) else self.account.username
+
+
 class SecurityEventRepository(Protocol):
     def add(self, account: Owner | str, event: Event, *, expires_at: int) -> None:
         """Append to the account's log (a bare name: unstamped); the row goes (TTL) after
         ``expires_at``."""
+
+    def add_all(self, entries: Sequence[Entry], *, along: Sequence[SideWrite] = ()) -> None:
+        """Append every entry, and write the rows ``along``, in one round trip."""
 
     def list(self, owner: Owner, *, limit: int, cursor: str | None) -> Page:
         """Newest first, this account's rows only; the cursor is opaque and only ever names a
@@ -70,20 +95,19 @@ class DynamoDBSecurityEventRepository:
         self._table = table
 
     def add(self, account: Owner | str, event: Event, *, expires_at: int) -> None:
-        username = account if isinstance(account, str) else account.username
-        row: dict[str, Any] = {
-            PARTITION_KEY: user_pk(username),
-            SORT_KEY: event_sort_key(event.at, secrets.token_hex(4)),
-            "kind": event.kind,
-            "at": event.at,
-            "ip": event.ip,
-            "userAgent": event.user_agent,
-            "details": storable(event.details),
-            TTL_ATTRIBUTE: expires_at,
-        }
-        if isinstance(account, Owner):
-            row["userId"] = account.user_id
-        self._table.put_item(Item=row)
+        self._table.put_item(Item=event_row(Entry(account, event, expires_at)))
+
+    def add_all(self, entries: Sequence[Entry], *, along: Sequence[SideWrite] = ()) -> None:
+        if along:
+            puts = [{"Put": {"Item": event_row(entry)}} for entry in entries]
+            transact(self._table, puts, along)
+        elif len(entries) == 1:
+            self.add(entries[0].account, entries[0].event, expires_at=entries[0].expires_at)
+        elif entries:
+            # The batch writer resends what DynamoDB leaves unprocessed.
+            with self._table.batch_writer() as batch:
+                for entry in entries:
+                    batch.put_item(Item=event_row(entry))
 
     def list(self, owner: Owner, *, limit: int, cursor: str | None) -> Page:
         username = owner.username
@@ -103,6 +127,40 @@ class DynamoDBSecurityEventRepository:
         if len(rows) > limit:
             return Page(events, encode_cursor({"sk": str(rows[limit - 1][SORT_KEY])}))
         return Page(events, None if resume is None else encode_cursor({"sk": resume[SORT_KEY]}))
+
+
+def event_row(entry: Entry) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        PARTITION_KEY: user_pk(entry.username),
+        SORT_KEY: event_sort_key(entry.event.at, secrets.token_hex(4)),
+        "kind": entry.event.kind,
+        "at": entry.event.at,
+        "ip": entry.event.ip,
+        "userAgent": entry.event.user_agent,
+        "details": storable(entry.event.details),
+        TTL_ATTRIBUTE: entry.expires_at,
+    }
+    if isinstance(entry.account, Owner):
+        row["userId"] = entry.account.user_id
+    return row
+
+
+@dataclass(frozen=True)
+class EventWrite:
+    """An event written along with another repository's write (a login's session, a signup)."""
+
+    repository: SecurityEventRepository
+    entry: Entry
+
+    def transact_item(self) -> dict[str, Any]:
+        return {"Put": {"Item": event_row(self.entry)}}
+
+    def refusal(self) -> Exception:
+        return ConcurrentChange("a put without a condition was refused")
+
+    def apply(self) -> None:
+        entry = self.entry
+        self.repository.add(entry.account, entry.event, expires_at=entry.expires_at)
 
 
 class InMemorySecurityEventRepository:
@@ -127,6 +185,13 @@ class InMemorySecurityEventRepository:
         sort_key = event_sort_key(event.at, secrets.token_hex(4))
         with self._lock:
             self._logs.setdefault(username, {})[sort_key] = (user_id, stored)
+
+    def add_all(self, entries: Sequence[Entry], *, along: Sequence[SideWrite] = ()) -> None:
+        with self._lock:
+            for side in along:
+                side.apply()
+            for entry in entries:
+                self.add(entry.account, entry.event, expires_at=entry.expires_at)
 
     def list(self, owner: Owner, *, limit: int, cursor: str | None) -> Page:
         with self._lock:
@@ -156,12 +221,12 @@ class SecurityEvents:
 
     def record(self, account: Owner | str, kind: str, client: Client, **details: Any) -> None:
         """Log what happened to an account, or (a bare name) to a name nobody holds."""
+        self.record_all([self.entry(account, kind, client, **details)])
+
+    def entry(self, account: Owner | str, kind: str, client: Client, **details: Any) -> Entry:
+        """An event to record later: with ``record_all``, or along with another write
+        (``along``, then ``written`` once that write is done)."""
         now = self._clock()
-        username = account if isinstance(account, str) else account.username
-        logger.info(
-            "security event",
-            extra={"fields": {"event": kind, "username": username, "ip": client.ip, **details}},
-        )
         event = Event(
             kind=kind,
             at=iso(now),
@@ -169,7 +234,22 @@ class SecurityEvents:
             user_agent=client.user_agent[:_USER_AGENT_CHARS],
             details=details,
         )
-        self._repository.add(account, event, expires_at=int((now + RETENTION).timestamp()))
+        return Entry(account, event, int((now + RETENTION).timestamp()))
+
+    def record_all(self, entries: Sequence[Entry], *, along: Sequence[SideWrite] = ()) -> None:
+        """Store the entries (and the rows ``along``) in one round trip, and log them."""
+        self._repository.add_all(entries, along=along)
+        self.written(*entries)
+
+    def along(self, *entries: Entry) -> list[SideWrite]:
+        """The entries as rows another repository writes with its own."""
+        return [EventWrite(self._repository, entry) for entry in entries]
+
+    def written(self, *entries: Entry) -> None:
+        """Log entries that were stored along with another write."""
+        for entry in entries:
+            fields = {"event": entry.event.kind, "username": entry.username, "ip": entry.event.ip}
+            logger.info("security event", extra={"fields": {**fields, **entry.event.details}})
 
     def list(self, owner: Owner, *, limit: int, cursor: str | None = None) -> Page:
         """Newest first. The cursor is opaque and only ever names a row in this user's log."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from botocore.exceptions import ClientError
 
@@ -234,3 +234,72 @@ def put_owned(
         if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
             raise OwnerMissing(owner.username) from exc
         raise ConcurrentChange(owner.username) from exc
+
+
+ReadT_co = TypeVar("ReadT_co", covariant=True)
+
+
+class SideRead(Protocol[ReadT_co]):
+    """A row another repository reads along with its own, in the same ``BatchGetItem``."""
+
+    def key(self) -> Key: ...
+
+    def parse(self, row: dict[str, Any] | None) -> ReadT_co:
+        """What the row (None: absent) means."""
+
+    def read(self) -> ReadT_co:
+        """Read it alone (the in-memory twins)."""
+
+
+class SideWrite(Protocol):
+    """A row another repository writes along with its own: in the same DynamoDB transaction, so
+    that one round trip does both (or neither); the in-memory twins ``apply`` the rows in order
+    after their own conditions held and before their own writes, so list a row with a condition
+    (a ``RateHit``) before the unconditional ones: refused, it leaves nothing written."""
+
+    def transact_item(self) -> dict[str, Any]:
+        """The ``TransactWriteItems`` entry (its ``TableName`` is filled in by ``transact``)."""
+
+    def refusal(self) -> Exception:
+        """What a failed condition of this row means to the caller (raised by ``transact``)."""
+
+    def apply(self) -> None:
+        """Write it now, alone (the in-memory twins; or when its transaction did not run):
+        raise its refusal if its condition does not hold."""
+
+
+def apply_alone(along: Sequence[SideWrite]) -> None:
+    """Write, one by one, the rows that were to ride with a write that is not happening (so a
+    request's per-IP hit is counted whichever way it ends)."""
+    for side in along:
+        side.apply()
+
+
+def transact(
+    table: Table, items: list[dict[str, Any]], along: Sequence[SideWrite] = ()
+) -> int | None:
+    """Write ``items`` and the rows ``along`` in one transaction: None when done; else the index
+    in ``items`` of the first whose condition failed, or (when only rows ``along`` failed) the
+    first one's refusal raised; any other cancellation is ``ConcurrentChange``. The in-memory
+    twins decide in the same order: their own conditions, then the rows ``along``."""
+    entries = [*items, *(side.transact_item() for side in along)]
+    for entry in entries:
+        for operation in entry.values():
+            operation.setdefault("TableName", table.name)
+    try:
+        # The resource's client serialises plain Python values, as the Table methods do.
+        table.meta.client.transact_write_items(TransactItems=cast("Any", entries))
+    except ClientError as exc:
+        if error_code(exc) != "TransactionCanceledException":
+            raise
+        failed = [
+            index
+            for index, reason in enumerate(exc.response.get("CancellationReasons", []))
+            if reason.get("Code") == "ConditionalCheckFailed"
+        ]
+        if failed and failed[0] < len(items):
+            return failed[0]
+        if failed:
+            raise along[failed[0] - len(items)].refusal() from exc
+        raise ConcurrentChange("a parallel transaction got in the way") from exc
+    return None

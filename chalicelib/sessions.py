@@ -9,30 +9,40 @@ Two kinds of rows in the user's partition (keys in ``chalicelib/keys.py``):
 
 ``DynamoDBSessionRepository`` stores them; ``InMemorySessionRepository`` is its twin with the
 same contract (``tests/test_session_repository.py``).
+
+Round trips: a login's session, its first refresh token, the profile's check (or rehash), the
+login event and the failure rows' reset are one transaction (``create`` with rows ``along``). A
+refresh reads its token's row (``GetItem``), then the session and the profile (``BatchGetItem``),
+then writes one transaction: the used token consumed (``state = active``), its successor, the
+session touched (it must exist), the profile checked (same id, not disabled, no newer token
+version) and the request's per-IP hit.
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol
 
 from boto3.dynamodb.conditions import Key
-from botocore.exceptions import ClientError
 
 from chalicelib.clock import Clock, utc_now
 from chalicelib.errors import Unauthenticated
 from chalicelib.identity import AccountToken, Owner
 from chalicelib.keys import (
     SESSION,
+    ConcurrentChange,
     OwnerMissing,
+    SideWrite,
+    apply_alone,
     batch_get,
-    is_condition_failure,
     refresh_key,
     row_key,
     session_key,
+    transact,
     user_key,
     user_pk,
     username_of,
@@ -50,6 +60,10 @@ class InvalidRefreshToken(Unauthenticated):
     """The refresh token is malformed, unknown, expired or its session has ended."""
 
     message = "Session expired or revoked; please log in again"
+
+
+class SessionRevoked(Exception):
+    """The session's account is gone, disabled, or has ended every session since it started."""
 
 
 class RefreshTokenReused(Exception):
@@ -86,6 +100,7 @@ class Rotation:
 
     session: Session
     token: RefreshToken | None
+    user: User
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,9 +113,18 @@ class RefreshRecord:
 
 
 class SessionRepository(Protocol):
-    def create(self, session: Session, token: RefreshToken) -> None:
-        """Store a new session and its first refresh token, together or not at all, while the
-        profile holds the session's account id (``OwnerMissing`` otherwise)."""
+    def create(
+        self,
+        session: Session,
+        token: RefreshToken,
+        *,
+        profile: SideWrite | None = None,
+        along: Sequence[SideWrite] = (),
+    ) -> None:
+        """Store a new session and its first refresh token, with the rows ``along``, together or
+        not at all, while the profile holds the session's account id (``OwnerMissing``
+        otherwise). ``profile`` is a write to the profile that replaces that check (and must
+        check the id itself); its refusal is raised when its condition fails."""
 
     def get(self, username: str, session_id: str) -> Session | None: ...
 
@@ -108,6 +132,12 @@ class SessionRepository(Protocol):
         """The user's profile and the session, in one round trip (for the authorizer)."""
 
     def refresh_record(self, token: RefreshToken) -> RefreshRecord | None: ...
+
+    def refresh_state(
+        self, token: RefreshToken
+    ) -> tuple[RefreshRecord | None, Session | None, User | None]:
+        """The token's row, then its session and the profile (two round trips; one when the
+        token is unknown)."""
 
     def rotate(
         self,
@@ -117,10 +147,14 @@ class SessionRepository(Protocol):
         new: RefreshToken,
         now: int,
         idle_expires_at: int,
+        along: Sequence[SideWrite] = (),
     ) -> bool:
-        """Consume ``used`` and issue ``new``; False if ``used`` was already consumed.
+        """Consume ``used``, issue ``new`` and touch the session, with the rows ``along``, all or
+        nothing; False if ``used`` was already consumed (or is unknown).
 
-        Raises ``InvalidRefreshToken`` if the session ended meanwhile.
+        Raises ``InvalidRefreshToken`` if the session ended meanwhile, ``SessionRevoked`` if the
+        profile no longer holds the session's account id, is disabled or has a newer token
+        version than the session.
         """
 
     def all(self, username: str) -> list[Session]: ...
@@ -133,27 +167,36 @@ class DynamoDBSessionRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
 
-    def create(self, session: Session, token: RefreshToken) -> None:
+    def create(
+        self,
+        session: Session,
+        token: RefreshToken,
+        *,
+        profile: SideWrite | None = None,
+        along: Sequence[SideWrite] = (),
+    ) -> None:
         check = {
-            "Key": user_key(session.username),
-            "ConditionExpression": "userId = :id",
-            "ExpressionAttributeValues": {":id": session.user_id},
+            "ConditionCheck": {
+                "Key": user_key(session.username),
+                "ConditionExpression": "userId = :id",
+                "ExpressionAttributeValues": {":id": session.user_id},
+            }
         }
-        try:
-            self._transact(
-                [
-                    # A login racing with the account's deletion opens nothing: the session is
-                    # written only while the profile (with this id) exists.
-                    {"ConditionCheck": check},
-                    {"Put": self._new(_session_item(session))},
-                    {"Put": self._new(_refresh_item(session, token))},
-                ]
-            )
-        except ClientError as exc:
-            reasons = exc.response.get("CancellationReasons", [])
-            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                raise OwnerMissing(session.username) from exc
-            raise
+        failed = transact(
+            self._table,
+            [
+                # A login racing with the account's deletion opens nothing: the session is
+                # written only while the profile (with this id) exists.
+                check if profile is None else profile.transact_item(),
+                {"Put": self._new(_session_item(session))},
+                {"Put": self._new(_refresh_item(session, token))},
+            ],
+            along,
+        )
+        if failed == 0:
+            raise OwnerMissing(session.username) if profile is None else profile.refusal()
+        if failed is not None:
+            raise ConcurrentChange("a session id or refresh token was taken")
 
     def get(self, username: str, session_id: str) -> Session | None:
         item = self._table.get_item(Key=session_key(username, session_id), ConsistentRead=True).get(
@@ -174,14 +217,16 @@ class DynamoDBSessionRepository:
         item = self._table.get_item(
             Key=refresh_key(token.username, token.digest), ConsistentRead=True
         ).get("Item")
-        if item is None:
-            return None
-        consumed = item.get("consumedAt")
-        return RefreshRecord(
-            session_id=str(item["sessionId"]),
-            state="consumed" if item["state"] == "consumed" else "active",
-            consumed_at=None if consumed is None else int(str(consumed)),
-        )
+        return None if item is None else _refresh_record(item)
+
+    def refresh_state(
+        self, token: RefreshToken
+    ) -> tuple[RefreshRecord | None, Session | None, User | None]:
+        record = self.refresh_record(token)
+        if record is None:
+            return None, None, None
+        profile, session = self.with_profile(token.username, record.session_id)
+        return record, session, profile
 
     def rotate(
         self,
@@ -191,49 +236,64 @@ class DynamoDBSessionRepository:
         new: RefreshToken,
         now: int,
         idle_expires_at: int,
+        along: Sequence[SideWrite] = (),
     ) -> bool:
         """The conditional consume of ``used`` is the single point where parallel refreshes are
-        decided. ``new`` is written first, so a crash in between leaves an unused row (whose
-        secret nobody holds) rather than a consumed token without a successor."""
-        self._table.put_item(
-            Item=_refresh_item(session, new),
-            ConditionExpression="attribute_not_exists(#pk)",
-            ExpressionAttributeNames={"#pk": PARTITION_KEY},
-        )
-        try:
-            self._table.update_item(
-                Key=refresh_key(used.username, used.digest),
-                UpdateExpression="SET #state = :consumed, consumedAt = :now",
-                ConditionExpression="#state = :active",
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues={
-                    ":consumed": "consumed",
-                    ":active": "active",
-                    ":now": now,
+        decided; the successor, the session's touch and the profile's check go with it."""
+        failed = transact(
+            self._table,
+            [
+                {
+                    "Update": {
+                        "Key": refresh_key(used.username, used.digest),
+                        "UpdateExpression": "SET #state = :consumed, consumedAt = :now",
+                        "ConditionExpression": "#state = :active",
+                        "ExpressionAttributeNames": {"#state": "state"},
+                        "ExpressionAttributeValues": {
+                            ":consumed": "consumed",
+                            ":active": "active",
+                            ":now": now,
+                        },
+                    }
                 },
-            )
-        except ClientError as exc:
-            self._forget(new, exc)
+                {"Put": self._new(_refresh_item(session, new))},
+                {
+                    # The condition keeps a concurrent logout from being undone by this update.
+                    "Update": {
+                        "Key": session_key(session.username, session.session_id),
+                        "UpdateExpression": "SET lastUsedAt = :now, idleExpiresAt = :idle",
+                        "ConditionExpression": "attribute_exists(#pk)",
+                        "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
+                        "ExpressionAttributeValues": {":now": now, ":idle": idle_expires_at},
+                    }
+                },
+                {
+                    # A disable, a logout-everywhere or a deletion racing with this refresh.
+                    "ConditionCheck": {
+                        "Key": user_key(session.username),
+                        "ConditionExpression": (
+                            "userId = :id AND (attribute_not_exists(disabled) OR disabled = :no)"
+                            " AND (attribute_not_exists(tokenVersion) OR tokenVersion <= :ver)"
+                        ),
+                        "ExpressionAttributeValues": {
+                            ":id": session.user_id,
+                            ":no": False,
+                            ":ver": session.token_version,
+                        },
+                    }
+                },
+            ],
+            along,
+        )
+        if failed == 0:
             return False
-        try:
-            # The condition keeps a concurrent logout from being undone by this update.
-            self._table.update_item(
-                Key=session_key(session.username, session.session_id),
-                UpdateExpression="SET lastUsedAt = :now, idleExpiresAt = :idle",
-                ConditionExpression="attribute_exists(#pk)",
-                ExpressionAttributeNames={"#pk": PARTITION_KEY},
-                ExpressionAttributeValues={":now": now, ":idle": idle_expires_at},
-            )
-        except ClientError as exc:
-            self._forget(new, exc)
-            raise InvalidRefreshToken("the session has ended") from exc
+        if failed == 2:
+            raise InvalidRefreshToken("the session has ended")
+        if failed == 3:
+            raise SessionRevoked(session.session_id)
+        if failed is not None:
+            raise ConcurrentChange("the successor's refresh token was taken")
         return True
-
-    def _forget(self, token: RefreshToken, exc: ClientError) -> None:
-        """Drop a successor row nobody will get, after a failed condition (else re-raise)."""
-        if not is_condition_failure(exc):
-            raise exc
-        self._table.delete_item(Key=refresh_key(token.username, token.digest))
 
     def all(self, username: str) -> list[Session]:
         sessions: list[Session] = []
@@ -262,13 +322,6 @@ class DynamoDBSessionRepository:
             "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
         }
 
-    def _transact(self, items: list[dict[str, Any]]) -> None:
-        for item in items:
-            for operation in item.values():
-                operation.setdefault("TableName", self._table.name)
-        # The resource's client serialises plain Python values, as the Table methods do.
-        self._table.meta.client.transact_write_items(TransactItems=cast("Any", items))
-
 
 class InMemorySessionRepository:
     """The DynamoDB repository's twin; profiles come from the user repository it is given."""
@@ -280,11 +333,20 @@ class InMemorySessionRepository:
         self._refresh: dict[tuple[str, str], RefreshRecord] = {}
         self._lock = threading.RLock()
 
-    def create(self, session: Session, token: RefreshToken) -> None:
+    def create(
+        self,
+        session: Session,
+        token: RefreshToken,
+        *,
+        profile: SideWrite | None = None,
+        along: Sequence[SideWrite] = (),
+    ) -> None:
         with self._lock:
-            profile = self._users.get(session.username)
-            if profile is None or profile.user_id != session.user_id:
-                raise OwnerMissing(session.username)
+            holder = self._users.get(session.username)
+            if holder is None or holder.user_id != session.user_id:
+                raise OwnerMissing(session.username) if profile is None else profile.refusal()
+            for side in [*([] if profile is None else [profile]), *along]:
+                side.apply()
             self._sessions[(session.username, session.session_id)] = session
             self._refresh[(token.username, token.digest)] = RefreshRecord(
                 session_id=session.session_id, state="active"
@@ -302,6 +364,16 @@ class InMemorySessionRepository:
         with self._lock:
             return self._refresh.get((token.username, token.digest))
 
+    def refresh_state(
+        self, token: RefreshToken
+    ) -> tuple[RefreshRecord | None, Session | None, User | None]:
+        with self._lock:
+            record = self.refresh_record(token)
+            if record is None:
+                return None, None, None
+            profile, session = self.with_profile(token.username, record.session_id)
+            return record, session, profile
+
     def rotate(
         self,
         session: Session,
@@ -310,6 +382,7 @@ class InMemorySessionRepository:
         new: RefreshToken,
         now: int,
         idle_expires_at: int,
+        along: Sequence[SideWrite] = (),
     ) -> bool:
         with self._lock:
             record = self._refresh.get((used.username, used.digest))
@@ -318,11 +391,17 @@ class InMemorySessionRepository:
             key = (session.username, session.session_id)
             current = self._sessions.get(key)
             if current is None:
-                # DynamoDB consumes the token before it finds the session gone; so does this.
-                self._refresh[(used.username, used.digest)] = replace(
-                    record, state="consumed", consumed_at=now
-                )
                 raise InvalidRefreshToken("the session has ended")
+            profile = self._users.get(session.username)
+            if (
+                profile is None
+                or profile.user_id != session.user_id
+                or profile.disabled
+                or profile.token_version > session.token_version
+            ):
+                raise SessionRevoked(session.session_id)
+            for side in along:
+                side.apply()
             self._refresh[(used.username, used.digest)] = replace(
                 record, state="consumed", consumed_at=now
             )
@@ -376,9 +455,10 @@ class Sessions:
         self._grace = int(grace.total_seconds())
         self._clock = clock
 
-    def start(
+    def new(
         self, owner: Owner, *, token_version: int, user_agent: str
     ) -> tuple[Session, RefreshToken]:
+        """A session and its first refresh token, not stored yet (``create``)."""
         now = self._now()
         username = owner.username
         session = Session(
@@ -392,43 +472,87 @@ class Sessions:
             idle_expires_at=now + min(self._idle, self._absolute),
             token_version=token_version,
         )
-        token = RefreshToken.new(username)
+        return session, RefreshToken.new(username)
+
+    def create(
+        self,
+        session: Session,
+        token: RefreshToken,
+        *,
+        profile: SideWrite | None = None,
+        along: Sequence[SideWrite] = (),
+    ) -> None:
+        """Store a new session (see ``SessionRepository.create``)."""
+        self._repository.create(session, token, profile=profile, along=along)
+
+    def start(
+        self, owner: Owner, *, token_version: int, user_agent: str
+    ) -> tuple[Session, RefreshToken]:
+        session, token = self.new(owner, token_version=token_version, user_agent=user_agent)
         self._repository.create(session, token)
         return session, token
 
-    def rotate(self, raw_token: str) -> Rotation:
-        """Consume a refresh token and issue its successor in the same session."""
+    def rotate(self, raw_token: str, *, along: Sequence[SideWrite] = ()) -> Rotation:
+        """Consume a refresh token and issue its successor in the same session, if the session is
+        live and its account still holds it (not disabled, not logged out everywhere since).
+
+        The rows ``along`` (the request's per-IP hit) are written with the rotation, or alone
+        when the request ends otherwise, so that every request writes them once.
+        """
         try:
             token = RefreshToken.parse(raw_token)
         except ValueError:
+            apply_alone(along)
             raise InvalidRefreshToken("malformed refresh token") from None
-        record = self._repository.refresh_record(token)
-        if record is None:
-            raise InvalidRefreshToken("unknown refresh token")
-        session_id = record.session_id
-        session = self._repository.get(token.username, session_id)
+        record, session, user = self._repository.refresh_state(token)
+        if record is None or session is None:
+            apply_alone(along)
+            raise InvalidRefreshToken("unknown refresh token, or its session has ended")
         now = self._now()
-        if session is None:
-            raise InvalidRefreshToken("the session has ended")
         if now >= session.expires_at or now >= session.idle_expires_at:
-            self._repository.delete(token.username, session_id)
+            self._repository.delete(token.username, session.session_id)
+            apply_alone(along)
             raise InvalidRefreshToken("the session has expired")
+        if (
+            user is None
+            or user.user_id != session.user_id
+            or user.disabled
+            or session.token_version < user.token_version
+        ):
+            self._revoke(session, along)
         if record.state == "active":
             successor = RefreshToken.new(token.username)
             idle_expires_at = min(now + self._idle, session.expires_at)
-            rotated = self._repository.rotate(
-                session, used=token, new=successor, now=now, idle_expires_at=idle_expires_at
-            )
+            try:
+                rotated = self._repository.rotate(
+                    session,
+                    used=token,
+                    new=successor,
+                    now=now,
+                    idle_expires_at=idle_expires_at,
+                    along=along,
+                )
+            except SessionRevoked:
+                self._revoke(session, along)
+            except InvalidRefreshToken:
+                apply_alone(along)
+                raise
             if rotated:
-                return Rotation(session=session, token=successor)
+                return Rotation(session=session, token=successor, user=user)
             record = self._repository.refresh_record(token) or record
+        apply_alone(along)
         consumed_at = record.consumed_at
         if consumed_at is not None and now - consumed_at <= self._grace:
             # A parallel refresh (another tab) used this token a moment ago: let this one
             # through without a new refresh token; the browser already holds the winner's.
-            return Rotation(session=session, token=None)
-        self._repository.delete(token.username, session_id)
+            return Rotation(session=session, token=None, user=user)
+        self._repository.delete(token.username, session.session_id)
         raise RefreshTokenReused(session)
+
+    def _revoke(self, session: Session, along: Sequence[SideWrite]) -> NoReturn:
+        self._repository.delete(session.username, session.session_id)
+        apply_alone(along)
+        raise InvalidRefreshToken("the session was revoked")
 
     def end(self, owner: Owner, session_id: str) -> bool:
         """End a session of this account; False if it has none with this id."""
@@ -472,6 +596,15 @@ class Sessions:
 
     def _now(self) -> int:
         return int(self._clock().timestamp())
+
+
+def _refresh_record(item: dict[str, Any]) -> RefreshRecord:
+    consumed = item.get("consumedAt")
+    return RefreshRecord(
+        session_id=str(item["sessionId"]),
+        state="consumed" if item["state"] == "consumed" else "active",
+        consumed_at=None if consumed is None else int(str(consumed)),
+    )
 
 
 def _session_item(session: Session) -> dict[str, Any]:

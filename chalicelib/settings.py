@@ -55,6 +55,9 @@ class Settings:
     recovery_ip_rate_limit: int = 20
     recovery_rate_window_seconds: int = 3600
     recovery_answer_ms: int = 500
+    # Login from devices an account does not know (chalicelib/limits.py): free failures per
+    # LOGIN_FAILURE_WINDOW_SECONDS across every address, then the back-off.
+    account_free_failures: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -129,6 +132,9 @@ class Settings:
                 env, "RECOVERY_RATE_WINDOW_SECONDS", cls.recovery_rate_window_seconds, 60, day
             ),
             recovery_answer_ms=_int(env, "RECOVERY_ANSWER_MS", cls.recovery_answer_ms, 0, 5000),
+            account_free_failures=_int(
+                env, "ACCOUNT_FREE_FAILURES", cls.account_free_failures, 1, 100_000
+            ),
         )
 
 

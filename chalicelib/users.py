@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
@@ -19,12 +19,14 @@ from chalicelib.identity import Owner, name_key
 from chalicelib.keys import (
     KEY_PART,
     PROFILE,
+    SideRead,
+    SideWrite,
     batch_get,
     email_claim_key,
-    error_code,
     is_condition_failure,
     name_claim_key,
     row_key,
+    transact,
     user_key,
     user_pk,
 )
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
 
 Role = Literal["user", "admin"]
+ReadT = TypeVar("ReadT")
 DEFAULT_ROLE: Role = "user"
 
 
@@ -54,6 +57,10 @@ class UserNotFound(NotFound):
     """No user has this username."""
 
     message = "User not found"
+
+
+class HashChanged(Exception):
+    """The password hash (or the account holding the name) changed since it was read."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,14 +99,21 @@ class UserPage:
 
 
 class UserRepository(Protocol):
-    def add(self, user: User) -> None:
-        """Store a new user and claim its name; ``UsernameTaken`` if the name exists in any case."""
+    def add(self, user: User, *, along: Sequence[SideWrite] = ()) -> None:
+        """Store a new user and claim its name, with the rows ``along``, in one round trip;
+        ``UsernameTaken`` if the name exists in any case."""
 
     def get(self, username: str) -> User | None:
         """The profile stored under exactly this name."""
 
     def find(self, login: str) -> User | None:
         """The profile of this name as stored, else of the name that differs only in case."""
+
+    def find_with(
+        self, login: str, along: Sequence[SideRead[ReadT]]
+    ) -> tuple[User | None, list[ReadT]]:
+        """``find``, and the rows ``along`` (in the order given) in the same read. A name typed
+        in another case than stored costs one more read (the claim names the profile)."""
 
     def find_by_email(self, address: str) -> User | None:
         """The account that has verified ``address``."""
@@ -112,9 +126,10 @@ class UserRepository(Protocol):
         """Mark the account's address verified and claim it; False if the account is gone or
         has another address now, ``EmailTaken`` if another account holds it."""
 
-    def assign_id(self, username: str, user_id: str) -> User:
+    def assign_id(self, username: str, user_id: str, *, current: User | None = None) -> User:
         """Give a row of the original system its id (kept if it has one meanwhile) and claim its
-        name if nobody has; ``UserNotFound`` if it is gone."""
+        name if nobody has; ``UserNotFound`` if it is gone. With the row as just read
+        (``current``), both writes usually take one round trip."""
 
     def replace_password_hash(self, username: str, *, old: str, new: str, updated_at: str) -> bool:
         """Swap the hash only if it is still ``old``; False when it was not."""
@@ -140,7 +155,7 @@ class DynamoDBUserRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
 
-    def add(self, user: User) -> None:
+    def add(self, user: User, *, along: Sequence[SideWrite] = ()) -> None:
         if user.user_id is None:
             raise ValueError("a new user needs an id")
         item: dict[str, Any] = {
@@ -170,15 +185,8 @@ class DynamoDBUserRepository:
         if folded != user.username:
             # A row of the original system under the folded name has no claim row of its own.
             writes.append({"ConditionCheck": self._new({}, key=user_key(folded))})
-        try:
-            self._table.meta.client.transact_write_items(TransactItems=cast("Any", writes))
-        except ClientError as exc:
-            if error_code(exc) == "TransactionCanceledException" and any(
-                reason.get("Code") == "ConditionalCheckFailed"
-                for reason in exc.response.get("CancellationReasons", [])
-            ):
-                raise UsernameTaken(user.username) from exc
-            raise
+        if transact(self._table, writes, along) is not None:
+            raise UsernameTaken(user.username)
 
     def get(self, username: str) -> User | None:
         response = self._table.get_item(Key=user_key(username), ConsistentRead=True)
@@ -186,16 +194,22 @@ class DynamoDBUserRepository:
         return None if item is None else user_from_item(item)
 
     def find(self, login: str) -> User | None:
+        return self.find_with(login, [])[0]
+
+    def find_with(
+        self, login: str, along: Sequence[SideRead[ReadT]]
+    ) -> tuple[User | None, list[ReadT]]:
         exact, claim = user_key(login), name_claim_key(name_key(login))
-        rows = batch_get(self._table, [exact, claim])
+        rows = batch_get(self._table, [exact, claim, *(side.key() for side in along)])
+        found = [side.parse(rows.get(row_key(side.key()))) for side in along]
         if row_key(exact) in rows:
-            return user_from_item(rows[row_key(exact)])
+            return user_from_item(rows[row_key(exact)]), found
         claimed = rows.get(row_key(claim))
         if claimed is None:
-            return None
+            return None, found
         user = self.get(str(claimed["username"]))
         # A claim outlives its profile only between the two deletes of a purge.
-        return user if user is not None and user.user_id == claimed["userId"] else None
+        return (user if user is not None and user.user_id == claimed["userId"] else None), found
 
     def find_by_email(self, address: str) -> User | None:
         claim = self._table.get_item(Key=email_claim_key(address), ConsistentRead=True).get("Item")
@@ -288,12 +302,37 @@ class DynamoDBUserRepository:
             if not is_condition_failure(exc):
                 raise
 
-    def assign_id(self, username: str, user_id: str) -> User:
+    def assign_id(self, username: str, user_id: str, *, current: User | None = None) -> User:
+        if current is not None:
+            names = {"#pk": PARTITION_KEY}
+            failed = transact(
+                self._table,
+                [
+                    {
+                        "Update": {
+                            "Key": user_key(username),
+                            "UpdateExpression": "SET userId = :id",
+                            "ConditionExpression": _UNASSIGNED,
+                            "ExpressionAttributeNames": names,
+                            "ExpressionAttributeValues": {":id": user_id},
+                        }
+                    },
+                    {
+                        "Put": {
+                            **self._new(_claim(username, user_id)),
+                            "TableName": self._table.name,
+                        }
+                    },
+                ],
+            )
+            if failed is None:
+                return replace(current, user_id=user_id)
+            # Assigned or gone meanwhile, or the claim is another row's: one call at a time.
         try:
             response = self._table.update_item(
                 Key=user_key(username),
                 UpdateExpression="SET userId = :id",
-                ConditionExpression="attribute_exists(#pk) AND attribute_not_exists(userId)",
+                ConditionExpression=_UNASSIGNED,
                 ExpressionAttributeNames={"#pk": PARTITION_KEY},
                 ExpressionAttributeValues={":id": user_id},
                 ReturnValues="ALL_NEW",
@@ -439,19 +478,26 @@ class InMemoryUserRepository:
         self._emails: dict[str, tuple[str, str]] = {}
         self._lock = threading.RLock()
 
-    def add(self, user: User) -> None:
+    def add(self, user: User, *, along: Sequence[SideWrite] = ()) -> None:
         if user.user_id is None:
             raise ValueError("a new user needs an id")
         folded = name_key(user.username)
         with self._lock:
             if user.username in self._users or folded in self._claims or folded in self._users:
                 raise UsernameTaken(user.username)
+            for side in along:
+                side.apply()
             self._users[user.username] = user
             self._claims[folded] = (user.username, user.user_id)
 
     def get(self, username: str) -> User | None:
         with self._lock:
             return self._users.get(username)
+
+    def find_with(
+        self, login: str, along: Sequence[SideRead[ReadT]]
+    ) -> tuple[User | None, list[ReadT]]:
+        return self.find(login), [side.read() for side in along]
 
     def find(self, login: str) -> User | None:
         with self._lock:
@@ -463,7 +509,7 @@ class InMemoryUserRepository:
             user = self._users.get(claimed[0])
             return user if user is not None and user.user_id == claimed[1] else None
 
-    def assign_id(self, username: str, user_id: str) -> User:
+    def assign_id(self, username: str, user_id: str, *, current: User | None = None) -> User:
         with self._lock:
             user = self._users.get(username)
             if user is None:
@@ -600,6 +646,49 @@ class InMemoryUserRepository:
                 return False
             self._users[owner.username] = replace(self._users[owner.username], mfa_enabled=enabled)
             return True
+
+
+_UNASSIGNED = "attribute_exists(#pk) AND attribute_not_exists(userId)"
+
+
+@dataclass(frozen=True)
+class HashUpgrade:
+    """A login's rehash of the password, written along with its session (in place of the
+    check that the profile holds the account id); ``HashChanged`` if the hash changed since."""
+
+    repository: UserRepository
+    owner: Owner
+    old: str = field(repr=False)
+    new: str = field(repr=False)
+    updated_at: str
+
+    def transact_item(self) -> dict[str, Any]:
+        return {
+            "Update": {
+                "Key": user_key(self.owner.username),
+                "UpdateExpression": "SET passwordHash = :new, updatedAt = :now",
+                "ConditionExpression": "userId = :id AND passwordHash = :old",
+                "ExpressionAttributeValues": {
+                    ":new": self.new,
+                    ":old": self.old,
+                    ":now": self.updated_at,
+                    ":id": self.owner.user_id,
+                },
+            }
+        }
+
+    def refusal(self) -> Exception:
+        return HashChanged(self.owner.username)
+
+    def apply(self) -> None:
+        current = self.repository.get(self.owner.username)
+        if current is None or current.user_id != self.owner.user_id:
+            raise self.refusal()
+        username = self.owner.username
+        if not self.repository.replace_password_hash(
+            username, old=self.old, new=self.new, updated_at=self.updated_at
+        ):
+            raise self.refusal()
 
 
 def _cursor(pk: Any, sk: Any) -> str:

@@ -24,7 +24,7 @@ from chalicelib.deletion import AccountPurge
 from chalicelib.events import Client, SecurityEvents
 from chalicelib.identity import Owner
 from chalicelib.keys import OwnerMissing, name_claim_key, user_key
-from chalicelib.limits import LoginThrottle, TooManyAttempts
+from chalicelib.limits import KnownDevices, LoginThrottle, TooManyAttempts
 from chalicelib.mfa import ChallengeExpired, InvalidCode, Mfa
 from chalicelib.passwords import DEFAULT_COST, ScryptHasher
 from chalicelib.policy import WeakPassword
@@ -43,7 +43,13 @@ class StaticKeys:
         return KeyRing(current=SigningKey(kid="k1", secret=b"s" * 64))
 
 
-def build(stores: Stores, clock: FakeClock, *, hasher: ScryptHasher | None = None) -> Accounts:
+def build(
+    stores: Stores,
+    clock: FakeClock,
+    *,
+    hasher: ScryptHasher | None = None,
+    account_free_failures: int = 20,
+) -> Accounts:
     keys = CachedKeys(StaticKeys(), max_age=timedelta(minutes=5), clock=clock)
     sessions = Sessions(
         stores.sessions,
@@ -58,11 +64,17 @@ def build(stores: Stores, clock: FakeClock, *, hasher: ScryptHasher | None = Non
         tokens=TokenService(keys, issuer="gatehouse", audience="api", ttl_seconds=900, clock=clock),
         sessions=sessions,
         throttle=LoginThrottle(
-            stores.limits, free_failures=5, max_backoff=900, window=3600, clock=clock
+            stores.limits,
+            free_failures=5,
+            max_backoff=900,
+            window=3600,
+            account_free_failures=account_free_failures,
+            clock=clock,
         ),
         events=SecurityEvents(stores.events, clock=clock),
         purge=AccountPurge(stores.partitions),
         mfa=Mfa(stores.mfa, issuer="Gatehouse", clock=clock),
+        devices=KnownDevices(keys, max_age=365 * 86400, clock=clock),
         clock=clock,
     )
 
@@ -420,7 +432,7 @@ class TestLockout:
         self, accounts: Accounts, alice: SignedIn, clock: FakeClock
     ) -> None:
         self.fail(accounts, 5)
-        waits = []
+        waits: list[int] = []
         for _ in range(12):
             self.fail(accounts, 1)
             with pytest.raises(TooManyAttempts) as locked:
@@ -566,3 +578,91 @@ def accounts_claims(accounts: Accounts, signed_in: SignedIn) -> Claims:
 
 def accounts_sessions(accounts: Accounts) -> Sessions:
     return accounts._sessions
+
+
+def address(index: int) -> Client:
+    """One of a botnet's many addresses (an IPv6 /64 each, as the rate key would be)."""
+    return Client(ip=f"2001:db8:{index:x}::/64", user_agent="bot")
+
+
+class TestUnknownDevices:
+    """The account-wide budget: guesses from every address the account does not know share
+    ``account_free_failures`` (20 here), while the owner's known device is exempt."""
+
+    @staticmethod
+    def guess(accounts: Accounts, name: str, client: Client) -> str:
+        try:
+            accounts.login(name, "a wrong guess", client)
+        except InvalidCredentials:
+            return "checked"
+        except TooManyAttempts as slowed:
+            return f"slowed {slowed.retry_after}"
+        return "logged in"
+
+    def test_a_botnet_is_slowed_while_the_owners_known_device_logs_in(
+        self, accounts: Accounts, alice: SignedIn, clock: FakeClock
+    ) -> None:
+        device = alice.device
+        assert device is not None
+        outcomes = [self.guess(accounts, "alice", address(index)) for index in range(22)]
+        # 20 free, the 21st checked (and starts a 1 s lock), the 22nd refused unchecked.
+        assert outcomes == ["checked"] * 21 + ["slowed 1"]
+        owner = accounts.login("alice", PASSWORD, CLIENT, device=device)
+        assert isinstance(owner, SignedIn)
+        # Without the cookie (a new browser), the owner waits like everyone unknown.
+        with pytest.raises(TooManyAttempts):
+            accounts.login("alice", PASSWORD, address(99))
+        # The back-off keeps doubling for unknown devices: 2 s, 4 s ...
+        waits: list[int] = []
+        for index in range(100, 103):
+            clock.advance(seconds=waits[-1] if waits else 1)
+            assert self.guess(accounts, "alice", address(index)) == "checked"
+            waits.append(int(self.guess(accounts, "alice", address(index + 50)).split()[1]))
+        assert waits == [2, 4, 8]
+        assert "lockout" in kinds(accounts, alice.user.owner)
+
+    def test_the_owners_address_back_off_still_applies_to_the_known_device(
+        self, accounts: Accounts, alice: SignedIn
+    ) -> None:
+        device = alice.device
+        for _ in range(6):
+            with pytest.raises(InvalidCredentials):
+                accounts.login("alice", "wrong password", CLIENT, device=device)
+        with pytest.raises(TooManyAttempts):
+            accounts.login("alice", PASSWORD, CLIENT, device=device)
+
+    def test_unknown_names_get_the_same_treatment(self, accounts: Accounts) -> None:
+        outcomes = [self.guess(accounts, "nobody", address(index)) for index in range(22)]
+        assert outcomes == ["checked"] * 21 + ["slowed 1"]
+
+    def test_a_device_known_to_another_account_or_a_deleted_one_is_not_known(
+        self, accounts: Accounts, alice: SignedIn
+    ) -> None:
+        accounts.register("bob", PASSWORD, CLIENT)
+        bob = accounts.login("bob", PASSWORD, CLIENT)
+        assert isinstance(bob, SignedIn)
+        old = alice.device
+        accounts.delete_account(alice.user.owner, PASSWORD, CLIENT)
+        accounts.register("alice", "a new owner's passphrase", CLIENT)
+        for index in range(21):
+            self.guess(accounts, "alice", address(index))
+        for device in (old, bob.device, "garbage", f"{old}x", None):
+            with pytest.raises(TooManyAttempts):
+                accounts.login("alice", "a new owner's passphrase", address(50), device=device)
+
+    def test_successes_from_unknown_devices_do_not_use_up_the_budget(
+        self, accounts: Accounts, alice: SignedIn
+    ) -> None:
+        for index in range(30):
+            assert isinstance(accounts.login("alice", PASSWORD, address(index)), SignedIn)
+        outcomes = [self.guess(accounts, "alice", address(index)) for index in range(21)]
+        assert outcomes == ["checked"] * 21
+
+    def test_an_old_cookie_expires(
+        self, accounts: Accounts, alice: SignedIn, clock: FakeClock
+    ) -> None:
+        clock.advance(days=366)
+        for index in range(21):
+            self.guess(accounts, "alice", address(index))
+        with pytest.raises(TooManyAttempts):
+            accounts.login("alice", PASSWORD, CLIENT, device=alice.device)

@@ -23,6 +23,7 @@ import app as app_module
 from chalicelib.keys import user_key
 from chalicelib.logs import JsonFormatter
 from tests.conftest import ROOT, Api, FakeClock, node_scrypt_hashes
+from tests.test_sessions import cookie_of
 from tools.localaws import Resources
 
 PASSWORD = "correct horse battery"
@@ -457,9 +458,11 @@ def test_dynamodb_throttling_is_an_honest_503(
     monkeypatch.setenv("TABLE_NAME", resources.table_name)
     monkeypatch.setenv("JWT_SECRET_ID", resources.jwt_secret_id)
     with Stubber(dependencies.table.meta.client) as stubber:
-        # The first DynamoDB call of a signup is the per-IP counter's update.
+        # A signup is one transaction: the profile, the name's claim, the event, the per-IP hit.
         stubber.add_client_error(
-            "update_item", "ProvisionedThroughputExceededException", http_status_code=400
+            "transact_write_items",
+            "ProvisionedThroughputExceededException",
+            http_status_code=400,
         )
         response = api.post("/auth/signup", {"username": "alice", "password": PASSWORD})
     assert response.status_code == 503
@@ -496,7 +499,7 @@ def test_one_structured_log_line_per_request_and_no_secrets(api: Api, log_lines:
     api.signup("alice", PASSWORD)
     login = api.post("/auth/login", {"username": "alice", "password": PASSWORD})
     token = login.json_body["token"]
-    refresh_token = login.headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+    refresh_token = cookie_of(login)["gatehouse_refresh"].value
     api.get("/auth/user", token)
 
     requests = [line for line in log_lines() if line["message"] == "request"]

@@ -16,6 +16,7 @@ import pytest
 import app as app_module
 from chalicelib.logs import JsonFormatter
 from tests.conftest import Api, FakeClock
+from tests.test_sessions import set_cookies
 
 PASSWORD = "correct horse battery"
 STEP = timedelta(seconds=30)
@@ -126,7 +127,11 @@ def test_enrol_confirm_then_log_in_with_a_code(
     body = response.json_body
     assert set(body) == {"message", "token", "username", "expiresIn", "sessionId"}
     assert (body["message"], body["username"]) == ("Login successful", "alice")
-    assert response.headers["Set-Cookie"].startswith("gatehouse_refresh=")
+    # The refresh token, and the cookie that makes this browser known to the account.
+    assert [each.split("=")[0] for each in set_cookies(response)] == [
+        "gatehouse_refresh",
+        "gatehouse_device",
+    ]
     profile = api.get("/auth/user", body["token"])
     assert profile.status_code == 200
     assert profile.json_body["mfaEnabled"] is True

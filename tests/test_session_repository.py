@@ -7,10 +7,18 @@ from dataclasses import replace
 
 import pytest
 
+from chalicelib.events import Entry, Event, EventWrite
 from chalicelib.keys import OwnerMissing
-from chalicelib.sessions import InvalidRefreshToken, RefreshRecord, RefreshToken, Session
+from chalicelib.limits import RateHit, TooManyAttempts
+from chalicelib.sessions import (
+    InvalidRefreshToken,
+    RefreshRecord,
+    RefreshToken,
+    Session,
+    SessionRevoked,
+)
 from chalicelib.stores import Stores
-from chalicelib.users import User
+from chalicelib.users import HashChanged, HashUpgrade, User
 
 ALICE = User(
     username="alice", user_id="a" * 32, password_hash="h", created_at="2026-01-01T00:00:00.000Z"
@@ -137,3 +145,80 @@ def test_all_lists_only_the_users_sessions_and_delete_ends_one(stores: Stores) -
     assert stores.sessions.all("alice") == [SESSION]
     assert stores.sessions.all("bob") == [bob]
     assert stores.sessions.all("carol") == []
+
+
+def full_window(stores: Stores) -> RateHit:
+    hit = RateHit(
+        repository=stores.limits,
+        address="203.0.113.7",
+        window_start=60,
+        expires_at=180,
+        limit=1,
+        retry_after=5,
+    )
+    hit.apply()
+    return hit
+
+
+def test_refresh_state_reads_the_token_its_session_and_the_profile(stores: Stores) -> None:
+    assert stores.sessions.refresh_state(FIRST) == (None, None, None)
+    started(stores)
+    record = RefreshRecord(session_id=SESSION.session_id, state="active")
+    assert stores.sessions.refresh_state(FIRST) == (record, SESSION, ALICE)
+
+
+@pytest.mark.parametrize("change", ["disabled", "logged out everywhere"])
+def test_a_rotation_for_a_revoked_account_writes_nothing(stores: Stores, change: str) -> None:
+    started(stores)
+    if change == "disabled":
+        stores.users.set_access("alice", role=None, disabled=True, updated_at="now")
+    else:
+        stores.users.bump_token_version(ALICE.owner, updated_at="now")
+    with pytest.raises(SessionRevoked):
+        stores.sessions.rotate(SESSION, used=FIRST, new=SECOND, now=1500, idle_expires_at=3000)
+    assert stores.sessions.refresh_record(FIRST) == RefreshRecord(
+        session_id=SESSION.session_id, state="active"
+    )
+    assert stores.sessions.refresh_record(SECOND) is None
+
+
+def test_a_rotation_refused_by_the_rate_limit_writes_nothing(stores: Stores) -> None:
+    started(stores)
+    with pytest.raises(TooManyAttempts):
+        stores.sessions.rotate(
+            SESSION,
+            used=FIRST,
+            new=SECOND,
+            now=1500,
+            idle_expires_at=3000,
+            along=[full_window(stores)],
+        )
+    assert stores.sessions.refresh_record(FIRST) == RefreshRecord(
+        session_id=SESSION.session_id, state="active"
+    )
+    assert stores.sessions.refresh_record(SECOND) is None
+    assert stores.sessions.get("alice", SESSION.session_id) == SESSION
+
+
+def test_a_session_is_created_with_its_side_rows_or_not_at_all(stores: Stores) -> None:
+    stores.users.add(ALICE)
+    event = Event(kind="login", at="2026-01-01T00:00:00.000Z", ip="x", user_agent="", details={})
+    logged = EventWrite(stores.events, Entry(ALICE.owner, event, 99))
+    with pytest.raises(TooManyAttempts):
+        stores.sessions.create(SESSION, FIRST, along=[full_window(stores), logged])
+    assert stores.sessions.get("alice", SESSION.session_id) is None
+    assert stores.events.list(ALICE.owner, limit=10, cursor=None).events == []
+    upgrade = HashUpgrade(stores.users, ALICE.owner, old="h", new="h2", updated_at="now")
+    stores.sessions.create(SESSION, FIRST, profile=upgrade, along=[logged])
+    assert stores.sessions.get("alice", SESSION.session_id) == SESSION
+    assert [e.kind for e in stores.events.list(ALICE.owner, limit=10, cursor=None).events] == [
+        "login"
+    ]
+    profile = stores.users.get("alice")
+    assert profile is not None
+    assert profile.password_hash == "h2"
+    # A hash changed since it was read refuses the upgrade, and the session with it.
+    other = replace(SESSION, session_id="u" * 22)
+    with pytest.raises(HashChanged):
+        stores.sessions.create(other, SECOND, profile=upgrade)
+    assert stores.sessions.get("alice", other.session_id) is None

@@ -22,9 +22,17 @@ PASSWORD = "correct horse battery"
 SITE = {"Origin": "http://127.0.0.1:5173", "X-Requested-With": "gatehouse"}
 
 
+def set_cookies(response: Any) -> list[str]:
+    """Every ``Set-Cookie`` of a response (the test client gives one as a string, more as a
+    list)."""
+    value = response.headers.get("Set-Cookie", [])
+    return [value] if isinstance(value, str) else list(value)
+
+
 def cookie_of(response: Any) -> SimpleCookie:
     cookie: SimpleCookie = SimpleCookie()
-    cookie.load(response.headers["Set-Cookie"])
+    for each in set_cookies(response):
+        cookie.load(each)
     return cookie
 
 
@@ -89,7 +97,8 @@ class TestCookies:
             api = Api(client)
             api.signup("alice", PASSWORD)
             response = login(api)
-            assert response.headers["Set-Cookie"].startswith("__Secure-gatehouse_refresh=")
+            names = [each.split("=")[0] for each in set_cookies(response)]
+            assert names == ["__Secure-gatehouse_refresh", "__Secure-gatehouse_device"]
             morsel = cookie_of(response)["__Secure-gatehouse_refresh"]
             assert morsel["secure"] is True
             # Only the name this stage sets is read.
@@ -110,7 +119,8 @@ class TestCookies:
         self, api: Api, alice: Any
     ) -> None:
         # Secure is off on http://127.0.0.1, and a __Secure- cookie must be Secure.
-        assert alice.headers["Set-Cookie"].startswith("gatehouse_refresh=")
+        names = [each.split("=")[0] for each in set_cookies(alice)]
+        assert names == ["gatehouse_refresh", "gatehouse_device"]
         value = cookie_of(alice)["gatehouse_refresh"].value
         cookie = f"__Secure-gatehouse_refresh={value}"
         response = api.client.http.post("/auth/refresh", headers={"Cookie": cookie, **SITE})
@@ -539,3 +549,56 @@ class TestReviewFindings:
         assert signup("user-one", "2001:db8:1:2::1") == 201
         assert signup("user-two", "2001:db8:1:2:ffff::9") == 429
         assert signup("user-three", "2001:db8:1:3::1") == 201
+
+
+class TestKnownDevices:
+    """The account-wide budget over HTTP: a botnet (one address per guess) is answered 429 once
+    the unknown devices' budget is spent, while the browser the owner logged in with is not."""
+
+    @pytest.fixture
+    def botnet(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # Behind one proxy: the client's address is the last X-Forwarded-For entry.
+        monkeypatch.setenv("TRUSTED_PROXY_HOPS", "1")
+        monkeypatch.setenv("ACCOUNT_FREE_FAILURES", "3")
+
+    @staticmethod
+    def attempt(api: Api, password: str, address: str, cookie: str | None = None) -> Any:
+        headers = {"X-Forwarded-For": address}
+        if cookie is not None:
+            headers["Cookie"] = cookie
+        return api.post("/auth/login", {"username": "alice", "password": password}, headers)
+
+    def test_a_botnet_is_slowed_and_the_owners_browser_is_not(self, api: Api, botnet: None) -> None:
+        api.signup("alice", PASSWORD)
+        owner = self.attempt(api, PASSWORD, "203.0.113.7")
+        morsel = cookie_of(owner)["gatehouse_device"]
+        assert morsel["httponly"] is True
+        assert morsel["samesite"] == "Strict"
+        assert morsel["path"] == "/api/auth"
+        assert int(morsel["max-age"]) == 365 * 86400
+        device = f"gatehouse_device={morsel.value}"
+        statuses = [
+            self.attempt(api, "guess", f"198.51.100.{index}").status_code for index in range(4)
+        ]
+        assert statuses == [401] * 4
+        slowed = self.attempt(api, "guess", "198.51.100.99")
+        assert slowed.status_code == 429
+        assert slowed.headers["Retry-After"] == "1"
+        assert slowed.json_body["retryAfter"] == 1
+        # A new browser of the owner's waits too; the known one does not.
+        assert self.attempt(api, PASSWORD, "192.0.2.1").status_code == 429
+        assert self.attempt(api, PASSWORD, "203.0.113.7", device).status_code == 200
+        # The cookie is the account's own: sent with another name, it is an unknown device.
+        api.signup("bob", PASSWORD)
+        for index in range(5):
+            api.post(
+                "/auth/login",
+                {"username": "bob", "password": "guess"},
+                {"X-Forwarded-For": f"198.51.100.{index}"},
+            )
+        other = api.post(
+            "/auth/login",
+            {"username": "bob", "password": PASSWORD},
+            {"X-Forwarded-For": "203.0.113.7", "Cookie": device},
+        )
+        assert other.status_code == 429

@@ -11,6 +11,15 @@ import pytest
 
 from chalicelib.identity import Owner
 from chalicelib.keys import name_claim_key, user_key
+from chalicelib.limits import (
+    DynamoDBLimitRepository,
+    Failures,
+    FailuresRead,
+    InMemoryLimitRepository,
+    LimitRepository,
+    RateHit,
+    TooManyAttempts,
+)
 from chalicelib.paging import InvalidCursor
 from chalicelib.users import (
     DynamoDBUserRepository,
@@ -300,3 +309,55 @@ def test_a_verified_address_is_claimed_and_a_stale_claim_taken_over(
     found = repository.find_by_email("a@example.com")
     assert found is not None
     assert found.username == "bob"
+
+
+def test_an_id_assigned_from_the_row_just_read_claims_the_name_once(
+    repository: UserRepository,
+) -> None:
+    add_legacy(repository, "Gus")
+    add_legacy(repository, "gus")
+    rows = [repository.get("Gus"), repository.get("gus")]
+    assert None not in rows
+    first = repository.assign_id("Gus", "1" * 32, current=rows[0])
+    # The claim is taken: the id is still written, alone.
+    second = repository.assign_id("gus", "2" * 32, current=rows[1])
+    assert (first, second) == (repository.get("Gus"), repository.get("gus"))
+    assert (first.user_id, second.user_id) == ("1" * 32, "2" * 32)
+    assert repository.find("GUS") == first
+    # Assigned meanwhile: the stored id stands.
+    assert repository.assign_id("Gus", "3" * 32, current=rows[0]) == first
+
+
+def test_rows_are_read_along_with_the_profile(repository: UserRepository) -> None:
+    repository.add(alice(username="Alice"))
+    limits: LimitRepository = InMemoryLimitRepository()
+    if isinstance(repository, DynamoDBUserRepository):
+        limits = DynamoDBLimitRepository(repository._table)
+    limits.count_attempt(
+        "alice",
+        "203.0.113.7",
+        previous=None,
+        new=Failures(count=2, last_attempt_at=9),
+        expires_at=99,
+    )
+    reads = [FailuresRead(limits, "aLICE", "203.0.113.7"), FailuresRead(limits, "alice", "*")]
+    user, found = repository.find_with("aLICE", reads)
+    assert user == alice(username="Alice")
+    assert found == [Failures(count=2, last_attempt_at=9), None]
+    assert repository.find_with("nobody", reads) == (None, found)
+
+
+def test_a_signup_refused_by_a_row_along_writes_nothing(repository: UserRepository) -> None:
+    limits: LimitRepository = InMemoryLimitRepository()
+    full = RateHit(
+        repository=limits, address="a", window_start=0, expires_at=9, limit=1, retry_after=3
+    )
+    full.apply()
+    if isinstance(repository, DynamoDBUserRepository):
+        # The table's twin of the same full window.
+        limits = DynamoDBLimitRepository(repository._table)
+        full = replace(full, repository=limits)
+        full.apply()
+    with pytest.raises(TooManyAttempts):
+        repository.add(alice(), along=[full])
+    assert repository.find("alice") is None

@@ -1,7 +1,11 @@
-"""``make bench``: cold-start, password-hashing and request-overhead figures, for information.
+"""``make bench``: cold-start, password-hashing, request-overhead and round-trip figures.
 
 The request figures come from the app called in-process through chalice's test client, with
 production dependencies (the real scrypt cost), against moto's server started on a free port.
+
+Round trips are AWS API calls, counted with botocore's ``before-call`` hook on the clients the
+app uses (one per call, whatever botocore's retries do underneath). ``tests/test_round_trips.py``
+runs the same scenario (``route_round_trips``) and fails above the budgets (``BUDGETS``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import boto3
@@ -176,10 +180,10 @@ def quiet_request_log() -> Iterator[None]:
                 handler.stream = stream
 
 
-def legacy_hash() -> str:
+def legacy_hash(password: str = PASSWORD) -> str:
     """A hash in the original system's format (Node's crypto.scrypt defaults)."""
     salt = secrets.token_bytes(32)
-    key = hashlib.scrypt(PASSWORD.encode(), salt=salt, n=16384, r=8, p=1, dklen=64)
+    key = hashlib.scrypt(password.encode(), salt=salt, n=16384, r=8, p=1, dklen=64)
     return f"{base64.b64encode(salt).decode()}:{base64.b64encode(key).decode()}"
 
 
@@ -256,6 +260,156 @@ def request_rows(resources: Resources) -> list[Row]:
     ]
 
 
+class RoundTrips:
+    """Counts the AWS calls of every client made from the default boto3 session while it is
+    installed (botocore's ``before-call`` event; clients copy the session's handlers)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.calls.append((str(model.service_model.service_name), str(model.name)))
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[RoundTrips]:
+        """Count the calls of clients created inside the block (the app builds its own clients
+        on first use, so install this before the container's first request)."""
+        if boto3.DEFAULT_SESSION is None:
+            boto3.setup_default_session()
+        events = cast("Any", boto3.DEFAULT_SESSION).events
+        events.register("before-call", self._count, unique_id="gatehouse-round-trips")
+        try:
+            yield self
+        finally:
+            events.unregister("before-call", unique_id="gatehouse-round-trips")
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[list[tuple[str, str]]]:
+        """The calls made inside the block (the list is filled when the block ends)."""
+        start = len(self.calls)
+        made: list[tuple[str, str]] = []
+        try:
+            yield made
+        finally:
+            made.extend(self.calls[start:])
+
+
+@dataclass(frozen=True)
+class Counted:
+    """The calls one request made: to DynamoDB, and to Secrets Manager (the signing keys, fetched
+    once per container and cached, so only the container's first request that needs them)."""
+
+    route: str
+    dynamodb: list[str]
+    secrets: list[str] = field(default_factory=list)
+
+
+# The most DynamoDB calls each request of the scenario may make (tests/test_round_trips.py).
+BUDGETS = {
+    "POST /auth/signup": 2,
+    "POST /auth/login": 3,
+    "POST /auth/login, wrong password": 3,
+    "POST /auth/login, unknown user": 3,
+    "POST /auth/login, name in another case": 4,
+    "POST /auth/login, original-format row, first use": 4,
+    "POST /auth/refresh": 3,
+    "GET /auth/user": 1,
+    "POST /items": 2,
+    "GET /items": 2,
+}
+
+
+def route_round_trips(
+    http: Any, dependencies: app.Dependencies, *, password: str, legacy_hash: str
+) -> list[Counted]:
+    """Each request of a fixed scenario (signup, logins, refresh, authenticated routes), with the
+    AWS calls it made, on a fresh table and a fresh container (``dependencies``, which must not
+    have built its clients yet)."""
+    with RoundTrips().installed() as trips:
+        return _scenario(http, trips, dependencies, password=password, legacy_hash=legacy_hash)
+
+
+def _scenario(
+    http: Any,
+    trips: RoundTrips,
+    dependencies: app.Dependencies,
+    *,
+    password: str,
+    legacy_hash: str,
+) -> list[Counted]:
+    json_headers = {"Content-Type": "application/json"}
+    counted: list[Counted] = []
+
+    def send(route: str, status: int, body: Any = None, token: str | None = None) -> Any:
+        method, path = route.split(",")[0].split(" ")
+        headers = dict(json_headers) if body is not None else {}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        raw = b"" if body is None else json.dumps(body).encode()
+        with trips.counting() as made:
+            response = expect(http.request(method, path, headers=headers, body=raw), status)
+        counted.append(
+            Counted(
+                route,
+                [op for service, op in made if service == "dynamodb"],
+                [op for service, op in made if service == "secretsmanager"],
+            )
+        )
+        return response.json_body
+
+    def login(name: str) -> dict[str, Any]:
+        return {"username": name, "password": password, "refreshTokenDelivery": "body"}
+
+    send("POST /auth/signup", 201, {"username": "Trip-User", "password": password})
+    signed_in = send("POST /auth/login", 200, login("Trip-User"))
+    send("POST /auth/login, wrong password", 401, {**login("Trip-User"), "password": "wrong!"})
+    send("POST /auth/login, unknown user", 401, login("no-such-trip-user"))
+    send("POST /auth/login, name in another case", 200, login("trip-user"))
+    dependencies.table.put_item(
+        Item={
+            **user_key("trip-legacy"),
+            "username": "trip-legacy",
+            "passwordHash": legacy_hash,
+            "createdAt": "2024-01-01T00:00:00.000Z",
+        }
+    )
+    send("POST /auth/login, original-format row, first use", 200, login("trip-legacy"))
+    refreshed = send("POST /auth/refresh", 200, {"refreshToken": signed_in["refreshToken"]})
+    token = refreshed["token"]
+    send("GET /auth/user", 200, token=token)
+    send("POST /items", 201, {"name": "trip"}, token=token)
+    send("GET /items", 200, token=token)
+    return counted
+
+
+def round_trip_rows(resources: Resources) -> list[Row]:
+    progress("round trips per route (botocore before-call)")
+    http = Client(app.app, stage_name=STAGE, project_dir=str(ROOT)).http
+    # A new container: its own clients, its own (empty) signing-key cache.
+    dependencies = app.Dependencies()
+    previous, app.dependencies = app.dependencies, dependencies
+    try:
+        counted = route_round_trips(
+            http, dependencies, password=PASSWORD, legacy_hash=legacy_hash()
+        )
+    finally:
+        app.dependencies = previous
+    rows = []
+    for each in counted:
+        budget = BUDGETS[each.route]
+        calls = len(each.dynamodb)
+        secrets_note = f" + {len(each.secrets)} Secrets Manager" if each.secrets else ""
+        rows.append(
+            Row(
+                f"{each.route}: {', '.join(each.dynamodb)}",
+                f"{calls}{secrets_note}",
+                f"<= {budget}",
+                calls <= budget,
+            )
+        )
+    return rows
+
+
 def print_table(rows: list[Row]) -> None:
     verdicts = {None: "", True: "met", False: "not met"}
     lines = [("figure", "median", "goal", "")]
@@ -279,8 +433,10 @@ def main() -> int:
             # A benchmark is the load test the limits would otherwise stop.
             IP_RATE_LIMIT="1000000",
             LOGIN_FREE_FAILURES="1000",
+            ACCOUNT_FREE_FAILURES="100000",
         )
         provision(boto3.Session(region_name=REGION), resources)
+        rows += round_trip_rows(resources)
         rows += request_rows(resources)
     print_table(rows)
     return 0

@@ -29,6 +29,9 @@ UNSUPPORTED_MEDIA_TYPE = "Content-Type must be application/json"
 # A header no cross-site form can send, and that makes any cross-origin fetch preflight.
 CSRF_HEADER = "X-Requested-With"
 REFRESH_COOKIE = "gatehouse_refresh"
+# Marks a browser that has logged in to an account before (chalicelib/limits.py, KnownDevices).
+DEVICE_COOKIE = "gatehouse_device"
+DEVICE_COOKIE_MAX_AGE = 365 * 86400
 # A browser stores a __Secure- cookie only with Secure, from an origin it trusts (HTTPS), so no
 # plain-http page or injected response of a neighbouring host can plant or replace it.
 SECURE_COOKIE_PREFIX = "__Secure-"
@@ -196,12 +199,26 @@ class Http:
 
     def refresh_cookie_name(self) -> str:
         """The name follows ``Secure``: prefixed wherever the stage is served over HTTPS."""
+        return self._cookie_name(REFRESH_COOKIE)
+
+    def device_cookie_name(self) -> str:
+        """Named like the refresh cookie: ``__Secure-`` wherever the stage is served over HTTPS
+        (not ``__Host-``, which would demand ``Path=/``)."""
+        return self._cookie_name(DEVICE_COOKIE)
+
+    def _cookie_name(self, name: str) -> str:
         secure = self._settings().refresh_cookie_secure
-        return f"{SECURE_COOKIE_PREFIX}{REFRESH_COOKIE}" if secure else REFRESH_COOKIE
+        return f"{SECURE_COOKIE_PREFIX}{name}" if secure else name
 
     def refresh_cookie(self) -> str | None:
         """The refresh cookie under the one name this stage sets; any other is ignored."""
-        wanted = self.refresh_cookie_name()
+        return self._cookie(self.refresh_cookie_name())
+
+    def device_cookie(self) -> str | None:
+        """The known-device cookie under the one name this stage sets."""
+        return self._cookie(self.device_cookie_name())
+
+    def _cookie(self, wanted: str) -> str | None:
         # Split by hand: SimpleCookie gives up on the whole header over one odd cookie of a
         # neighbouring app, which would make refresh impossible in that browser.
         for pair in self.request.headers.get("cookie", "").split(";"):
@@ -212,9 +229,12 @@ class Http:
 
     def set_refresh_cookie(self, value: str, max_age: int) -> dict[str, str]:
         """The ``Set-Cookie`` header that stores (or, with ``max_age`` 0, clears) the cookie."""
+        return {"Set-Cookie": self._set_cookie(self.refresh_cookie_name(), value, max_age)}
+
+    def _set_cookie(self, name: str, value: str, max_age: int) -> str:
         settings = self._settings()
         parts = [
-            f"{self.refresh_cookie_name()}={value}",
+            f"{name}={value}",
             f"Path={settings.refresh_cookie_path}",
             f"Max-Age={max_age}",
             "HttpOnly",
@@ -223,17 +243,25 @@ class Http:
         # Only the local dev stage, served over plain http, turns Secure off.
         if settings.refresh_cookie_secure:
             parts.append("Secure")
-        return {"Set-Cookie": "; ".join(parts)}
+        return "; ".join(parts)
 
     def clear_refresh_cookie(self) -> dict[str, str]:
         return self.set_refresh_cookie("", 0)
 
     def signed_in(self, result: SignedIn, *, message: str, delivery: str) -> Response:
-        """The tokens: the refresh token in the body if asked, else as an HttpOnly cookie."""
+        """The tokens: the refresh token in the body if asked, else as an HttpOnly cookie; a
+        login's known-device cookie goes with the cookie delivery (browsers) only."""
         body = R.signed_in(result, message=message, refresh_in_body=delivery == "body")
-        headers: dict[str, str] = {}
+        cookies: list[str] = []
         if result.refresh is not None and delivery == "cookie":
-            headers = self.set_refresh_cookie(result.refresh.encode(), result.refresh_expires_in)
+            name, value = self.refresh_cookie_name(), result.refresh.encode()
+            cookies.append(self._set_cookie(name, value, result.refresh_expires_in))
+        if result.device is not None and delivery == "cookie":
+            name = self.device_cookie_name()
+            cookies.append(self._set_cookie(name, result.device, DEVICE_COOKIE_MAX_AGE))
+        headers: dict[str, str | list[str]] = {}
+        if cookies:
+            headers["Set-Cookie"] = cookies[0] if len(cookies) == 1 else cookies
         return json_response(200, body, headers)
 
     def refuse_cross_site(self) -> None:
