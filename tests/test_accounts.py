@@ -32,7 +32,14 @@ from chalicelib.sessions import InvalidRefreshToken, RefreshToken, Sessions
 from chalicelib.stores import Stores
 from chalicelib.tokens import CachedKeys, Claims, KeyRing, SigningKey, TokenService
 from chalicelib.users import InMemoryUserRepository, UsernameTaken, UserNotFound
-from tests.conftest import CHEAP_COST, LEGACY, FakeClock, add_legacy, node_scrypt_hashes
+from tests.conftest import (
+    CHEAP_COST,
+    LEGACY,
+    FakeClock,
+    add_legacy,
+    node_scrypt_hashes,
+    without_mfa,
+)
 
 CLIENT = Client(ip="203.0.113.7", user_agent="pytest")
 PASSWORD = "correct horse battery"
@@ -87,7 +94,7 @@ def accounts(stores: Stores, clock: FakeClock) -> Accounts:
 @pytest.fixture
 def alice(accounts: Accounts) -> SignedIn:
     accounts.register("alice", PASSWORD, CLIENT)
-    return accounts.login("alice", PASSWORD, CLIENT)
+    return without_mfa(accounts.login("alice", PASSWORD, CLIENT))
 
 
 def assert_signed_in(signed_in: SignedIn, username: str) -> None:
@@ -160,7 +167,7 @@ def test_unknown_user_wrong_password_and_legacy_hash_cost_the_same_work(
 def test_login_upgrades_a_legacy_hash(accounts: Accounts, stores: Stores) -> None:
     (legacy_hash,) = node_scrypt_hashes(["old password 1"])
     add_legacy(stores.users, "old", legacy_hash)
-    owner = accounts.login("old", "old password 1", CLIENT).user.owner
+    owner = without_mfa(accounts.login("old", "old password 1", CLIENT)).user.owner
     upgraded = accounts.profile(owner)
     assert upgraded.password_hash.startswith("$scrypt$ln=10,r=8,p=1$")
     assert upgraded.created_at == LEGACY
@@ -258,7 +265,7 @@ class TestRefresh:
     def test_refresh_rows_store_only_a_hash(self, table: Any, clock: FakeClock) -> None:
         accounts = build(Stores.dynamodb(table), clock)
         accounts.register("alice", PASSWORD, CLIENT)
-        alice = accounts.login("alice", PASSWORD, CLIENT)
+        alice = without_mfa(accounts.login("alice", PASSWORD, CLIENT))
         assert alice.refresh is not None
         rows = table.scan()["Items"]
         assert alice.refresh.secret not in repr(rows)
@@ -269,7 +276,7 @@ class TestRevocation:
     def test_logout_all_bumps_the_version_and_ends_every_session(
         self, accounts: Accounts, alice: SignedIn
     ) -> None:
-        other = accounts.login("alice", PASSWORD, CLIENT)
+        other = without_mfa(accounts.login("alice", PASSWORD, CLIENT))
         accounts.logout_all(alice.user.owner, CLIENT)
         user = accounts.profile(alice.user.owner)
         assert user.token_version == 1
@@ -293,7 +300,9 @@ class TestRevocation:
         assert accounts.refresh(fresh.refresh.encode(), CLIENT).user.username == "alice"
         with pytest.raises(InvalidCredentials):
             accounts.login("alice", PASSWORD, CLIENT)
-        assert_signed_in(accounts.login("alice", "a brand new passphrase", CLIENT), "alice")
+        assert_signed_in(
+            without_mfa(accounts.login("alice", "a brand new passphrase", CLIENT)), "alice"
+        )
         assert "password_change" in kinds(accounts, alice.user.owner)
 
     def test_password_change_needs_the_current_password(
@@ -313,7 +322,7 @@ class TestSessions:
         self, accounts: Accounts, alice: SignedIn, clock: FakeClock
     ) -> None:
         clock.advance(seconds=1)
-        other = accounts.login("alice", PASSWORD, CLIENT)
+        other = without_mfa(accounts.login("alice", PASSWORD, CLIENT))
         listed = accounts.list_sessions(alice.user.owner)
         assert [s.session_id for s in listed] == [
             other.session.session_id,
@@ -379,7 +388,7 @@ class TestSecondFactor:
     def test_the_other_sessions_end_on_and_off(
         self, accounts: Accounts, alice: SignedIn, clock: FakeClock
     ) -> None:
-        other = accounts.login("alice", PASSWORD, CLIENT)
+        other = without_mfa(accounts.login("alice", PASSWORD, CLIENT))
         assert isinstance(other, SignedIn)
         _, codes = self.turn_on(accounts, alice, clock)
         live = accounts.list_sessions(alice.user.owner)
@@ -418,7 +427,7 @@ class TestLockout:
     ) -> None:
         self.fail(accounts, 5)
         # The fifth failure is still free.
-        assert_signed_in(accounts.login("alice", PASSWORD, CLIENT), "alice")
+        assert_signed_in(without_mfa(accounts.login("alice", PASSWORD, CLIENT)), "alice")
         self.fail(accounts, 6)  # the counter was reset by the success: 6th failure locks 1 s
         for expected in (1, 2, 4, 8):
             with pytest.raises(TooManyAttempts) as locked:
@@ -447,7 +456,7 @@ class TestLockout:
         self.fail(accounts, 5)
         clock.advance(hours=1, seconds=1)
         self.fail(accounts, 5)
-        assert_signed_in(accounts.login("alice", PASSWORD, CLIENT), "alice")
+        assert_signed_in(without_mfa(accounts.login("alice", PASSWORD, CLIENT)), "alice")
 
     def test_unknown_names_lock_the_same_way(self, accounts: Accounts) -> None:
         self.fail(accounts, 6, username="nobody")
@@ -511,7 +520,7 @@ class TestIdentity:
         with pytest.raises(OwnerMissing):
             accounts_sessions(accounts).start(old, token_version=0, user_agent="late")
         accounts.register("Alice", "a different passphrase", CLIENT)
-        new = accounts.login("alice", "a different passphrase", CLIENT)
+        new = without_mfa(accounts.login("alice", "a different passphrase", CLIENT))
         assert new.user.username == "Alice"
         assert new.user.user_id != old.user_id
         assert alice.refresh is not None
@@ -527,17 +536,17 @@ class TestIdentity:
         self, accounts: Accounts, stores: Stores, clock: FakeClock
     ) -> None:
         accounts.register("bob", PASSWORD, CLIENT)
-        first = accounts.login("bob", PASSWORD, CLIENT)
+        first = without_mfa(accounts.login("bob", PASSWORD, CLIENT))
         # A purge that took the profile but missed a session row (as a version without the
         # conditional session write could): the row stays the old account's.
         if isinstance(stores.users, InMemoryUserRepository):
             stores.users.delete_owned("bob")
         else:
-            table = stores.users._table
+            table = stores.users._table  # type: ignore[attr-defined]
             table.delete_item(Key=user_key("bob"))
             table.delete_item(Key=name_claim_key("bob"))
         accounts.register("bob", PASSWORD, CLIENT)
-        new = accounts.login("bob", PASSWORD, CLIENT)
+        new = without_mfa(accounts.login("bob", PASSWORD, CLIENT))
         assert stores.sessions.get("bob", first.session.session_id) is not None
         listed = accounts.list_sessions(new.user.owner)
         assert [session.session_id for session in listed] == [new.session.session_id]
@@ -566,7 +575,7 @@ class TestIdentity:
         assert first is not None
         assert first.user_id is not None
         assert accounts.login("Dan", "upper password 1", CLIENT).user.user_id == first.user_id
-        second = accounts.login("dan", "lower password 1", CLIENT).user
+        second = without_mfa(accounts.login("dan", "lower password 1", CLIENT)).user
         assert second.user_id not in {None, first.user_id}
         with pytest.raises(UsernameTaken):
             accounts.register("DAN", PASSWORD, CLIENT)
@@ -607,7 +616,7 @@ class TestUnknownDevices:
         outcomes = [self.guess(accounts, "alice", address(index)) for index in range(22)]
         # 20 free, the 21st checked (and starts a 1 s lock), the 22nd refused unchecked.
         assert outcomes == ["checked"] * 21 + ["slowed 1"]
-        owner = accounts.login("alice", PASSWORD, CLIENT, device=device)
+        owner = without_mfa(accounts.login("alice", PASSWORD, CLIENT, device=device))
         assert isinstance(owner, SignedIn)
         # Without the cookie (a new browser), the owner waits like everyone unknown.
         with pytest.raises(TooManyAttempts):
@@ -639,7 +648,7 @@ class TestUnknownDevices:
         self, accounts: Accounts, alice: SignedIn
     ) -> None:
         accounts.register("bob", PASSWORD, CLIENT)
-        bob = accounts.login("bob", PASSWORD, CLIENT)
+        bob = without_mfa(accounts.login("bob", PASSWORD, CLIENT))
         assert isinstance(bob, SignedIn)
         old = alice.device
         accounts.delete_account(alice.user.owner, PASSWORD, CLIENT)

@@ -40,6 +40,7 @@ Case = schemathesis.Case[Any]
 STACK_ENV = {
     "IP_RATE_LIMIT": "1000000",
     "LOGIN_FREE_FAILURES": "1000",
+    "ACCOUNT_FREE_FAILURES": "100000",
     # Hundreds of generated uploads from one account: neither its rate nor its quota is tested.
     "UPLOAD_RATE_LIMIT": "1000000",
     "UPLOAD_QUOTA_COUNT": "1000000",
