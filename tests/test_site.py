@@ -585,11 +585,13 @@ def test_a_reload_keeps_the_user_logged_in_with_no_token_in_storage(open_page: O
     assert stored.pop("gatehouse:session") == "1"
     assert all(key.startswith("sveltekit:") for key in stored), stored
     assert not any("eyJ" in value or username in value for value in stored.values())
-    [cookie] = page.context.cookies()
-    assert cookie["name"] == "gatehouse_refresh"
-    assert cookie["httpOnly"] is True
-    assert cookie["path"] == "/api/auth"
-    assert cookie["sameSite"] == "Strict"
+    # The refresh token and the known-device mark: both out of the page's reach.
+    cookies = {cookie["name"]: cookie for cookie in page.context.cookies()}
+    assert set(cookies) == {"gatehouse_refresh", "gatehouse_device"}
+    for cookie in cookies.values():
+        assert cookie["httpOnly"] is True
+        assert cookie["path"] == "/api/auth"
+        assert cookie["sameSite"] == "Strict"
     assert page.evaluate("document.cookie") == ""
 
 
