@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib import accounts
 from chalicelib.clock import iso
@@ -257,10 +257,12 @@ class MfaRequired(Answer):
     )
 
 
-class LoginAnswer(RootModel[SignedIn | MfaRequired]):
+class LoginAnswer(Answer):
     """The tokens, or (for an account with a second factor) a challenge and no tokens yet."""
 
-    model_config = ConfigDict(defer_build=True)
+    # Not a RootModel union: importing pydantic's RootModel costs every cold start ~45 ms, for a
+    # model that only describes an answer. The OpenAPI document reads this (web/openapi.py).
+    one_of: ClassVar[tuple[type[Answer], ...]] = (SignedIn, MfaRequired)
 
 
 class MfaEnrolment(Answer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,11 +179,23 @@ def _operation_id(op: Operation) -> str:
     return f"{op.method.lower()}_{words or 'root'}"
 
 
+SCHEMA_REF = "#/components/schemas/{model}"
+
+
 def _schema(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, str]:
-    generated = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas.update(generated.pop("$defs", {}))
+    alternatives: tuple[type[BaseModel], ...] = getattr(model, "one_of", ())
+    if alternatives:
+        # An answer that is one of several models (responses.LoginAnswer).
+        generated: dict[str, Any] = {
+            "anyOf": [_schema(alternative, schemas) for alternative in alternatives],
+            "description": inspect.getdoc(model),
+            "title": model.__name__,
+        }
+    else:
+        generated = model.model_json_schema(ref_template=SCHEMA_REF)
+        schemas.update(generated.pop("$defs", {}))
     schemas[model.__name__] = generated
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"$ref": SCHEMA_REF.format(model=model.__name__)}
 
 
 def _response(description: str, model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
