@@ -82,22 +82,12 @@ class Attempt:
 class LimitRepository(Protocol):
     def failures(self, username: str, address: str) -> Failures | None: ...
 
-    def count_attempt(
-        self,
-        username: str,
-        address: str,
-        *,
-        previous: Failures | None,
-        new: Failures,
-        expires_at: int,
-    ) -> None:
-        """Replace ``previous`` (None: no row yet) with ``new``; raise ``AttemptRaced`` if the
-        stored count is no longer ``previous``."""
-
     def count_attempts(
         self, username: str, attempts: Sequence[Attempt], *, along: Sequence[SideWrite] = ()
     ) -> None:
-        """``count_attempt`` for each scope and the rows ``along``, all or nothing."""
+        """Replace each attempt's ``previous`` (None: no row yet) with its ``new`` and write the
+        rows ``along``, all or nothing: ``AttemptRaced`` if a stored count is no longer
+        ``previous``."""
 
     def clear_failures(self, username: str, address: str) -> None: ...
 
@@ -131,18 +121,6 @@ class DynamoDBLimitRepository:
             Key=login_failure_key(username, address), ConsistentRead=True
         ).get("Item")
         return None if row is None else _failures(row)
-
-    def count_attempt(
-        self,
-        username: str,
-        address: str,
-        *,
-        previous: Failures | None,
-        new: Failures,
-        expires_at: int,
-    ) -> None:
-        attempt = Attempt(scope=address, previous=previous, new=new, expires_at=expires_at)
-        self.count_attempts(username, [attempt])
 
     def count_attempts(
         self, username: str, attempts: Sequence[Attempt], *, along: Sequence[SideWrite] = ()
@@ -244,18 +222,6 @@ class InMemoryLimitRepository:
     def failures(self, username: str, address: str) -> Failures | None:
         with self._lock:
             return self._failures.get((name_key(username), address))
-
-    def count_attempt(
-        self,
-        username: str,
-        address: str,
-        *,
-        previous: Failures | None,
-        new: Failures,
-        expires_at: int,
-    ) -> None:
-        attempt = Attempt(scope=address, previous=previous, new=new, expires_at=expires_at)
-        self.count_attempts(username, [attempt])
 
     def count_attempts(
         self, username: str, attempts: Sequence[Attempt], *, along: Sequence[SideWrite] = ()

@@ -14,7 +14,7 @@ from chalicelib.events import DynamoDBSecurityEventRepository, Event
 from chalicelib.identity import Owner
 from chalicelib.items import DynamoDBItemRepository, Item
 from chalicelib.keys import error_code, user_key
-from chalicelib.limits import DynamoDBLimitRepository, Failures
+from chalicelib.limits import Attempt, DynamoDBLimitRepository, Failures
 from chalicelib.sessions import DynamoDBSessionRepository, RefreshToken, Session
 from chalicelib.uploads import DynamoDBUploadRepository, Upload
 from chalicelib.users import DynamoDBUserRepository, User
@@ -196,12 +196,16 @@ def test_event_row(table: Any) -> None:
 
 def test_failure_and_rate_rows(table: Any) -> None:
     repository = DynamoDBLimitRepository(table)
-    repository.count_attempt(
+    repository.count_attempts(
         "Alice",
-        "203.0.113.7",
-        previous=None,
-        new=Failures(count=1, last_attempt_at=100, locked_until=101),
-        expires_at=3700,
+        [
+            Attempt(
+                scope="203.0.113.7",
+                previous=None,
+                new=Failures(count=1, last_attempt_at=100, locked_until=101),
+                expires_at=3700,
+            )
+        ],
     )
     repository.hit("203.0.113.7", window_start=60, expires_at=180)
     assert rows(table) == [

@@ -31,12 +31,16 @@ ADDRESS = "203.0.113.7"
 def test_failures_are_counted_per_user_and_address(stores: Stores) -> None:
     assert stores.limits.failures("alice", ADDRESS) is None
     first = Failures(count=1, last_attempt_at=100, locked_until=100)
-    stores.limits.count_attempt("alice", ADDRESS, previous=None, new=first, expires_at=3700)
+    stores.limits.count_attempts(
+        "alice", [Attempt(scope=ADDRESS, previous=None, new=first, expires_at=3700)]
+    )
     assert stores.limits.failures("alice", ADDRESS) == first
     assert stores.limits.failures("alice", "198.51.100.1") is None
     assert stores.limits.failures("bob", ADDRESS) is None
     second = Failures(count=2, last_attempt_at=105, locked_until=106)
-    stores.limits.count_attempt("alice", ADDRESS, previous=first, new=second, expires_at=3705)
+    stores.limits.count_attempts(
+        "alice", [Attempt(scope=ADDRESS, previous=first, new=second, expires_at=3705)]
+    )
     assert stores.limits.failures("alice", ADDRESS) == second
     stores.limits.clear_failures("alice", ADDRESS)
     assert stores.limits.failures("alice", ADDRESS) is None
@@ -44,12 +48,18 @@ def test_failures_are_counted_per_user_and_address(stores: Stores) -> None:
 
 def test_a_count_based_on_a_stale_read_is_refused(stores: Stores) -> None:
     first = Failures(count=1, last_attempt_at=100, locked_until=100)
-    stores.limits.count_attempt("alice", ADDRESS, previous=None, new=first, expires_at=3700)
+    stores.limits.count_attempts(
+        "alice", [Attempt(scope=ADDRESS, previous=None, new=first, expires_at=3700)]
+    )
     with pytest.raises(AttemptRaced):
-        stores.limits.count_attempt("alice", ADDRESS, previous=None, new=first, expires_at=3700)
+        stores.limits.count_attempts(
+            "alice", [Attempt(scope=ADDRESS, previous=None, new=first, expires_at=3700)]
+        )
     stale = Failures(count=1, last_attempt_at=99)
     with pytest.raises(AttemptRaced):
-        stores.limits.count_attempt("alice", ADDRESS, previous=stale, new=first, expires_at=3700)
+        stores.limits.count_attempts(
+            "alice", [Attempt(scope=ADDRESS, previous=stale, new=first, expires_at=3700)]
+        )
     assert stores.limits.failures("alice", ADDRESS) == first
 
 
@@ -60,12 +70,16 @@ def test_parallel_counts_from_one_read_let_exactly_one_through(stores: Stores) -
     def attempt(index: int) -> None:
         barrier.wait()
         try:
-            stores.limits.count_attempt(
+            stores.limits.count_attempts(
                 "alice",
-                ADDRESS,
-                previous=None,
-                new=Failures(count=1, last_attempt_at=index),
-                expires_at=3700,
+                [
+                    Attempt(
+                        scope=ADDRESS,
+                        previous=None,
+                        new=Failures(count=1, last_attempt_at=index),
+                        expires_at=3700,
+                    )
+                ],
             )
             outcomes.append("counted")
         except AttemptRaced:
@@ -168,7 +182,9 @@ def test_a_success_takes_its_attempt_back_and_clears_its_address(stores: Stores)
 
 def test_failure_rows_are_read_along_by_key(stores: Stores) -> None:
     first = Failures(count=2, last_attempt_at=100, locked_until=101)
-    stores.limits.count_attempt("alice", ADDRESS, previous=None, new=first, expires_at=3700)
+    stores.limits.count_attempts(
+        "alice", [Attempt(scope=ADDRESS, previous=None, new=first, expires_at=3700)]
+    )
     read = FailuresRead(stores.limits, "ALICE", ADDRESS)
     assert read.read() == first
     assert read.key() == {"pk": "LOGIN#alice", "sk": f"FAIL#{ADDRESS}"}

@@ -12,6 +12,7 @@ import pytest
 from chalicelib.identity import Owner
 from chalicelib.keys import name_claim_key, user_key
 from chalicelib.limits import (
+    Attempt,
     DynamoDBLimitRepository,
     Failures,
     FailuresRead,
@@ -333,12 +334,16 @@ def test_rows_are_read_along_with_the_profile(repository: UserRepository) -> Non
     limits: LimitRepository = InMemoryLimitRepository()
     if isinstance(repository, DynamoDBUserRepository):
         limits = DynamoDBLimitRepository(repository._table)
-    limits.count_attempt(
+    limits.count_attempts(
         "alice",
-        "203.0.113.7",
-        previous=None,
-        new=Failures(count=2, last_attempt_at=9),
-        expires_at=99,
+        [
+            Attempt(
+                scope="203.0.113.7",
+                previous=None,
+                new=Failures(count=2, last_attempt_at=9),
+                expires_at=99,
+            )
+        ],
     )
     reads = [FailuresRead(limits, "aLICE", "203.0.113.7"), FailuresRead(limits, "alice", "*")]
     user, found = repository.find_with("aLICE", reads)
