@@ -34,6 +34,7 @@ from chalicelib.settings import (
     api_key_required,
     authorizer_ttl_seconds,
     cors_allow_origin,
+    event_sources,
 )
 from chalicelib.stores import Stores
 from chalicelib.tokens import CachedKeys, InvalidToken, SecretsManagerKeySource, TokenService
@@ -75,6 +76,9 @@ FORGOT_ANSWER = "If the account has a verified email address, a reset link is on
 CORS_ALLOW_ORIGIN = cors_allow_origin(os.environ)
 if CORS_ALLOW_ORIGIN is not None:
     app.api.cors = cors_config(CORS_ALLOW_ORIGIN)
+# The table's stream and the workers' queues the event handlers consume (docs/EVENTS.md); also
+# read at packaging time, the CDK app puts the deployed ARNs over them.
+EVENT_SOURCES = event_sources(os.environ)
 # botocore's own retries (standard mode) absorb brief throttling before we answer 503.
 BOTO_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10

@@ -58,6 +58,13 @@ class Settings:
     # Login from devices an account does not know (chalicelib/limits.py): free failures per
     # LOGIN_FAILURE_WINDOW_SECONDS across every address, then the back-off.
     account_free_failures: int = 20
+    # Events and real time (docs/EVENTS.md): the custom EventBridge bus the table's changes go
+    # to; the WebSocket API's public URL (tickets point at it) and its @connections endpoint;
+    # where the nightly export goes. None: that part is off.
+    event_bus_name: str | None = None
+    websocket_url: str | None = None
+    websocket_endpoint: str | None = None
+    backups_bucket: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -135,6 +142,10 @@ class Settings:
             account_free_failures=_int(
                 env, "ACCOUNT_FREE_FAILURES", cls.account_free_failures, 1, 100_000
             ),
+            event_bus_name=env.get("EVENT_BUS_NAME", "").strip() or None,
+            websocket_url=_url(env, "WEBSOCKET_URL", ("ws", "wss")),
+            websocket_endpoint=_url(env, "WEBSOCKET_ENDPOINT", ("http", "https")),
+            backups_bucket=env.get("BACKUPS_BUCKET", "").strip() or None,
         )
 
 
@@ -144,6 +155,34 @@ def _clock_offset_file(env: Mapping[str, str]) -> str | None:
     if path is not None and "AWS_LAMBDA_FUNCTION_NAME" in env:
         raise SettingsError("environment variable CLOCK_OFFSET_FILE is for local stages only")
     return path
+
+
+@dataclass(frozen=True)
+class EventSources:
+    """What the event handlers consume: the table's stream and the workers' queues.
+
+    Read when Chalice packages the app, like the authorizer's TTL. The CDK app puts the deployed
+    ARNs over these in the template (cdk/README.md); the local runner (tools/eventrunner.py)
+    feeds each handler from the emulator's stream and the queues of these names.
+    """
+
+    stream_arn: str
+    notify_queue: str
+    mail_queue: str
+    purge_queue: str
+
+
+# Stands in for the stream's ARN, which exists only once the table is deployed.
+UNDEPLOYED_STREAM = "arn:aws:dynamodb:eu-west-2:000000000000:table/gatehouse/stream/undeployed"
+
+
+def event_sources(env: Mapping[str, str]) -> EventSources:
+    return EventSources(
+        stream_arn=_text(env, "TABLE_STREAM_ARN", UNDEPLOYED_STREAM),
+        notify_queue=_text(env, "NOTIFY_QUEUE", "gatehouse-notify"),
+        mail_queue=_text(env, "MAIL_QUEUE", "gatehouse-mail"),
+        purge_queue=_text(env, "PURGE_QUEUE", "gatehouse-purge"),
+    )
 
 
 def authorizer_ttl_seconds(env: Mapping[str, str]) -> int:
@@ -263,6 +302,25 @@ def _site_url(env: Mapping[str, str]) -> str | None:
             "environment variable SITE_URL must be an http(s) origin such as https://example.com"
         )
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    """An absolute URL with one of ``schemes`` and no query, without a trailing slash."""
+    value = env.get(name, "").strip().removesuffix("/")
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if (
+        parts.scheme not in schemes
+        or not parts.hostname
+        or parts.username is not None
+        or parts.query
+        or parts.fragment
+    ):
+        raise SettingsError(
+            f"environment variable {name} must be a {' or '.join(schemes)} URL without a query"
+        )
+    return value
 
 
 def _optional_match(

@@ -47,13 +47,15 @@ def plain(value: Any) -> Any:
 
 
 def create_table_request(table_name: str) -> dict[str, Any]:
-    """Keyword arguments for DynamoDB ``CreateTable`` (on-demand billing)."""
+    """Keyword arguments for DynamoDB ``CreateTable`` (on-demand billing, with the stream of
+    old and new images that the change handler reads)."""
     key_names = [PARTITION_KEY, SORT_KEY]
     for index in INDEXES:
         key_names += [index.partition_key, index.sort_key]
     return {
         "TableName": table_name,
         "BillingMode": "PAY_PER_REQUEST",
+        "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
         "AttributeDefinitions": [
             {"AttributeName": name, "AttributeType": "S"} for name in key_names
         ],
