@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from chalice.app import AuthRequest, AuthResponse, Chalice, Response
+from chalice.app import AuthRequest, AuthResponse, Chalice, DynamoDBEvent, Response
 
 from chalicelib import logs
 from chalicelib import payloads as P
 from chalicelib import responses as R
 from chalicelib.accounts import Accounts, MfaChallenge, SessionNotFound, TokenRevoked
 from chalicelib.administration import Administration
+from chalicelib.changes import events_of
 from chalicelib.clock import Clock, ShiftedClock, utc_now
 from chalicelib.deletion import AccountPurge
 from chalicelib.events import Client, Page, SecurityEvents
@@ -26,11 +27,13 @@ from chalicelib.limits import IpRateLimiter, KnownDevices, LoginThrottle, RateHi
 from chalicelib.mail import Mailer, SesMailer
 from chalicelib.mfa import Mfa
 from chalicelib.passwords import DEFAULT_COST, ScryptCost, ScryptHasher
+from chalicelib.publisher import EventBridgePublisher, Publisher
 from chalicelib.recovery import Recovery, RecoveryLimits
 from chalicelib.rotation import SigningKeyRotation
 from chalicelib.sessions import InvalidRefreshToken, Sessions
 from chalicelib.settings import (
     Settings,
+    SettingsError,
     api_key_required,
     authorizer_ttl_seconds,
     cors_allow_origin,
@@ -224,6 +227,14 @@ class Dependencies:
     @cached_property
     def events(self) -> SecurityEvents:
         return SecurityEvents(self.stores.events, clock=self._clock)
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        """The custom EventBridge bus the table's changes go to (docs/EVENTS.md)."""
+        bus_name = self.settings.event_bus_name
+        if bus_name is None:
+            raise SettingsError("environment variable EVENT_BUS_NAME is required for events")
+        return EventBridgePublisher(boto3.client("events", config=BOTO_CONFIG), bus_name=bus_name)
 
     @cached_property
     def s3(self) -> S3Client:
@@ -776,6 +787,21 @@ def openapi_document() -> dict[str, Any]:
 def openapi() -> Response:
     """This document."""
     return json_response(200, openapi_document())
+
+
+@app.on_dynamodb_record(
+    stream_arn=EVENT_SOURCES.stream_arn, batch_size=100, starting_position="TRIM_HORIZON"
+)
+def on_table_change(event: DynamoDBEvent) -> None:
+    """The table's changes as domain events on the bus; a failure retries the whole batch."""
+    # The raw records: Chalice's record objects insist on fields the local runner may lack.
+    records = event.to_dict()["Records"]
+    events = [found for record in records for found in events_of(record)]
+    dependencies.publisher.publish(events)
+    logger.info(
+        "table changes published",
+        extra={"fields": {"records": len(records), "events": len(events)}},
+    )
 
 
 @app.lambda_function(name="rotate_signing_key")

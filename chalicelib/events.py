@@ -264,3 +264,7 @@ def _event(row: dict[str, Any]) -> Event:
         user_agent=str(row.get("userAgent", "")),
         details=plain(row.get("details", {})),
     )
+
+
+# The row parser, for the table's stream (chalicelib/changes.py).
+event_from_row = _event

@@ -466,3 +466,7 @@ def _item(row: dict[str, Any]) -> Item:
         updated_at=str(row["updatedAt"]),
         version=int(str(row["version"])),
     )
+
+
+# The row parser, for the table's stream (chalicelib/changes.py).
+item_from_row = _item

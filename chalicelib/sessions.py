@@ -644,3 +644,7 @@ def _session(item: dict[str, Any]) -> Session:
         idle_expires_at=int(item["idleExpiresAt"]),
         token_version=int(item.get("tokenVersion", 0)),
     )
+
+
+# The row parser, for the table's stream (chalicelib/changes.py).
+session_from_row = _session

@@ -551,3 +551,7 @@ def _upload(row: dict[str, Any]) -> Upload:
         status=str(row["status"]),
         created_at=str(row["createdAt"]),
     )
+
+
+# The row parser, for the table's stream (chalicelib/changes.py).
+upload_from_row = _upload
