@@ -18,6 +18,7 @@ import boto3
 import pytest
 import requests
 from boto3.dynamodb.types import TypeDeserializer
+from chalice.test import Client
 from moto.dynamodb.responses import DynamoHandler
 
 from chalicelib.jobs import (
@@ -30,6 +31,7 @@ from chalicelib.jobs import (
     UploadSweep,
 )
 from chalicelib.stores import Stores
+from chalicelib.table import create_table_request
 from chalicelib.uploads import (
     PENDING_SECONDS,
     SWEEP_AFTER_SECONDS,
@@ -162,6 +164,27 @@ def test_without_a_backups_bucket_the_backup_fails() -> None:
     with pytest.raises(BackupsOff, match="BACKUPS_BUCKET"):
         Jobs(backup=None, sweep=None).backup()
     assert Jobs(backup=None, sweep=None).sweep() is None  # no uploads, nothing to sweep
+
+
+def test_the_scheduled_handlers_run_the_jobs(
+    client: Client, backed_up: Resources, aws: boto3.Session, logged: Kept
+) -> None:
+    """``nightly_backup`` and ``upload_sweep`` as Lambda runs them, with the dev stage's env."""
+    event = client.events.generate_cw_event(
+        source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+    )
+    assert client.lambda_.invoke("nightly_backup", event).payload is None
+    assert client.lambda_.invoke("upload_sweep", event).payload is None
+    (backup_line, sweep_line) = logged.lines()
+    assert backup_line[:2] == ("INFO", "backup started")
+    assert backup_line[2]["destination"] == f"s3://{BACKUPS}/{BACKUP_PREFIX}/"
+    assert sweep_line == (
+        "INFO",
+        "upload sweep done",
+        {"found": 0, "deleted": 0, "kept": 0, "more": False},
+    )
+    keys = objects(aws, BACKUPS)
+    assert any(key.endswith("/manifest-summary.json") for key in keys), keys
 
 
 @pytest.fixture
@@ -377,18 +400,7 @@ def test_the_emulator_lays_an_export_out_as_dynamodb_does_and_it_restores(
         S3BucketSource={"S3Bucket": BACKUPS, "S3KeyPrefix": f"{folder}/data/"},
         InputFormat="DYNAMODB_JSON",
         InputCompressionType="GZIP",
-        TableCreationParameters={
-            "TableName": restored,
-            "AttributeDefinitions": [
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            "KeySchema": [
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            "BillingMode": "PAY_PER_REQUEST",
-        },
+        TableCreationParameters=restore_parameters(restored),
     )
     arn = started["ImportTableDescription"]["ImportArn"]
     until(
@@ -404,6 +416,13 @@ def test_the_emulator_lays_an_export_out_as_dynamodb_does_and_it_restores(
     rerun = TableBackup(dynamodb, table_name=table_name, bucket=BACKUPS, clock=clock).run()
     assert rerun.export == Export(summary.export.arn, "COMPLETED")
     assert objects(session, BACKUPS) == keys
+
+
+def restore_parameters(table_name: str) -> Any:
+    """The new table's definition, as README's restore builds it."""
+    parameters = create_table_request(table_name)
+    parameters.pop("StreamSpecification")
+    return parameters
 
 
 def plain(rows: Any) -> dict[str, dict[str, Any]]:
