@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from chalicelib.clock import Clock, utc_now
@@ -116,7 +116,7 @@ class TableBackup:
     def client_token(self, table_arn: str) -> str:
         """One per table and UTC date: a re-run the same night asks for the same export."""
         table = hashlib.sha256(table_arn.encode()).hexdigest()[:16]
-        return f"nightly-{self._clock().date().isoformat()}-{table}"
+        return f"nightly-{self._clock().astimezone(UTC).date().isoformat()}-{table}"
 
     def _previous(self, table_arn: str, current: Export) -> Export | None:
         """The table's newest export other than ``current``. Export ids begin with their start
