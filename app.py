@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from chalice.app import AuthRequest, AuthResponse, Chalice, DynamoDBEvent, Response
+from chalice.app import (
+    AuthRequest,
+    AuthResponse,
+    Chalice,
+    CloudWatchEvent,
+    Cron,
+    DynamoDBEvent,
+    Rate,
+    Response,
+)
 
 from chalicelib import logs
 from chalicelib import payloads as P
@@ -23,6 +32,7 @@ from chalicelib.clock import Clock, ShiftedClock, utc_now
 from chalicelib.deletion import AccountPurge
 from chalicelib.events import Client, Page, SecurityEvents
 from chalicelib.items import STATUSES, Item, ItemNotFound, Items
+from chalicelib.jobs import Jobs, TableBackup, UploadSweep
 from chalicelib.limits import IpRateLimiter, KnownDevices, LoginThrottle, RateHit
 from chalicelib.mail import Mailer, SesMailer
 from chalicelib.mfa import Mfa
@@ -271,6 +281,22 @@ class Dependencies:
             limits=UploadLimits.of(self.settings),
             counters=self.stores.limits,
             clock=self._clock,
+        )
+
+    @cached_property
+    def jobs(self) -> Jobs:
+        """The scheduled jobs (chalicelib/jobs.py), over the routes' table, S3 client and clock."""
+        settings, clock = self.settings, self._clock
+        backups, uploads = settings.backups_bucket, settings.uploads_bucket
+        return Jobs(
+            backup=None
+            if backups is None
+            else TableBackup(
+                self.table.meta.client, table_name=settings.table_name, bucket=backups, clock=clock
+            ),
+            sweep=None
+            if uploads is None
+            else UploadSweep(self.stores.uploads, self.s3, bucket=uploads, clock=clock),
         )
 
     @cached_property
@@ -811,6 +837,18 @@ def rotate_signing_key(event: dict[str, Any], context: Any) -> None:
         dependencies.secrets, secret_id=dependencies.settings.jwt_secret_id
     )
     rotation.run(step=event["Step"], secret_id=event["SecretId"], token=event["ClientRequestToken"])
+
+
+@app.schedule(Cron(0, 3, "*", "?", "*", "*"), name="nightly_backup")
+def nightly_backup(event: CloudWatchEvent) -> None:
+    """Export the table to the backups bucket (03:00 UTC); fails if the last export failed."""
+    dependencies.jobs.backup()
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS), name="upload_sweep")
+def upload_sweep(event: CloudWatchEvent) -> None:
+    """Delete the objects and records of uploads abandoned past their deadline (hourly)."""
+    dependencies.jobs.sweep()
 
 
 app.register_middleware(request_log, "http")

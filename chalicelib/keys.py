@@ -13,12 +13,15 @@ Access patterns (every entity lives under its owner's partition or in the sparse
 | refresh token   | USER#{username}  | REFRESH#{sha256}         | -                         |
 | security event  | USER#{username}  | EVENT#{iso time}#{rand}  | -                         |
 | item            | USER#{username}  | ITEM#{id}                | ITEMSTATUS#{status} / {id}|
-| upload          | USER#{username}  | UPLOAD#{id}              | -                         |
+| upload          | USER#{username}  | UPLOAD#{id}              | PENDINGUPLOAD / {deadline}|
 | TOTP factor     | USER#{username}  | MFA#TOTP                 | -                         |
 | recovery codes  | USER#{username}  | MFA#RECOVERY             | -                         |
 | login challenge | USER#{username}  | MFA#CHALLENGE#{sha256}   | -                         |
 | per-IP counter  | RATE#{address}   | WINDOW#{start}           | -                         |
 | login attempts  | LOGIN#{casefold} | FAIL#{address}           | -                         |
+
+Only pending uploads are in the index (``mark_ready`` removes the entry), keyed by their
+deadline (ISO-8601 UTC), so the sweep reads the expired ones oldest first without a scan.
 
 Every row an account owns carries its immutable ``userId`` and is written only while the profile
 holds that id (``put_owned``); reads ignore rows of another id. A name is unique regardless of case
@@ -58,6 +61,8 @@ EVENT = "EVENT#"
 ITEM = "ITEM#"
 ITEM_STATUS = "ITEMSTATUS#"
 UPLOAD = "UPLOAD#"
+# The index partition of pending uploads, by deadline: what the hourly sweep reads (jobs.py).
+PENDING_UPLOAD = "PENDINGUPLOAD"
 RATE = "RATE#"
 NAME = "NAME#"
 EMAIL = "EMAIL#"

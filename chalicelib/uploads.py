@@ -8,6 +8,14 @@ the usage was read, and bumps it in the same transaction as the record.
 ``DynamoDBUploadRepository`` stores the records; ``InMemoryUploadRepository`` is its
 twin with the same contract (``tests/test_upload_repository.py``). S3 is this module's
 ``Uploads`` service's own business.
+
+A pending upload has a deadline (``PENDING_SECONDS`` after its start): past it, it no longer
+counts, cannot complete, and is swept (its object, then its record) ``SWEEP_AFTER_SECONDS``
+later, by the owner's next start on the way and by the hourly sweep (``jobs.UploadSweep``).
+Pending records carry no TTL: DynamoDB's TTL deletes a row at any time after it expires, and a
+record deleted before the sweep saw it would leave its object in S3 for good, so the sweep is
+their one remover. It finds them through a sparse index entry (``gsi1``, ``keys.PENDING_UPLOAD``
+/ deadline) that only pending records have; ``mark_ready`` removes it with the status change.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import re
 import threading
 import unicodedata
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import quote
 
@@ -28,8 +36,10 @@ from chalicelib.errors import Conflict, Invalid, NotFound
 from chalicelib.identity import Owner
 from chalicelib.items import new_item_id
 from chalicelib.keys import (
+    PENDING_UPLOAD,
     UPLOAD,
     UPLOAD_SK,
+    USER_PK,
     ConcurrentChange,
     OwnerMissing,
     error_code,
@@ -38,11 +48,12 @@ from chalicelib.keys import (
     under_user,
     upload_key,
     user_pk,
+    username_of,
 )
 from chalicelib.limits import UserRateLimiter
 from chalicelib.objectkeys import upload_prefix
 from chalicelib.paging import collect, decode_cursor, encode_cursor
-from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
+from chalicelib.table import INDEXES, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -55,7 +66,7 @@ if TYPE_CHECKING:
 UploadKind = Literal["image", "document"]
 UploadStatus = Literal["pending", "ready"]
 MAX_FILENAME = 100
-PENDING_SECONDS = 86400  # a never-completed record goes (TTL) after a day
+PENDING_SECONDS = 86400  # a pending upload's deadline: a day after its start
 # The owner's start counter, next to the records (to move into keys.py with its row).
 UPLOAD_STARTS = "UPLOADS"
 # A start re-reads the usage and retries this often when parallel starts keep winning.
@@ -63,6 +74,10 @@ START_ATTEMPTS = 5
 # An expired pending upload is swept (object, then record) only this long after its deadline,
 # far past any request that checked the deadline just before it passed.
 SWEEP_AFTER_SECONDS = 3600
+PENDING_INDEX = INDEXES[0]
+# What a sweep's cursor may name: a row of the index of pending uploads.
+_DEADLINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+_SWEEP_CURSOR = {"pk": USER_PK, "sk": UPLOAD_SK, "deadline": _DEADLINE}
 
 
 @dataclass(frozen=True)
@@ -176,13 +191,15 @@ def safe_filename(name: str) -> str:
 class UploadRepository(Protocol):
     def add(self, upload: Upload, *, expires_at: int) -> None:
         """Record a pending upload while its owner exists (``OwnerMissing``, or
-        ``ConcurrentChange`` if the write lost a race); it goes (TTL) after ``expires_at``."""
+        ``ConcurrentChange`` if the write lost a race); its deadline is ``expires_at`` (epoch
+        seconds), after which ``expired`` lists it until it is made ready or deleted."""
 
     def get(self, owner: Owner, upload_id: str) -> Upload | None:
         """The owner's upload (not one left under the name by an earlier account)."""
 
     def mark_ready(self, owner: Owner, upload_id: str) -> None:
-        """Keep the record for good; ``UploadNotFound`` if it was deleted meanwhile."""
+        """Keep the record for good (``expired`` no longer lists it); ``UploadNotFound`` if it
+        was deleted meanwhile."""
 
     def list(self, owner: Owner, *, limit: int, cursor: str | None) -> UploadPage:
         """Newest first; the cursor names only a row of that owner."""
@@ -196,15 +213,18 @@ class UploadRepository(Protocol):
         """``add``, only while the owner's ``starts`` is still the given count, which it bumps
         in the same write (``ConcurrentChange`` if another start got there first)."""
 
+    def expired(self, at: int, *, limit: int, cursor: str | None) -> UploadPage:
+        """Every owner's pending uploads whose deadline is ``at`` or earlier, earliest first, a
+        page at a time (the cursor resumes after the page's last one)."""
+
 
 class DynamoDBUploadRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
 
     def add(self, upload: Upload, *, expires_at: int) -> None:
-        row = {**upload_key(upload.owner, upload.upload_id), **_record(upload)}
-        owner = Owner(upload.owner, upload.owner_id)
-        put_owned(self._table, {**row, TTL_ATTRIBUTE: expires_at}, owner=owner)
+        row = _pending_row(upload, expires_at)
+        put_owned(self._table, row, owner=Owner(upload.owner, upload.owner_id))
 
     def get(self, owner: Owner, upload_id: str) -> Upload | None:
         row = self._table.get_item(
@@ -216,9 +236,15 @@ class DynamoDBUploadRepository:
         try:
             self._table.update_item(
                 Key=upload_key(owner.username, upload_id),
-                UpdateExpression="SET #status = :ready REMOVE #ttl",
+                # Out of the sweep's index; rows of earlier versions also had a TTL.
+                UpdateExpression="SET #status = :ready REMOVE #ttl, #ipk, #isk",
                 ConditionExpression="userId = :owner",
-                ExpressionAttributeNames={"#status": "status", "#ttl": TTL_ATTRIBUTE},
+                ExpressionAttributeNames={
+                    "#status": "status",
+                    "#ttl": TTL_ATTRIBUTE,
+                    "#ipk": PENDING_INDEX.partition_key,
+                    "#isk": PENDING_INDEX.sort_key,
+                },
                 ExpressionAttributeValues={":ready": "ready", ":owner": owner.user_id},
             )
         except ClientError as exc:
@@ -261,7 +287,7 @@ class DynamoDBUploadRepository:
         return 0 if row is None else int(str(row["starts"]))
 
     def add_counted(self, upload: Upload, *, expires_at: int, starts: int) -> None:
-        row = {**upload_key(upload.owner, upload.upload_id), **_record(upload)}
+        row = _pending_row(upload, expires_at)
         counted: dict[str, Any] = {
             "TableName": self._table.name,
             "Key": under_user(upload.owner, UPLOAD_STARTS),
@@ -276,8 +302,35 @@ class DynamoDBUploadRepository:
             counted["ExpressionAttributeValues"][":seen"] = starts
             del counted["ExpressionAttributeNames"]
         owner = Owner(upload.owner, upload.owner_id)
-        row[TTL_ATTRIBUTE] = expires_at
         put_owned(self._table, row, owner=owner, also=[{"Update": counted}])
+
+    def expired(self, at: int, *, limit: int, cursor: str | None) -> UploadPage:
+        index = PENDING_INDEX
+        query: dict[str, Any] = {
+            "IndexName": index.name,
+            "KeyConditionExpression": Key(index.partition_key).eq(PENDING_UPLOAD)
+            & Key(index.sort_key).lte(_deadline(at)),
+            "Limit": limit,
+        }
+        if cursor is not None:
+            position = decode_cursor(cursor, _SWEEP_CURSOR)
+            query["ExclusiveStartKey"] = {
+                PARTITION_KEY: position["pk"],
+                SORT_KEY: position["sk"],
+                index.partition_key: PENDING_UPLOAD,
+                index.sort_key: position["deadline"],
+            }
+        page = self._table.query(**query)
+        uploads = [_upload(row) for row in page.get("Items", [])]
+        last = page.get("LastEvaluatedKey")
+        if last is None:
+            return UploadPage(uploads, None)
+        position = {
+            "pk": str(last[PARTITION_KEY]),
+            "sk": str(last[SORT_KEY]),
+            "deadline": str(last[index.sort_key]),
+        }
+        return UploadPage(uploads, encode_cursor(position))
 
 
 class InMemoryUploadRepository:
@@ -286,6 +339,7 @@ class InMemoryUploadRepository:
     def __init__(self, users: UserRepository) -> None:
         self._users = users
         self._uploads: dict[tuple[str, str], Upload] = {}
+        self._deadlines: dict[tuple[str, str], str] = {}
         self._starts: dict[str, int] = {}
         self._lock = threading.RLock()
 
@@ -297,6 +351,7 @@ class InMemoryUploadRepository:
             if (upload.owner, upload.upload_id) in self._uploads:
                 raise ConcurrentChange(upload.owner)
             self._uploads[(upload.owner, upload.upload_id)] = upload
+            self._deadlines[(upload.owner, upload.upload_id)] = _deadline(expires_at)
 
     def get(self, owner: Owner, upload_id: str) -> Upload | None:
         with self._lock:
@@ -309,6 +364,7 @@ class InMemoryUploadRepository:
             if upload is None:
                 raise UploadNotFound(upload_id)
             self._uploads[(owner.username, upload_id)] = replace(upload, status="ready")
+            self._deadlines.pop((owner.username, upload_id), None)
 
     def list(self, owner: Owner, *, limit: int, cursor: str | None) -> UploadPage:
         after = None if cursor is None else decode_cursor(cursor, {"sk": UPLOAD_SK})["sk"]
@@ -328,6 +384,7 @@ class InMemoryUploadRepository:
         with self._lock:
             if self.get(owner, upload_id) is not None:
                 del self._uploads[(owner.username, upload_id)]
+                self._deadlines.pop((owner.username, upload_id), None)
 
     def starts(self, owner: str) -> int:
         with self._lock:
@@ -343,12 +400,34 @@ class InMemoryUploadRepository:
             self.add(upload, expires_at=expires_at)
             self._starts[upload.owner] = starts + 1
 
+    def expired(self, at: int, *, limit: int, cursor: str | None) -> UploadPage:
+        after = None
+        if cursor is not None:
+            position = decode_cursor(cursor, _SWEEP_CURSOR)
+            after = (position["deadline"], position["pk"], position["sk"])
+        with self._lock:
+            due = sorted(
+                (deadline, user_pk(owner), UPLOAD + upload_id)
+                for (owner, upload_id), deadline in self._deadlines.items()
+                if deadline <= _deadline(at)
+            )
+            due = [entry for entry in due if after is None or entry > after]
+            uploads = [
+                self._uploads[(username_of(pk), sk.removeprefix(UPLOAD))]
+                for _, pk, sk in due[:limit]
+            ]
+        if len(due) <= limit:
+            return UploadPage(uploads, None)
+        deadline, pk, sk = due[limit - 1]
+        return UploadPage(uploads, encode_cursor({"pk": pk, "sk": sk, "deadline": deadline}))
+
     def delete_owned(self, username: str) -> int:
         """Forget the user's upload records and start counter; how many rows went."""
         with self._lock:
             keys = [key for key in self._uploads if key[0] == username]
             for key in keys:
                 del self._uploads[key]
+                self._deadlines.pop(key, None)
             counter = self._starts.pop(username, None)
             return len(keys) + (counter is not None)
 
@@ -451,8 +530,8 @@ class Uploads:
             for upload in page.uploads:
                 if upload.status == "ready" or not _expired(upload, now):
                     count, used = count + 1, used + upload.size
-                elif _expired(upload, now - timedelta(seconds=SWEEP_AFTER_SECONDS)):
-                    # The record's TTL removes it late; its object, if one was posted, never.
+                elif sweepable(upload, now):
+                    # Its object, if one was posted, would otherwise wait for the hourly sweep.
                     self._s3.delete_object(Bucket=self._bucket, Key=upload.key)
                     self._repository.delete(owner, upload.upload_id)
             cursor = page.cursor
@@ -517,8 +596,30 @@ def content_disposition(filename: str) -> str:
     return value
 
 
+def sweepable(upload: Upload, at: datetime) -> bool:
+    """Whether a pending upload is far enough past its deadline, at ``at``, to be swept: no
+    request that checked the deadline just before it passed can still be using it."""
+    return upload.status == "pending" and _expired(
+        upload, at - timedelta(seconds=SWEEP_AFTER_SECONDS)
+    )
+
+
+def _deadline(epoch_seconds: int) -> str:
+    """The index's sort key for a deadline: ISO-8601 UTC, which sorts as time does."""
+    return iso(datetime.fromtimestamp(epoch_seconds, UTC))
+
+
+def _pending_row(upload: Upload, expires_at: int) -> dict[str, Any]:
+    return {
+        **upload_key(upload.owner, upload.upload_id),
+        **_record(upload),
+        PENDING_INDEX.partition_key: PENDING_UPLOAD,
+        PENDING_INDEX.sort_key: _deadline(expires_at),
+    }
+
+
 def _expired(upload: Upload, at: datetime) -> bool:
-    """Whether a pending upload's deadline (its record's TTL) has passed by ``at``."""
+    """Whether a pending upload's deadline has passed by ``at``."""
     started = datetime.fromisoformat(upload.created_at.replace("Z", "+00:00"))
     return started + timedelta(seconds=PENDING_SECONDS) <= at
 

@@ -109,3 +109,24 @@ def test_a_counted_add_bumps_the_starts_once_and_a_stale_count_loses(owners: Sto
         uploads.add_counted(upload("ghost", 1), expires_at=2_000_000_000, starts=0)
     listed = uploads.list(owner_of("alice"), limit=10, cursor=None).uploads
     assert [found.upload_id for found in listed] == [upload("alice", n).upload_id for n in (2, 1)]
+
+
+def test_expired_lists_pending_uploads_past_their_deadline_earliest_first(owners: Stores) -> None:
+    uploads = owners.uploads
+    deadlines = {("alice", 1): 3000, ("bob", 2): 1000, ("alice", 3): 2000, ("alice", 4): 9000}
+    for (owner, n), deadline in deadlines.items():
+        uploads.add(upload(owner, n), expires_at=deadline)
+    uploads.add(upload("alice", 5), expires_at=500)
+    uploads.mark_ready(owner_of("alice"), upload("alice", 5).upload_id)
+    uploads.add(upload("bob", 6), expires_at=500)
+    uploads.delete(owner_of("bob"), upload("bob", 6).upload_id)
+    pages = follow(
+        lambda cursor: uploads.expired(3000, limit=2, cursor=cursor), lambda page: page.cursor
+    )
+    seen = [(found.owner, found.upload_id) for page in pages for found in page.uploads]
+    assert seen == [
+        (owner, upload(owner, n).upload_id) for owner, n in (("bob", 2), ("alice", 3), ("alice", 1))
+    ]
+    assert uploads.expired(999, limit=10, cursor=None).uploads == []
+    with pytest.raises(InvalidCursor):
+        uploads.expired(3000, limit=1, cursor=encode_cursor({"sk": "UPLOAD#" + "0" * 28}))

@@ -17,6 +17,11 @@
   a ``ConfigurationSetName`` that does not exist, which SES refuses. So this keeps each accepted
   mail whole, listed oldest first at ``GET /_local/mail`` (what ``tools/mailviewer.py`` shows),
   and refuses an unknown configuration set as SES does.
+- moto's DynamoDB export to S3 (``ExportTableToPointInTime``) writes one data file under a random
+  folder, with no manifests and no ``_started`` marker, gives the export a malformed ARN and
+  ignores the ``ClientToken``. ``install_table_exports`` replaces it with one that writes what
+  DynamoDB writes, where DynamoDB writes it (``AwsLayoutExport``), and keeps the token's promise
+  (the same request within 8 hours is the same export). The tests under moto install it too.
 
 Run: ``python -m tools.emulator --host 127.0.0.1 --port 5000``.
 """
@@ -25,15 +30,31 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gzip
+import hashlib
 import io
 import json
 import re
+import secrets
 import threading
+import uuid
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from moto.core.exceptions import JsonRESTError
 from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.core.responses import ActionResult
+from moto.dynamodb.exceptions import (
+    ERROR_TYPE_PREFIX,
+    MockValidationException,
+    PointInTimeRecoveryUnavailable,
+    TableNotFoundException,
+)
+from moto.dynamodb.models.table import Table
+from moto.dynamodb.models.table_export import TableExport
+from moto.dynamodb.models.utilities import dynamo_json_dump
+from moto.dynamodb.responses import DynamoHandler
 from moto.moto_server import werkzeug_app
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -249,6 +270,200 @@ def _json_answer(
     return [body]
 
 
+# DynamoDB honours an export's client token for this long after the first request.
+EXPORT_TOKEN_LIFETIME = timedelta(hours=8)
+
+
+class ExportConflict(JsonRESTError):
+    def __init__(self, message: str) -> None:
+        super().__init__(ERROR_TYPE_PREFIX + "ExportConflictException", message)
+
+
+class InvalidExportTime(JsonRESTError):
+    def __init__(self, message: str) -> None:
+        super().__init__(ERROR_TYPE_PREFIX + "InvalidExportTimeException", message)
+
+
+class AwsLayoutExport(TableExport):
+    """A full export in DynamoDB JSON, laid out in S3 as DynamoDB lays it out::
+
+        <prefix>/AWSDynamoDB/<exportId>/_started
+        <prefix>/AWSDynamoDB/<exportId>/data/<name>.json.gz       one {"Item": ...} per line
+        <prefix>/AWSDynamoDB/<exportId>/manifest-files.json       one line per data file
+        <prefix>/AWSDynamoDB/<exportId>/manifest-summary.json     written last
+        (and a .checksum beside each manifest: its MD5, hex)
+
+    The export id starts with the start time in milliseconds, as DynamoDB's do. moto keeps no
+    history, so the data is the table as it is when the export runs, whatever ``ExportTime``
+    says; it runs within the request (one file: DynamoDB writes one or more per partition), and
+    the request's answer still says ``IN_PROGRESS``, as DynamoDB's always does.
+    """
+
+    def __init__(
+        self, *, table: Table, request: dict[str, Any], account_id: str, region_name: str
+    ) -> None:
+        super().__init__(
+            s3_bucket=request["S3Bucket"],
+            s3_prefix=request.get("S3Prefix") or "",
+            region_name=region_name,
+            account_id=account_id,
+            table=table,
+            export_format=request.get("ExportFormat", "DYNAMODB_JSON"),
+            export_type=request.get("ExportType", "FULL_EXPORT"),
+        )
+        self.start_time = datetime.now(UTC)
+        self.export_id = f"{int(self.start_time.timestamp() * 1000):014d}-{secrets.token_hex(4)}"
+        self.arn = f"{table.table_arn}/export/{self.export_id}"
+        self.client_token: str | None = request.get("ClientToken")
+        self.request = _export_parameters(request)
+        self.export_time: datetime = _timestamp(request.get("ExportTime")) or self.start_time
+        self.end_time: datetime | None = None
+        self.folder = "/".join(
+            part for part in (self.s3_prefix.rstrip("/"), "AWSDynamoDB", self.export_id) if part
+        )
+
+    def run(self) -> None:
+        s3 = s3_backends[self.account_id][self.partition]
+        if self.s3_bucket not in s3.buckets:
+            self._finish("FAILED", "S3NoSuchBucket", "The specified bucket does not exist")
+            return
+        s3.put_object(self.s3_bucket, f"{self.folder}/_started", b"")
+        lines = [
+            dynamo_json_dump(item.to_json(root_attr_name="Item")) + "\n"
+            for item in self.table.all_items()
+        ]
+        data = gzip.compress("".join(lines).encode())
+        data_key = f"{self.folder}/data/{_data_file_name()}.json.gz"
+        written = s3.put_object(self.s3_bucket, data_key, data)
+        self.item_count = len(lines)
+        self.processed_bytes = sum(len(line) for line in lines)
+        files = {
+            "itemCount": self.item_count,
+            "md5Checksum": base64.b64encode(
+                hashlib.md5(data, usedforsecurity=False).digest()
+            ).decode(),
+            "etag": written.etag.strip('"'),
+            "dataFileS3Key": data_key,
+        }
+        self._put_manifest(s3, "manifest-files", json.dumps(files) + "\n")
+        self._finish("COMPLETED", None, None)
+        summary = {
+            "version": "2020-06-30",
+            "exportArn": self.arn,
+            "startTime": _iso(self.start_time),
+            "endTime": _iso(self.end_time or self.start_time),
+            "tableArn": self.table.table_arn,
+            "tableId": str(uuid.uuid5(uuid.NAMESPACE_URL, self.table.table_arn)),
+            "exportTime": _iso(self.export_time),
+            "s3Bucket": self.s3_bucket,
+            "s3Prefix": self.s3_prefix or None,
+            "s3SseAlgorithm": "AES256",
+            "s3SseKmsKeyId": None,
+            "manifestFilesS3Key": f"{self.folder}/manifest-files.json",
+            "billedSizeBytes": self.processed_bytes,
+            "itemCount": self.item_count,
+            "outputFormat": self.export_format,
+        }
+        self._put_manifest(s3, "manifest-summary", json.dumps(summary))
+
+    def _put_manifest(self, s3: Any, name: str, text: str) -> None:
+        body = text.encode()
+        s3.put_object(self.s3_bucket, f"{self.folder}/{name}.json", body)
+        checksum = hashlib.md5(body, usedforsecurity=False).hexdigest().encode()
+        s3.put_object(self.s3_bucket, f"{self.folder}/{name}.checksum", checksum)
+
+    def _finish(self, status: str, code: str | None, message: str | None) -> None:
+        self.status, self.failure_code, self.failure_message = status, code, message
+        self.end_time = datetime.now(UTC)
+
+    def response(self) -> dict[str, Any]:
+        answer = {
+            **super().response(),
+            "ExportManifest": f"{self.folder}/manifest-summary.json",
+            "StartTime": self.start_time,
+            "EndTime": self.end_time,
+            "ExportTime": self.export_time,
+            "ClientToken": self.client_token,
+        }
+        return {name: value for name, value in answer.items() if value is not None}
+
+
+def export_table_to_point_in_time(handler: DynamoHandler) -> ActionResult:
+    """DynamoDB's ExportTableToPointInTime, in place of moto's (``DynamoHandler``'s method)."""
+    request = dict(handler.body)
+    backend = handler.dynamodb_backend
+    table = next((t for t in backend.tables.values() if t.table_arn == request["TableArn"]), None)
+    if table is None:
+        raise TableNotFoundException(name=request["TableArn"])
+    pitr = table.continuous_backups["PointInTimeRecoveryDescription"]
+    if pitr["PointInTimeRecoveryStatus"] != "ENABLED":
+        raise PointInTimeRecoveryUnavailable(name=table.name)
+    if request.get("ExportFormat", "DYNAMODB_JSON") != "DYNAMODB_JSON":
+        raise MockValidationException("the emulator exports DYNAMODB_JSON only")
+    if request.get("ExportType", "FULL_EXPORT") != "FULL_EXPORT":
+        raise MockValidationException("the emulator makes full exports only")
+    export_time = _timestamp(request.get("ExportTime"))
+    if export_time is not None and export_time > datetime.now(UTC):
+        raise InvalidExportTime("ExportTime cannot be in the future")
+    token = request.get("ClientToken")
+    if token:
+        earlier = _export_of_token(backend.table_exports.values(), token)
+        if earlier is not None:
+            if earlier.request != _export_parameters(request):
+                raise ExportConflict(
+                    f"An export with client token {token} has different parameters"
+                )
+            return ActionResult({"ExportDescription": earlier.response()})
+    export = AwsLayoutExport(
+        table=table,
+        request=request,
+        account_id=request.get("S3BucketOwner") or backend.account_id,
+        region_name=backend.region_name,
+    )
+    backend.table_exports[export.arn] = export
+    answer = export.response()
+    # Run it now, under the emulator's lock (Serialised): a consistent snapshot.
+    export.run()
+    return ActionResult({"ExportDescription": answer})
+
+
+def install_table_exports() -> None:
+    """Make moto's DynamoDB (server or ``mock_aws``) export tables as DynamoDB does."""
+    DynamoHandler.export_table_to_point_in_time = export_table_to_point_in_time  # type: ignore[method-assign,assignment]
+
+
+def _export_of_token(exports: Iterable[Any], token: str) -> AwsLayoutExport | None:
+    now = datetime.now(UTC)
+    for export in exports:
+        if (
+            isinstance(export, AwsLayoutExport)
+            and export.client_token == token
+            and now - export.start_time < EXPORT_TOKEN_LIFETIME
+        ):
+            return export
+    return None
+
+
+def _export_parameters(request: dict[str, Any]) -> dict[str, Any]:
+    """What a repeated request with the same client token must repeat."""
+    return {name: value for name, value in request.items() if name != "ClientToken"}
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(float(value), UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _data_file_name() -> str:
+    """Like DynamoDB's: 26 characters of lower-case base32."""
+    return base64.b32encode(secrets.token_bytes(20)).decode().lower()[:26]
+
+
 class Serialised:
     """WSGI middleware: requests reach ``app`` one at a time, responses fully produced."""
 
@@ -268,6 +483,7 @@ def main() -> None:
     args = parser.parse_args()
     # What MOTO_DISABLE_GLOBAL_CORS does, read when moto's backends are created (on first use).
     werkzeug_app.DISABLE_GLOBAL_CORS = True  # type: ignore[attr-defined]
+    install_table_exports()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(
         args.host,
