@@ -5,8 +5,10 @@
 // - Each message is one event {type, version, id, time, data}; subscribers get the types they
 //   asked for, each event once (a message delivered twice carries the same id).
 // - A lost connection comes back with a fresh ticket after an exponential, jittered, capped delay;
-//   after each (re)connection the subscribers resynchronise, since events sent while no socket
-//   was open are lost.
+//   after each reconnection the subscribers resynchronise, since events sent while no socket was
+//   open are lost. The first connection opens as the first page loads its data (both start at
+//   sign-in), so it does not: a page reloading its list on every sign-in would cost a request
+//   for what is, at most, a change made in those few milliseconds.
 // - While live updates are unavailable the layout shows a quiet notice; the site works as before.
 // - The socket stays open while the tab is hidden: a hidden tab must still hear that its session
 //   ended elsewhere.
@@ -54,12 +56,15 @@ let generation = 0;
 let socket: WebSocket | null = null;
 /** Failed attempts since the last healthy connection: the back-off's exponent. */
 let failures = 0;
+/** Connections tried since startLive: after the first, an opening resynchronises the pages. */
+let attempts = 0;
 let retry: ReturnType<typeof setTimeout> | null = null;
 
 /**
  * Calls `handle` with each new event of the given types (`security.*`: every type under
- * `security.`), and `resync` each time a connection opens after this call: whatever the page
- * loaded before may have missed events. Returns the unsubscribe function (for onMount).
+ * `security.`), and `resync` each time the connection comes back after a loss or a failed
+ * attempt: what the page loaded may have missed events meanwhile. Returns the unsubscribe
+ * function (for onMount).
  */
 export function subscribe(
 	types: readonly string[],
@@ -79,6 +84,7 @@ export function startLive(): void {
 	running = true;
 	generation += 1;
 	failures = 0;
+	attempts = 0;
 	live.state = 'connecting';
 	live.reason = '';
 	void connect(generation);
@@ -100,6 +106,7 @@ export function stopLive(): void {
 
 async function connect(current: number): Promise<void> {
 	retry = null;
+	attempts += 1;
 	if (typeof WebSocket === 'undefined') {
 		unavailable(OFF);
 		return; // this browser will not have them later either
@@ -124,12 +131,13 @@ async function connect(current: number): Promise<void> {
 	}
 	socket = opened;
 	let openedAt: number | null = null;
+	const reconnection = attempts > 1;
 	opened.onopen = () => {
 		if (socket !== opened) return;
 		openedAt = Date.now();
 		live.state = 'open';
 		live.reason = '';
-		for (const subscriber of [...subscribers]) subscriber.resync?.();
+		if (reconnection) for (const subscriber of [...subscribers]) subscriber.resync?.();
 	};
 	opened.onmessage = (message: MessageEvent) => {
 		if (socket === opened) receive(message.data);
