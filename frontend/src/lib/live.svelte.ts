@@ -98,7 +98,9 @@ export function stopLive(): void {
 	retry = null;
 	const open = socket;
 	socket = null;
-	open?.close(1000, 'signed out');
+	// Closing a socket that is still connecting makes the browser log an error: one that opens
+	// later closes itself (onopen below).
+	if (open?.readyState === WebSocket.OPEN) open.close(1000, 'signed out');
 	seen.clear();
 	live.state = 'off';
 	live.reason = '';
@@ -133,7 +135,10 @@ async function connect(current: number): Promise<void> {
 	let openedAt: number | null = null;
 	const reconnection = attempts > 1;
 	opened.onopen = () => {
-		if (socket !== opened) return;
+		if (socket !== opened) {
+			opened.close(1000, 'no longer needed');
+			return;
+		}
 		openedAt = Date.now();
 		live.state = 'open';
 		live.reason = '';
