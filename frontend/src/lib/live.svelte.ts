@@ -30,6 +30,8 @@ export const live = new LiveStatus();
 /** The first retry waits about this long; each failure doubles it, up to MAX_DELAY_MS. */
 const BASE_DELAY_MS = 1_000;
 const MAX_DELAY_MS = 30_000;
+/** Live updates off (the API's 503): asked again far less often; each ask runs a Lambda. */
+const OFF_MAX_DELAY_MS = 300_000;
 /** A connection open this long was healthy: the next reconnection starts from the first delay. */
 const HEALTHY_MS = 10_000;
 /** How many event ids to remember for duplicates (redeliveries arrive within moments). */
@@ -100,7 +102,7 @@ export function stopLive(): void {
 	socket = null;
 	// Closing a socket that is still connecting makes the browser log an error: one that opens
 	// later closes itself (onopen below).
-	if (open?.readyState === WebSocket.OPEN) open.close(1000, 'signed out');
+	if (open && open.readyState === WebSocket.OPEN) open.close(1000, 'signed out');
 	seen.clear();
 	live.state = 'off';
 	live.reason = '';
@@ -120,7 +122,8 @@ async function connect(current: number): Promise<void> {
 		if (current !== generation) return;
 		if (!(error instanceof ApiError)) throw error;
 		// 503: the API has no WebSocket endpoint configured (or could not issue a ticket).
-		failed(current, error.status === 503 ? OFF : RETRYING);
+		if (error.status === 503) failed(current, OFF, OFF_MAX_DELAY_MS);
+		else failed(current, RETRYING);
 		return;
 	}
 	if (current !== generation) return;
@@ -162,9 +165,9 @@ async function connect(current: number): Promise<void> {
 	};
 }
 
-function failed(current: number, reason: string): void {
+function failed(current: number, reason: string, cap = MAX_DELAY_MS): void {
 	unavailable(reason);
-	schedule(current);
+	schedule(current, cap);
 }
 
 function unavailable(reason: string): void {
@@ -172,11 +175,11 @@ function unavailable(reason: string): void {
 	live.reason = reason;
 }
 
-function schedule(current: number): void {
+function schedule(current: number, cap = MAX_DELAY_MS): void {
 	if (!running || current !== generation) return;
 	// "Equal jitter": between half and all of the capped exponential delay, so tabs that lost
 	// their connections together do not all come back at the same moment.
-	const ceiling = Math.min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** failures);
+	const ceiling = Math.min(cap, BASE_DELAY_MS * 2 ** failures);
 	failures += 1;
 	const delay = ceiling / 2 + (Math.random() * ceiling) / 2;
 	retry = setTimeout(() => void connect(current), delay);
@@ -184,7 +187,8 @@ function schedule(current: number): void {
 
 /** Skips the wait when there is reason to think the next attempt will work. */
 function retryNow(): void {
-	if (!running || retry === null || document.visibilityState !== 'visible') return;
+	if (!running || retry === null || live.reason === OFF) return;
+	if (document.visibilityState !== 'visible') return;
 	clearTimeout(retry);
 	void connect(generation);
 }
