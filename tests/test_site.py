@@ -691,6 +691,9 @@ def test_log_out_everywhere_ends_the_session_in_another_browser(open_page: OpenP
     laptop = open_page()
     sign_up(laptop, username)
     phone = open_page(width=360)
+    # A browser without live updates (tests/test_site_live.py has them): only its next request
+    # can tell it that its session ended.
+    phone.route("**/api/auth/ws-ticket", refusing(503, "Live updates are off"))
     phone.goto("/login")
     log_in(phone, username)
     expect(phone).to_have_url(re.compile(r"/dashboard$"))

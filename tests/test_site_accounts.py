@@ -34,6 +34,7 @@ from tests.test_site import (  # noqa: F401 (the fixtures)
     log_in,
     open_page,
     playwright,
+    refusing,
     screenshot,
     sign_up,
     stack,
@@ -134,6 +135,8 @@ def test_forgot_password_then_reset_by_the_mailed_link_ends_every_session(
     expect(laptop).to_have_url(re.compile(r"/login$"))
 
     phone = open_page(width=360)  # another browser, logged in before the reset
+    # Without live updates (tests/test_site_live.py has them): only its next request can tell.
+    phone.route("**/api/auth/ws-ticket", refusing(503, "Live updates are off"))
     phone.goto("/login")
     log_in(phone, username)
     expect(phone).to_have_url(re.compile(r"/dashboard$"))

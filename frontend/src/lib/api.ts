@@ -44,11 +44,19 @@ export interface SendOptions {
 	headers?: Record<string, string>;
 	/** false for the routes that take no bearer token (signup, login). */
 	auth?: boolean;
+	/**
+	 * A route the site can do without (the live updates' ticket): a token refused again right
+	 * after a renewal throws ApiError instead of ending the session. A gateway that lacks the
+	 * route answers 403 like a refused token, and a fresh token proves the session is alive.
+	 */
+	optional?: boolean;
 }
 
 let accessToken: string | null = null;
 /** Whom this tab signed in as: a refresh must not switch it to another account. */
 let signedInAs: string | null = null;
+/** The session the token belongs to (every SignedIn answer names it). */
+let sessionId: string | null = null;
 let refreshing: Promise<boolean> | null = null;
 /** Set when a refresh answered for another account than signedInAs. */
 let switched = false;
@@ -62,15 +70,26 @@ export function onSessionEnded(handler: (otherAccount: boolean) => void): void {
 	sessionEnded = handler;
 }
 
-/** The token and the account it belongs to (null, null: signed out). */
-export function setAccessToken(token: string | null, username: string | null = null): void {
+/** The token, the account and the session it belongs to (null: signed out). */
+export function setAccessToken(
+	token: string | null,
+	username: string | null = null,
+	session: string | null = null
+): void {
 	accessToken = token;
 	signedInAs = token === null ? null : username;
+	sessionId = token === null ? null : session;
+	if (token !== null) switched = false; // news of an earlier session, read or not
 }
 
 /** The account this tab is signed in as, if any. */
 export function currentUser(): string | null {
 	return accessToken === null ? null : signedInAs;
+}
+
+/** The id of this tab's session (as GET /auth/sessions and `session.revoked` name it), if any. */
+export function currentSession(): string | null {
+	return accessToken === null ? null : sessionId;
 }
 
 export async function send<T>(
@@ -90,6 +109,9 @@ export async function send<T>(
 		// renewed meanwhile if there is one, else with a renewed token.
 		const renewed = accessToken !== null && accessToken !== sentWith ? true : await renew();
 		reply = renewed ? await call(method, path, options, auth) : reply;
+		if (renewed && options.optional && rejectedToken(reply)) {
+			throw new ApiError(reply.status, reply.body as ErrorBody);
+		}
 		if (rejectedToken(reply)) {
 			endSession();
 			throw new ApiError(401, { message: ENDED });
@@ -144,7 +166,7 @@ async function refreshOnce(): Promise<boolean> {
 			switched = true;
 			return false;
 		}
-		setAccessToken(data.token, data.username);
+		setAccessToken(data.token, data.username, data.sessionId);
 		return true;
 	}
 	if (reply.status === 401) {

@@ -1,8 +1,17 @@
 // Who is signed in, shared by every page. The credentials themselves stay inside api.ts.
 
-import { ApiError, loginWithCode, onSessionEnded, renew, send, setAccessToken } from './api';
+import {
+	ApiError,
+	currentSession,
+	loginWithCode,
+	onSessionEnded,
+	renew,
+	send,
+	setAccessToken
+} from './api';
 import { problem, type Problem } from './errors';
-import type { LoginAnswer, Message, Profile, SignedIn } from './types';
+import { startLive, stopLive, subscribe } from './live.svelte';
+import type { LiveEvent, LoginAnswer, Message, Profile, SessionRevoked, SignedIn } from './types';
 
 export type Status = 'unknown' | 'anonymous' | 'signed-in';
 
@@ -43,6 +52,8 @@ function hint(present: boolean): void {
 }
 
 const ENDED = 'Your session has ended; please log in again.';
+const ELSEWHERE = 'You were signed out on another device; please log in again.';
+const DELETED = 'Your account has been deleted.';
 const SWITCHED = 'Another account signed in in another tab of this browser; please log in again.';
 
 onSessionEnded((otherAccount) => {
@@ -126,6 +137,50 @@ export async function loadProfile(): Promise<void> {
 	const { data } = await send<Profile>('GET', '/auth/user');
 	session.profile = data;
 	session.status = 'signed-in';
+	startLive();
+}
+
+// Sessions ended elsewhere end here at once, rather than at this tab's next request (which the
+// authorizer's cache could even let through for a while). "all" also follows a password change,
+// which gives the tab that made it (and the other tabs of its browser, through the shared
+// cookie) a new session: one refresh tells the two apart.
+let ownRevocations = 0;
+
+/**
+ * Runs a request of this tab that revokes sessions (a password change, a logout): events it
+ * causes that arrive before its answer are this tab's own doing, not news from elsewhere.
+ */
+export async function revokingHere<T>(task: () => Promise<T>): Promise<T> {
+	ownRevocations += 1;
+	try {
+		return await task();
+	} finally {
+		ownRevocations -= 1;
+	}
+}
+
+subscribe(['session.revoked', 'account.deleted'], (event) => void endedElsewhere(event));
+
+async function endedElsewhere(event: LiveEvent): Promise<void> {
+	if (session.status !== 'signed-in' || ownRevocations > 0) return;
+	if (event.type === 'account.deleted') {
+		signedOut(DELETED, false, { tell: false });
+		return;
+	}
+	const { sessionId } = event.data as SessionRevoked;
+	if (sessionId !== 'all' && sessionId !== currentSession()) return;
+	try {
+		if (await renew()) return; // this browser holds a newer session
+	} catch (error) {
+		// The API could not say whether the session lives on: end it here all the same (the
+		// revocation is real), and keep the flag so that a reload can restore it if it does.
+		if (!(error instanceof ApiError)) throw error;
+		if (session.status === 'signed-in') {
+			signedOut(ELSEWHERE, false, { tell: false, keepHint: true });
+		}
+		return;
+	}
+	if (session.status === 'signed-in') signedOut(ELSEWHERE, false, { tell: false });
 }
 
 /** With an address, the API mails a link to confirm it. */
@@ -162,7 +217,7 @@ export async function codeStep(challenge: string, code: string): Promise<void> {
 
 /** A password change starts a new session (the API sets its cookie) and ends the others. */
 export function signedIn(data: SignedIn): void {
-	setAccessToken(data.token, data.username);
+	setAccessToken(data.token, data.username, data.sessionId);
 	hint(true);
 	session.notice = '';
 	session.failure = null;
@@ -172,14 +227,14 @@ export function signedIn(data: SignedIn): void {
 
 export async function logout(): Promise<void> {
 	try {
-		await send<Message>('POST', '/auth/logout');
+		await revokingHere(() => send<Message>('POST', '/auth/logout'));
 	} finally {
 		signedOut('You are logged out.');
 	}
 }
 
 export async function logoutEverywhere(): Promise<void> {
-	await send<Message>('POST', '/auth/logout-all');
+	await revokingHere(() => send<Message>('POST', '/auth/logout-all'));
 	signedOut('You are logged out on every device.');
 }
 
@@ -189,6 +244,7 @@ export function signedOut(
 	{ tell: telling = true, keepHint = false } = {}
 ): void {
 	setAccessToken(null);
+	stopLive();
 	if (!keepHint) hint(false);
 	if (telling) tell({ type: 'signed-out' });
 	session.failure = null;
