@@ -18,9 +18,9 @@ from chalice.test import Client
 from chalicelib.eventroutes import SOURCE, VERSION
 from chalicelib.stores import Stores
 from chalicelib.workers import MARK_TTL, Idempotency, InMemoryMarkRepository, handle_batch
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, owner_of
 
-ALICE_ID = "a" * 32
+ALICE_ID = owner_of("alice").user_id
 
 
 def envelope(
