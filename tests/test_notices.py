@@ -28,6 +28,7 @@ from chalicelib.stores import Stores
 from chalicelib.table import plain
 from chalicelib.workers import Idempotency
 from tests.conftest import Api, FakeClock, account, owner_of
+from tests.test_mfa_api import code, delete, enrol
 from tests.test_workers import envelope, failed, invoke_worker, raw_record, record
 
 ALICE = owner_of("alice")
@@ -240,6 +241,23 @@ class TestOverHttp:
         deliver_notices(api.client, table, "alice")
         assert [(mail.to, mail.subject) for mail in mailbox.sent[1:]] == [
             ("alice@example.com", "Your password was changed")
+        ]
+
+    def test_two_step_verification_on_and_off_are_told_by_the_worker(
+        self, api: Api, mailbox: InMemoryMailer, table: Any, clock: FakeClock
+    ) -> None:
+        token = self.verified(api, mailbox, "alice", "alice@example.com")
+        secret, _ = enrol(api, token, clock)
+        off = delete(
+            api, "/auth/mfa/totp", {"password": self.PASSWORD, "code": code(secret, clock)}, token
+        )
+        assert off.status_code == 200
+        assert len(mailbox.sent) == 1  # the verification link only
+        deliver_notices(api.client, table, "alice")
+        notices = sorted((mail.to, mail.subject) for mail in mailbox.sent[1:])
+        assert notices == [
+            ("alice@example.com", "Two-step verification is off"),
+            ("alice@example.com", "Two-step verification is on"),
         ]
 
     def test_a_malformed_message_fails_alone(self, client: Client) -> None:

@@ -12,7 +12,7 @@ import pytest
 from boto3.dynamodb.conditions import Key
 from chalice.test import Client
 from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
-from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import DEFAULT_ACCOUNT_ID
 
 from tests.conftest import REGION, Api
 from tests.test_workers import envelope, failed, invoke_worker
@@ -62,7 +62,7 @@ def connect(client: Client, connection_id: str, ticket: str | None) -> int:
 def ticket(api: Api, token: str) -> str:
     response = api.post("/auth/ws-ticket", {}, {"Authorization": f"Bearer {token}"})
     assert response.status_code == 200, response.body
-    (value,) = parse_qs(urlsplit(response.json_body["url"]).query)["ticket"]
+    (value,) = parse_qs(urlsplit(str(response.json_body["url"])).query)["ticket"]
     return value
 
 
