@@ -254,19 +254,25 @@ class InMemoryConnectionRepository:
 
     def __init__(self, users: InMemoryUserRepository) -> None:
         self._users = users
-        self._connections: dict[str, Connection] = {}
+        # As in the table: the rows under the owner, and the rows that find an owner by id.
+        self._connections: dict[tuple[str, str], Connection] = {}
+        self._owners: dict[str, Owner] = {}
         self._lock = threading.Lock()
 
     def add(self, connection: Connection) -> None:
+        owner = connection.owner
         with self._lock:
-            if not self._users.holds(connection.owner):
-                raise OwnerMissing(connection.owner.username)
-            self._connections[connection.connection_id] = connection
+            if not self._users.holds(owner):
+                raise OwnerMissing(owner.username)
+            self._connections[(owner.username, connection.connection_id)] = connection
+            self._owners[connection.connection_id] = owner
 
     def remove(self, connection_id: str) -> Owner | None:
         with self._lock:
-            connection = self._connections.pop(connection_id, None)
-        return None if connection is None else connection.owner
+            owner = self._owners.pop(connection_id, None)
+            if owner is not None:
+                self._connections.pop((owner.username, connection_id), None)
+            return owner
 
     def list(self, owner: Owner) -> list[str]:
         with self._lock:
@@ -278,19 +284,14 @@ class InMemoryConnectionRepository:
 
     def drop(self, owner: Owner, connection_id: str) -> None:
         with self._lock:
-            connection = self._connections.get(connection_id)
-            if connection is not None and connection.owner == owner:
-                del self._connections[connection_id]
+            self._connections.pop((owner.username, connection_id), None)
+            self._owners.pop(connection_id, None)
 
     def delete_owned(self, username: str) -> int:
-        """Forget the rows in the user's partition; the lookup rows stay until their TTL, as in
-        the table, so a later disconnect still finds (and removes) nothing of a new account."""
+        """Forget the rows in the user's partition; the rows by id stay until their TTL, as in
+        the table."""
         with self._lock:
-            gone = [
-                key
-                for key, connection in self._connections.items()
-                if connection.owner.username == username
-            ]
+            gone = [key for key in self._connections if key[0] == username]
             for key in gone:
                 del self._connections[key]
             return len(gone)
@@ -358,7 +359,7 @@ class Notifier:
     def push(self, envelope: Envelope) -> None:
         """Send the event to every connection of its account (once per event). A failure other
         than a gone connection raises after the others were tried: the event is retried, and
-        the connections that got it may get it again (clients keep the last ``id`` they saw)."""
+        the connections that got it may get it again (clients ignore an ``id`` they have seen)."""
         self._once.once(str(envelope["id"]), lambda: self._send(envelope))
 
     def _send(self, envelope: Envelope) -> None:

@@ -64,6 +64,16 @@ class TestConnections:
         assert stores.connections.list(ALICE) == ["conn-a2"]
         assert stores.connections.remove("conn-a1") is None
 
+    def test_a_purged_account_keeps_no_connection_and_its_disconnect_still_works(
+        self, stores: Stores
+    ) -> None:
+        stores.connections.add(connection(ALICE, "conn-a1"))
+        stores.partitions.delete_partition("alice")
+        assert stores.connections.list(ALICE) == []
+        # The row by id waits for its TTL, or for the disconnect, which removes it.
+        assert stores.connections.remove("conn-a1") == ALICE
+        assert stores.connections.remove("conn-a1") is None
+
     def test_no_connection_is_stored_for_an_account_that_is_gone(self, stores: Stores) -> None:
         with pytest.raises(OwnerMissing):
             stores.connections.add(connection(Owner("carol", "c" * 32), "conn-c1"))
