@@ -832,6 +832,8 @@ def ws_connect(event: WebsocketEvent) -> dict[str, Any]:
     try:
         owner = dependencies.connections.connect(event.connection_id, query.get("ticket"))
     except TicketRefused:
+        # Never the ticket: it is a credential, however short-lived.
+        logger.info("websocket refused", extra={"fields": {"connectionId": event.connection_id}})
         return {"statusCode": 401}
     logger.info("connected", extra={"fields": {"username": owner.username}})
     return {"statusCode": 200}
