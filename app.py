@@ -20,6 +20,8 @@ from chalice.app import (
     DynamoDBEvent,
     Rate,
     Response,
+    SQSEvent,
+    WebsocketEvent,
 )
 
 from chalicelib import logs
@@ -36,8 +38,10 @@ from chalicelib.jobs import Jobs, TableBackup, UploadSweep
 from chalicelib.limits import IpRateLimiter, KnownDevices, LoginThrottle, RateHit
 from chalicelib.mail import Mailer, SesMailer
 from chalicelib.mfa import Mfa
+from chalicelib.notices import Notices
 from chalicelib.passwords import DEFAULT_COST, ScryptCost, ScryptHasher
 from chalicelib.publisher import EventBridgePublisher, Publisher
+from chalicelib.realtime import Connections, Notifier, TicketRefused, Tickets
 from chalicelib.recovery import Recovery, RecoveryLimits
 from chalicelib.rotation import SigningKeyRotation
 from chalicelib.sessions import InvalidRefreshToken, Sessions
@@ -68,6 +72,7 @@ from chalicelib.web.http import (
 from chalicelib.web.middleware import request_log
 from chalicelib.web.openapi import document
 from chalicelib.web.routing import Routes
+from chalicelib.workers import Idempotency, handle_batch
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -75,6 +80,9 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
 app = Chalice(app_name="gatehouse", configure_logs=False)
+# Chalice 1.34 still counts its WebSocket support as experimental: without this opt-in, loading
+# the app for `chalice local`, `package` or `deploy` fails (chalice/deploy/validate.py).
+app.experimental_feature_flags.update(["WEBSOCKETS"])
 logger = logging.getLogger("gatehouse")
 logs.configure("INFO")  # the level is adjusted once settings are read
 
@@ -187,7 +195,6 @@ class Dependencies:
             events=self.events,
             purge=self.purge,
             mfa=self.mfa,
-            mailer=self.mailer,
             devices=KnownDevices(
                 self.signing_keys, max_age=DEVICE_COOKIE_MAX_AGE, clock=self._clock
             ),
@@ -307,6 +314,28 @@ class Dependencies:
             window=self.settings.ip_rate_window_seconds,
             clock=self._clock,
         )
+
+    @cached_property
+    def tickets(self) -> Tickets:
+        return Tickets(self.stores.tickets, clock=self._clock)
+
+    @cached_property
+    def connections(self) -> Connections:
+        return Connections(self.stores.connections, tickets=self.tickets, clock=self._clock)
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        endpoint = self.settings.websocket_endpoint
+        api = None
+        if endpoint is not None:
+            api = boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=BOTO_CONFIG)
+        once = Idempotency(self.stores.marks, worker="notify", clock=self._clock)
+        return Notifier(self.stores.connections, api=api, once=once)
+
+    @cached_property
+    def notices(self) -> Notices:
+        once = Idempotency(self.stores.marks, worker="mail", clock=self._clock)
+        return Notices(self.stores.users, mailer=self.mailer, once=once)
 
 
 dependencies = Dependencies()
@@ -571,6 +600,16 @@ def end_session(session_id: str) -> Response:
     session_id = path_id(session_id, SESSION_ID, SessionNotFound)
     dependencies.accounts.end_session(http.caller().owner, session_id)
     return json_response(200, {"message": "Session ended"})
+
+
+@route("POST /auth/ws-ticket", R.WsTicket)
+def ws_ticket() -> Response:
+    """A one-time ticket to open the WebSocket of live updates (valid 30 s)."""
+    url = dependencies.settings.websocket_url
+    if url is None:
+        raise HttpError(503, "Live updates are not configured (WEBSOCKET_URL)")
+    issued = dependencies.tickets.issue(http.caller().owner, url=url)
+    return json_response(200, R.ws_ticket(issued))
 
 
 def events_page(found: Page) -> Response:
@@ -849,6 +888,48 @@ def nightly_backup(event: CloudWatchEvent) -> None:
 def upload_sweep(event: CloudWatchEvent) -> None:
     """Delete the objects and records of uploads abandoned past their deadline (hourly)."""
     dependencies.jobs.sweep()
+
+
+@app.on_ws_connect()
+def ws_connect(event: WebsocketEvent) -> dict[str, Any]:
+    """Open a connection with the ticket of POST /auth/ws-ticket; any other answer than 2xx
+    makes API Gateway refuse the handshake."""
+    query = event.to_dict().get("queryStringParameters") or {}
+    try:
+        owner = dependencies.connections.connect(event.connection_id, query.get("ticket"))
+    except TicketRefused:
+        # Never the ticket: it is a credential, however short-lived.
+        logger.info("websocket refused", extra={"fields": {"connectionId": event.connection_id}})
+        return {"statusCode": 401}
+    logger.info("connected", extra={"fields": {"username": owner.username}})
+    return {"statusCode": 200}
+
+
+@app.on_ws_disconnect()
+def ws_disconnect(event: WebsocketEvent) -> dict[str, Any]:
+    """Forget the connection."""
+    dependencies.connections.disconnect(event.connection_id)
+    return {"statusCode": 200}
+
+
+@app.on_ws_message()
+def ws_message(event: WebsocketEvent) -> dict[str, Any]:
+    """Clients need not send anything; whatever they send (a keep-alive) is answered by
+    nothing, the route's 200."""
+    return {"statusCode": 200}
+
+
+@app.on_sqs_message(queue=EVENT_SOURCES.notify_queue, batch_size=10)
+def notify_worker(event: SQSEvent) -> dict[str, Any]:
+    """Push each event to its account's open WebSocket connections."""
+    # Built inside the handler of each message: a failure to build is that message's failure.
+    return handle_batch(event, lambda envelope: dependencies.notifier.push(envelope))
+
+
+@app.on_sqs_message(queue=EVENT_SOURCES.mail_queue, batch_size=10)
+def mail_worker(event: SQSEvent) -> dict[str, Any]:
+    """Mail the security notices."""
+    return handle_batch(event, lambda envelope: dependencies.notices.send(envelope))
 
 
 app.register_middleware(request_log, "http")

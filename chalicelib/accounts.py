@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import NoReturn
 
-from chalicelib import messages
 from chalicelib.clock import Clock, iso, utc_now
 from chalicelib.deletion import AccountPurge
 from chalicelib.errors import Forbidden, NotFound, Unauthenticated
@@ -18,7 +17,6 @@ from chalicelib.events import Client, Page, SecurityEvents
 from chalicelib.identity import Owner, new_user_id
 from chalicelib.keys import SideWrite, apply_alone
 from chalicelib.limits import KnownDevices, LoginThrottle, RateHit
-from chalicelib.mail import Mailer, Message, send_quietly
 from chalicelib.mfa import ChallengeExpired, CodeRejected, InvalidCode, Mfa, parse_challenge
 from chalicelib.passwords import ScryptHasher
 from chalicelib.policy import check_new_password
@@ -98,14 +96,12 @@ class Accounts:
         events: SecurityEvents,
         purge: AccountPurge,
         mfa: Mfa,
-        mailer: Mailer | None = None,
         devices: KnownDevices | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._devices = devices
         self._purge = purge
         self._mfa = mfa
-        self._mailer = mailer
         self._users = users
         self._hasher = hasher
         self._tokens = tokens
@@ -235,11 +231,11 @@ class Accounts:
     def enable_mfa(self, owner: Owner, code: str, client: Client, *, keep: str) -> list[str]:
         """Turn the pending TOTP factor on with a first code; end every session but ``keep``.
         The recovery codes are returned now and never again."""
-        user = self.profile(owner)
+        self.profile(owner)
         codes = self._mfa.confirm(owner, code)
         self._sessions.end_others(owner.username, keep)
+        # The mail worker sends the owner a notice of this event (chalicelib/notices.py).
         self._events.record(owner, "mfa_enabled", client)
-        self._notify(user, messages.mfa_enabled)
         return codes
 
     def disable_mfa(
@@ -259,7 +255,6 @@ class Accounts:
         self._throttle.succeeded(owner.username, client.ip)
         self._sessions.end_others(owner.username, keep)
         self._events.record(owner, "mfa_disabled", client)
-        self._notify(user, messages.mfa_disabled)
 
     def refresh(self, raw_token: str, client: Client, *, rate: RateHit | None = None) -> SignedIn:
         """Rotate the refresh token; ``rate`` (the request's per-IP hit) rides with the rotation.
@@ -391,15 +386,6 @@ class Accounts:
         self._events.written(entry)
         device = None if self._devices is None else self._devices.issue(owner.user_id)
         return replace(self._signed_in(user, session, refresh), device=device)
-
-    def _notify(self, user: User, compose: Callable[..., Message]) -> None:
-        """Mail a notice about the account to its verified address, if mail is configured.
-
-        A notice that cannot be sent is logged, not raised: what it reports has happened.
-        """
-        address = user.verified_email
-        if self._mailer is not None and address is not None:
-            send_quietly(self._mailer, compose(address, username=user.username))
 
     def _start_session(self, user: User, client: Client) -> SignedIn:
         session, refresh = self._sessions.start(

@@ -19,6 +19,10 @@ Access patterns (every entity lives under its owner's partition or in the sparse
 | login challenge | USER#{username}  | MFA#CHALLENGE#{sha256}   | -                         |
 | per-IP counter  | RATE#{address}   | WINDOW#{start}           | -                         |
 | login attempts  | LOGIN#{casefold} | FAIL#{address}           | -                         |
+| ws ticket       | USER#{username}  | WSTICKET#{sha256}        | -                         |
+| ws connection   | USER#{username}  | CONN#{connectionId}      | -                         |
+| its owner       | CONN#{connId}    | CONN                     | -                         |
+| worker's mark   | DONE#{wkr}#{id}  | DONE                     | -                         |
 
 Only pending uploads are in the index (``mark_ready`` removes the entry), keyed by their
 deadline (ISO-8601 UTC), so the sweep reads the expired ones oldest first without a scan.
@@ -26,6 +30,10 @@ deadline (ISO-8601 UTC), so the sweep reads the expired ones oldest first withou
 Every row an account owns carries its immutable ``userId`` and is written only while the profile
 holds that id (``put_owned``); reads ignore rows of another id. A name is unique regardless of case
 through its claim row, written with the profile in one transaction (``identity.py``).
+
+Tickets, connections (``realtime.py``) and the workers' marks (``workers.py``, one per worker and
+event, ``DONE#{worker}#{eventId}``) are plumbing, not domain resources: they expire by TTL and
+the table's stream turns them into no event.
 
 A user's own data is one partition (one query lists it, one purge deletes it). Only rows that
 need a cross-user query set ``gsi1pk`` / ``gsi1sk``, which keeps the index sparse. The layout is
@@ -71,6 +79,9 @@ WINDOW = "WINDOW#"
 MFA_TOTP = "MFA#TOTP"
 MFA_RECOVERY = "MFA#RECOVERY"
 MFA_CHALLENGE = "MFA#CHALLENGE#"
+WS_TICKET = "WSTICKET#"
+CONNECTION = "CONN#"
+DONE = "DONE#"
 
 STATUS_INDEX = INDEXES[0]
 
@@ -154,6 +165,23 @@ def recovery_key(username: str) -> Key:
 
 def challenge_key(username: str, digest: str) -> Key:
     return under_user(username, MFA_CHALLENGE + digest)
+
+
+def ticket_key(username: str, digest: str) -> Key:
+    return under_user(username, WS_TICKET + digest)
+
+
+def connection_key(username: str, connection_id: str) -> Key:
+    return under_user(username, CONNECTION + connection_id)
+
+
+def connection_owner_key(connection_id: str) -> Key:
+    # API Gateway's disconnect event names only the connection: this row finds its owner.
+    return {PARTITION_KEY: CONNECTION + connection_id, SORT_KEY: CONNECTION.rstrip("#")}
+
+
+def done_key(worker: str, event_id: str) -> Key:
+    return {PARTITION_KEY: f"{DONE}{worker}#{event_id}", SORT_KEY: DONE.rstrip("#")}
 
 
 def rate_key(address: str, window_start: int) -> Key:

@@ -214,18 +214,15 @@ class Recovery:
 
     def change_email(self, owner: Owner, email: str, password: str, client: Client) -> User:
         """Set or change the address (the password confirms it is the owner): mail the new one
-        a verification link and the old verified one a notice."""
+        a verification link; the mail worker tells the old verified one (its event names it)."""
         self._limit(owner.username, client)
         user = self._accounts.confirm_password(owner, password, client, kind="email_change_failure")
         if user.email == email and user.email_verified:
             return user
         self._users.set_email(owner, email, updated_at=iso(self._clock()))
-        self._events.record(owner, "email_change", client)
-        if user.verified_email is not None:
-            notice = messages.email_changed(
-                user.verified_email, username=owner.username, new_address=email
-            )
-            send_quietly(self._mailer, notice)
+        previous = user.verified_email
+        notice = {} if previous is None else {"previousEmail": previous, "newEmail": email}
+        self._events.record(owner, "email_change", client, **notice)
         changed = replace(user, email=email, email_verified=False)
         self._mailer.send(self._verification(changed, email))
         return changed
@@ -264,7 +261,8 @@ class Recovery:
             self._sleep(remaining)
 
     def reset(self, raw_token: str, password: str, client: Client) -> None:
-        """Set a new password by a reset link: every session ends, and the owner is told."""
+        """Set a new password by a reset link: every session ends, and the mail worker tells the
+        owner (the ``password_reset`` event)."""
         self._per_address.hit(client.ip)
         link = self._find(raw_token, "reset")
         user = self._users.get(link.owner.username)
@@ -279,9 +277,6 @@ class Recovery:
         if not self._links.consume(link, now=self._now()):
             raise InvalidLink
         self._accounts.set_password(user, password, client, event="password_reset")
-        if user.verified_email is not None:
-            notice = messages.password_changed(user.verified_email, username=user.username)
-            send_quietly(self._mailer, notice)
 
     def _verification(self, user: User, email: str) -> Message:
         """A new verification link for ``email``, as its mail."""

@@ -13,6 +13,7 @@ from chalicelib import accounts
 from chalicelib.clock import iso
 from chalicelib.events import Event
 from chalicelib.items import Item, ItemStatus
+from chalicelib.realtime import IssuedTicket
 from chalicelib.sessions import Session
 from chalicelib.uploads import Upload, UploadKind, UploadStatus
 from chalicelib.users import Role, User
@@ -161,6 +162,11 @@ class UploadList(Answer):
     nextCursor: str | None
 
 
+class WsTicket(Answer):
+    url: str = Field(description="The WebSocket URL to open, with a one-time ticket in it")
+    expiresIn: int = Field(description="Seconds the ticket stays usable (once)")
+
+
 def signed_in(result: accounts.SignedIn, *, message: str, refresh_in_body: bool) -> dict[str, Any]:
     """``SignedIn``."""
     shown: dict[str, Any] = {
@@ -243,6 +249,11 @@ def upload(upload: Upload, *, download_url: str | None = None) -> dict[str, Any]
     if download_url is not None:
         shown["downloadUrl"] = download_url
     return shown
+
+
+def ws_ticket(issued: IssuedTicket) -> dict[str, Any]:
+    """``WsTicket``."""
+    return {"url": issued.url, "expiresIn": issued.expires_in}
 
 
 def _iso(epoch_seconds: int) -> str:

@@ -19,6 +19,14 @@ from chalicelib.events import (
 from chalicelib.items import DynamoDBItemRepository, InMemoryItemRepository, ItemRepository
 from chalicelib.limits import DynamoDBLimitRepository, InMemoryLimitRepository, LimitRepository
 from chalicelib.mfa import DynamoDBMfaRepository, InMemoryMfaRepository, MfaRepository
+from chalicelib.realtime import (
+    ConnectionRepository,
+    DynamoDBConnectionRepository,
+    DynamoDBTicketRepository,
+    InMemoryConnectionRepository,
+    InMemoryTicketRepository,
+    TicketRepository,
+)
 from chalicelib.recovery import DynamoDBLinkRepository, InMemoryLinkRepository, LinkRepository
 from chalicelib.sessions import (
     DynamoDBSessionRepository,
@@ -31,6 +39,7 @@ from chalicelib.uploads import (
     UploadRepository,
 )
 from chalicelib.users import DynamoDBUserRepository, InMemoryUserRepository, UserRepository
+from chalicelib.workers import DynamoDBMarkRepository, InMemoryMarkRepository, MarkRepository
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -50,6 +59,9 @@ class Stores:
     links: LinkRepository
     partitions: PartitionRepository
     mfa: MfaRepository
+    tickets: TicketRepository
+    connections: ConnectionRepository
+    marks: MarkRepository
 
     @classmethod
     def dynamodb(cls, table: Table) -> Stores:
@@ -64,6 +76,9 @@ class Stores:
             links=DynamoDBLinkRepository(table),
             partitions=DynamoDBPartitionRepository(table),
             mfa=DynamoDBMfaRepository(table),
+            tickets=DynamoDBTicketRepository(table),
+            connections=DynamoDBConnectionRepository(table),
+            marks=DynamoDBMarkRepository(table),
         )
 
     @classmethod
@@ -76,7 +91,18 @@ class Stores:
         limits = InMemoryLimitRepository()
         links = InMemoryLinkRepository()
         mfa = InMemoryMfaRepository(users)
-        forgetting: list[OwnedRows] = [sessions, items, uploads, events, links, mfa]
+        tickets = InMemoryTicketRepository()
+        connections = InMemoryConnectionRepository(users)
+        forgetting: list[OwnedRows] = [
+            sessions,
+            items,
+            uploads,
+            events,
+            links,
+            mfa,
+            tickets,
+            connections,
+        ]
         return cls(
             backend="memory",
             users=users,
@@ -88,4 +114,7 @@ class Stores:
             links=links,
             partitions=InMemoryPartitionRepository(users, forgetting),
             mfa=mfa,
+            tickets=tickets,
+            connections=connections,
+            marks=InMemoryMarkRepository(),
         )

@@ -21,6 +21,7 @@ from chalicelib.stores import Stores
 from chalicelib.users import EmailTaken
 from tests.conftest import FakeClock, without_mfa
 from tests.test_accounts import PASSWORD, build
+from tests.test_notices import mail_notices
 
 SITE = "https://gatehouse.example"
 NEW_PASSWORD = "a completely new passphrase"
@@ -167,10 +168,19 @@ class TestVerification:
             recovery.change_email(alice, "new@example.com", "not my password", client())
         changed = recovery.change_email(alice, "new@example.com", PASSWORD, client())
         assert (changed.email, changed.email_verified) == ("new@example.com", False)
-        notice, verification = mailbox.sent[-2:]
+        verification = mailbox.sent[-1]
+        assert verification.to == "new@example.com"
+        # The event names the address it replaced, and the mail worker tells that address.
+        (change,) = [
+            event
+            for event in stores.events.list(alice, limit=50, cursor=None).events
+            if event.kind == "email_change"
+        ]
+        assert change.details == {"previousEmail": "old@example.com", "newEmail": "new@example.com"}
+        mail_notices(stores, mailbox, alice)
+        notice = mailbox.sent[-1]
         assert notice.to == "old@example.com"
         assert "new@example.com" in notice.text
-        assert verification.to == "new@example.com"
         assert stores.users.find_by_email("old@example.com") is None
         # The old address's link no longer confirms anything: the profile has moved on.
         old_link = token_in(mailbox.sent[0], "/verify-email")
@@ -211,6 +221,7 @@ class TestReset:
             accounts.refresh(session.refresh.encode(), client())
         assert accounts.list_sessions(alice) == []
         assert accounts.login("alice", NEW_PASSWORD, client()).user.owner == alice
+        mail_notices(stores, mailbox, alice)
         notice = mailbox.sent[-1]
         assert (notice.to, "password" in notice.subject.lower()) == ("alice@example.com", True)
         kinds = {event.kind for event in accounts.events(alice, limit=50, cursor=None).events}
