@@ -242,6 +242,7 @@ class Api(Construct):
         the failure handling chalice package leaves out of their event sources; the WebSocket
         API on stage ``ws``, throttled, and its @connections endpoint for every function."""
         stack = cdk.Stack.of(self)
+        self._require_handlers()
         websocket_api = self.chalice.get_resource(WEBSOCKET_API)
         websocket_api.add_property_override("Name", f"{self._prefix}-websocket")
         stage = self.chalice.get_resource(WEBSOCKET_STAGE_RESOURCE)
@@ -329,6 +330,20 @@ class Api(Construct):
             handler.function: self.chalice.get_resource(handler.function).ref
             for handler in runtime.JOB_HANDLERS
         }
+
+    def _require_handlers(self) -> None:
+        """Fails synthesis naming every event handler app.py lacks (cdk/README.md, Events)."""
+        missing = []
+        for handler in runtime.EVENT_HANDLERS:
+            try:
+                self.chalice.get_resource(handler.function)
+            except RuntimeError:
+                missing.append(f"{handler.name} ({handler.function})")
+        if missing:
+            raise ValueError(
+                "app.py must define these event handlers, packaged under these names: "
+                + ", ".join(missing)
+            )
 
     def _acknowledge_websocket(self) -> None:
         for route in ("Connect", "Disconnect", "Message"):
