@@ -534,11 +534,9 @@ class TestApi:
             "WEBSOCKET_ENDPOINT",
         }
         functions_config = stage["lambda_functions"]
-        for handler in runtime.EVENT_HANDLERS:
-            assert (
-                functions_config[handler.name]["lambda_timeout"]
-                == (functions[handler.function]["Timeout"])
-            )
+        for event_handler in runtime.EVENT_HANDLERS:
+            timeout = functions[event_handler.function]["Timeout"]
+            assert functions_config[event_handler.name]["lambda_timeout"] == timeout
 
     def test_packaging_time_settings_are_the_stages_variables(self, domain: Assembly) -> None:
         """What app.py read while Chalice packaged it is what the functions get to run with."""
