@@ -37,6 +37,23 @@ from gatehouse_infra.mail import Mail
 from gatehouse_infra.site import SITE_ORIGIN, SPA_ROUTING
 
 CFN_LINT = ROOT / ".venv-cfnlint" / "bin" / "cfn-lint"
+SAM_PYTHON = ROOT / ".venv-cfnlint" / "bin" / "python"  # aws-sam-translator lives there
+# Applies the SAM transform CloudFormation runs at deploy time; prints what the event sources and
+# the schedules become.
+SAM_TRANSLATE = """
+import json, sys
+from samtranslator.translator.transform import transform
+
+class NoManagedPolicies:
+    def load(self):
+        return {}
+
+template = transform(json.load(open(sys.argv[1])), {}, NoManagedPolicies())
+print(json.dumps({
+    name: resource for name, resource in template["Resources"].items()
+    if resource["Type"] in ("AWS::Events::Rule", "AWS::Lambda::EventSourceMapping")
+}))
+"""
 EDGE_KEY_REFERENCE = "{{resolve:secretsmanager:gatehouse/production/edge-key:SecretString:::}}"
 SITE_KEY_REFERENCE = "{{resolve:secretsmanager:gatehouse/production/site-api-key:SecretString:::}}"
 ANNOUNCER = 'style="position: absolute; width: 1px"'  # SvelteKit's route announcer, in its JS
@@ -1164,6 +1181,44 @@ class TestEvents:
             queue, _ = queues[f"gatehouse-production-{worker}"]
             assert source["Properties"]["Queue"] == {"Fn::GetAtt": [queue, "Arn"]}
             assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+    def test_the_sam_transform_makes_the_schedules_and_sources_as_overridden(
+        self, plain: Assembly
+    ) -> None:
+        result = subprocess.run(
+            [
+                str(SAM_PYTHON),
+                "-c",
+                SAM_TRANSLATE,
+                str(plain.path / "gatehouse-production-api.template.json"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+            env={**os.environ, "AWS_DEFAULT_REGION": "eu-west-2"},
+        )
+        made = json.loads(result.stdout)
+        schedules = {
+            r["Properties"]["ScheduleExpression"]
+            for r in made.values()
+            if r["Type"] == "AWS::Events::Rule" and "ScheduleExpression" in r["Properties"]
+        }
+        assert schedules == {"cron(0 3 * * ? *)", "rate(1 hour)"}
+        mappings = {
+            r["Properties"]["FunctionName"]["Ref"]: r["Properties"]
+            for r in made.values()
+            if r["Type"] == "AWS::Lambda::EventSourceMapping"
+        }
+        assert set(mappings) == {
+            runtime.STREAM_HANDLER.function,
+            *(h.function for h in runtime.WORKER_HANDLERS.values()),
+        }
+        for mapping in mappings.values():
+            assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        stream = mappings[runtime.STREAM_HANDLER.function]
+        assert stream["BisectBatchOnFunctionError"] is True
+        assert "Destination" in stream["DestinationConfig"]["OnFailure"]
 
     def test_the_jobs_are_scheduled(self, plain: Assembly) -> None:
         """SAM turns each Schedule event into an EventBridge rule on the default bus."""
