@@ -21,11 +21,12 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Template
 
+from chalicelib.eventroutes import ROUTES
 from chalicelib.objectkeys import UPLOAD_PREFIX
 from chalicelib.settings import EDGE_HEADER
 from chalicelib.table import INDEXES, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, create_table_request
 from tests.conftest import ROOT
-from tools.chalice_prod import API_POLICY, render
+from tools.chalice_prod import API_POLICY, handler_policy, render
 from tools.lambda_package import ELF_MACHINES, find_package, inspect
 
 sys.path.insert(0, str(ROOT / "cdk"))
@@ -36,6 +37,23 @@ from gatehouse_infra.mail import Mail
 from gatehouse_infra.site import SITE_ORIGIN, SPA_ROUTING
 
 CFN_LINT = ROOT / ".venv-cfnlint" / "bin" / "cfn-lint"
+SAM_PYTHON = ROOT / ".venv-cfnlint" / "bin" / "python"  # aws-sam-translator lives there
+# Applies the SAM transform CloudFormation runs at deploy time; prints what the event sources and
+# the schedules become.
+SAM_TRANSLATE = """
+import json, sys
+from samtranslator.translator.transform import transform
+
+class NoManagedPolicies:
+    def load(self):
+        return {}
+
+template = transform(json.load(open(sys.argv[1])), {}, NoManagedPolicies())
+print(json.dumps({
+    name: resource for name, resource in template["Resources"].items()
+    if resource["Type"] in ("AWS::Events::Rule", "AWS::Lambda::EventSourceMapping")
+}))
+"""
 EDGE_KEY_REFERENCE = "{{resolve:secretsmanager:gatehouse/production/edge-key:SecretString:::}}"
 SITE_KEY_REFERENCE = "{{resolve:secretsmanager:gatehouse/production/site-api-key:SecretString:::}}"
 ANNOUNCER = 'style="position: absolute; width: 1px"'  # SvelteKit's route announcer, in its JS
@@ -52,12 +70,17 @@ TAGGABLE = frozenset(
         "AWS::CloudFront::Distribution",
         "AWS::CloudFront::Function",
         "AWS::CloudWatch::Alarm",
+        "AWS::ApiGatewayV2::Api",
+        "AWS::ApiGatewayV2::Stage",
         "AWS::DynamoDB::Table",
+        "AWS::Events::EventBus",
+        "AWS::Events::Rule",
         "AWS::IAM::Role",
         "AWS::Lambda::Function",
         "AWS::Logs::LogGroup",
         "AWS::S3::Bucket",
         "AWS::SNS::Topic",
+        "AWS::SQS::Queue",
         "AWS::SecretsManager::Secret",
         "AWS::Serverless::Api",
         "AWS::Serverless::Function",
@@ -369,7 +392,12 @@ class TestApi:
 
     def test_functions_run_on_arm64_with_memory_for_scrypt(self, plain: Assembly) -> None:
         functions = self.functions(plain)
-        assert set(functions) == {"APIHandler", "Bearer", "RotateSigningKey"}
+        assert set(functions) == {
+            "APIHandler",
+            "Bearer",
+            "RotateSigningKey",
+            *(handler.function for handler in runtime.EVENT_HANDLERS),
+        }
         assert functions["RotateSigningKey"]["Architectures"] == ["arm64"]
         for name in ("APIHandler", "Bearer"):
             assert functions[name]["Architectures"] == ["arm64"]
@@ -504,18 +532,28 @@ class TestApi:
         }
         chalice = stage["environment_variables"]
         deployed = handler["Environment"]["Variables"]
-        for key in ("LOG_LEVEL", "AUTHORIZER_TTL_SECONDS", "API_KEY_REQUIRED", "CORS_ALLOW_ORIGIN"):
+        same = ("LOG_LEVEL", "AUTHORIZER_TTL_SECONDS", "API_KEY_REQUIRED", "CORS_ALLOW_ORIGIN")
+        for key in (*same, "EVENT_BUS_NAME", "NOTIFY_QUEUE", "MAIL_QUEUE", "PURGE_QUEUE"):
             assert chalice[key] == deployed[key], key
         # CloudFront's own hop, and the edge key that lets the API trust it, exist only in CDK.
         assert int(deployed["TRUSTED_PROXY_HOPS"]) == (
             int(chalice["TRUSTED_PROXY_HOPS"]) + runtime.CLOUDFRONT_HOPS
         )
-        # The bucket's name ends in the account id: only the deployer can name it for chalice.
+        # The buckets' names end in the account id or a random suffix, the stream's ARN in its
+        # creation time, the WebSocket API's endpoint in its id: only the deployer can name them
+        # for chalice (tools/chalice_prod.py takes them as arguments).
         assert set(deployed) - set(chalice) == {
             "SITE_ORIGIN_HEADER",
             "EDGE_SECRET",
             "UPLOADS_BUCKET",
+            "TABLE_STREAM_ARN",
+            "BACKUPS_BUCKET",
+            "WEBSOCKET_ENDPOINT",
         }
+        functions_config = stage["lambda_functions"]
+        for event_handler in runtime.EVENT_HANDLERS:
+            timeout = functions[event_handler.function]["Timeout"]
+            assert functions_config[event_handler.name]["lambda_timeout"] == timeout
 
     def test_packaging_time_settings_are_the_stages_variables(self, domain: Assembly) -> None:
         """What app.py read while Chalice packaged it is what the functions get to run with."""
@@ -636,6 +674,50 @@ class TestSite:
         ]
         return config
 
+    def origin(self, assembly: Assembly, api: str) -> dict[str, Any]:
+        """The custom origin whose domain is the execute-api host of ``api`` (its logical id)."""
+        found: list[dict[str, Any]] = [
+            origin
+            for origin in self.distribution(assembly)["Origins"]
+            if "CustomOriginConfig" in origin and f"ExportsOutputRef{api}" in json.dumps(origin)
+        ]
+        assert len(found) == 1
+        return found[0]
+
+    def test_websocket_api_is_served_under_ws_on_the_sites_origin(self, assembly: Assembly) -> None:
+        config = self.distribution(assembly)
+        [behaviour] = [b for b in config["CacheBehaviors"] if b["PathPattern"] == "/ws"]
+        origin = self.origin(assembly, "WebsocketAPI")
+        assert behaviour["TargetOriginId"] == origin["Id"]
+        assert "execute-api" in json.dumps(origin["DomainName"])
+        # /ws passes on unchanged and names the stage: wss://<site>/ws is the stage's URL.
+        assert origin.get("OriginPath", "") == ""
+        assert f"/{runtime.WEBSOCKET_STAGE}" == runtime.WEBSOCKET_PATH
+        assert origin["CustomOriginConfig"]["OriginProtocolPolicy"] == "https-only"
+        assert origin["OriginCustomHeaders"] == [
+            {"HeaderName": EDGE_HEADER, "HeaderValue": EDGE_KEY_REFERENCE}
+        ]
+        assert behaviour["CachePolicyId"] == CACHING_DISABLED
+        assert behaviour["ViewerProtocolPolicy"] == "https-only"
+        assert set(behaviour["AllowedMethods"]) == {"GET", "HEAD"}
+        policy = assembly.one("site", "AWS::CloudFront::OriginRequestPolicy")[
+            "OriginRequestPolicyConfig"
+        ]
+        assert behaviour["OriginRequestPolicyId"] == {
+            "Ref": next(iter(assembly.resources("site", "AWS::CloudFront::OriginRequestPolicy")))
+        }
+        # The handshake's headers and the ticket; not Host (API Gateway needs its own), no
+        # cookies, no other query string.
+        assert {"Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Protocol"} <= set(
+            policy["HeadersConfig"]["Headers"]
+        )
+        assert "Host" not in policy["HeadersConfig"]["Headers"]
+        assert policy["QueryStringsConfig"] == {
+            "QueryStringBehavior": "whitelist",
+            "QueryStrings": ["ticket"],
+        }
+        assert policy["CookiesConfig"] == {"CookieBehavior": "none"}
+
     def test_the_bucket_is_read_through_origin_access_control_only(self, plain: Assembly) -> None:
         assert plain.resources("site", "AWS::CloudFront::CloudFrontOriginAccessIdentity") == {}
         control = plain.one("site", "AWS::CloudFront::OriginAccessControl")
@@ -656,8 +738,9 @@ class TestSite:
         assert default["Compress"] is True
         assert default["CachePolicyId"] == CACHING_OPTIMIZED
         assert default["ViewerProtocolPolicy"] == "redirect-to-https"
-        [api] = config["CacheBehaviors"]
-        assert api["PathPattern"] == "/api/*"
+        behaviours = {b["PathPattern"]: b for b in config["CacheBehaviors"]}
+        assert set(behaviours) == {"/api/*", runtime.WEBSOCKET_PATH}
+        api = behaviours["/api/*"]
         assert api["CachePolicyId"] == CACHING_DISABLED
         assert api["OriginRequestPolicyId"] == ALL_VIEWER_EXCEPT_HOST
         assert set(api["AllowedMethods"]) >= {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
@@ -667,8 +750,7 @@ class TestSite:
         assert config["IPV6Enabled"] is True
 
     def test_the_api_origin_is_the_execute_api_domain_over_tls_1_2(self, plain: Assembly) -> None:
-        origins = {o["Id"]: o for o in self.distribution(plain)["Origins"]}
-        [api] = [o for o in origins.values() if "CustomOriginConfig" in o]
+        api = self.origin(plain, "RestAPI")
         assert "execute-api" in json.dumps(api["DomainName"])
         assert "OriginPath" not in api or api["OriginPath"] == ""
         assert api["CustomOriginConfig"]["OriginProtocolPolicy"] == "https-only"
@@ -678,7 +760,7 @@ class TestSite:
         ]
 
     def test_with_usage_plans_cloudfront_sends_the_sites_key(self, domain: Assembly) -> None:
-        [api] = [o for o in self.distribution(domain)["Origins"] if "CustomOriginConfig" in o]
+        api = self.origin(domain, "RestAPI")
         assert {"HeaderName": "x-api-key", "HeaderValue": SITE_KEY_REFERENCE} in api[
             "OriginCustomHeaders"
         ]
@@ -929,11 +1011,18 @@ class TestMail:
     def test_the_api_may_only_send_from_its_identity_with_its_configuration_set(
         self, domain: Assembly
     ) -> None:
-        [statement] = [
-            statement
+        senders = {
+            name: statement
             for name, statement in statements(domain.template("api"))
             if "ses:SendEmail" in as_list(statement["Action"])
-        ]
+        }
+        # The API's role and the mail worker's (which sends the security notices).
+        assert {name.split("DefaultPolicy")[0] for name in senders} == {
+            "ApiRole",
+            f"{runtime.WORKER_HANDLERS['mail'].function}Role",
+        }
+        [statement, *others] = senders.values()
+        assert all(other == statement for other in others)
         assert as_list(statement["Action"]) == ["ses:SendEmail"]
         resources = [json.dumps(resource) for resource in statement["Resource"]]
         assert len(resources) == 2
@@ -975,3 +1064,312 @@ class TestMail:
             "arn:aws:ses:*:*:identity/example.com",
             "arn:aws:ses:*:*:configuration-set/gatehouse-production",
         ]
+
+
+def role_grants(template: dict[str, Any], function: str) -> dict[str, list[Any]]:
+    """What the role of ``function`` (a logical id) may do: action -> resources."""
+    role = template["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0]
+    granted: dict[str, list[Any]] = {}
+    for resource in template["Resources"].values():
+        if (
+            resource["Type"] != "AWS::IAM::Policy"
+            or {"Ref": role} not in resource["Properties"]["Roles"]
+        ):
+            continue
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+            assert statement["Effect"] == "Allow"
+            for action in as_list(statement["Action"]):
+                granted.setdefault(action, []).extend(as_list(statement["Resource"]))
+    return granted
+
+
+class TestEvents:
+    """The bus, the rules, the queues and the event handlers (docs/EVENTS.md, cdk/README.md).
+
+    The handler functions come from app.py: these tests need its on_table_change, the three
+    workers, the WebSocket handlers and the two schedules."""
+
+    def function(self, assembly: Assembly, name: str) -> dict[str, Any]:
+        properties: dict[str, Any] = assembly.template("api")["Resources"][name]["Properties"]
+        return properties
+
+    def queues(self, assembly: Assembly) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Each queue by name: its logical id and properties."""
+        return {
+            queue["Properties"]["QueueName"]: (name, queue["Properties"])
+            for name, queue in assembly.resources("api", "AWS::SQS::Queue").items()
+        }
+
+    def test_the_bus_and_one_rule_per_route_to_its_workers_queue(self, plain: Assembly) -> None:
+        [(bus, properties)] = plain.resources("api", "AWS::Events::EventBus").items()
+        assert properties["Properties"]["Name"] == "gatehouse-production-events"
+        rules = {
+            rule["Properties"]["Name"]: rule["Properties"]
+            for rule in plain.resources("api", "AWS::Events::Rule").values()
+            if "EventBusName" in rule["Properties"]  # the schedules are SAM's, on the default bus
+        }
+        queues = self.queues(plain)
+        assert set(rules) == {f"gatehouse-production-{route.worker}" for route in ROUTES}
+        for route in ROUTES:
+            rule = rules[f"gatehouse-production-{route.worker}"]
+            assert rule["EventBusName"] == {"Ref": bus}
+            assert rule["EventPattern"] == route.pattern()
+            [target] = rule["Targets"]
+            queue, _ = queues[f"gatehouse-production-{route.worker}"]
+            dead_letters, _ = queues[f"gatehouse-production-{route.worker}-dlq"]
+            assert target["Arn"] == {"Fn::GetAtt": [queue, "Arn"]}
+            assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [dead_letters, "Arn"]}}
+        assert rules["gatehouse-production-purge"]["EventPattern"]["detail-type"] == [
+            "account.deleted"
+        ]
+
+    def test_queues_redrive_after_3_receives_and_outwait_their_worker(
+        self, plain: Assembly
+    ) -> None:
+        queues = self.queues(plain)
+        for worker, handler in runtime.WORKER_HANDLERS.items():
+            _, queue = queues[f"gatehouse-production-{worker}"]
+            dead_letters, _ = queues[f"gatehouse-production-{worker}-dlq"]
+            assert queue["RedrivePolicy"] == {
+                "deadLetterTargetArn": {"Fn::GetAtt": [dead_letters, "Arn"]},
+                "maxReceiveCount": 3,
+            }
+            timeout = self.function(plain, handler.function)["Timeout"]
+            assert timeout == handler.timeout
+            assert queue["VisibilityTimeout"] >= 6 * timeout
+
+    def test_every_queue_is_encrypted_and_tls_only(self, plain: Assembly) -> None:
+        queues = self.queues(plain)
+        assert len(queues) == 2 * len(ROUTES) + 1  # each route's pair, the stream's DLQ
+        policies = plain.resources("api", "AWS::SQS::QueuePolicy").values()
+        for name, (logical_id, queue) in queues.items():
+            assert queue["SqsManagedSseEnabled"] is True, name
+            assert any(
+                {"Ref": logical_id} in policy["Properties"]["Queues"]
+                and statement["Effect"] == "Deny"
+                and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+                for policy in policies
+                for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+            ), f"{name} accepts plain HTTP"
+
+    def test_the_stream_source_is_the_tables_stream_bounded_with_a_dead_letter_queue(
+        self, plain: Assembly
+    ) -> None:
+        handler = runtime.STREAM_HANDLER
+        source = self.function(plain, handler.function)["Events"][handler.event]
+        assert source["Type"] == "DynamoDB"
+        properties = source["Properties"]
+        stream = json.dumps(properties["Stream"])
+        assert "gatehouse-production-data:" in stream
+        assert "StreamArn" in stream
+        assert properties["MaximumRetryAttempts"] == runtime.STREAM_MAX_RETRY_ATTEMPTS <= 10
+        assert properties["BisectBatchOnFunctionError"] is True
+        assert 0 < properties["MaximumRecordAgeInSeconds"] < 86400  # inside the stream's day
+        assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        dead_letters, _ = self.queues(plain)["gatehouse-production-stream-dlq"]
+        assert properties["DestinationConfig"] == {
+            "OnFailure": {"Type": "SQS", "Destination": {"Fn::GetAtt": [dead_letters, "Arn"]}}
+        }
+
+    def test_workers_read_their_own_queue_and_report_partial_batch_failures(
+        self, plain: Assembly
+    ) -> None:
+        queues = self.queues(plain)
+        for worker, handler in runtime.WORKER_HANDLERS.items():
+            source = self.function(plain, handler.function)["Events"][handler.event]
+            assert source["Type"] == "SQS"
+            queue, _ = queues[f"gatehouse-production-{worker}"]
+            assert source["Properties"]["Queue"] == {"Fn::GetAtt": [queue, "Arn"]}
+            assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+    def test_the_sam_transform_makes_the_schedules_and_sources_as_overridden(
+        self, plain: Assembly
+    ) -> None:
+        result = subprocess.run(
+            [
+                str(SAM_PYTHON),
+                "-c",
+                SAM_TRANSLATE,
+                str(plain.path / "gatehouse-production-api.template.json"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+            env={**os.environ, "AWS_DEFAULT_REGION": "eu-west-2"},
+        )
+        made = json.loads(result.stdout)
+        schedules = {
+            r["Properties"]["ScheduleExpression"]
+            for r in made.values()
+            if r["Type"] == "AWS::Events::Rule" and "ScheduleExpression" in r["Properties"]
+        }
+        assert schedules == {"cron(0 3 * * ? *)", "rate(1 hour)"}
+        mappings = {
+            r["Properties"]["FunctionName"]["Ref"]: r["Properties"]
+            for r in made.values()
+            if r["Type"] == "AWS::Lambda::EventSourceMapping"
+        }
+        assert set(mappings) == {
+            runtime.STREAM_HANDLER.function,
+            *(h.function for h in runtime.WORKER_HANDLERS.values()),
+        }
+        for mapping in mappings.values():
+            assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        stream = mappings[runtime.STREAM_HANDLER.function]
+        assert stream["BisectBatchOnFunctionError"] is True
+        assert "Destination" in stream["DestinationConfig"]["OnFailure"]
+
+    def test_the_jobs_are_scheduled(self, plain: Assembly) -> None:
+        """SAM turns each Schedule event into an EventBridge rule on the default bus."""
+        expected = {
+            runtime.BACKUP_HANDLER: "cron(0 3 * * ? *)",
+            runtime.SWEEP_HANDLER: "rate(1 hour)",
+        }
+        for handler, schedule in expected.items():
+            event = self.function(plain, handler.function)["Events"][handler.event]
+            assert event == {"Type": "Schedule", "Properties": {"Schedule": schedule}}
+
+    def test_each_handler_runs_with_its_own_role_log_group_and_settings(
+        self, plain: Assembly, domain: Assembly
+    ) -> None:
+        groups = plain.resources("api", "AWS::Logs::LogGroup")
+        roles = set()
+        for handler in runtime.EVENT_HANDLERS:
+            function = self.function(plain, handler.function)
+            roles.add(function["Role"]["Fn::GetAtt"][0])
+            assert function["LoggingConfig"]["LogGroup"]["Ref"] in groups
+            assert function["Timeout"] == handler.timeout
+            environment = function["Environment"]["Variables"]
+            assert environment["EVENT_BUS_NAME"] == "gatehouse-production-events"
+            assert {environment[f"{w.upper()}_QUEUE"] for w in runtime.WORKER_HANDLERS} == {
+                f"gatehouse-production-{w}" for w in runtime.WORKER_HANDLERS
+            }
+            assert "StreamArn" in json.dumps(environment["TABLE_STREAM_ARN"])
+            assert "BackupsBucketName" in json.dumps(environment["BACKUPS_BUCKET"])
+            endpoint = json.dumps(environment["WEBSOCKET_ENDPOINT"])
+            assert endpoint.startswith('{"Fn::Join": ["", ["https://", {"Ref": "WebsocketAPI"}')
+            assert endpoint.endswith('"/ws"]]}')
+            # Without a domain or siteUrl the site's origin is unknown: tickets answer 503.
+            assert "WEBSOCKET_URL" not in environment
+        assert len(roles) == len(runtime.EVENT_HANDLERS)
+        api = self.function(domain, "APIHandler")["Environment"]["Variables"]
+        assert api["WEBSOCKET_URL"] == "wss://example.com/ws"
+
+    def test_the_websocket_api_is_chalices_on_a_throttled_ws_stage(self, plain: Assembly) -> None:
+        websocket = plain.one("api", "AWS::ApiGatewayV2::Api")
+        assert websocket["ProtocolType"] == "WEBSOCKET"
+        assert websocket["Name"] == "gatehouse-production-websocket"
+        routes = {
+            r["Properties"]["RouteKey"]
+            for r in plain.resources("api", "AWS::ApiGatewayV2::Route").values()
+        }
+        assert routes == {"$connect", "$disconnect", "$default"}
+        stage = plain.one("api", "AWS::ApiGatewayV2::Stage")
+        assert stage["StageName"] == runtime.WEBSOCKET_STAGE == "ws"
+        assert stage["DefaultRouteSettings"] == {
+            "ThrottlingRateLimit": 50,
+            "ThrottlingBurstLimit": 100,
+        }
+
+    def test_grants_name_their_resources_and_go_to_one_handler_each(self, plain: Assembly) -> None:
+        template = plain.template("api")
+        grants = {
+            handler.function: role_grants(template, handler.function)
+            for handler in runtime.EVENT_HANDLERS
+        }
+
+        def holders(action: str) -> set[str]:
+            return {name for name, granted in grants.items() if action in granted}
+
+        stream = runtime.STREAM_HANDLER.function
+        assert holders("events:PutEvents") == {stream}
+        [bus] = plain.resources("api", "AWS::Events::EventBus")
+        assert grants[stream]["events:PutEvents"] == [{"Fn::GetAtt": [bus, "Arn"]}]
+        assert "StreamArn" in json.dumps(grants[stream]["dynamodb:GetRecords"])
+        # No table: the stream handler reads the stream's images only.
+        assert set(grants[stream]) == {
+            *runtime.STREAM_READ_ACTIONS,
+            "events:PutEvents",
+            "sqs:SendMessage",
+            *runtime.LOG_ACTIONS,
+        }
+        queues = self.queues(plain)
+        assert holders("sqs:ReceiveMessage") == {
+            handler.function for handler in runtime.WORKER_HANDLERS.values()
+        }
+        for worker, handler in runtime.WORKER_HANDLERS.items():
+            queue, _ = queues[f"gatehouse-production-{worker}"]
+            assert grants[handler.function]["sqs:ReceiveMessage"] == [
+                {"Fn::GetAtt": [queue, "Arn"]}
+            ]
+        dead_letters, _ = queues["gatehouse-production-stream-dlq"]
+        assert holders("sqs:SendMessage") == {stream}
+        assert grants[stream]["sqs:SendMessage"] == [{"Fn::GetAtt": [dead_letters, "Arn"]}]
+        notify = runtime.WORKER_HANDLERS["notify"].function
+        assert holders("execute-api:ManageConnections") == {notify, "WebsocketMessage"}
+        connections = [json.dumps(r) for r in grants[notify]["execute-api:ManageConnections"]]
+        assert all('{"Ref": "WebsocketAPI"}, "/ws/' in r for r in connections)
+        assert sorted(r.rsplit("/ws/", 1)[1] for r in connections) == [
+            'DELETE/@connections/*"]]}',
+            'POST/@connections/*"]]}',
+        ]
+        backup = runtime.BACKUP_HANDLER.function
+        assert holders("dynamodb:ExportTableToPointInTime") == {backup}
+        assert json.dumps(grants[backup]["dynamodb:ExportTableToPointInTime"]).endswith(
+            ':table/gatehouse-production"]]}]'
+        )
+        assert holders("s3:PutObject") == {backup}
+        [objects] = grants[backup]["s3:PutObject"]
+        assert json.dumps(objects).endswith('"/backups/database/*"]]}')
+        assert "BackupsBucketArn" in json.dumps(objects)
+        cleaners = {runtime.WORKER_HANDLERS["purge"].function, runtime.SWEEP_HANDLER.function}
+        assert holders("s3:DeleteObject") == cleaners
+        for name in cleaners:
+            [objects] = grants[name]["s3:DeleteObject"]
+            assert json.dumps(objects).endswith(f'/{UPLOAD_PREFIX}*"]]}}')
+        for name, granted in grants.items():
+            assert not any("*" in action for action in granted), name
+            assert not any(resource == "*" for r in granted.values() for resource in r), name
+            assert "secretsmanager:GetSecretValue" not in granted, name
+
+    def test_chalice_deploy_policies_grant_what_the_cdk_roles_grant(self, plain: Assembly) -> None:
+        template = plain.template("api")
+        for handler in runtime.EVENT_HANDLERS:
+            document = json.loads((ROOT / ".chalice" / handler_policy(handler)).read_text())
+            actions = {action for s in document["Statement"] for action in as_list(s["Action"])}
+            granted = set(role_grants(template, handler.function))
+            assert actions - {"logs:CreateLogGroup"} == granted, handler.name
+
+    def test_alarms_on_dead_letters_queue_age_and_failed_jobs(self, plain: Assembly) -> None:
+        alarms = [
+            r["Properties"]
+            for r in plain.resources("monitoring", "AWS::CloudWatch::Alarm").values()
+        ]
+
+        def queue_alarms(metric: str) -> dict[str, dict[str, Any]]:
+            return {
+                alarm["Dimensions"][0]["Value"]: alarm
+                for alarm in alarms
+                if alarm.get("MetricName") == metric
+            }
+
+        dead = queue_alarms("ApproximateNumberOfMessagesVisible")
+        assert set(dead) == {
+            *(f"gatehouse-production-{route.worker}-dlq" for route in ROUTES),
+            "gatehouse-production-stream-dlq",
+        }
+        assert {(a["Threshold"], a["ComparisonOperator"]) for a in dead.values()} == {
+            (0, "GreaterThanThreshold")
+        }
+        age = queue_alarms("ApproximateAgeOfOldestMessage")
+        assert set(age) == {f"gatehouse-production-{route.worker}" for route in ROUTES}
+        jobs = [a for a in alarms if a.get("MetricName") == "Errors"]
+        names = sorted(a["Dimensions"][0]["Value"]["Fn::ImportValue"] for a in jobs)
+        assert len(names) == 2
+        for name, handler in zip(names, runtime.JOB_HANDLERS, strict=True):
+            assert name.startswith(f"gatehouse-production-api:ExportsOutputRef{handler.function}")
+        assert {a["Threshold"] for a in jobs} == {0}
+        [topic] = plain.resources("monitoring", "AWS::SNS::Topic")
+        for alarm in [*dead.values(), *age.values(), *jobs]:
+            assert alarm["AlarmActions"] == [{"Ref": topic}]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,21 @@ import app as app_module
 from chalicelib.settings import Settings
 from chalicelib.web.errors import HttpError
 from tests.conftest import ROOT
-from tools.chalice_prod import API_POLICY, ROTATION_POLICY, main, prod_stage, render
+from tools.chalice_prod import (
+    API_POLICY,
+    ROTATION_POLICY,
+    handler_policy,
+    main,
+    prod_stage,
+    render,
+)
+
+sys.path.insert(0, str(ROOT / "cdk"))  # done by tools.chalice_prod too; said here for readers
+from gatehouse_infra import runtime
 
 CHALICE = ROOT / ".chalice"
-FILES = ("config.json", API_POLICY, ROTATION_POLICY)
+FILES = tuple(render((CHALICE / "config.json").read_text()))
+POLICIES = tuple(name for name in FILES if name != "config.json")
 
 
 def committed_stage() -> dict[str, Any]:
@@ -117,8 +129,95 @@ def test_a_bucket_the_policy_does_not_cover_is_refused(tmp_path: Path) -> None:
 
 
 def test_every_grant_names_its_resources() -> None:
-    for name in (API_POLICY, ROTATION_POLICY):
+    assert {API_POLICY, ROTATION_POLICY} < set(POLICIES)
+    for name in POLICIES:
         for statement in json.loads((CHALICE / name).read_text())["Statement"]:
             resources = statement["Resource"]
             assert "*" not in (resources if isinstance(resources, list) else [resources])
             assert all("*" not in action for action in statement["Action"]), name
+
+
+def test_each_event_handler_has_its_own_policy_and_timeout() -> None:
+    functions = committed_stage()["lambda_functions"]
+    for handler in runtime.EVENT_HANDLERS:
+        assert functions[handler.name] == {
+            "iam_policy_file": handler_policy(handler),
+            "lambda_timeout": handler.timeout,
+        }
+        assert (CHALICE / handler_policy(handler)).exists()
+    stream = json.loads((CHALICE / handler_policy(runtime.STREAM_HANDLER)).read_text())
+    sids = {statement["Sid"]: statement for statement in stream["Statement"]}
+    assert (
+        sids["PutEvents"]["Resource"] == "arn:aws:events:*:*:event-bus/gatehouse-production-events"
+    )
+    assert sids["ReadStream"]["Resource"] == (
+        "arn:aws:dynamodb:*:*:table/gatehouse-production/stream/*"
+    )
+    assert "Table" not in sids
+
+
+def test_the_committed_stage_names_the_bus_and_queues_but_no_deploy_time_values() -> None:
+    """The stream's ARN, the backups bucket and the WebSocket URL exist only once deployed;
+    without the stream's ARN app.py packages a placeholder (cdk/README.md, "The API alone")."""
+    environment = committed_stage()["environment_variables"]
+    assert environment["EVENT_BUS_NAME"] == "gatehouse-production-events"
+    assert environment["NOTIFY_QUEUE"] == "gatehouse-production-notify"
+    assert environment["MAIL_QUEUE"] == "gatehouse-production-mail"
+    assert environment["PURGE_QUEUE"] == "gatehouse-production-purge"
+    for name in ("TABLE_STREAM_ARN", "BACKUPS_BUCKET", "WEBSOCKET_URL", "WEBSOCKET_ENDPOINT"):
+        assert name not in environment
+    Settings.from_env(environment)  # valid as it is
+
+
+def test_a_deployments_stream_bucket_and_websocket_fill_in_the_stage(tmp_path: Path) -> None:
+    chalice_dir = copy_of_chalice_dir(tmp_path)
+    stream = (
+        "arn:aws:dynamodb:eu-west-2:123456789012:table/gatehouse-production/stream/"
+        "2026-12-01T00:00:00.000"
+    )
+    websocket = "wss://abc123.execute-api.eu-west-2.amazonaws.com/api"
+    arguments = [
+        "--table-stream-arn",
+        stream,
+        "--backups-bucket",
+        "gatehouse-production-data-backupse2ba9ba2-1x2y3z",
+        "--websocket-url",
+        websocket,
+    ]
+    assert main(arguments, chalice_dir=chalice_dir) == 0
+    config = json.loads((chalice_dir / "config.json").read_text())
+    environment = config["stages"]["prod"]["environment_variables"]
+    assert environment["TABLE_STREAM_ARN"] == stream
+    assert environment["WEBSOCKET_URL"] == websocket
+    assert environment["WEBSOCKET_ENDPOINT"] == (
+        "https://abc123.execute-api.eu-west-2.amazonaws.com/api"
+    )
+    settings = Settings.from_env(environment)
+    assert settings.backups_bucket == "gatehouse-production-data-backupse2ba9ba2-1x2y3z"
+    policy = json.loads((chalice_dir / handler_policy(runtime.STREAM_HANDLER)).read_text())
+    [read] = [s for s in policy["Statement"] if s["Sid"] == "ReadStream"]
+    assert read["Resource"] == stream
+    backup = json.loads((chalice_dir / handler_policy(runtime.BACKUP_HANDLER)).read_text())
+    [write] = [s for s in backup["Statement"] if s["Sid"] == "WriteExport"]
+    assert fnmatch.fnmatchcase(
+        "arn:aws:s3:::gatehouse-production-data-backupse2ba9ba2-1x2y3z/backups/database/x",
+        write["Resource"],
+    )
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--table-stream-arn", "arn:aws:dynamodb:eu-west-2:123456789012:table/other/stream/x"],
+        ["--backups-bucket", "someone-elses-bucket"],
+        ["--websocket-url", "https://abc123.execute-api.eu-west-2.amazonaws.com/api"],
+        ["--websocket-url", "wss://abc123.execute-api.eu-west-2.amazonaws.com/ws"],
+    ],
+)
+def test_deploy_time_values_the_policies_do_not_cover_are_refused(
+    tmp_path: Path, arguments: list[str]
+) -> None:
+    chalice_dir = copy_of_chalice_dir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(arguments, chalice_dir=chalice_dir)
+    assert (chalice_dir / "config.json").read_text() == (CHALICE / "config.json").read_text()

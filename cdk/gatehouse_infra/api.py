@@ -24,6 +24,7 @@ from constructs import Construct
 
 from chalicelib.objectkeys import UPLOAD_PREFIX
 from gatehouse_infra import runtime
+from gatehouse_infra.events import Events
 from gatehouse_infra.gateway import REST_API, configure_rest_api, custom_domain, usage_plans
 from gatehouse_infra.nag import acknowledge, finding
 from gatehouse_infra.runtime import (
@@ -35,6 +36,10 @@ from gatehouse_infra.runtime import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+# What chalice package names the WebSocket API and its stage.
+WEBSOCKET_API = "WebsocketAPI"
+WEBSOCKET_STAGE_RESOURCE = "WebsocketAPIStage"
+REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
 SIGNING_KEY_ROTATION = cdk.Duration.days(30)
 # runtime.LOG_RETENTION_DAYS as CDK's enum (jsii enums are not built from their number).
 RETENTION = {
@@ -71,6 +76,9 @@ class Api(Construct):
         mail_configuration_set: str,
         mail_arns: tuple[str, ...],
         site_url: str,
+        events: Events,
+        backups: s3.IBucket,
+        websocket_url: str,
     ) -> None:
         super().__init__(scope, id)
         self._environment = environment
@@ -137,6 +145,12 @@ class Api(Construct):
             ),
             "SITE_ORIGIN_HEADER": runtime.SITE_ORIGIN_HEADER,
             "EDGE_SECRET": self.edge_key_reference,
+            **runtime.event_variables(
+                environment,
+                stream_arn=_stream_arn(table),
+                websocket_url=websocket_url,
+                backups_bucket=backups.bucket_name,
+            ),
         }
         self.chalice = _package(stack, environment_variables, tags, api_role)
         # Roles with their policies, and the edge key its reference reads, before any function.
@@ -166,6 +180,15 @@ class Api(Construct):
             name: self.chalice.get_resource(name).ref
             for name in (API_FUNCTION, AUTHORIZER_FUNCTION, ROTATION_FUNCTION)
         }
+        self._event_functions(
+            table=table,
+            events=events,
+            uploads=uploads,
+            backups=backups,
+            mail_arns=mail_arns,
+            throttle_rate_limit=throttle_rate_limit,
+            throttle_burst_limit=throttle_burst_limit,
+        )
         rotation = self.signing_key.add_rotation_schedule(
             "Rotation",
             rotation_lambda=self.chalice.get_function(ROTATION_FUNCTION),
@@ -203,6 +226,166 @@ class Api(Construct):
                 machine_monthly_quota=machine_monthly_quota,
             )
         self._acknowledge(uploads)
+
+    def _event_functions(
+        self,
+        *,
+        table: dynamodb.ITable,
+        events: Events,
+        uploads: s3.IBucket,
+        backups: s3.IBucket,
+        mail_arns: tuple[str, ...],
+        throttle_rate_limit: int,
+        throttle_burst_limit: int,
+    ) -> None:
+        """The event handlers: each function's role, log group and timeout; the real ARNs and
+        the failure handling chalice package leaves out of their event sources; the WebSocket
+        API on stage ``ws``, throttled, and its @connections endpoint for every function."""
+        stack = cdk.Stack.of(self)
+        self._require_handlers()
+        websocket_api = self.chalice.get_resource(WEBSOCKET_API)
+        websocket_api.add_property_override("Name", f"{self._prefix}-websocket")
+        stage = self.chalice.get_resource(WEBSOCKET_STAGE_RESOURCE)
+        stage.add_property_override("StageName", runtime.WEBSOCKET_STAGE)
+        stage.add_property_override(
+            "DefaultRouteSettings",
+            {
+                "ThrottlingRateLimit": throttle_rate_limit,
+                "ThrottlingBurstLimit": throttle_burst_limit,
+            },
+        )
+        self.websocket_api_id = websocket_api.ref
+        self.websocket_domain = f"{websocket_api.ref}.execute-api.{stack.region}.{stack.url_suffix}"
+        endpoint = f"https://{self.websocket_domain}/{runtime.WEBSOCKET_STAGE}"
+        self.chalice.sam_template.get_output(
+            "WebsocketConnectEndpointURL"
+        ).value = f"wss://{self.websocket_domain}/{runtime.WEBSOCKET_STAGE}"
+        grants = runtime.event_grants(
+            # From its name, a literal (no export), like the cdk-nag findings naming it.
+            table_arn=stack.format_arn(
+                service="dynamodb", resource="table", resource_name=self._prefix
+            ),
+            stream_arn=_stream_arn(table),
+            bus_arn=events.bus.event_bus_arn,
+            stream_failures_arn=events.stream_failures.queue_arn,
+            queue_arns={worker: queue.queue_arn for worker, queue in events.queues.items()},
+            connections_arn=stack.format_arn(
+                service="execute-api",
+                resource=websocket_api.ref,
+                resource_name=runtime.WEBSOCKET_STAGE,
+            ),
+            uploads_bucket_arn=uploads.bucket_arn,
+            backups_bucket_arn=backups.bucket_arn,
+            mail_arns=mail_arns,
+        )
+        for handler in runtime.EVENT_HANDLERS:
+            name = handler.function
+            group = logs.LogGroup(
+                self,
+                f"{name}Logs",
+                log_group_name=runtime.log_group_name(self._environment, name),
+                retention=RETENTION[runtime.LOG_RETENTION_DAYS],
+                removal_policy=cdk.RemovalPolicy.DESTROY,
+            )
+            role = self._function_role(
+                f"{name}Role", f"Gatehouse {handler.name}", [name], grants[name]
+            )
+            function = self.chalice.get_resource(name)
+            function.add_property_override("Role", role.role_arn)
+            function.add_property_override("Timeout", handler.timeout)
+            function.add_property_override(
+                "LoggingConfig", {"LogGroup": group.log_group_name, "LogFormat": "Text"}
+            )
+            # Its role's policy first: Lambda checks it when it creates the event source.
+            function.node.add_dependency(role)
+            self._acknowledge_event_role(role, name, grants[name])
+        for function in (*self.function_names, *(h.function for h in runtime.EVENT_HANDLERS)):
+            self.chalice.get_resource(function).add_property_override(
+                "Environment.Variables.WEBSOCKET_ENDPOINT", endpoint
+            )
+        stream = runtime.STREAM_HANDLER
+        self.chalice.get_resource(stream.function).add_property_override(
+            f"Events.{stream.event}.Properties",
+            {
+                "Stream": _stream_arn(table),
+                "MaximumRetryAttempts": runtime.STREAM_MAX_RETRY_ATTEMPTS,
+                "BisectBatchOnFunctionError": True,
+                "MaximumRecordAgeInSeconds": runtime.STREAM_MAX_RECORD_AGE_SECONDS,
+                "DestinationConfig": {
+                    "OnFailure": {"Type": "SQS", "Destination": events.stream_failures.queue_arn}
+                },
+                "FunctionResponseTypes": [REPORT_BATCH_ITEM_FAILURES],
+            },
+        )
+        for worker, handler in runtime.WORKER_HANDLERS.items():
+            self.chalice.get_resource(handler.function).add_property_override(
+                f"Events.{handler.event}.Properties",
+                {
+                    "Queue": events.queues[worker].queue_arn,
+                    "FunctionResponseTypes": [REPORT_BATCH_ITEM_FAILURES],
+                },
+            )
+        self._acknowledge_websocket()
+        self.job_function_names = {
+            handler.function: self.chalice.get_resource(handler.function).ref
+            for handler in runtime.JOB_HANDLERS
+        }
+
+    def _require_handlers(self) -> None:
+        """Fails synthesis naming every event handler app.py lacks (cdk/README.md, Events)."""
+        missing = []
+        for handler in runtime.EVENT_HANDLERS:
+            try:
+                self.chalice.get_resource(handler.function)
+            except RuntimeError:
+                missing.append(f"{handler.name} ({handler.function})")
+        if missing:
+            raise ValueError(
+                "app.py must define these event handlers, packaged under these names: "
+                + ", ".join(missing)
+            )
+
+    def _acknowledge_websocket(self) -> None:
+        for route in ("Connect", "Disconnect", "Message"):
+            acknowledge(
+                self.chalice.get_resource(f"Websocket{route}Route"),
+                {
+                    "APIG4": "$connect is authorized by the one-time ticket its handler consumes "
+                    "(POST /auth/ws-ticket needs a bearer token) and refuses without one; "
+                    "$disconnect and $default only reach connections $connect accepted.",
+                },
+            )
+        acknowledge(
+            self.chalice.get_resource(WEBSOCKET_STAGE_RESOURCE),
+            {
+                "APIG1": "The connect handler logs each connection; API Gateway access logs "
+                "would need the account-wide API Gateway CloudWatch role, which this app does "
+                "not own.",
+            },
+        )
+
+    def _acknowledge_event_role(self, role: iam.Role, function: str, grants: list[Grant]) -> None:
+        """The wildcards: Lambda's log streams, objects under a prefix, exports, connections."""
+        reasons = {
+            f"IAM5[Resource::{finding(self, self._log_group_arn(function))}:*]": "Lambda names "
+            "its log streams at run time; the group is the function's own."
+        }
+        why = {
+            "UploadCleanup": "Users' objects live under uploads/users/{name}/, created at run "
+            "time; nothing else in the bucket is granted.",
+            "WriteExport": "DynamoDB names each export's objects at run time, under "
+            "backups/database/ only.",
+            "DescribeExport": "Each export of this table gets an id at run time.",
+            "ManageConnections": "API Gateway names each connection at run time; only this "
+            "API's stage is granted.",
+            "PostToConnections": "API Gateway names each connection at run time; only this "
+            "API's stage is granted.",
+        }
+        for grant in grants:
+            for resource in grant.resources:
+                if grant.sid in why and "*" in resource:
+                    reasons[f"IAM5[Resource::{finding(self, resource)}]"] = why[grant.sid]
+        acknowledge(role, reasons)
 
     def _function_role(
         self, id: str, description: str, functions: list[str], grants: list[Grant]
@@ -285,6 +468,12 @@ class Api(Construct):
             },
         )
         acknowledge(self.node.find_child("RotationRole"), log_streams((ROTATION_FUNCTION,)))
+
+
+def _stream_arn(table: dynamodb.ITable) -> str:
+    if table.table_stream_arn is None:
+        raise ValueError("the table needs its stream for the event handlers")
+    return table.table_stream_arn
 
 
 def _package(

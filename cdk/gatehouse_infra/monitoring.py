@@ -28,6 +28,18 @@ LAMBDA_ERROR_RATE_PERCENT = 1
 API_5XX_PER_FIVE_MINUTES = 10
 CLOUDFRONT_5XX_RATE_PERCENT = 1
 CLOUDFRONT_REGION = "us-east-1"
+# A message older than this in a work queue: the worker is failing, throttled or not polling.
+OLDEST_MESSAGE_SECONDS = 300
+
+
+def queue_metric(queue_name: str, metric_name: str) -> cloudwatch.Metric:
+    return cloudwatch.Metric(
+        namespace="AWS/SQS",
+        metric_name=metric_name,
+        dimensions_map={"QueueName": queue_name},
+        statistic="Maximum",
+        period=FIVE_MINUTES,
+    )
 
 
 def alarm_topic(scope: Construct, prefix: str, alarm_email: str | None) -> sns.Topic:
@@ -88,6 +100,9 @@ class Monitoring(Construct):
         alarm_email: str | None,
         monthly_budget_usd: int,
         function_names: Mapping[str, str],
+        job_function_names: Mapping[str, str],
+        queue_names: Mapping[str, str],
+        dead_letter_names: list[str],
         api_name: str,
         table: dynamodb.ITable,
         distribution: cloudfront.IDistribution,
@@ -164,6 +179,7 @@ class Monitoring(Construct):
             period=FIVE_MINUTES,
         )
         alarms.append(above(throttles, self, "TableThrottles", "DynamoDB throttled a request", 0))
+        alarms.extend(self._events(prefix, job_function_names, queue_names, dead_letter_names))
         for alarm in alarms:
             alarm.add_alarm_action(action)
         cloudwatch.Dashboard(
@@ -184,6 +200,52 @@ class Monitoring(Construct):
             ],
         )
         self._budget(topic, prefix, monthly_budget_usd, tags)
+
+    def _events(
+        self,
+        prefix: str,
+        job_function_names: Mapping[str, str],
+        queue_names: Mapping[str, str],
+        dead_letter_names: list[str],
+    ) -> list[cloudwatch.Alarm]:
+        """Any dead letter; a work queue whose oldest message waits 5 minutes; a failed job."""
+        alarms = [
+            above(
+                queue_metric(name, "ApproximateNumberOfMessagesVisible"),
+                self,
+                f"DeadLetters{_title(name, prefix)}",
+                f"{name} holds a message that was not processed",
+                0,
+            )
+            for name in dead_letter_names
+        ]
+        alarms.extend(
+            above(
+                queue_metric(name, "ApproximateAgeOfOldestMessage"),
+                self,
+                f"OldestMessage{_title(name, prefix)}",
+                f"{name}: a message has waited more than {OLDEST_MESSAGE_SECONDS} s",
+                OLDEST_MESSAGE_SECONDS,
+            )
+            for name in queue_names.values()
+        )
+        alarms.extend(
+            above(
+                cloudwatch.Metric(
+                    namespace="AWS/Lambda",
+                    metric_name="Errors",
+                    dimensions_map={"FunctionName": function_name},
+                    statistic="Sum",
+                    period=FIVE_MINUTES,
+                ),
+                self,
+                f"{name}Errors",
+                f"{name} failed",
+                0,
+            )
+            for name, function_name in job_function_names.items()
+        )
+        return alarms
 
     def _budget(
         self, topic: sns.Topic, prefix: str, amount_usd: int, tags: Mapping[str, str]
@@ -226,6 +288,12 @@ class Monitoring(Construct):
                 for key, value in tags.items()
             ],
         )
+
+
+def _title(queue_name: str, prefix: str) -> str:
+    """``gatehouse-production-notify-dlq`` -> ``NotifyDlq``: the part after the prefix."""
+    parts = queue_name.removeprefix(f"{prefix}-").split("-")
+    return "".join(part.capitalize() for part in parts)
 
 
 class EdgeMonitoring(Construct):

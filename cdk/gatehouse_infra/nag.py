@@ -26,6 +26,8 @@ def finding(scope: IConstruct, value: str) -> str:
             return part
         if "Ref" in part:
             return f"<{part['Ref']}>"
+        if "Fn::ImportValue" in part:  # another stack's export, by its name
+            return render(part["Fn::ImportValue"])
         if "Fn::GetAtt" in part:
             return f"<{'.'.join(part['Fn::GetAtt'])}>"
         if "Fn::Join" in part:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from chalicelib.eventroutes import ROUTES
 from chalicelib.objectkeys import UPLOAD_PREFIX
 from chalicelib.table import INDEXES
 
@@ -43,6 +44,59 @@ AUTHORIZER_FUNCTION = "Bearer"
 ROTATION_FUNCTION = "RotateSigningKey"
 ROTATION_HANDLER = "rotate_signing_key"
 
+# The event handlers (docs/EVENTS.md), each its own function with its own role.
+# Where the WebSocket API's stage is: CloudFront's /ws behaviour passes the path on unchanged,
+# so wss://<site>/ws reaches stage "ws" (chalice names it after the REST stage; the CDK app
+# renames it).
+WEBSOCKET_STAGE = "ws"
+WEBSOCKET_PATH = f"/{WEBSOCKET_STAGE}"
+# The nightly DynamoDB export lands under this prefix of the backups bucket.
+BACKUP_EXPORT_PREFIX = "backups/database/"
+# Lambda reads a queue while a message is invisible; AWS advises at least six times the timeout.
+VISIBILITY_TIMEOUT_FACTOR = 6
+MAX_RECEIVE_COUNT = 3
+# The stream's event source mapping: bounded retries, then the batch's coordinates go to the
+# stream's dead-letter queue (the stream keeps the records 24 hours for a replay).
+STREAM_MAX_RETRY_ATTEMPTS = 5
+STREAM_MAX_RECORD_AGE_SECONDS = 6 * 3600
+
+
+@dataclass(frozen=True)
+class Handler:
+    """An event handler: its name in app.py (Chalice's ``lambda_functions`` key), its function's
+    logical id in the packaged template, its event source's id there, and its timeout."""
+
+    name: str
+    function: str
+    timeout: int
+    event: str = ""
+
+
+STREAM_HANDLER = Handler("on_table_change", "OnTableChange", 30, "OnTableChangeDynamodbEventSource")
+# One per chalicelib.eventroutes route: the worker that consumes the route's queue.
+WORKER_HANDLERS = {
+    "notify": Handler("notify_worker", "NotifyWorker", 10, "NotifyWorkerSqsEventSource"),
+    "mail": Handler("mail_worker", "MailWorker", 20, "MailWorkerSqsEventSource"),
+    "purge": Handler("purge_worker", "PurgeWorker", 60, "PurgeWorkerSqsEventSource"),
+}
+# Chalice names the WebSocket functions after the route, not after app.py's handlers.
+WEBSOCKET_HANDLERS = (
+    Handler("websocket_connect", "WebsocketConnect", TIMEOUT_SECONDS),
+    Handler("websocket_disconnect", "WebsocketDisconnect", TIMEOUT_SECONDS),
+    Handler("websocket_message", "WebsocketMessage", TIMEOUT_SECONDS),
+)
+BACKUP_HANDLER = Handler("nightly_backup", "NightlyBackup", 60, "NightlyBackupEvent")
+SWEEP_HANDLER = Handler("upload_sweep", "UploadSweep", 120, "UploadSweepEvent")
+JOB_HANDLERS = (BACKUP_HANDLER, SWEEP_HANDLER)
+EVENT_HANDLERS = (
+    STREAM_HANDLER,
+    *WORKER_HANDLERS.values(),
+    *WEBSOCKET_HANDLERS,
+    *JOB_HANDLERS,
+)
+if set(WORKER_HANDLERS) != {route.worker for route in ROUTES}:
+    raise RuntimeError("every route in chalicelib/eventroutes.py needs its worker here")
+
 # Item-level actions only: no table management, no streams.
 TABLE_ACTIONS = (
     "dynamodb:BatchGetItem",
@@ -67,6 +121,28 @@ UPLOAD_LIST_ACTIONS = ("s3:ListBucket",)
 LOG_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
 # SES v2's SendEmail; SES checks it on the sending identity and on the configuration set named.
 MAIL_ACTIONS = ("ses:SendEmail",)
+# What Lambda's event source mapping does on the stream (on the stream's ARN, not "*").
+STREAM_READ_ACTIONS = (
+    "dynamodb:DescribeStream",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+    "dynamodb:ListStreams",
+)
+PUT_EVENTS_ACTIONS = ("events:PutEvents",)
+# The on-failure destination is sent to with the function's own role.
+SEND_MESSAGE_ACTIONS = ("sqs:SendMessage",)
+CONSUME_ACTIONS = (
+    "sqs:ChangeMessageVisibility",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:ReceiveMessage",
+)
+MANAGE_CONNECTIONS_ACTIONS = ("execute-api:ManageConnections",)
+EXPORT_ACTIONS = ("dynamodb:ExportTableToPointInTime",)
+DESCRIBE_EXPORT_ACTIONS = ("dynamodb:DescribeExport",)
+# What DynamoDB's export does in the bucket with the caller's permissions.
+EXPORT_WRITE_ACTIONS = ("s3:AbortMultipartUpload", "s3:PutObject", "s3:PutObjectAcl")
+UPLOAD_CLEANUP_ACTIONS = ("s3:GetObject", "s3:DeleteObject")
 
 
 @dataclass(frozen=True)
@@ -102,6 +178,24 @@ def configuration_set_name(environment: str) -> str:
     return prefix(environment)
 
 
+def event_bus_name(environment: str) -> str:
+    return f"{prefix(environment)}-events"
+
+
+def queue_name(environment: str, worker: str) -> str:
+    """A worker's queue, as app.py names it when Chalice packages the app (NOTIFY_QUEUE...)."""
+    return f"{prefix(environment)}-{worker}"
+
+
+def queue_variable(worker: str) -> str:
+    return f"{worker.upper()}_QUEUE"
+
+
+def backups_bucket_stem(environment: str) -> str:
+    """How CloudFormation's generated name for the data stack's backups bucket begins."""
+    return f"{prefix(environment)}-data-backups"
+
+
 def log_group_name(environment: str, function: str) -> str:
     """The log group the CDK app creates for a function (Chalice alone uses /aws/lambda/...)."""
     return f"/{PROJECT}/{environment}/{function}"
@@ -119,11 +213,7 @@ def api_grants(
     with its configuration set (``mail_arns``). Logging is granted by each deploy path."""
     mail = [Grant("SendMail", MAIL_ACTIONS, mail_arns)] if mail_arns else []
     return [
-        Grant(
-            "Table",
-            TABLE_ACTIONS,
-            (table_arn, *(f"{table_arn}/index/{index.name}" for index in INDEXES)),
-        ),
+        _table_grant(table_arn),
         Grant("SigningKey", SIGNING_KEY_READ_ACTIONS, (signing_key_arn,)),
         Grant("UploadObjects", UPLOAD_OBJECT_ACTIONS, (f"{uploads_bucket_arn}/{UPLOAD_PREFIX}*",)),
         Grant(
@@ -134,6 +224,93 @@ def api_grants(
         ),
         *mail,
     ]
+
+
+def event_grants(
+    *,
+    table_arn: str,
+    stream_arn: str,
+    bus_arn: str,
+    stream_failures_arn: str,
+    queue_arns: Mapping[str, str],
+    connections_arn: str,
+    uploads_bucket_arn: str,
+    backups_bucket_arn: str,
+    mail_arns: tuple[str, ...] = (),
+) -> dict[str, list[Grant]]:
+    """Each event handler's grants, by its function's logical id; only named resources.
+
+    ``queue_arns`` by worker; ``connections_arn`` is the WebSocket API's stage's
+    ``.../{stage}`` execute-api ARN, under which each connection is ``{method}/@connections/{id}``.
+    Logging is granted by each deploy path.
+    """
+    table = _table_grant(table_arn)
+    users_objects = f"{uploads_bucket_arn}/{UPLOAD_PREFIX}*"
+    upload_cleanup = [
+        Grant("UploadCleanup", UPLOAD_CLEANUP_ACTIONS, (users_objects,)),
+        Grant(
+            "UploadListing",
+            UPLOAD_LIST_ACTIONS,
+            (uploads_bucket_arn,),
+            {"StringLike": {"s3:prefix": [f"{UPLOAD_PREFIX}*"]}},
+        ),
+    ]
+    post = Grant(
+        "PostToConnections",
+        MANAGE_CONNECTIONS_ACTIONS,
+        (f"{connections_arn}/POST/@connections/*",),
+    )
+
+    def consume(worker: str) -> Grant:
+        return Grant("ConsumeQueue", CONSUME_ACTIONS, (queue_arns[worker],))
+
+    workers = WORKER_HANDLERS
+    return {
+        STREAM_HANDLER.function: [
+            Grant("ReadStream", STREAM_READ_ACTIONS, (stream_arn,)),
+            Grant("PutEvents", PUT_EVENTS_ACTIONS, (bus_arn,)),
+            Grant("StreamFailures", SEND_MESSAGE_ACTIONS, (stream_failures_arn,)),
+        ],
+        workers["notify"].function: [
+            consume("notify"),
+            table,
+            Grant(
+                "ManageConnections",
+                MANAGE_CONNECTIONS_ACTIONS,
+                (
+                    f"{connections_arn}/POST/@connections/*",
+                    f"{connections_arn}/DELETE/@connections/*",
+                ),
+            ),
+        ],
+        workers["mail"].function: [
+            consume("mail"),
+            table,
+            *([Grant("SendMail", MAIL_ACTIONS, mail_arns)] if mail_arns else []),
+        ],
+        workers["purge"].function: [consume("purge"), table, *upload_cleanup],
+        WEBSOCKET_HANDLERS[0].function: [table],
+        WEBSOCKET_HANDLERS[1].function: [table],
+        WEBSOCKET_HANDLERS[2].function: [table, post],
+        BACKUP_HANDLER.function: [
+            Grant("ExportTable", EXPORT_ACTIONS, (table_arn,)),
+            Grant("DescribeExport", DESCRIBE_EXPORT_ACTIONS, (f"{table_arn}/export/*",)),
+            Grant(
+                "WriteExport",
+                EXPORT_WRITE_ACTIONS,
+                (f"{backups_bucket_arn}/{BACKUP_EXPORT_PREFIX}*",),
+            ),
+        ],
+        SWEEP_HANDLER.function: [table, *upload_cleanup],
+    }
+
+
+def _table_grant(table_arn: str) -> Grant:
+    return Grant(
+        "Table",
+        TABLE_ACTIONS,
+        (table_arn, *(f"{table_arn}/index/{index.name}" for index in INDEXES)),
+    )
 
 
 def rotation_grants(*, signing_key_arn: str) -> list[Grant]:
@@ -172,3 +349,33 @@ def environment_variables(
         "SES_CONFIGURATION_SET": configuration_set if mail_from else "",
         "SITE_URL": site_url,
     }
+
+
+def event_variables(
+    environment: str,
+    *,
+    stream_arn: str = "",
+    websocket_url: str = "",
+    websocket_endpoint: str = "",
+    backups_bucket: str = "",
+) -> dict[str, str]:
+    """The event handlers' settings: the bus, the queues (by name: app.py reads them when
+    Chalice packages it), the stream, the WebSocket API's public URL and @connections endpoint,
+    the backups bucket. A value not known is left out (an empty one would be refused), and
+    that part is off."""
+    known = {
+        "TABLE_STREAM_ARN": stream_arn,
+        "WEBSOCKET_URL": websocket_url,
+        "WEBSOCKET_ENDPOINT": websocket_endpoint,
+        "BACKUPS_BUCKET": backups_bucket,
+    }
+    return {
+        "EVENT_BUS_NAME": event_bus_name(environment),
+        **{queue_variable(worker): queue_name(environment, worker) for worker in WORKER_HANDLERS},
+        **{name: value for name, value in known.items() if value},
+    }
+
+
+def websocket_url(site_origin: str) -> str:
+    """``https://example.com`` -> ``wss://example.com/ws``: the site's origin, CloudFront's /ws."""
+    return "wss://" + site_origin.removeprefix("https://") + WEBSOCKET_PATH

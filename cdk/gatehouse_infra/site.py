@@ -27,13 +27,22 @@ from chalicelib.settings import EDGE_HEADER
 from gatehouse_infra.csp import SPA_FALLBACK, content_security_policy
 from gatehouse_infra.data import private_bucket
 from gatehouse_infra.nag import acknowledge, finding
-from gatehouse_infra.runtime import SITE_ORIGIN_HEADER, STAGE
+from gatehouse_infra.runtime import SITE_ORIGIN_HEADER, STAGE, WEBSOCKET_PATH
 
 # The id aws-cdk-lib gives the one function behind every AwsCustomResource in a stack.
 AWS_CUSTOM_RESOURCE_SINGLETON = "AWS679f53fac002430cb0da5b7982bd2287"
 ALL_VIEWER_EXCEPT_HOST = cloudfront.OriginRequestPolicy.ALL_VIEWER_EXCEPT_HOST_HEADER
 IMMUTABLE = "_app/immutable/*"  # content-hashed file names: cache for a year
 HSTS_SECONDS = 2 * 365 * 86400
+# The WebSocket handshake's headers (CloudFront's guide names these), and the one-time ticket.
+WEBSOCKET_HEADERS = (
+    "Sec-WebSocket-Key",
+    "Sec-WebSocket-Version",
+    "Sec-WebSocket-Protocol",
+    "Sec-WebSocket-Accept",
+    "Sec-WebSocket-Extensions",
+)
+WEBSOCKET_QUERY = ("ticket",)
 
 # Extension-less paths are client-side routes: serve the shell. Assets keep their own paths.
 SPA_ROUTING = f"""
@@ -74,6 +83,7 @@ class Site(Construct):
         access_logs: s3.IBucket,
         uploads: s3.IBucket,
         api_origin: str,
+        websocket_origin: str,
         edge_key_reference: str,
         site_api_key_reference: str | None,
         domain_name: str | None,
@@ -146,6 +156,23 @@ class Site(Construct):
                 **({"x-api-key": site_api_key_reference} if site_api_key_reference else {}),
             },
         )
+        # The WebSocket API's stage is "ws": /ws passes on unchanged, as /api/* does.
+        websocket = origins.HttpOrigin(
+            websocket_origin,
+            protocol_policy=cloudfront.OriginProtocolPolicy.HTTPS_ONLY,
+            origin_ssl_protocols=[cloudfront.OriginSslPolicy.TLS_V1_2],
+            custom_headers={EDGE_HEADER: edge_key_reference},
+        )
+        websocket_requests = cloudfront.OriginRequestPolicy(
+            self,
+            "WebSocketRequests",
+            comment=f"{prefix}: the WebSocket handshake and its ticket, nothing else",
+            header_behavior=cloudfront.OriginRequestHeaderBehavior.allow_list(*WEBSOCKET_HEADERS),
+            query_string_behavior=cloudfront.OriginRequestQueryStringBehavior.allow_list(
+                *WEBSOCKET_QUERY
+            ),
+            cookie_behavior=cloudfront.OriginRequestCookieBehavior.none(),
+        )
         domain_names = [domain_name] if domain_name else None
         self.distribution = cloudfront.Distribution(
             self,
@@ -173,7 +200,14 @@ class Site(Construct):
                     compress=True,
                     response_headers_policy=headers,
                     function_associations=[site_origin],
-                )
+                ),
+                WEBSOCKET_PATH: cloudfront.BehaviorOptions(
+                    origin=websocket,
+                    viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.HTTPS_ONLY,
+                    allowed_methods=cloudfront.AllowedMethods.ALLOW_GET_HEAD,
+                    cache_policy=cloudfront.CachePolicy.CACHING_DISABLED,
+                    origin_request_policy=websocket_requests,
+                ),
             },
             domain_names=domain_names,
             certificate=certificate,

@@ -23,6 +23,7 @@ from gatehouse_infra.api import Api
 from gatehouse_infra.config import DeployConfig
 from gatehouse_infra.data import Data
 from gatehouse_infra.edge import Edge
+from gatehouse_infra.events import Events
 from gatehouse_infra.mail import Mail
 from gatehouse_infra.monitoring import EdgeMonitoring, Monitoring
 from gatehouse_infra.site import Site
@@ -66,13 +67,30 @@ class DataStack(cdk.Stack):
         cdk.CfnOutput(self, "TableName", value=self.data.table.table_name)
         cdk.CfnOutput(self, "UploadsBucketName", value=self.data.uploads.bucket_name)
         cdk.CfnOutput(self, "BackupsBucketName", value=self.data.backups.bucket_name)
+        # Exported by names of our own, so the API stack's grants (and the cdk-nag findings
+        # naming them) read the same on every synthesis.
+        self.backups_arn = self.export_value(
+            self.data.backups.bucket_arn, name=f"{self.stack_name}:BackupsBucketArn"
+        )
+        self.backups_name = self.export_value(
+            self.data.backups.bucket_name, name=f"{self.stack_name}:BackupsBucketName"
+        )
 
 
 class ApiStack(cdk.Stack):
     def __init__(
-        self, scope: Construct, id: str, *, config: DeployConfig, data: Data, **kwargs: Any
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: DeployConfig,
+        data: DataStack,
+        **kwargs: Any,
     ) -> None:
         super().__init__(scope, id, **kwargs)
+        backups = s3.Bucket.from_bucket_attributes(
+            self, "Backups", bucket_arn=data.backups_arn, bucket_name=data.backups_name
+        )
         # By its name rather than the Data stack's export, so its ARN in the grants (and the
         # cdk-nag finding naming it) is a literal.
         uploads = s3.Bucket.from_bucket_name(self, "Uploads", config.uploads_bucket_name)
@@ -90,12 +108,20 @@ class ApiStack(cdk.Stack):
             if config.sender is not None
             else None
         )
+        self.events = Events(
+            self,
+            "Events",
+            environment=config.environment,
+            worker_timeouts={
+                worker: handler.timeout for worker, handler in runtime.WORKER_HANDLERS.items()
+            },
+        )
         self.api = Api(
             self,
             UNIT,
             environment=config.environment,
             tags=config.tags,
-            table=data.table,
+            table=data.data.table,
             uploads=uploads,
             allowed_origins=config.site_origin or "",
             cors_allow_origin=config.api_cors_origin,
@@ -113,8 +139,14 @@ class ApiStack(cdk.Stack):
             ),
             mail_arns=self.mail.send_arns if self.mail else (),
             site_url=config.links_origin or "",
+            events=self.events,
+            backups=backups,
+            # Without a domain or siteUrl the site's origin is unknown here: no live updates.
+            websocket_url=runtime.websocket_url(config.links_origin) if config.links_origin else "",
         )
         cdk.CfnOutput(self, "RestApiId", value=self.api.rest_api_id)
+        cdk.CfnOutput(self, "WebSocketApiId", value=self.api.websocket_api_id)
+        cdk.CfnOutput(self, "EventBusName", value=self.events.bus.event_bus_name)
         cdk.CfnOutput(self, "ApiUrl", value=self.api.url)
         cdk.CfnOutput(self, "SigningKeySecretName", value=self.api.signing_key.secret_name)
         if self.api.domain_url is not None:
@@ -153,6 +185,7 @@ class SiteStack(cdk.Stack):
             access_logs=data.access_logs,
             uploads=data.uploads,
             api_origin=api.execute_api_domain,
+            websocket_origin=api.websocket_domain,
             edge_key_reference=api.edge_key_reference,
             site_api_key_reference=api.site_api_key_reference,
             domain_name=config.domain_name,
@@ -174,6 +207,7 @@ class MonitoringStack(cdk.Stack):
         config: DeployConfig,
         data: Data,
         api: Api,
+        events: Events,
         site: Site,
         **kwargs: Any,
     ) -> None:
@@ -186,6 +220,9 @@ class MonitoringStack(cdk.Stack):
             alarm_email=config.alarm_email,
             monthly_budget_usd=config.monthly_budget_usd,
             function_names=api.function_names,
+            job_function_names=api.job_function_names,
+            queue_names=events.queue_names,
+            dead_letter_names=events.dead_letter_names,
             api_name=api.name,
             table=data.table,
             distribution=site.distribution,
@@ -223,7 +260,7 @@ def build(app: cdk.App, *, base_dir: Path) -> list[cdk.Stack]:
         else None
     )
     data = DataStack(app, stack_id("data"), config=config, env=primary)
-    api = ApiStack(app, stack_id("api"), config=config, data=data.data, env=primary)
+    api = ApiStack(app, stack_id("api"), config=config, data=data, env=primary)
     site = SiteStack(
         app,
         stack_id("site"),
@@ -242,6 +279,7 @@ def build(app: cdk.App, *, base_dir: Path) -> list[cdk.Stack]:
         config=config,
         data=data.data,
         api=api.api,
+        events=api.events,
         site=site.site,
         env=primary,
     )
