@@ -878,7 +878,7 @@ def rotate_signing_key(event: dict[str, Any], context: Any) -> None:
     rotation.run(step=event["Step"], secret_id=event["SecretId"], token=event["ClientRequestToken"])
 
 
-@app.schedule(Cron(0, 3, "*", "?", "*", "*"), name="nightly_backup")
+@app.schedule(Cron(0, 3, "*", "*", "?", "*"), name="nightly_backup")
 def nightly_backup(event: CloudWatchEvent) -> None:
     """Export the table to the backups bucket (03:00 UTC); fails if the last export failed."""
     dependencies.jobs.backup()
