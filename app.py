@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from collections.abc import Callable
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from chalice.app import AuthRequest, AuthResponse, Chalice, Response
+from chalice.app import AuthRequest, AuthResponse, Chalice, Response, SQSEvent
 
 from chalicelib import logs
 from chalicelib import payloads as P
@@ -19,7 +21,7 @@ from chalicelib import responses as R
 from chalicelib.accounts import Accounts, MfaChallenge, SessionNotFound, TokenRevoked
 from chalicelib.administration import Administration
 from chalicelib.clock import Clock, ShiftedClock, utc_now
-from chalicelib.deletion import AccountPurge
+from chalicelib.deletion import AccountPurge, purge_deleted
 from chalicelib.events import Client, Page, SecurityEvents
 from chalicelib.items import STATUSES, Item, ItemNotFound, Items
 from chalicelib.limits import IpRateLimiter, KnownDevices, LoginThrottle, RateHit
@@ -71,6 +73,7 @@ logs.configure("INFO")  # the level is adjusted once settings are read
 AUTHORIZER_TTL_SECONDS = authorizer_ttl_seconds(os.environ)
 API_VERSION = "1.0.0"
 FORGOT_ANSWER = "If the account has a verified email address, a reset link is on its way"
+DELETED_ANSWER = "Account deleted; its data is being removed"
 # The site calls the API on its own origin (/api/*) and needs no CORS. Only the optional API
 # domain (api.<domain>) answers scripts on the site's origin; also baked in at packaging time.
 CORS_ALLOW_ORIGIN = cors_allow_origin(os.environ)
@@ -172,7 +175,6 @@ class Dependencies:
             sessions=sessions,
             throttle=throttle,
             events=self.events,
-            purge=self.purge,
             mfa=self.mfa,
             mailer=self.mailer,
             devices=KnownDevices(
@@ -232,14 +234,18 @@ class Dependencies:
     @cached_property
     def purge(self) -> AccountPurge:
         bucket = self.settings.uploads_bucket
-        return AccountPurge(self.stores.partitions, s3=self.s3 if bucket else None, bucket=bucket)
+        return AccountPurge(
+            self.stores.users,
+            self.stores.partitions,
+            s3=self.s3 if bucket else None,
+            bucket=bucket,
+        )
 
     @cached_property
     def administration(self) -> Administration:
         return Administration(
             self.stores.users,
             accounts=self.accounts,
-            purge=self.purge,
             events=self.events,
             clock=self._clock,
         )
@@ -639,12 +645,12 @@ def admin_items() -> Response:
     return json_response(200, {"items": items, "nextCursor": found.cursor})
 
 
-@route("DELETE /auth/user", R.Message, request=P.PasswordConfirmation, errors=(429,))
+@route("DELETE /auth/user", R.Message, status=202, request=P.PasswordConfirmation, errors=(429,))
 def delete_own_account() -> Response:
-    """Delete the caller's account and everything in it."""
+    """Delete the caller's account: gone at once, its data purged shortly after (idempotent)."""
     body = http.body(P.PasswordConfirmation)
     dependencies.accounts.delete_account(http.caller().owner, body.password, limited())
-    return json_response(200, {"message": "Account deleted"}, http.clear_refresh_cookie())
+    return json_response(202, {"message": DELETED_ANSWER}, http.clear_refresh_cookie())
 
 
 @route("GET /users", R.UserList, admin=True, paged=True)
@@ -702,14 +708,21 @@ def changed_user(username: str, *, role: str | None, disabled: bool | None) -> R
     return json_response(200, R.admin_user(user))
 
 
-@route("DELETE /users/{username}", R.Message, admin=True, errors=(404,))
+@route("DELETE /users/{username}", R.Message, admin=True, status=202)
 def delete_user(username: str) -> Response:
-    """Delete a user and everything they own (idempotent)."""
+    """Delete a user: gone at once, everything they own purged shortly after (idempotent)."""
     dependencies.administration.delete_user(
         username_param(username), admin=http.caller().owner, client=http.client()
     )
-    # Idempotent: deleting an account that is already gone is the same success.
-    return json_response(200, {"message": "User deleted"})
+    # Idempotent: deleting an account that is marked already, or gone, is the same success.
+    return json_response(202, {"message": DELETED_ANSWER})
+
+
+@app.on_sqs_message(queue=EVENT_SOURCES.purge_queue, batch_size=10)
+def purge_worker(event: SQSEvent) -> dict[str, Any]:
+    """Finish the deletion of accounts: one ``account.deleted`` event per message."""
+    # integrator: switch to workers.handle_batch
+    return _each_message(event, lambda envelope: purge_deleted(dependencies.purge, envelope))
 
 
 @route(
@@ -765,6 +778,22 @@ def delete_upload(upload_id: str) -> Response:
     upload_id = path_id(upload_id, RESOURCE_ID, UploadNotFound)
     dependencies.uploads.delete(http.caller().owner, upload_id)
     return json_response(200, {"message": "Upload deleted"})
+
+
+def _each_message(event: SQSEvent, handle: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    """Run ``handle`` on the envelope of each message (the ``detail`` of the EventBridge event
+    in its body); the partial batch response names the messages that failed, which the queue
+    delivers again (and, after three receives, moves to the dead-letter queue)."""
+    failures = []
+    for record in event:
+        message_id = str(record.to_dict()["messageId"])
+        try:
+            handle(json.loads(record.body)["detail"])
+        except Exception:
+            # Each message on its own: one failure does not redo the batch.
+            logger.exception("message failed", extra={"fields": {"messageId": message_id}})
+            failures.append({"itemIdentifier": message_id})
+    return {"batchItemFailures": failures}
 
 
 def openapi_document() -> dict[str, Any]:

@@ -198,11 +198,17 @@ class ConcurrentChange(Conflict):
     message = "A simultaneous change got in the way; please retry"
 
 
+# The profile holds the account's id and is not marked deleted (``users.py``): the condition of
+# every write of a row an account owns, so none lands in an account being purged.
+PROFILE_HOLDS = "userId = :id AND attribute_not_exists(deletedAt)"
+
+
 def put_owned(
     table: Table, row: dict[str, Any], *, owner: Owner, also: Sequence[dict[str, Any]] = ()
 ) -> None:
     """Write a new row under ``owner``, stamped with their id, only while the profile holds that
-    id (atomically): ``OwnerMissing`` if the account is gone or its name now belongs to another,
+    id (atomically): ``OwnerMissing`` if the account is gone (or marked deleted) or its name now
+    belongs to another,
     ``ConcurrentChange`` if the row appeared meanwhile, or a condition of ``also`` (more
     transaction items, written with it) failed."""
     try:
@@ -212,7 +218,7 @@ def put_owned(
                     "ConditionCheck": {
                         "TableName": table.name,
                         "Key": cast("Any", user_key(owner.username)),
-                        "ConditionExpression": "userId = :id",
+                        "ConditionExpression": PROFILE_HOLDS,
                         "ExpressionAttributeValues": {":id": cast("Any", owner.user_id)},
                     }
                 },
