@@ -708,7 +708,7 @@ def changed_user(username: str, *, role: str | None, disabled: bool | None) -> R
     return json_response(200, R.admin_user(user))
 
 
-@route("DELETE /users/{username}", R.Message, admin=True, status=202)
+@route("DELETE /users/{username}", R.Message, admin=True, status=202, errors=(404,))
 def delete_user(username: str) -> Response:
     """Delete a user: gone at once, everything they own purged shortly after (idempotent)."""
     dependencies.administration.delete_user(
