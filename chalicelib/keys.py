@@ -21,7 +21,8 @@ Access patterns (every entity lives under its owner's partition or in the sparse
 | login attempts  | LOGIN#{casefold} | FAIL#{address}           | -                         |
 
 Every row an account owns carries its immutable ``userId`` and is written only while the profile
-holds that id (``put_owned``); reads ignore rows of another id. A name is unique regardless of case
+holds that id and is not marked deleted (``put_owned``, ``PROFILE_HOLDS``); reads ignore rows of
+another id. A name is unique regardless of case
 through its claim row, written with the profile in one transaction (``identity.py``).
 
 A user's own data is one partition (one query lists it, one purge deletes it). Only rows that
@@ -198,9 +199,11 @@ class ConcurrentChange(Conflict):
     message = "A simultaneous change got in the way; please retry"
 
 
-# The profile holds the account's id and is not marked deleted (``users.py``): the condition of
-# every write of a row an account owns, so none lands in an account being purged.
-PROFILE_HOLDS = "userId = :id AND attribute_not_exists(deletedAt)"
+# A profile marked deleted (``users.py``) takes no more changes, and its account no new rows.
+NOT_MARKED = "attribute_not_exists(deletedAt)"
+# The profile holds the account's id and is not marked deleted: the condition of every write of a
+# row an account owns, so none lands in an account being purged.
+PROFILE_HOLDS = f"userId = :id AND {NOT_MARKED}"
 
 
 def put_owned(

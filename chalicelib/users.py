@@ -23,7 +23,9 @@ from chalicelib.errors import Conflict, NotFound
 from chalicelib.identity import Owner, name_key
 from chalicelib.keys import (
     KEY_PART,
+    NOT_MARKED,
     PROFILE,
+    PROFILE_HOLDS,
     SideRead,
     SideWrite,
     batch_get,
@@ -235,7 +237,7 @@ class DynamoDBUserRepository:
             response = self._table.update_item(
                 Key=user_key(owner.username),
                 UpdateExpression="SET email = :email, emailVerified = :no, updatedAt = :now",
-                ConditionExpression=f"userId = :id AND {_LIVE}",
+                ConditionExpression=PROFILE_HOLDS,
                 ExpressionAttributeValues={
                     ":email": address,
                     ":no": False,
@@ -269,7 +271,7 @@ class DynamoDBUserRepository:
                         "TableName": self._table.name,
                         "Key": user_key(owner.username),
                         "UpdateExpression": "SET emailVerified = :yes, updatedAt = :now",
-                        "ConditionExpression": f"userId = :id AND email = :email AND {_LIVE}",
+                        "ConditionExpression": f"userId = :id AND email = :email AND {NOT_MARKED}",
                         "ExpressionAttributeValues": {
                             ":yes": True,
                             ":now": updated_at,
@@ -425,7 +427,7 @@ class DynamoDBUserRepository:
             response = self._table.update_item(
                 Key=user_key(username),
                 UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression=f"attribute_exists(#pk) AND {_LIVE}",
+                ConditionExpression=f"attribute_exists(#pk) AND {NOT_MARKED}",
                 ExpressionAttributeNames={
                     "#pk": PARTITION_KEY,
                     **({"#role": "role"} if role else {}),
@@ -469,7 +471,7 @@ class DynamoDBUserRepository:
             self._table.update_item(
                 Key=user_key(owner.username),
                 UpdateExpression="SET deletedAt = :now, updatedAt = :now ADD tokenVersion :one",
-                ConditionExpression=f"userId = :id AND {_LIVE}",
+                ConditionExpression=PROFILE_HOLDS,
                 ExpressionAttributeValues={":now": deleted_at, ":one": 1, ":id": owner.user_id},
             )
         except ClientError as exc:
@@ -488,7 +490,7 @@ class DynamoDBUserRepository:
             response = self._table.update_item(
                 Key=user_key(owner.username),
                 UpdateExpression=expression,
-                ConditionExpression=f"userId = :id AND {_LIVE}",
+                ConditionExpression=PROFILE_HOLDS,
                 ExpressionAttributeValues={**values, ":id": owner.user_id},
                 ReturnValues="UPDATED_NEW",
             )
@@ -716,8 +718,6 @@ class InMemoryUserRepository:
 
 _UNASSIGNED = "attribute_exists(#pk) AND attribute_not_exists(userId)"
 DELETED_AT = "deletedAt"
-# Part of every update's condition: a profile marked deleted takes no more changes.
-_LIVE = f"attribute_not_exists({DELETED_AT})"
 
 
 @dataclass(frozen=True)
@@ -736,7 +736,7 @@ class HashUpgrade:
             "Update": {
                 "Key": user_key(self.owner.username),
                 "UpdateExpression": "SET passwordHash = :new, updatedAt = :now",
-                "ConditionExpression": f"userId = :id AND passwordHash = :old AND {_LIVE}",
+                "ConditionExpression": f"userId = :id AND passwordHash = :old AND {NOT_MARKED}",
                 "ExpressionAttributeValues": {
                     ":new": self.new,
                     ":old": self.old,
