@@ -432,8 +432,15 @@ class TestSecondFactor:
     def test_deleting_the_account_takes_the_factor_along(
         self, accounts: Accounts, alice: SignedIn, clock: FakeClock, stores: Stores
     ) -> None:
-        self.turn_on(accounts, alice, clock)
+        secret, codes = self.turn_on(accounts, alice, clock)
+        challenge = accounts.login("alice", PASSWORD, CLIENT)
+        assert isinstance(challenge, MfaChallenge)
         accounts.delete_account(alice.user.owner, PASSWORD, CLIENT)
+        # Marked: a challenge issued before opens nothing, with a code or a recovery code.
+        for code in (pyotp.TOTP(secret).at(clock.now), codes[0]):
+            with pytest.raises(ChallengeExpired):
+                accounts.login_mfa(challenge.challenge, code, CLIENT)
+        assert stores.sessions.all("alice") == [alice.session]
         purged(stores, alice.user.owner)
         assert stores.mfa.factors(alice.user.owner).totp is None
 
