@@ -31,7 +31,7 @@ from chalicelib.accounts import Accounts, MfaChallenge, SessionNotFound, TokenRe
 from chalicelib.administration import Administration
 from chalicelib.changes import events_of
 from chalicelib.clock import Clock, ShiftedClock, utc_now
-from chalicelib.deletion import AccountPurge
+from chalicelib.deletion import AccountPurge, purge_deleted
 from chalicelib.events import Client, Page, SecurityEvents
 from chalicelib.items import STATUSES, Item, ItemNotFound, Items
 from chalicelib.jobs import Jobs, TableBackup, UploadSweep
@@ -92,6 +92,7 @@ logs.configure("INFO")  # the level is adjusted once settings are read
 AUTHORIZER_TTL_SECONDS = authorizer_ttl_seconds(os.environ)
 API_VERSION = "1.0.0"
 FORGOT_ANSWER = "If the account has a verified email address, a reset link is on its way"
+DELETED_ANSWER = "Account deleted; its data is being removed"
 # The site calls the API on its own origin (/api/*) and needs no CORS. Only the optional API
 # domain (api.<domain>) answers scripts on the site's origin; also baked in at packaging time.
 CORS_ALLOW_ORIGIN = cors_allow_origin(os.environ)
@@ -193,7 +194,6 @@ class Dependencies:
             sessions=sessions,
             throttle=throttle,
             events=self.events,
-            purge=self.purge,
             mfa=self.mfa,
             devices=KnownDevices(
                 self.signing_keys, max_age=DEVICE_COOKIE_MAX_AGE, clock=self._clock
@@ -260,14 +260,18 @@ class Dependencies:
     @cached_property
     def purge(self) -> AccountPurge:
         bucket = self.settings.uploads_bucket
-        return AccountPurge(self.stores.partitions, s3=self.s3 if bucket else None, bucket=bucket)
+        return AccountPurge(
+            self.stores.users,
+            self.stores.partitions,
+            s3=self.s3 if bucket else None,
+            bucket=bucket,
+        )
 
     @cached_property
     def administration(self) -> Administration:
         return Administration(
             self.stores.users,
             accounts=self.accounts,
-            purge=self.purge,
             events=self.events,
             clock=self._clock,
         )
@@ -715,12 +719,12 @@ def admin_items() -> Response:
     return json_response(200, {"items": items, "nextCursor": found.cursor})
 
 
-@route("DELETE /auth/user", R.Message, request=P.PasswordConfirmation, errors=(429,))
+@route("DELETE /auth/user", R.Message, status=202, request=P.PasswordConfirmation, errors=(429,))
 def delete_own_account() -> Response:
-    """Delete the caller's account and everything in it."""
+    """Delete the caller's account: gone at once, its data purged shortly after (idempotent)."""
     body = http.body(P.PasswordConfirmation)
     dependencies.accounts.delete_account(http.caller().owner, body.password, limited())
-    return json_response(200, {"message": "Account deleted"}, http.clear_refresh_cookie())
+    return json_response(202, {"message": DELETED_ANSWER}, http.clear_refresh_cookie())
 
 
 @route("GET /users", R.UserList, admin=True, paged=True)
@@ -778,14 +782,20 @@ def changed_user(username: str, *, role: str | None, disabled: bool | None) -> R
     return json_response(200, R.admin_user(user))
 
 
-@route("DELETE /users/{username}", R.Message, admin=True, errors=(404,))
+@route("DELETE /users/{username}", R.Message, admin=True, status=202, errors=(404,))
 def delete_user(username: str) -> Response:
-    """Delete a user and everything they own (idempotent)."""
+    """Delete a user: gone at once, everything they own purged shortly after (idempotent)."""
     dependencies.administration.delete_user(
         username_param(username), admin=http.caller().owner, client=http.client()
     )
-    # Idempotent: deleting an account that is already gone is the same success.
-    return json_response(200, {"message": "User deleted"})
+    # Idempotent: deleting an account that is marked already, or gone, is the same success.
+    return json_response(202, {"message": DELETED_ANSWER})
+
+
+@app.on_sqs_message(queue=EVENT_SOURCES.purge_queue, batch_size=10)
+def purge_worker(event: SQSEvent) -> dict[str, Any]:
+    """Finish the deletion of accounts: one ``account.deleted`` event per message."""
+    return handle_batch(event, lambda envelope: purge_deleted(dependencies.purge, envelope))
 
 
 @route(

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, replace
 from typing import NoReturn
 
 from chalicelib.clock import Clock, iso, utc_now
-from chalicelib.deletion import AccountPurge
 from chalicelib.errors import Forbidden, NotFound, Unauthenticated
 from chalicelib.events import Client, Page, SecurityEvents
 from chalicelib.identity import Owner, new_user_id
@@ -94,13 +93,11 @@ class Accounts:
         sessions: Sessions,
         throttle: LoginThrottle,
         events: SecurityEvents,
-        purge: AccountPurge,
         mfa: Mfa,
         devices: KnownDevices | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._devices = devices
-        self._purge = purge
         self._mfa = mfa
         self._users = users
         self._hasher = hasher
@@ -274,6 +271,8 @@ class Accounts:
         user, session = self._sessions.live_with_profile(claims.username, claims.session_id)
         if user is None or session is None or user.user_id != claims.subject:
             raise TokenRevoked(claims.username)
+        if user.deleted_at is not None:
+            raise TokenRevoked(claims.username)
         if session.user_id != claims.subject:
             raise TokenRevoked(claims.username)
         if user.disabled or claims.token_version < user.token_version:
@@ -317,10 +316,23 @@ class Accounts:
         return replace(user, password_hash=new_hash, token_version=version)
 
     def delete_account(self, owner: Owner, password: str, client: Client) -> None:
-        """Delete the caller's own account, as completely as an administrator would."""
-        self.confirm_password(owner, password, client, kind="account_delete_failure")
-        self._purge.purge(owner.username)
-        # The purge took the partition; log the deletion only.
+        """Delete the caller's own account, given its password: mark it deleted (it is gone for
+        every use at once) for the purge worker to finish (``chalicelib/deletion.py``). An
+        account marked already, or gone, is the same success."""
+        lock = self._throttle.reserve(owner.username, client.ip).lock
+        user = self._users.get(owner.username, marked=True)
+        if user is None or user.user_id != owner.user_id or user.deleted_at is not None:
+            # Marked or purged already: only a token that the gateway's authorizer cache still
+            # honours gets here. Nothing is written into the partition being purged.
+            return
+        if not self._hasher.verify(password, user.password_hash):
+            self._failed(owner, client, lock=lock, kind="account_delete_failure")
+        self._throttle.succeeded(owner.username, client.ip)
+        try:
+            self._users.mark_deleted(owner, deleted_at=iso(self._clock()))
+        except UserNotFound:
+            return  # purged meanwhile
+        # The purge takes the partition, security log included: log the deletion only.
         logger.info("account deleted by its owner", extra={"fields": {"username": owner.username}})
 
     def active_sessions(self, user: User) -> list[Session]:

@@ -1,18 +1,22 @@
-"""What administrators do to accounts: list, create, change access, delete."""
+"""What administrators do to accounts: list, create, change access, delete.
+
+An account marked deleted counts as gone here too: it is not listed, and reading or changing it
+says 404 (``users.py``); its name stays taken until the purge has finished.
+"""
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import TYPE_CHECKING
 
 from chalicelib.clock import Clock, iso, utc_now
 from chalicelib.errors import Forbidden
 from chalicelib.events import Client, Page, SecurityEvents
-from chalicelib.identity import Owner
+from chalicelib.identity import Owner, new_user_id
 from chalicelib.users import User, UserNotFound, UserPage, UserRepository
 
 if TYPE_CHECKING:
     from chalicelib.accounts import Accounts
-    from chalicelib.deletion import AccountPurge
 
 
 class AdminRequired(Forbidden):
@@ -27,13 +31,11 @@ class Administration:
         users: UserRepository,
         *,
         accounts: Accounts,
-        purge: AccountPurge,
         events: SecurityEvents,
         clock: Clock = utc_now,
     ) -> None:
         self._users = users
         self._accounts = accounts
-        self._purge = purge
         self._events = events
         self._clock = clock
 
@@ -85,5 +87,14 @@ class Administration:
         return user
 
     def delete_user(self, username: str, *, admin: Owner, client: Client) -> None:
-        self._purge.purge(username)
+        """Mark the account deleted, for the purge worker to finish (``chalicelib/deletion.py``);
+        an account marked already, or gone, is the same success."""
+        user = self._users.get(username, marked=True)
+        if user is not None and user.deleted_at is None:
+            # UserNotFound: purged meanwhile.
+            with suppress(UserNotFound):
+                if user.user_id is None:
+                    # A row of the original system never used: the purge is bound to an id.
+                    user = self._users.assign_id(username, new_user_id(), current=user)
+                self._users.mark_deleted(user.owner, deleted_at=iso(self._clock()))
         self._events.record(admin, "admin_delete_user", client, target=username)

@@ -208,10 +208,14 @@ class InMemorySecurityEventRepository:
             return Page(events, encode_cursor({"sk": rows[limit - 1][0]}))
         return Page(events, None)
 
-    def delete_owned(self, username: str) -> int:
-        """Forget the user's log; how many rows went."""
+    def delete_owned(self, username: str, *, stamped: str | None = None) -> int:
+        """Forget the user's log (only the rows stamped ``stamped``, if given); how many went."""
         with self._lock:
-            return len(self._logs.pop(username, {}))
+            log = self._logs.get(username, {})
+            keys = [key for key, (user_id, _) in log.items() if stamped in (None, user_id)]
+            for key in keys:
+                del log[key]
+            return len(keys)
 
 
 class SecurityEvents:

@@ -327,10 +327,14 @@ class InMemoryItemRepository:
             current = self._current(owner, item_id, expected_version)
             del self._items[(current.owner, current.item_id)]
 
-    def delete_owned(self, username: str) -> int:
-        """Forget the user's items; how many rows went."""
+    def delete_owned(self, username: str, *, stamped: str | None = None) -> int:
+        """Forget the user's items (only those stamped ``stamped``, if given); how many went."""
         with self._lock:
-            keys = [key for key in self._items if key[0] == username]
+            keys = [
+                key
+                for key, item in self._items.items()
+                if key[0] == username and stamped in (None, item.owner_id)
+            ]
             for key in keys:
                 del self._items[key]
             return len(keys)

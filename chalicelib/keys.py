@@ -28,7 +28,8 @@ Only pending uploads are in the index (``mark_ready`` removes the entry), keyed 
 deadline (ISO-8601 UTC), so the sweep reads the expired ones oldest first without a scan.
 
 Every row an account owns carries its immutable ``userId`` and is written only while the profile
-holds that id (``put_owned``); reads ignore rows of another id. A name is unique regardless of case
+holds that id and is not marked deleted (``put_owned``, ``PROFILE_HOLDS``); reads ignore rows of
+another id. A name is unique regardless of case
 through its claim row, written with the profile in one transaction (``identity.py``).
 
 Tickets, connections (``realtime.py``) and the workers' marks (``workers.py``, one per worker and
@@ -231,11 +232,19 @@ class ConcurrentChange(Conflict):
     message = "A simultaneous change got in the way; please retry"
 
 
+# A profile marked deleted (``users.py``) takes no more changes, and its account no new rows.
+NOT_MARKED = "attribute_not_exists(deletedAt)"
+# The profile holds the account's id and is not marked deleted: the condition of every write of a
+# row an account owns, so none lands in an account being purged.
+PROFILE_HOLDS = f"userId = :id AND {NOT_MARKED}"
+
+
 def put_owned(
     table: Table, row: dict[str, Any], *, owner: Owner, also: Sequence[dict[str, Any]] = ()
 ) -> None:
     """Write a new row under ``owner``, stamped with their id, only while the profile holds that
-    id (atomically): ``OwnerMissing`` if the account is gone or its name now belongs to another,
+    id (atomically): ``OwnerMissing`` if the account is gone (or marked deleted) or its name now
+    belongs to another,
     ``ConcurrentChange`` if the row appeared meanwhile, or a condition of ``also`` (more
     transaction items, written with it) failed."""
     try:
@@ -245,7 +254,7 @@ def put_owned(
                     "ConditionCheck": {
                         "TableName": table.name,
                         "Key": cast("Any", user_key(owner.username)),
-                        "ConditionExpression": "userId = :id",
+                        "ConditionExpression": PROFILE_HOLDS,
                         "ExpressionAttributeValues": {":id": cast("Any", owner.user_id)},
                     }
                 },

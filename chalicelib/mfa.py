@@ -49,6 +49,7 @@ from chalicelib.identity import AccountToken, Owner
 from chalicelib.keys import (
     MFA_RECOVERY,
     MFA_TOTP,
+    PROFILE_HOLDS,
     ConcurrentChange,
     Key,
     OwnerMissing,
@@ -445,7 +446,7 @@ class DynamoDBMfaRepository:
         return {
             "ConditionCheck": {
                 "Key": user_key(owner.username),
-                "ConditionExpression": "userId = :id",
+                "ConditionExpression": PROFILE_HOLDS,
                 "ExpressionAttributeValues": {":id": owner.user_id},
             }
         }
@@ -455,7 +456,7 @@ class DynamoDBMfaRepository:
             "Update": {
                 "Key": user_key(owner.username),
                 "UpdateExpression": "SET mfaEnabled = :true" if enabled else "REMOVE mfaEnabled",
-                "ConditionExpression": "userId = :id",
+                "ConditionExpression": PROFILE_HOLDS,
                 "ExpressionAttributeValues": {
                     ":id": owner.user_id,
                     **({":true": True} if enabled else {}),
@@ -614,15 +615,26 @@ class InMemoryMfaRepository:
                 self._recovery[owner.username] = (owner.user_id, codes)
             return True
 
-    def delete_owned(self, username: str) -> int:
-        """Forget the user's factor, recovery codes and challenges; how many rows went."""
+    def delete_owned(self, username: str, *, stamped: str | None = None) -> int:
+        """Forget the user's factor, recovery codes and challenges (only the rows stamped
+        ``stamped``, if given); how many rows went."""
         with self._lock:
-            challenges = [key for key in self._challenges if key[0] == username]
+            challenges = [
+                key
+                for key, row in self._challenges.items()
+                if key[0] == username and stamped in (None, row.user_id)
+            ]
             for key in challenges:
                 del self._challenges[key]
             deleted = len(challenges)
-            deleted += self._totp.pop(username, None) is not None
-            deleted += self._recovery.pop(username, None) is not None
+            totp = self._totp.get(username)
+            if totp is not None and stamped in (None, totp.user_id):
+                del self._totp[username]
+                deleted += 1
+            codes = self._recovery.get(username)
+            if codes is not None and stamped in (None, codes[0]):
+                del self._recovery[username]
+                deleted += 1
             return deleted
 
     def _own(self, owner: Owner) -> _TotpRow | None:

@@ -133,10 +133,14 @@ class InMemoryTicketRepository:
             del self._tickets[(username, digest)]
             return ticket.owner
 
-    def delete_owned(self, username: str) -> int:
-        """Forget the user's tickets; how many rows went."""
+    def delete_owned(self, username: str, *, stamped: str | None = None) -> int:
+        """Forget the user's tickets (only those stamped ``stamped``, if given); how many went."""
         with self._lock:
-            keys = [key for key in self._tickets if key[0] == username]
+            keys = [
+                key
+                for key, ticket in self._tickets.items()
+                if key[0] == username and stamped in (None, ticket.owner.user_id)
+            ]
             for key in keys:
                 del self._tickets[key]
             return len(keys)
@@ -287,11 +291,15 @@ class InMemoryConnectionRepository:
             self._connections.pop((owner.username, connection_id), None)
             self._owners.pop(connection_id, None)
 
-    def delete_owned(self, username: str) -> int:
-        """Forget the rows in the user's partition; the rows by id stay until their TTL, as in
-        the table."""
+    def delete_owned(self, username: str, *, stamped: str | None = None) -> int:
+        """Forget the rows in the user's partition (only those stamped ``stamped``, if given);
+        the rows by id stay until their TTL, as in the table."""
         with self._lock:
-            gone = [key for key in self._connections if key[0] == username]
+            gone = [
+                key
+                for key, connection in self._connections.items()
+                if key[0] == username and stamped in (None, connection.owner.user_id)
+            ]
             for key in gone:
                 del self._connections[key]
             return len(gone)

@@ -143,10 +143,14 @@ class InMemoryLinkRepository:
             del self._links[(link.owner.username, link.purpose)]
             return True
 
-    def delete_owned(self, username: str) -> int:
-        """Forget the user's links; how many rows went."""
+    def delete_owned(self, username: str, *, stamped: str | None = None) -> int:
+        """Forget the user's links (only those stamped ``stamped``, if given); how many went."""
         with self._lock:
-            keys = [key for key in self._links if key[0] == username]
+            keys = [
+                key
+                for key, link in self._links.items()
+                if key[0] == username and stamped in (None, link.owner.user_id)
+            ]
             for key in keys:
                 del self._links[key]
             return len(keys)

@@ -33,6 +33,7 @@ from chalicelib.clock import Clock, utc_now
 from chalicelib.errors import Unauthenticated
 from chalicelib.identity import AccountToken, Owner
 from chalicelib.keys import (
+    PROFILE_HOLDS,
     SESSION,
     ConcurrentChange,
     OwnerMissing,
@@ -178,7 +179,7 @@ class DynamoDBSessionRepository:
         check = {
             "ConditionCheck": {
                 "Key": user_key(session.username),
-                "ConditionExpression": "userId = :id",
+                "ConditionExpression": PROFILE_HOLDS,
                 "ExpressionAttributeValues": {":id": session.user_id},
             }
         }
@@ -425,16 +426,31 @@ class InMemorySessionRepository:
         with self._lock:
             return self._sessions.pop((username, session_id), None) is not None
 
-    def delete_owned(self, username: str) -> int:
-        """Forget the user's sessions and refresh tokens; how many rows went."""
+    def delete_owned(self, username: str, *, stamped: str | None = None) -> int:
+        """Forget the user's sessions and refresh tokens (only those stamped ``stamped``, if
+        given: a refresh token is its session's); how many rows went."""
         with self._lock:
-            keys = [key for key in self._sessions if key[0] == username]
-            tokens = [key for key in self._refresh if key[0] == username]
+            keys = [
+                key
+                for key, session in self._sessions.items()
+                if key[0] == username and stamped in (None, session.user_id)
+            ]
+            tokens = [
+                key
+                for key, record in self._refresh.items()
+                if key[0] == username
+                and stamped in (None, self._stamp(username, record.session_id))
+            ]
             for key in keys:
                 del self._sessions[key]
             for key in tokens:
                 del self._refresh[key]
             return len(keys) + len(tokens)
+
+    def _stamp(self, username: str, session_id: str) -> str | None:
+        # Stamped in the table; here its session's id (None once the session has ended).
+        session = self._sessions.get((username, session_id))
+        return None if session is None else session.user_id
 
 
 class Sessions:

@@ -421,14 +421,19 @@ class InMemoryUploadRepository:
         deadline, pk, sk = due[limit - 1]
         return UploadPage(uploads, encode_cursor({"pk": pk, "sk": sk, "deadline": deadline}))
 
-    def delete_owned(self, username: str) -> int:
-        """Forget the user's upload records and start counter; how many rows went."""
+    def delete_owned(self, username: str, *, stamped: str | None = None) -> int:
+        """Forget the user's upload records and start counter (only the records stamped
+        ``stamped``, if given: the counter is unstamped); how many rows went."""
         with self._lock:
-            keys = [key for key in self._uploads if key[0] == username]
+            keys = [
+                key
+                for key, upload in self._uploads.items()
+                if key[0] == username and stamped in (None, upload.owner_id)
+            ]
             for key in keys:
                 del self._uploads[key]
                 self._deadlines.pop(key, None)
-            counter = self._starts.pop(username, None)
+            counter = None if stamped is not None else self._starts.pop(username, None)
             return len(keys) + (counter is not None)
 
 

@@ -1,5 +1,10 @@
 """Users and their storage: the profile row the original system wrote, plus a role.
 
+A profile marked deleted (``deletedAt``, ``mark_deleted``) counts as gone: every read but
+``get(..., marked=True)`` (the purge's and the deletion's own) skips it, and every update of the
+repository is conditional on its absence. It stays until the purge of the account
+(``chalicelib/deletion.py``) deletes it last, so its name stays taken until nothing is left.
+
 ``DynamoDBUserRepository`` and its twin ``InMemoryUserRepository`` keep the same contract
 (``tests/test_users.py`` runs one body against both).
 """
@@ -18,7 +23,9 @@ from chalicelib.errors import Conflict, NotFound
 from chalicelib.identity import Owner, name_key
 from chalicelib.keys import (
     KEY_PART,
+    NOT_MARKED,
     PROFILE,
+    PROFILE_HOLDS,
     SideRead,
     SideWrite,
     batch_get,
@@ -79,6 +86,8 @@ class User:
     disabled: bool = False
     # Set with the second factor, in the same transaction (``chalicelib/mfa.py``).
     mfa_enabled: bool = False
+    # When the account was marked deleted (``mark_deleted``); its purge is under way.
+    deleted_at: str | None = None
 
     @property
     def verified_email(self) -> str | None:
@@ -103,8 +112,8 @@ class UserRepository(Protocol):
         """Store a new user and claim its name, with the rows ``along``, in one round trip;
         ``UsernameTaken`` if the name exists in any case."""
 
-    def get(self, username: str) -> User | None:
-        """The profile stored under exactly this name."""
+    def get(self, username: str, *, marked: bool = False) -> User | None:
+        """The profile stored under exactly this name; one marked deleted only if ``marked``."""
 
     def find(self, login: str) -> User | None:
         """The profile of this name as stored, else of the name that differs only in case."""
@@ -148,6 +157,10 @@ class UserRepository(Protocol):
     def list(self, *, limit: int, cursor: str | None) -> UserPage:
         """Every profile, a page at a time, in no particular order (for administrators)."""
 
+    def mark_deleted(self, owner: Owner, *, deleted_at: str) -> bool:
+        """Mark the account deleted and revoke its tokens (the token version rises), in one
+        conditional write; False if it was marked already, ``UserNotFound`` if it is gone."""
+
 
 class DynamoDBUserRepository:
     """Profile rows (``keys.user_key``), their attributes named as the original wrote them."""
@@ -188,10 +201,10 @@ class DynamoDBUserRepository:
         if transact(self._table, writes, along) is not None:
             raise UsernameTaken(user.username)
 
-    def get(self, username: str) -> User | None:
+    def get(self, username: str, *, marked: bool = False) -> User | None:
         response = self._table.get_item(Key=user_key(username), ConsistentRead=True)
         item = response.get("Item")
-        return None if item is None else user_from_item(item)
+        return None if item is None else _shown(user_from_item(item), marked=marked)
 
     def find(self, login: str) -> User | None:
         return self.find_with(login, [])[0]
@@ -202,8 +215,9 @@ class DynamoDBUserRepository:
         exact, claim = user_key(login), name_claim_key(name_key(login))
         rows = batch_get(self._table, [exact, claim, *(side.key() for side in along)])
         found = [side.parse(rows.get(row_key(side.key()))) for side in along]
-        if row_key(exact) in rows:
-            return user_from_item(rows[row_key(exact)]), found
+        stored = rows.get(row_key(exact))
+        if stored is not None and DELETED_AT not in stored:
+            return user_from_item(stored), found
         claimed = rows.get(row_key(claim))
         if claimed is None:
             return None, found
@@ -223,7 +237,7 @@ class DynamoDBUserRepository:
             response = self._table.update_item(
                 Key=user_key(owner.username),
                 UpdateExpression="SET email = :email, emailVerified = :no, updatedAt = :now",
-                ConditionExpression="userId = :id",
+                ConditionExpression=PROFILE_HOLDS,
                 ExpressionAttributeValues={
                     ":email": address,
                     ":no": False,
@@ -257,7 +271,7 @@ class DynamoDBUserRepository:
                         "TableName": self._table.name,
                         "Key": user_key(owner.username),
                         "UpdateExpression": "SET emailVerified = :yes, updatedAt = :now",
-                        "ConditionExpression": "userId = :id AND email = :email",
+                        "ConditionExpression": f"userId = :id AND email = :email AND {NOT_MARKED}",
                         "ExpressionAttributeValues": {
                             ":yes": True,
                             ":now": updated_at,
@@ -413,7 +427,7 @@ class DynamoDBUserRepository:
             response = self._table.update_item(
                 Key=user_key(username),
                 UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression="attribute_exists(#pk)",
+                ConditionExpression=f"attribute_exists(#pk) AND {NOT_MARKED}",
                 ExpressionAttributeNames={
                     "#pk": PARTITION_KEY,
                     **({"#role": "role"} if role else {}),
@@ -429,7 +443,9 @@ class DynamoDBUserRepository:
 
     def list(self, *, limit: int, cursor: str | None) -> UserPage:
         # A scan, so meant for administrators only; the filter skips every non-profile row.
-        scan: dict[str, Any] = {"FilterExpression": Attr(SORT_KEY).eq(PROFILE)}
+        scan: dict[str, Any] = {
+            "FilterExpression": Attr(SORT_KEY).eq(PROFILE) & Attr(DELETED_AT).not_exists()
+        }
         if cursor is not None:
             position = decode_cursor(cursor, {"pk": KEY_PART, "sk": KEY_PART})
             scan["ExclusiveStartKey"] = {PARTITION_KEY: position["pk"], SORT_KEY: position["sk"]}
@@ -450,6 +466,23 @@ class DynamoDBUserRepository:
             users, None if resume is None else _cursor(resume[PARTITION_KEY], resume[SORT_KEY])
         )
 
+    def mark_deleted(self, owner: Owner, *, deleted_at: str) -> bool:
+        try:
+            self._table.update_item(
+                Key=user_key(owner.username),
+                UpdateExpression="SET deletedAt = :now, updatedAt = :now ADD tokenVersion :one",
+                ConditionExpression=PROFILE_HOLDS,
+                ExpressionAttributeValues={":now": deleted_at, ":one": 1, ":id": owner.user_id},
+            )
+        except ClientError as exc:
+            if not is_condition_failure(exc):
+                raise
+            current = self.get(owner.username, marked=True)
+            if current is None or current.user_id != owner.user_id:
+                raise UserNotFound(owner.username) from exc
+            return False
+        return True
+
     def _update_owned(self, owner: Owner, expression: str, values: dict[str, Any]) -> int:
         try:
             # The condition stops an update from creating a half profile for a deleted user, or
@@ -457,7 +490,7 @@ class DynamoDBUserRepository:
             response = self._table.update_item(
                 Key=user_key(owner.username),
                 UpdateExpression=expression,
-                ConditionExpression="userId = :id",
+                ConditionExpression=PROFILE_HOLDS,
                 ExpressionAttributeValues={**values, ":id": owner.user_id},
                 ReturnValues="UPDATED_NEW",
             )
@@ -490,9 +523,10 @@ class InMemoryUserRepository:
             self._users[user.username] = user
             self._claims[folded] = (user.username, user.user_id)
 
-    def get(self, username: str) -> User | None:
+    def get(self, username: str, *, marked: bool = False) -> User | None:
         with self._lock:
-            return self._users.get(username)
+            user = self._users.get(username)
+            return None if user is None else _shown(user, marked=marked)
 
     def find_with(
         self, login: str, along: Sequence[SideRead[ReadT]]
@@ -501,12 +535,13 @@ class InMemoryUserRepository:
 
     def find(self, login: str) -> User | None:
         with self._lock:
-            if login in self._users:
-                return self._users[login]
+            exact = self.get(login)
+            if exact is not None:
+                return exact
             claimed = self._claims.get(name_key(login))
             if claimed is None:
                 return None
-            user = self._users.get(claimed[0])
+            user = self.get(claimed[0])
             return user if user is not None and user.user_id == claimed[1] else None
 
     def assign_id(self, username: str, user_id: str, *, current: User | None = None) -> User:
@@ -524,7 +559,7 @@ class InMemoryUserRepository:
     def find_by_email(self, address: str) -> User | None:
         with self._lock:
             claim = self._emails.get(address.lower())
-            user = None if claim is None else self._users.get(claim[0])
+            user = None if claim is None else self.get(claim[0])
             return user if claim is not None and _held(user, claim[1], address) else None
 
     def set_email(self, owner: Owner, address: str, *, updated_at: str) -> None:
@@ -537,7 +572,7 @@ class InMemoryUserRepository:
 
     def verify_email(self, owner: Owner, address: str, *, updated_at: str) -> bool:
         with self._lock:
-            user = self._users.get(owner.username)
+            user = self.get(owner.username)
             if user is None or user.user_id != owner.user_id or user.email != address:
                 return False
             holder, held_by = self._emails.get(address.lower(), ("", owner.user_id))
@@ -555,7 +590,7 @@ class InMemoryUserRepository:
         return 0
 
     def _owned(self, owner: Owner) -> User:
-        user = self._users.get(owner.username)
+        user = self.get(owner.username)
         if user is None or user.user_id != owner.user_id:
             raise UserNotFound(owner.username)
         return user
@@ -587,7 +622,7 @@ class InMemoryUserRepository:
         self, username: str, *, role: str | None, disabled: bool | None, updated_at: str
     ) -> User:
         with self._lock:
-            user = self._users.get(username)
+            user = self.get(username)
             if user is None:
                 raise UserNotFound(username)
             changed = replace(
@@ -602,7 +637,11 @@ class InMemoryUserRepository:
     def list(self, *, limit: int, cursor: str | None) -> UserPage:
         with self._lock:
             # Ordered by partition key, so the cursor has the DynamoDB one's shape and meaning.
-            keyed = sorted((user_pk(name), user) for name, user in self._users.items())
+            keyed = sorted(
+                (user_pk(name), user)
+                for name, user in self._users.items()
+                if user.deleted_at is None
+            )
         if cursor is not None:
             position = decode_cursor(cursor, {"pk": KEY_PART, "sk": KEY_PART})
             after = (position["pk"], position["sk"])
@@ -612,21 +651,49 @@ class InMemoryUserRepository:
             return UserPage(users, _cursor(keyed[limit - 1][0], PROFILE))
         return UserPage(users, None)
 
-    def delete_owned(self, username: str) -> int:
-        """Forget the profile and its name and address claims; how many rows went."""
+    def mark_deleted(self, owner: Owner, *, deleted_at: str) -> bool:
         with self._lock:
-            user = self._users.pop(username, None)
-            deleted = 0 if user is None else 1 + self._release_email(user)
-            folded = name_key(username)
-            if self._claims.get(folded, ("", ""))[0] == username:
+            user = self._users.get(owner.username)
+            if user is None or user.user_id != owner.user_id:
+                raise UserNotFound(owner.username)
+            if user.deleted_at is not None:
+                return False
+            self._users[owner.username] = replace(
+                user,
+                deleted_at=deleted_at,
+                updated_at=deleted_at,
+                token_version=user.token_version + 1,
+            )
+            return True
+
+    def release_claims(self, owner: Owner, *, email: str | None) -> int:
+        """Forget the name's claim and the address's claim (``email``, if any) while they are
+        the account's; how many went."""
+        with self._lock:
+            released = 0
+            folded = name_key(owner.username)
+            if self._claims.get(folded, ("", ""))[1] == owner.user_id:
                 del self._claims[folded]
-                deleted += 1
-            return deleted
+                released += 1
+            address = (email or "").lower()
+            if email is not None and self._emails.get(address, ("", ""))[1] == owner.user_id:
+                del self._emails[address]
+                released += 1
+            return released
+
+    def delete_profile(self, owner: Owner) -> int:
+        """Forget the profile if it holds the owner's id; 1 if it did, else 0."""
+        with self._lock:
+            user = self._users.get(owner.username)
+            if user is None or user.user_id != owner.user_id:
+                return 0
+            del self._users[owner.username]
+            return 1
 
     def _bump(self, owner: Owner, *, updated_at: str) -> int:
         username = owner.username
         with self._lock:
-            user = self._users.get(username)
+            user = self.get(username)
             if user is None or user.user_id != owner.user_id:
                 raise UserNotFound(username)
             version = user.token_version + 1
@@ -634,9 +701,10 @@ class InMemoryUserRepository:
             return version
 
     def holds(self, owner: Owner) -> bool:
-        """Whether the profile of ``owner.username`` exists and holds ``owner.user_id``."""
+        """Whether the profile of ``owner.username`` exists, holds ``owner.user_id`` and is not
+        marked deleted (``keys.PROFILE_HOLDS``)."""
         with self._lock:
-            user = self._users.get(owner.username)
+            user = self.get(owner.username)
             return user is not None and user.user_id == owner.user_id
 
     def set_mfa_enabled(self, owner: Owner, enabled: bool) -> bool:
@@ -649,6 +717,7 @@ class InMemoryUserRepository:
 
 
 _UNASSIGNED = "attribute_exists(#pk) AND attribute_not_exists(userId)"
+DELETED_AT = "deletedAt"
 
 
 @dataclass(frozen=True)
@@ -667,7 +736,7 @@ class HashUpgrade:
             "Update": {
                 "Key": user_key(self.owner.username),
                 "UpdateExpression": "SET passwordHash = :new, updatedAt = :now",
-                "ConditionExpression": "userId = :id AND passwordHash = :old",
+                "ConditionExpression": f"userId = :id AND passwordHash = :old AND {NOT_MARKED}",
                 "ExpressionAttributeValues": {
                     ":new": self.new,
                     ":old": self.old,
@@ -691,6 +760,10 @@ class HashUpgrade:
             raise self.refusal()
 
 
+def _shown(user: User, *, marked: bool) -> User | None:
+    return user if marked or user.deleted_at is None else None
+
+
 def _cursor(pk: Any, sk: Any) -> str:
     return encode_cursor({"pk": str(pk), "sk": str(sk)})
 
@@ -700,6 +773,7 @@ def _held(user: User | None, user_id: str, address: str) -> bool:
     return (
         user is not None
         and user.user_id == user_id
+        and user.deleted_at is None
         and user.email_verified
         and (user.email or "").lower() == address.lower()
     )
@@ -728,4 +802,5 @@ def user_from_item(item: Mapping[str, Any]) -> User:
         email_verified=item.get("emailVerified") is True,
         disabled=item.get("disabled") is True,
         mfa_enabled=item.get("mfaEnabled") is True,
+        deleted_at=str(item[DELETED_AT]) if DELETED_AT in item else None,
     )

@@ -23,7 +23,7 @@ from chalicelib.accounts import (
 from chalicelib.deletion import AccountPurge
 from chalicelib.events import Client, SecurityEvents
 from chalicelib.identity import Owner
-from chalicelib.keys import OwnerMissing, name_claim_key, user_key
+from chalicelib.keys import OwnerMissing
 from chalicelib.limits import KnownDevices, LoginThrottle, TooManyAttempts
 from chalicelib.mfa import ChallengeExpired, InvalidCode, Mfa
 from chalicelib.passwords import DEFAULT_COST, ScryptHasher
@@ -31,7 +31,7 @@ from chalicelib.policy import WeakPassword
 from chalicelib.sessions import InvalidRefreshToken, RefreshToken, Sessions
 from chalicelib.stores import Stores
 from chalicelib.tokens import CachedKeys, Claims, KeyRing, SigningKey, TokenService
-from chalicelib.users import InMemoryUserRepository, UsernameTaken, UserNotFound
+from chalicelib.users import UsernameTaken, UserNotFound
 from tests.conftest import (
     CHEAP_COST,
     LEGACY,
@@ -79,7 +79,6 @@ def build(
             clock=clock,
         ),
         events=SecurityEvents(stores.events, clock=clock),
-        purge=AccountPurge(stores.partitions),
         mfa=Mfa(stores.mfa, issuer="Gatehouse", clock=clock),
         devices=KnownDevices(keys, max_age=365 * 86400, clock=clock),
         clock=clock,
@@ -106,6 +105,11 @@ def assert_signed_in(signed_in: SignedIn, username: str) -> None:
     assert signed_in.refresh is not None
     assert signed_in.refresh.username == username
     assert signed_in.refresh_expires_in > 0
+
+
+def purged(stores: Stores, owner: Owner) -> None:
+    """The deletion's second half, as the purge worker runs it."""
+    AccountPurge(stores.users, stores.partitions).purge(owner)
 
 
 def kinds(accounts: Accounts, owner: Owner) -> list[str]:
@@ -346,13 +350,30 @@ class TestSessions:
         with pytest.raises(InvalidCredentials):
             accounts.delete_account(alice.user.owner, "not my password", CLIENT)
         assert stores.users.get("alice") is not None
-        accounts.delete_account(alice.user.owner, PASSWORD, CLIENT)
+        owner = alice.user.owner
+        accounts.delete_account(owner, PASSWORD, CLIENT)
+        # Gone at once for every use; the name stays taken until the purge.
         assert stores.users.get("alice") is None
-        assert stores.sessions.all("alice") == []
-        assert accounts.events(alice.user.owner, limit=10, cursor=None).events == []
+        with pytest.raises(TokenRevoked):
+            accounts.authorize(accounts_claims(accounts, alice))
         assert alice.refresh is not None
         with pytest.raises(InvalidRefreshToken):
             accounts.refresh(alice.refresh.encode(), CLIENT)
+        with pytest.raises(InvalidCredentials):
+            accounts.login("alice", PASSWORD, CLIENT)
+        with pytest.raises(UserNotFound):
+            accounts.profile(owner)
+        with pytest.raises(UsernameTaken):
+            accounts.register("Alice", PASSWORD, CLIENT)
+        # Again (a token the gateway still honoured): the same success, a wrong password too.
+        accounts.delete_account(owner, PASSWORD, CLIENT)
+        accounts.delete_account(owner, "not my password", CLIENT)
+        purged(stores, owner)
+        assert stores.users.get("alice", marked=True) is None
+        assert stores.sessions.all("alice") == []
+        assert accounts.events(owner, limit=10, cursor=None).events == []
+        accounts.delete_account(owner, PASSWORD, CLIENT)
+        accounts.register("Alice", PASSWORD, CLIENT)
 
 
 class TestSecondFactor:
@@ -411,8 +432,16 @@ class TestSecondFactor:
     def test_deleting_the_account_takes_the_factor_along(
         self, accounts: Accounts, alice: SignedIn, clock: FakeClock, stores: Stores
     ) -> None:
-        self.turn_on(accounts, alice, clock)
+        secret, codes = self.turn_on(accounts, alice, clock)
+        challenge = accounts.login("alice", PASSWORD, CLIENT)
+        assert isinstance(challenge, MfaChallenge)
         accounts.delete_account(alice.user.owner, PASSWORD, CLIENT)
+        # Marked: a challenge issued before opens nothing, with a code or a recovery code.
+        for code in (pyotp.TOTP(secret).at(clock.now), codes[0]):
+            with pytest.raises(ChallengeExpired):
+                accounts.login_mfa(challenge.challenge, code, CLIENT)
+        assert stores.sessions.all("alice") == [alice.session]
+        purged(stores, alice.user.owner)
         assert stores.mfa.factors(alice.user.owner).totp is None
 
 
@@ -515,8 +544,11 @@ class TestIdentity:
         old = alice.user.owner
         old_claims = accounts_claims(accounts, alice)
         accounts.delete_account(old, PASSWORD, CLIENT)
-        # The attacker's login raced the purge: its session write comes after the purge listed
-        # the partition. It is conditional on the profile with the old id, so it opens nothing.
+        # The attacker's login raced the deletion: its session write comes after the mark (or
+        # the purge). It is conditional on the live profile with the old id: it opens nothing.
+        with pytest.raises(OwnerMissing):
+            accounts_sessions(accounts).start(old, token_version=0, user_agent="late")
+        purged(stores, old)
         with pytest.raises(OwnerMissing):
             accounts_sessions(accounts).start(old, token_version=0, user_agent="late")
         accounts.register("Alice", "a different passphrase", CLIENT)
@@ -539,12 +571,8 @@ class TestIdentity:
         first = without_mfa(accounts.login("bob", PASSWORD, CLIENT))
         # A purge that took the profile but missed a session row (as a version without the
         # conditional session write could): the row stays the old account's.
-        if isinstance(stores.users, InMemoryUserRepository):
-            stores.users.delete_owned("bob")
-        else:
-            table = stores.users._table  # type: ignore[attr-defined]
-            table.delete_item(Key=user_key("bob"))
-            table.delete_item(Key=name_claim_key("bob"))
+        stores.partitions.release_claims(first.user.owner, email=None)
+        assert stores.partitions.delete_profile(first.user.owner) == 1
         accounts.register("bob", PASSWORD, CLIENT)
         new = without_mfa(accounts.login("bob", PASSWORD, CLIENT))
         assert stores.sessions.get("bob", first.session.session_id) is not None
@@ -645,13 +673,14 @@ class TestUnknownDevices:
         assert outcomes == ["checked"] * 21 + ["slowed 1"]
 
     def test_a_device_known_to_another_account_or_a_deleted_one_is_not_known(
-        self, accounts: Accounts, alice: SignedIn
+        self, accounts: Accounts, alice: SignedIn, stores: Stores
     ) -> None:
         accounts.register("bob", PASSWORD, CLIENT)
         bob = without_mfa(accounts.login("bob", PASSWORD, CLIENT))
         assert isinstance(bob, SignedIn)
         old = alice.device
         accounts.delete_account(alice.user.owner, PASSWORD, CLIENT)
+        purged(stores, alice.user.owner)
         accounts.register("alice", "a new owner's passphrase", CLIENT)
         for index in range(21):
             self.guess(accounts, "alice", address(index))

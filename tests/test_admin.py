@@ -9,10 +9,12 @@ from typing import Any
 import boto3
 import pytest
 from boto3.dynamodb.conditions import Key
+from chalice.test import Client
 
 import app as app_module
 from chalicelib.keys import user_key
 from tests.conftest import Api, every_page, promote
+from tests.purging import finish_deletion
 from tools import admin as admin_command
 from tools.localaws import Resources
 
@@ -118,6 +120,20 @@ def test_a_deleted_admin_is_refused_despite_the_cached_authorizer(
     assert cached_authorizer == [f"Bearer {root}"]
 
 
+def test_an_admin_marked_deleted_is_refused_and_deleting_again_succeeds_despite_the_cache(
+    api: Api, client: Client, root: str, table: Any, cached_authorizer: list[str]
+) -> None:
+    assert call(api, root, "GET", "/users").status_code == 200
+    assert call(api, root, "DELETE", "/auth/user", {"password": PASSWORD}).status_code == 202
+    assert call(api, root, "GET", "/users").status_code == 403
+    # The same token, its authorizer answer cached: deleting again is the same success.
+    assert call(api, root, "DELETE", "/auth/user", {"password": PASSWORD}).status_code == 202
+    finish_deletion(client, table, "root")
+    assert call(api, root, "DELETE", "/auth/user", {"password": PASSWORD}).status_code == 202
+    assert cached_authorizer == [f"Bearer {root}"]
+    assert partition(table, "root") == []
+
+
 def test_create_read_and_list_users(api: Api, root: str, table: Any) -> None:
     created = call(
         api, root, "POST", "/users", {"username": "ops", "password": PASSWORD, "role": "admin"}
@@ -181,7 +197,13 @@ def test_disabling_stops_tokens_at_once_and_role_changes_apply(
 
 
 def test_deleting_a_user_removes_everything_and_is_idempotent(
-    api: Api, root: str, alice: str, table: Any, aws: boto3.Session, resources: Resources
+    api: Api,
+    client: Client,
+    root: str,
+    alice: str,
+    table: Any,
+    aws: boto3.Session,
+    resources: Resources,
 ) -> None:
     for n in range(30):
         response = call(api, alice, "POST", "/items", {"name": f"item {n}"})
@@ -198,7 +220,10 @@ def test_deleting_a_user_removes_everything_and_is_idempotent(
     )
     assert len(partition(table, "alice")) > 30
 
-    assert call(api, root, "DELETE", "/users/alice").status_code == 200
+    assert call(api, root, "DELETE", "/users/alice").status_code == 202
+    assert api.get("/auth/user", alice).status_code == 403
+    assert call(api, root, "DELETE", "/users/alice").status_code == 202
+    finish_deletion(client, table, "alice")
     assert partition(table, "alice") == []
     remaining = s3.list_objects_v2(Bucket=resources.uploads_bucket).get("Contents", [])
     assert sorted(entry["Key"] for entry in remaining) == [
@@ -207,11 +232,11 @@ def test_deleting_a_user_removes_everything_and_is_idempotent(
     ]
     assert api.get("/auth/user", alice).status_code == 403
     assert call(api, alice, "POST", "/items", {"name": "after"}).status_code == 403
-    assert call(api, root, "DELETE", "/users/alice").status_code == 200
+    assert call(api, root, "DELETE", "/users/alice").status_code == 202
 
 
 def test_users_delete_their_own_account_with_their_password(
-    api: Api, alice: str, table: Any
+    api: Api, client: Client, alice: str, table: Any
 ) -> None:
     call(api, alice, "POST", "/items", {"name": "mine"})
     wrong = call(api, alice, "DELETE", "/auth/user", {"password": "not my password"})
@@ -219,11 +244,13 @@ def test_users_delete_their_own_account_with_their_password(
     assert call(api, alice, "DELETE", "/auth/user", {}).status_code == 400
     assert partition(table, "alice") != []
     done = call(api, alice, "DELETE", "/auth/user", {"password": PASSWORD})
-    assert done.status_code == 200
+    assert done.status_code == 202
     assert "Max-Age=0" in done.headers["Set-Cookie"]
-    assert partition(table, "alice") == []
+    # Gone at once; its rows go with the purge worker.
     assert api.get("/auth/user", alice).status_code == 403
     assert api.post("/auth/login", {"username": "alice", "password": PASSWORD}).status_code == 401
+    finish_deletion(client, table, "alice")
+    assert partition(table, "alice") == []
 
 
 def test_the_first_admin_command_creates_or_promotes(

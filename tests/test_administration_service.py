@@ -9,8 +9,8 @@ from chalicelib.deletion import AccountPurge
 from chalicelib.events import Client, SecurityEvents
 from chalicelib.identity import Owner
 from chalicelib.stores import Stores
-from chalicelib.users import UserNotFound
-from tests.conftest import FakeClock, owner_of, without_mfa
+from chalicelib.users import UsernameTaken, UserNotFound
+from tests.conftest import FakeClock, add_legacy, owner_of, without_mfa
 from tests.test_accounts import PASSWORD, build
 
 CLIENT = Client(ip="203.0.113.9", user_agent="pytest")
@@ -27,7 +27,6 @@ def administration(memory: Stores, clock: FakeClock) -> Administration:
     return Administration(
         memory.users,
         accounts=build(memory, clock),
-        purge=AccountPurge(memory.partitions),
         events=SecurityEvents(memory.events, clock=clock),
         clock=clock,
     )
@@ -71,14 +70,37 @@ def test_deleting_a_user_takes_their_data_and_is_logged(
     administration.create_user("carol", PASSWORD, role="user", admin=ROOT, client=CLIENT)
     signed_in = without_mfa(build(memory, clock).login("carol", PASSWORD, CLIENT))
     administration.delete_user("carol", admin=ROOT, client=CLIENT)
+    # Marked: gone for administration at once (not listed, 404), its name still taken.
     with pytest.raises(UserNotFound):
         administration.get("carol")
-    assert memory.sessions.get("carol", signed_in.session.session_id) is None
-    assert kinds(memory, signed_in.user.owner) == []
+    assert administration.list_users(limit=10, cursor=None).users == []
+    with pytest.raises(UserNotFound):
+        administration.update_user("carol", role="admin", disabled=None, admin=ROOT, client=CLIENT)
+    with pytest.raises(UsernameTaken):
+        administration.create_user("Carol", PASSWORD, role="user", admin=ROOT, client=CLIENT)
     assert "admin_delete_user" in kinds(memory, ROOT)
     administration.delete_user("carol", admin=ROOT, client=CLIENT)  # idempotent
     assert kinds(memory, ROOT).count("admin_delete_user") == 2
-    assert memory.users.get("carol") is None
+    # The purge worker's part.
+    AccountPurge(memory.users, memory.partitions).purge(signed_in.user.owner)
+    assert memory.sessions.get("carol", signed_in.session.session_id) is None
+    assert kinds(memory, signed_in.user.owner) == []
+    assert memory.users.get("carol", marked=True) is None
+    administration.delete_user("carol", admin=ROOT, client=CLIENT)  # still the same success
+    administration.create_user("Carol", PASSWORD, role="user", admin=ROOT, client=CLIENT)
+
+
+def test_deleting_a_row_of_the_original_system_never_used_gives_it_an_id_first(
+    administration: Administration, memory: Stores
+) -> None:
+    add_legacy(memory.users, "legacy")
+    administration.delete_user("legacy", admin=ROOT, client=CLIENT)
+    stored = memory.users.get("legacy", marked=True)
+    assert stored is not None
+    assert stored.user_id is not None
+    assert stored.deleted_at is not None
+    AccountPurge(memory.users, memory.partitions).purge(stored.owner)
+    assert memory.users.get("legacy", marked=True) is None
 
 
 def test_only_an_enabled_admin_as_stored_now_passes(administration: Administration) -> None:

@@ -162,7 +162,8 @@ def test_an_account_gone_or_its_name_held_by_another_gets_nothing(
 ) -> None:
     notices.send(notice("password_change", owner=Owner("alice", "f" * 32)))
     notices.send(notice("password_change", event_id="e2", owner=owner_of("nobody")))
-    stores.partitions.delete_partition("alice")
+    stores.partitions.delete_rows("alice")
+    stores.partitions.delete_profile(owner_of("alice"))
     notices.send(notice("password_change", event_id="e3"))
     assert mailbox.sent == []
 

@@ -111,7 +111,8 @@ class TestConnections:
         self, connections: Connections, tickets: Tickets, stores: Stores
     ) -> None:
         ticket = ticket_of(tickets.issue(BOB, url=URL).url)
-        stores.partitions.delete_partition("bob")
+        stores.partitions.delete_rows("bob")
+        stores.partitions.delete_profile(BOB)
         with pytest.raises(TicketRefused):
             connections.connect("conn-1", ticket)
 

@@ -68,7 +68,8 @@ class TestConnections:
         self, stores: Stores
     ) -> None:
         stores.connections.add(connection(ALICE, "conn-a1"))
-        stores.partitions.delete_partition("alice")
+        stores.partitions.delete_rows("alice")
+        stores.partitions.delete_profile(ALICE)
         assert stores.connections.list(ALICE) == []
         # The row by id waits for its TTL, or for the disconnect, which removes it.
         assert stores.connections.remove("conn-a1") == ALICE

@@ -20,6 +20,7 @@ from chalicelib.sessions import InvalidRefreshToken
 from chalicelib.stores import Stores
 from chalicelib.users import EmailTaken
 from tests.conftest import FakeClock, without_mfa
+from tests.purging import delete_and_purge
 from tests.test_accounts import PASSWORD, build
 from tests.test_notices import mail_notices
 
@@ -155,7 +156,9 @@ class TestVerification:
         assert bob is not None
         assert not bob.email_verified
         # Once alice is gone, the address is free again.
-        stores.partitions.delete_partition("alice")
+        alice = stores.users.get("alice")
+        assert alice is not None
+        delete_and_purge(stores, alice.owner)
         recovery.change_email(bob.owner, "shared@example.com", PASSWORD, client())
         recovery.verify_email(token_in(mailbox.sent[-1], "/verify-email"), client())
         assert stores.users.find_by_email("shared@example.com") is not None

@@ -308,7 +308,7 @@ export interface paths {
         get: operations["get_auth_user"];
         put?: never;
         post?: never;
-        /** Delete the caller's account and everything in it */
+        /** Delete the caller's account: gone at once, its data purged shortly after (idempotent) */
         delete: operations["delete_auth_user"];
         options?: never;
         head?: never;
@@ -500,7 +500,7 @@ export interface paths {
         put: operations["put_users_username"];
         post?: never;
         /**
-         * Delete a user and everything they own (idempotent)
+         * Delete a user: gone at once, everything they own purged shortly after (idempotent)
          * @description Requires the `admin` role.
          */
         delete: operations["delete_users_username"];
@@ -2683,7 +2683,7 @@ export interface operations {
         };
         responses: {
             /** @description Success */
-            200: {
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4168,7 +4168,7 @@ export interface operations {
         requestBody?: never;
         responses: {
             /** @description Success */
-            200: {
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };
