@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,6 +18,7 @@ import requests
 from chalice.app import Chalice, Response, WebsocketEvent
 
 from tests.localstack import free_port
+from tools.siteserver import serve
 from tools.wsgateway import API_ID, Gateway, RunningGateway
 
 TIMEOUT = 10
@@ -244,3 +247,30 @@ def test_an_idle_connection_is_closed_as_api_gateway_does(monkeypatch: pytest.Mo
         assert left["requestContext"]["disconnectReason"] == "Idle timeout"
     finally:
         running.stop()
+
+
+def test_the_built_sites_server_passes_ws_to_the_gateway(gateway: str, tmp_path: Path) -> None:
+    for page in ("200.html", "index.html"):
+        (tmp_path / page).write_text("page")
+    server = serve(
+        host="127.0.0.1", port=free_port(), api="http://127.0.0.1:1", ws=gateway, root=tmp_path
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    site = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+
+        async def scenario(session: aiohttp.ClientSession) -> str:
+            async with session.ws_connect(ws_url(site)) as ws:
+                await ws.send_str("through the site")
+                return await ws.receive_str()
+
+        assert run(scenario) == "echo: through the site"
+        wait_for(lambda: bool(routed("$disconnect")))
+        [connected] = routed("$connect")
+        assert connected["queryStringParameters"]["ticket"] == "good"
+        assert connected["headers"]["Host"] == site.removeprefix("http://")
+        # Without an upgrade the gateway's own answer comes back through the site.
+        assert requests.get(f"{site}/ws", timeout=TIMEOUT).status_code == 426
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -546,8 +546,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--checkpoint", type=Path, help="a file keeping the stream position across restarts"
     )
+    parser.add_argument("--aws", help="the AWS endpoint, the emulator (default: AWS_ENDPOINT_URL)")
     args = parser.parse_args(argv)
+    if args.aws:
+        os.environ["AWS_ENDPOINT_URL"] = args.aws
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    # The app's log lines, as `chalice local` shows them; not botocore's chatter.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     app = load_app(args.stage)
     resources = Resources.for_stage(args.stage)
     runner = EventRunner(

@@ -432,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", default="dev")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    # The app's log lines, as `chalice local` shows them; not botocore's chatter.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     # aiohttp's access log would print each $connect URL, ticket included.
     logging.getLogger("aiohttp.access").disabled = True
     gateway = Gateway(load_app(args.stage), stage=args.stage)
