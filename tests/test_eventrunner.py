@@ -10,14 +10,15 @@ from typing import Any
 
 import boto3
 import pytest
-from chalice.app import Chalice, DynamoDBRecord, SQSEvent
+from chalice.app import Chalice, CloudWatchEvent, DynamoDBRecord, Rate, SQSEvent
 
 from chalicelib.eventroutes import SOURCE
+from tools import job
 from tools.eventrunner import EventRunner
 from tools.localaws import MAX_RECEIVE_COUNT, Resources, ensure_table, provision
 
 # Handlers of the tiny app below record what they were given; each test starts them afresh.
-SEEN: dict[str, list[Any]] = {"stream": [], "notify": [], "mail": []}
+SEEN: dict[str, list[Any]] = {"stream": [], "notify": [], "mail": [], "hourly": []}
 # Stream records whose new image has this name fail; so do queue messages with this body.
 POISON = "poison"
 
@@ -50,6 +51,11 @@ def notify(event: SQSEvent) -> dict[str, Any]:
 def mail(event: SQSEvent) -> None:
     SEEN["mail"].append([record.to_dict() for record in event])
     raise RuntimeError("the mail service is down")
+
+
+@tiny.schedule(Rate(1, unit=Rate.HOURS))
+def hourly(event: CloudWatchEvent) -> None:
+    SEEN["hourly"].append(event.to_dict())
 
 
 @pytest.fixture
@@ -263,3 +269,24 @@ def test_a_missing_queue_is_named(aws: boto3.Session) -> None:
     ensure_table(aws, Resources.for_stage("dev").table_name)
     with pytest.raises(RuntimeError, match="queue gatehouse-dev-notify of handler notify"):
         EventRunner(tiny, aws, table_name=Resources.for_stage("dev").table_name)
+
+
+def test_a_job_runs_its_scheduled_handler_with_the_schedules_event() -> None:
+    SEEN["hourly"].clear()
+    job.run_job(tiny, "hourly", region="eu-west-2")
+    [event] = SEEN["hourly"]
+    assert (event["source"], event["detail-type"], event["detail"]) == (
+        "aws.events",
+        "Scheduled Event",
+        {},
+    )
+    assert event["resources"] == ["arn:aws:events:eu-west-2:123456789012:rule/tiny-dev-hourly"]
+    assert event["time"].endswith("Z")
+    with pytest.raises(LookupError, match="no scheduled handler notify"):
+        job.run_job(tiny, "notify", region="eu-west-2")
+
+
+def test_make_job_names_the_jobs_it_knows(capsys: pytest.CaptureFixture[str]) -> None:
+    assert job.main(["restore"]) == 2
+    assert job.main([]) == 2
+    assert capsys.readouterr().err.splitlines() == ["usage: make job NAME=backup|sweep"] * 2
