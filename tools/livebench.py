@@ -91,7 +91,7 @@ async def measure(api: str, samples: int = SAMPLES) -> list[float]:
         async with http.post(f"{api}/auth/login", json=login) as response:
             token = (await _json(response, "POST /auth/login", 200))["token"]
         bearer = {"Authorization": f"Bearer {token}"}
-        async with http.post(f"{api}/auth/ws-ticket", headers=bearer) as response:
+        async with http.post(f"{api}/auth/ws-ticket", json={}, headers=bearer) as response:
             url = str((await _json(response, "POST /auth/ws-ticket", 200))["url"])
         timings = []
         async with http.ws_connect(url) as socket_:
