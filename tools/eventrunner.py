@@ -511,12 +511,17 @@ def _trace() -> str:
 
 def load_app(stage: str) -> Chalice:
     """Import ``app.py`` with the stage's environment from ``.chalice/config.json`` applied over
-    this process's, as ``chalice local`` does."""
+    this process's, as ``chalice local`` does, and the running site's origins allowed as
+    ``tools/localapi.py`` allows them."""
     from chalice.cli.factory import CLIFactory
 
+    from tools.localapi import OVERRIDE
+
     factory = CLIFactory(str(ROOT), environ=os.environ)
-    config = factory.create_config_obj(chalice_stage_name=stage)
-    app: Chalice = factory.load_chalice_app(config.environment_variables)
+    environment = dict(factory.create_config_obj(chalice_stage_name=stage).environment_variables)
+    if os.environ.get(OVERRIDE):
+        environment["ALLOWED_ORIGINS"] = os.environ[OVERRIDE]
+    app: Chalice = factory.load_chalice_app(environment)
     return app
 
 
