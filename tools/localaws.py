@@ -26,6 +26,8 @@ from chalicelib.table import TTL_ATTRIBUTE, create_table_request
 
 if TYPE_CHECKING:
     import boto3
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_sqs import SQSClient
 
 CHALICE_CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.json"
 # A failed message is received again once its visibility timeout ends, and moves to its queue's
@@ -78,33 +80,33 @@ def provision(
     ensure_secret(session, resources.jwt_secret_id)
     ensure_bucket(session, resources.uploads_bucket, site_origins=site_origins)
     ensure_bucket(session, resources.backups_bucket)
-    ensure_queue(session, resources.stream_dlq)
     ensure_event_routes(session, resources, visibility_timeout=visibility_timeout)
 
 
 def ensure_event_routes(
     session: boto3.Session, resources: Resources, *, visibility_timeout: int
 ) -> None:
-    """The bus, and per route of ``chalicelib/eventroutes.py`` a rule into the worker's queue."""
-    events = session.client("events")
+    """The bus; per route of ``chalicelib/eventroutes.py`` a rule into the worker's queue, which
+    has a dead-letter queue; the stream handler's dead-letter queue."""
+    events, sqs = session.client("events"), session.client("sqs")
     with contextlib.suppress(events.exceptions.ResourceAlreadyExistsException):
         events.create_event_bus(Name=resources.event_bus)
+    ensure_queue(sqs, resources.stream_dlq)
     for route in ROUTES:
-        dlq_arn = ensure_queue(session, resources.dlq(route.worker))
+        dlq_arn = ensure_queue(sqs, resources.dlq(route.worker))
         queue_arn = ensure_queue(
-            session,
+            sqs,
             resources.queues[route.worker],
             VisibilityTimeout=str(visibility_timeout),
             RedrivePolicy=json.dumps(
                 {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}
             ),
         )
-        ensure_rule(session, resources.event_bus, route, queue_arn)
+        ensure_rule(events, resources.event_bus, route, queue_arn)
 
 
-def ensure_rule(session: boto3.Session, bus: str, route: Route, queue_arn: str) -> None:
+def ensure_rule(events: EventBridgeClient, bus: str, route: Route, queue_arn: str) -> None:
     """Put (or overwrite) the rule sending ``route``'s events to its queue; idempotent."""
-    events = session.client("events")
     name = f"{bus}-{route.worker}"
     events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(route.pattern()))
     events.put_targets(
@@ -112,9 +114,8 @@ def ensure_rule(session: boto3.Session, bus: str, route: Route, queue_arn: str) 
     )
 
 
-def ensure_queue(session: boto3.Session, name: str, **attributes: str) -> str:
+def ensure_queue(sqs: SQSClient, name: str, **attributes: str) -> str:
     """The queue ``name`` with ``attributes`` (set again when it exists); its ARN."""
-    sqs = session.client("sqs")
     url = sqs.create_queue(QueueName=name)["QueueUrl"]
     if attributes:
         sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)  # type: ignore[arg-type]
@@ -187,6 +188,11 @@ def ensure_table(session: boto3.Session, table_name: str) -> None:
     client.update_time_to_live(
         TableName=table_name,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+    )
+    # As deployed (the CDK table has it on): the nightly backup exports to a point in time.
+    client.update_continuous_backups(
+        TableName=table_name,
+        PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
     )
 
 
