@@ -21,13 +21,14 @@ NODE_STAMP := frontend/node_modules/.installed-$(shell sha1sum frontend/package-
 # The browser tests drive Debian's Chromium (Playwright cannot download its own here).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help install dev test lint typecheck unit bench admin clean site frontend-check synth deploy destroy chalice-config api-types screenshots
+.PHONY: help install dev test lint typecheck unit bench admin job clean site frontend-check synth deploy destroy chalice-config api-types screenshots
 
 help:
 	@echo "make dev    run the site on http://127.0.0.1:5173 (API under /api) with a local AWS emulator"
 	@echo "make test   lint, type-check and run every test"
-	@echo "make bench  print cold-start, hashing and request-overhead figures"
+	@echo "make bench  print cold-start, hashing, request-overhead and live-update figures"
 	@echo "make admin USERNAME=alice   create or promote an administrator locally"
+	@echo "make job NAME=backup|sweep  run a scheduled job once against the running make dev"
 	@echo "make synth  synthesize every AWS stack offline (cdk/README.md)"
 	@echo "make deploy deploy every stack to your AWS account (cdk/README.md)"
 	@echo "make destroy delete the stacks, keeping the table and data buckets"
@@ -125,8 +126,18 @@ admin: $(STAMP)
 	AWS_DEFAULT_REGION=eu-west-2 AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local \
 	$(BIN)/python -m tools.admin "$(USERNAME)"
 
+# The second step starts a local stack of its own and times API writes to WebSocket messages.
 bench: $(STAMP)
 	$(BIN)/python -m tools.bench
+	$(BIN)/python -m tools.livebench
+
+# make job NAME=backup|sweep: run the nightly backup or the upload sweep once, now, against the
+# running `make dev` (the emulator's schedules never fire).
+job: $(STAMP)
+	@case "$(NAME)" in backup|sweep) ;; *) echo "usage: make job NAME=backup|sweep"; exit 2;; esac
+	AWS_ENDPOINT_URL=$${AWS_ENDPOINT_URL:-http://127.0.0.1:$${LOCAL_AWS_PORT:-5000}} \
+	AWS_DEFAULT_REGION=eu-west-2 AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local \
+	$(BIN)/python -m tools.job "$(NAME)"
 
 clean:
 	rm -rf $(VENV) $(CFNLINT) .local .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@ import { defineConfig } from 'vite';
 
 // `make dev` (tools/devstack.py) sets these; the defaults match its defaults.
 const api = process.env.GATEHOUSE_API_URL ?? 'http://127.0.0.1:8000';
+const ws = process.env.GATEHOUSE_WS_URL ?? 'http://127.0.0.1:8001';
 const host = process.env.DEV_HOST ?? '127.0.0.1';
 const port = Number(process.env.SITE_PORT ?? '5173');
 
@@ -12,12 +13,14 @@ export default defineConfig({
 		host,
 		port,
 		strictPort: true,
-		// One origin in the browser, as deployed: /api/* goes to the API without the prefix.
+		// One origin in the browser, as deployed: /api/* goes to the API without the prefix, and
+		// /ws (with its query string, the ticket) to the local WebSocket gateway (tools/wsgateway.py).
 		proxy: {
 			'^/api(/|$)': {
 				target: api,
 				rewrite: (path) => path.replace(/^\/api/, '') || '/'
-			}
+			},
+			'^/ws(\\?|$)': { target: ws, ws: true }
 		}
 	},
 	build: {

@@ -62,6 +62,7 @@ class RunningStack:
     api_port: int
     site_port: int
     mail_port: int
+    ws_port: int
 
     @property
     def api_url(self) -> str:
@@ -80,6 +81,11 @@ class RunningStack:
         """The mail viewer: ``GET /api/messages`` lists what the API sent, newest first."""
         return f"http://127.0.0.1:{self.mail_port}"
 
+    @property
+    def ws_endpoint(self) -> str:
+        """The local WebSocket gateway: ``/ws`` and the ``@connections`` API."""
+        return f"http://127.0.0.1:{self.ws_port}"
+
     def stop(self, sig: signal.Signals) -> int:
         self.process.send_signal(sig)
         return self.process.wait(timeout=30)
@@ -90,6 +96,8 @@ class RunningStack:
             f"--port {self.aws_port} ",
             f"--port {self.site_port} ",
             f"--port {self.mail_port} ",
+            f"--port {self.ws_port} ",
+            f"--aws {self.aws_url}",
             f"LOCAL_AWS_PORT={self.aws_port}",
         ) + processes_with_environment("SITE_PORT", str(self.site_port))
 
@@ -114,13 +122,13 @@ class RunningStack:
         assert "is now an administrator" in promoted.stdout
 
     def ports_open(self) -> list[int]:
-        ports = (self.aws_port, self.api_port, self.site_port, self.mail_port)
+        ports = (self.aws_port, self.api_port, self.site_port, self.mail_port, self.ws_port)
         return [port for port in ports if listening(port)]
 
 
 def start(command: list[str], extra_env: dict[str, str] | None = None) -> RunningStack:
     """Start the stack on free ports and wait for its ``ready`` line."""
-    aws_port, api_port, site_port, mail_port = free_port(), free_port(), free_port(), free_port()
+    aws_port, api_port, site_port, mail_port, ws_port = (free_port() for _ in range(5))
     env = {
         key: value
         for key, value in os.environ.items()
@@ -131,6 +139,7 @@ def start(command: list[str], extra_env: dict[str, str] | None = None) -> Runnin
         API_PORT=str(api_port),
         SITE_PORT=str(site_port),
         MAIL_PORT=str(mail_port),
+        WS_PORT=str(ws_port),
         **(extra_env or {}),
     )
     process = subprocess.Popen(
@@ -156,7 +165,9 @@ def start(command: list[str], extra_env: dict[str, str] | None = None) -> Runnin
     while time.monotonic() < deadline:
         try:
             if lines.get(timeout=1).strip() == "ready":
-                return RunningStack(process, output, aws_port, api_port, site_port, mail_port)
+                return RunningStack(
+                    process, output, aws_port, api_port, site_port, mail_port, ws_port
+                )
         except queue.Empty:
             if process.poll() is not None:
                 break

@@ -90,7 +90,13 @@ def test_a_signal_stops_everything_and_frees_the_ports(
 ) -> None:
     stack = own_stack
     assert stack.leftovers()
-    assert stack.ports_open() == [stack.aws_port, stack.api_port, stack.site_port, stack.mail_port]
+    assert stack.ports_open() == [
+        stack.aws_port,
+        stack.api_port,
+        stack.site_port,
+        stack.mail_port,
+        stack.ws_port,
+    ]
     assert stack.stop(sig) == 0
     assert stack.ports_open() == []
     assert stack.leftovers() == []
@@ -104,6 +110,7 @@ def test_sigterm_to_make_dev_stops_everything() -> None:
         running.api_port,
         running.site_port,
         running.mail_port,
+        running.ws_port,
     ]
     running.process.send_signal(signal.SIGTERM)
     running.process.wait(timeout=30)
@@ -234,3 +241,18 @@ def test_mail_from_the_dev_stage_reaches_the_viewer_it_prints(stack: RunningStac
         "From dev",
         devstack.MAIL_FROM,
     )
+
+
+def test_the_websocket_gateway_is_on_the_sites_origin_with_the_url_make_dev_prints(
+    stack: RunningStack,
+) -> None:
+    """The site proxies /ws to the gateway (its own answer to a request without an upgrade comes
+    back), and the gateway's @connections API answers boto3's client as API Gateway does."""
+    assert f"  WebSocket:     ws://127.0.0.1:{stack.site_port}/ws  " in "".join(stack.output)
+    plain = requests.get(f"{stack.site_url}/ws?ticket=none", timeout=10)
+    assert (plain.status_code, plain.json()) == (426, {"message": "Upgrade Required"})
+    client = boto3.Session(
+        aws_access_key_id="local", aws_secret_access_key="local", region_name="eu-west-2"
+    ).client("apigatewaymanagementapi", endpoint_url=stack.ws_endpoint)
+    with pytest.raises(client.exceptions.GoneException):
+        client.post_to_connection(ConnectionId="not-connected=", Data=b"{}")

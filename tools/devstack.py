@@ -1,5 +1,5 @@
-"""``make dev``: the embedded AWS emulator, ``chalice local``, the site and the mail viewer,
-stopped together.
+"""``make dev``: the embedded AWS emulator, ``chalice local``, the event runner, the WebSocket
+gateway, the site and the mail viewer, stopped together.
 
 The site is served on one origin with the API under ``/api`` (prefix stripped), as deployed:
 by ``vite dev`` (``--site dev``, the default: reloads as you edit ``frontend/``) or by
@@ -8,9 +8,15 @@ by ``vite dev`` (``--site dev``, the default: reloads as you edit ``frontend/``)
 The API sends mail through SES to the emulator, from a sender identity provisioned there as a
 deploy verifies it; ``tools/mailviewer.py`` shows what was sent.
 
+Chalice's local server runs no event sources and no WebSockets, so two more processes run the
+app's other handlers in-process: ``tools/eventrunner.py`` feeds the stream and queue handlers from
+the emulator, and ``tools/wsgateway.py`` serves the WebSocket API and its ``@connections`` API
+(``WEBSOCKET_ENDPOINT``); the site proxies ``/ws`` to it, so ``WEBSOCKET_URL`` is on the site's
+origin. Both restart with the API when the source changes.
+
 Ports and host come from the environment (LOCAL_AWS_PORT, API_PORT, SITE_PORT, MAIL_PORT,
-DEV_HOST). Ctrl-C or SIGTERM stops every process this started; so does the death of the parent
-(make).
+WS_PORT, DEV_HOST). Ctrl-C or SIGTERM stops every process this started; so does the death of the
+parent (make).
 """
 
 from __future__ import annotations
@@ -71,6 +77,17 @@ def responds(url: str) -> bool:
         return False
 
 
+def answers(url: str) -> bool:
+    """Whether a server answers at ``url``, whatever the status."""
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 SiteMode = Literal["dev", "build", "none"]
 
 
@@ -83,6 +100,7 @@ class Stack:
         api_port: int,
         site_port: int,
         mail_port: int,
+        ws_port: int = 8001,
         site: SiteMode = "dev",
     ) -> None:
         self.host = host
@@ -90,16 +108,28 @@ class Stack:
         self.api_url = f"http://{host}:{api_port}"
         self.site_url = f"http://{host}:{site_port}"
         self.mail_url = f"http://{host}:{mail_port}"
+        # The WebSocket gateway's @connections API, and the URL browsers connect to: through
+        # the site's proxy, on its origin, as deployed; straight to the gateway without a site.
+        self.ws_endpoint = f"http://{host}:{ws_port}"
+        self.websocket_url = (
+            f"ws://{host}:{ws_port}/ws" if site == "none" else f"ws://{host}:{site_port}/ws"
+        )
         self._aws_port = aws_port
         self._api_port = api_port
         self._site_port = site_port
         self._mail_port = mail_port
+        self._ws_port = ws_port
         self._site_mode: SiteMode = site
         self._emulator: subprocess.Popen[bytes] | None = None
         self._api: subprocess.Popen[bytes] | None = None
+        self._runner: subprocess.Popen[bytes] | None = None
+        self._gateway: subprocess.Popen[bytes] | None = None
         self._site: subprocess.Popen[bytes] | None = None
         self._mail: subprocess.Popen[bytes] | None = None
         self._loaded: dict[Path, float] = {}
+        # The event runner's stream position, kept across its restarts (one per emulator port,
+        # so stacks side by side keep their own).
+        self._checkpoint = LOG_DIR / f"eventrunner-{aws_port}.json"
 
     @property
     def site_origins(self) -> list[str]:
@@ -120,14 +150,19 @@ class Stack:
             PYTHONUNBUFFERED="1",
             # tools/localapi.py: the site's real origins, whatever its port.
             LOCAL_ALLOWED_ORIGINS=",".join(self.site_origins),
-            # frontend/vite.config.ts: where `vite dev` listens and proxies /api to.
+            # frontend/vite.config.ts: where `vite dev` listens and proxies /api and /ws to.
             GATEHOUSE_API_URL=self.api_url,
+            GATEHOUSE_WS_URL=self.ws_endpoint,
             DEV_HOST=self.host,
             SITE_PORT=str(self._site_port),
             # chalicelib/settings.py: mail through SES (the emulator), links to this site.
             MAIL_FROM=MAIL_FROM,
             SES_CONFIGURATION_SET=SES_CONFIGURATION_SET,
             SITE_URL=self.site_url,
+            # chalicelib/settings.py: WebSocket tickets point at the site's /ws; the notify
+            # worker sends through the local gateway's @connections API.
+            WEBSOCKET_URL=self.websocket_url,
+            WEBSOCKET_ENDPOINT=self.ws_endpoint,
         )
         return env
 
@@ -175,6 +210,7 @@ class Stack:
         ensure_sender(session, MAIL_FROM, configuration_set=SES_CONFIGURATION_SET)
         self._start_mail()
         self._start_api()
+        self._start_handlers()
         self._start_site()
 
     def _start_mail(self) -> None:
@@ -220,6 +256,41 @@ class Stack:
             lambda: responds(f"{self.api_url}/health"), what="chalice local", timeout=60, child=api
         )
 
+    def _start_handlers(self) -> None:
+        """The event runner and the WebSocket gateway, on the code the API runs."""
+        self._runner = self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "tools.eventrunner",
+                "--stage",
+                STAGE,
+                "--checkpoint",
+                str(self._checkpoint),
+                "--aws",
+                self.aws_url,
+            ]
+        )
+        self._gateway = gateway = self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "tools.wsgateway",
+                "--host",
+                self.host,
+                "--port",
+                str(self._ws_port),
+                "--stage",
+                STAGE,
+            ]
+        )
+        wait_until(
+            lambda: answers(f"{self.ws_endpoint}/ws"),
+            what="the WebSocket gateway",
+            timeout=60,
+            child=gateway,
+        )
+
     def _start_site(self) -> None:
         if self._site_mode == "none":
             return
@@ -240,6 +311,8 @@ class Stack:
                     str(self._site_port),
                     "--api",
                     self.api_url,
+                    "--ws",
+                    self.ws_endpoint,
                 ]
             )
         wait_until(
@@ -262,13 +335,31 @@ class Stack:
             time.sleep(0.5)
             if _source_mtimes() != self._loaded:
                 reported = False
-                print("source changed: restarting the API", flush=True)
+                print(
+                    "source changed: restarting the API, the event runner and the gateway",
+                    flush=True,
+                )
+                _stop(self._gateway)
+                _stop(self._runner)
                 _stop(self._api)
                 with contextlib.suppress(RuntimeError):
                     self._start_api()
-            if self._api.poll() is not None and not reported:
+                    self._start_handlers()
+            down = [
+                name
+                for name, child in (
+                    ("the API", self._api),
+                    ("the event runner", self._runner),
+                    ("the WebSocket gateway", self._gateway),
+                )
+                if child is None or child.poll() is not None
+            ]
+            if down and not reported:
                 reported = True
-                print("the API is down: fix the code and save to restart it", file=sys.stderr)
+                print(
+                    f"{' and '.join(down)} is down: fix the code and save to restart",
+                    file=sys.stderr,
+                )
         if self._site is not None and self._site.poll() is not None:
             print(f"the site exited with status {self._site.returncode}", file=sys.stderr)
             return self._site.returncode
@@ -279,9 +370,13 @@ class Stack:
 
     def stop(self) -> None:
         _stop(self._site)
+        _stop(self._gateway)
+        _stop(self._runner)
         _stop(self._api)
         _stop(self._mail)
         _stop(self._emulator)
+        # The next start has a new emulator, so a new stream.
+        self._checkpoint.unlink(missing_ok=True)
 
 
 def _source_mtimes() -> dict[Path, float]:
@@ -332,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         api_port=int(os.environ.get("API_PORT", "8000")),
         site_port=int(os.environ.get("SITE_PORT", "5173")),
         mail_port=int(os.environ.get("MAIL_PORT", "8025")),
+        ws_port=int(os.environ.get("WS_PORT", "8001")),
         site=site,
     )
     signal.signal(signal.SIGTERM, _raise_stop)
@@ -345,7 +441,11 @@ def main(argv: list[str] | None = None) -> int:
             f"  AWS emulator:  {stack.aws_url}  (in memory: a restart starts empty;"
             f" its log is in .local/emulator.log)\n"
             f"  Mail:          {stack.mail_url}  (what the API sent through SES;"
-            f" JSON at /api/messages)\n\n"
+            f" JSON at /api/messages)\n"
+            f"  WebSocket:     {stack.websocket_url}  (the gateway's @connections API:"
+            f" {stack.ws_endpoint})\n"
+            f"  Events:        the table's stream and the workers' queues drive the app's"
+            f" handlers (make job NAME=backup|sweep runs a scheduled one)\n\n"
             f"Open {stack.site_url} in a browser, or try the API:\n"
             f"  curl -s -X POST {stack.api_url}/auth/signup \\\n"
             f"       -H 'Content-Type: application/json' \\\n"

@@ -1,7 +1,10 @@
 """Creates, if absent, what the app needs in an AWS account: the table, the signing secret, the
-uploads bucket and, when mail is on, the SES sender identity and configuration set.
+uploads bucket, the event bus with a rule per worker into its queue (each with a dead-letter
+queue), the stream handler's dead-letter queue, the backups bucket and, when mail is on, the SES
+sender identity and configuration set.
 
-Used by ``make dev`` against the emulator, by the tests under moto, and by the benchmark.
+Used by ``make dev`` against the emulator, by the tests under moto, and by the benchmark. Deployed,
+the CDK app creates the same resources (with encryption, alarms and longer timeouts).
 """
 
 from __future__ import annotations
@@ -17,13 +20,21 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
+from chalicelib.eventroutes import ROUTES, Route
 from chalicelib.keys import error_code
 from chalicelib.table import TTL_ATTRIBUTE, create_table_request
 
 if TYPE_CHECKING:
     import boto3
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_sqs import SQSClient
 
 CHALICE_CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.json"
+# A failed message is received again once its visibility timeout ends, and moves to its queue's
+# dead-letter queue on the receive after the third. Deployed the timeout is six times the
+# worker's; locally a short one lets a poison message reach the DLQ in seconds.
+LOCAL_VISIBILITY_TIMEOUT = 2
+MAX_RECEIVE_COUNT = 3
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,10 @@ class Resources:
     table_name: str
     jwt_secret_id: str
     uploads_bucket: str
+    event_bus: str
+    # Worker name (chalicelib/eventroutes.py) -> its queue's name.
+    queues: dict[str, str]
+    backups_bucket: str
 
     @classmethod
     def for_stage(cls, stage: str) -> Resources:
@@ -40,15 +55,72 @@ class Resources:
             table_name=env["TABLE_NAME"],
             jwt_secret_id=env["JWT_SECRET_ID"],
             uploads_bucket=env["UPLOADS_BUCKET"],
+            event_bus=env["EVENT_BUS_NAME"],
+            queues={route.worker: env[f"{route.worker.upper()}_QUEUE"] for route in ROUTES},
+            backups_bucket=env["BACKUPS_BUCKET"],
         )
+
+    @property
+    def stream_dlq(self) -> str:
+        """Where batches of stream records the handler keeps failing on are described."""
+        return f"{self.table_name}-stream-dlq"
+
+    def dlq(self, worker: str) -> str:
+        return f"{self.queues[worker]}-dlq"
 
 
 def provision(
-    session: boto3.Session, resources: Resources, *, site_origins: Sequence[str] = ()
+    session: boto3.Session,
+    resources: Resources,
+    *,
+    site_origins: Sequence[str] = (),
+    visibility_timeout: int = LOCAL_VISIBILITY_TIMEOUT,
 ) -> None:
     ensure_table(session, resources.table_name)
     ensure_secret(session, resources.jwt_secret_id)
     ensure_bucket(session, resources.uploads_bucket, site_origins=site_origins)
+    ensure_bucket(session, resources.backups_bucket)
+    ensure_event_routes(session, resources, visibility_timeout=visibility_timeout)
+
+
+def ensure_event_routes(
+    session: boto3.Session, resources: Resources, *, visibility_timeout: int
+) -> None:
+    """The bus; per route of ``chalicelib/eventroutes.py`` a rule into the worker's queue, which
+    has a dead-letter queue; the stream handler's dead-letter queue."""
+    events, sqs = session.client("events"), session.client("sqs")
+    with contextlib.suppress(events.exceptions.ResourceAlreadyExistsException):
+        events.create_event_bus(Name=resources.event_bus)
+    ensure_queue(sqs, resources.stream_dlq)
+    for route in ROUTES:
+        dlq_arn = ensure_queue(sqs, resources.dlq(route.worker))
+        queue_arn = ensure_queue(
+            sqs,
+            resources.queues[route.worker],
+            VisibilityTimeout=str(visibility_timeout),
+            RedrivePolicy=json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}
+            ),
+        )
+        ensure_rule(events, resources.event_bus, route, queue_arn)
+
+
+def ensure_rule(events: EventBridgeClient, bus: str, route: Route, queue_arn: str) -> None:
+    """Put (or overwrite) the rule sending ``route``'s events to its queue; idempotent."""
+    name = f"{bus}-{route.worker}"
+    events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(route.pattern()))
+    events.put_targets(
+        Rule=name, EventBusName=bus, Targets=[{"Id": route.worker, "Arn": queue_arn}]
+    )
+
+
+def ensure_queue(sqs: SQSClient, name: str, **attributes: str) -> str:
+    """The queue ``name`` with ``attributes`` (set again when it exists); its ARN."""
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    if attributes:
+        sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)  # type: ignore[arg-type]
+    found = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return found["Attributes"]["QueueArn"]
 
 
 def ensure_bucket(session: boto3.Session, bucket: str, *, site_origins: Sequence[str] = ()) -> None:
@@ -116,6 +188,11 @@ def ensure_table(session: boto3.Session, table_name: str) -> None:
     client.update_time_to_live(
         TableName=table_name,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+    )
+    # As deployed (the CDK table has it on): the nightly backup exports to a point in time.
+    client.update_continuous_backups(
+        TableName=table_name,
+        PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
     )
 
 

@@ -5,6 +5,8 @@ rules as the Site stack's CloudFront distribution:
 
 - ``/api`` and ``/api/...`` go to the API with the ``/api`` prefix stripped, every method, headers
   and cookies passed both ways;
+- ``/ws`` (the WebSocket API: an upgrade, then frames both ways) goes to the local WebSocket
+  gateway (``tools/wsgateway.py``), as CloudFront sends it to API Gateway;
 - any other path is a file of the build (``/login`` is ``login.html``), and a path that is not is
   answered with the SPA fallback ``200.html``, which routes in the browser;
 - hashed assets under ``/_app/immutable/`` may be cached for a year, pages must be revalidated;
@@ -16,17 +18,20 @@ rules as the Site stack's CloudFront distribution:
 ``vite preview`` would run SvelteKit's server middleware instead of serving the files the CDN
 serves, so it cannot show a broken fallback or a missing file.
 
-Run: ``python -m tools.siteserver --port 5173 --api http://127.0.0.1:8000``.
+Run: ``python -m tools.siteserver --port 5173 --api http://127.0.0.1:8000 --ws http://127.0.0.1:8001``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import mimetypes
 import os
 import posixpath
+import socket
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -54,16 +59,20 @@ HOP_BY_HOP = frozenset(
     }
 )
 MAX_BODY = 16 * 1024 * 1024
+WEBSOCKET_PATH = "/ws"
 
 
 class SiteHandler(BaseHTTPRequestHandler):
     root: ClassVar[Path] = BUILD
     api: ClassVar[str] = "http://127.0.0.1:8000"
+    ws: ClassVar[str] = "http://127.0.0.1:8001"
     csp: ClassVar[str] = "default-src 'self'"
     server_version = "gatehouse-site"
 
     def do_GET(self) -> None:
-        if self._is_api():
+        if urlsplit(self.path).path == WEBSOCKET_PATH:
+            self._tunnel()
+        elif self._is_api():
             self._proxy()
         else:
             self._static(head=False)
@@ -171,15 +180,61 @@ class SiteHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(payload)
 
+    def _tunnel(self) -> None:
+        """Pass the request to the WebSocket gateway as it came, then bytes both ways until
+        either side closes: the upgrade, the frames and the close handshake."""
+        target = urlsplit(self.ws)
+        try:
+            upstream = socket.create_connection(
+                (target.hostname or "127.0.0.1", target.port or 80), timeout=10
+            )
+        except OSError:
+            self._reply(
+                502,
+                b'{"message": "The WebSocket gateway is not reachable"}',
+                "application/json",
+                "no-store",
+            )
+            return
+        head = f"{self.command} {self.path} {self.request_version}\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in self.headers.items()
+        )
+        upstream.settimeout(None)
+        self.close_connection = True
+        with upstream:
+            upstream.sendall(f"{head}\r\n".encode("latin-1"))
+            back = threading.Thread(target=_pump, args=(upstream, self.connection), daemon=True)
+            back.start()
+            _pump(self.connection, upstream)
+            back.join()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    """Copy until ``source`` ends, then end ``sink``'s writing side."""
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
 
 def serve(
-    *, host: str, port: int, api: str, root: Path = BUILD, upload_origin: str | None = None
+    *,
+    host: str,
+    port: int,
+    api: str,
+    ws: str = SiteHandler.ws,
+    root: Path = BUILD,
+    upload_origin: str | None = None,
 ) -> ThreadingHTTPServer:
     """A server bound to ``host:port``; call ``serve_forever()`` on it."""
     if not (root / FALLBACK).is_file():
         raise SystemExit(f"{root / FALLBACK} is missing: build the site first (make site)")
     csp = content_security_policy(root, [upload_origin] if upload_origin else [])
-    handler = type("Handler", (SiteHandler,), {"root": root, "api": api, "csp": csp})
+    handler = type("Handler", (SiteHandler,), {"root": root, "api": api, "ws": ws, "csp": csp})
     return _Server((host, port), handler)
 
 
@@ -195,6 +250,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5173)
     parser.add_argument("--api", default="http://127.0.0.1:8000")
+    parser.add_argument(
+        "--ws", default=SiteHandler.ws, help="the WebSocket gateway that /ws is proxied to"
+    )
     parser.add_argument("--root", type=Path, default=BUILD)
     parser.add_argument(
         "--upload-origin",
@@ -206,6 +264,7 @@ def main() -> None:
         host=args.host,
         port=args.port,
         api=args.api,
+        ws=args.ws,
         root=args.root,
         upload_origin=args.upload_origin,
     )
