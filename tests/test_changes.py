@@ -15,7 +15,7 @@ from chalice.test import Client
 
 from chalicelib import responses
 from chalicelib.changes import TTL_IDENTITY, DomainEvent, events_of
-from chalicelib.eventroutes import ROUTES, SOURCE
+from chalicelib.eventroutes import SOURCE
 from chalicelib.events import Entry, Event, event_row
 from chalicelib.identity import AccountToken, Owner
 from chalicelib.items import Item, _row
@@ -36,7 +36,7 @@ from chalicelib.keys import (
 from chalicelib.sessions import Session, _refresh_item, _session_item
 from chalicelib.table import TTL_ATTRIBUTE, plain, storable
 from chalicelib.uploads import Upload, _record
-from tests.conftest import ROOT, Api
+from tests.conftest import Api
 from tools.localaws import Resources
 
 ALICE = Owner("alice", "a" * 32)
@@ -456,20 +456,6 @@ def stream_records(session: boto3.Session, table_name: str) -> tuple[str, list[d
     return arn, records
 
 
-def notify_queue(session: boto3.Session, bus: str) -> str:
-    """A queue that the notify rule on the bus sends every event to."""
-    events, sqs = session.client("events"), session.client("sqs")
-    events.create_event_bus(Name=bus)
-    url = sqs.create_queue(QueueName="notify")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    (route,) = [route for route in ROUTES if route.worker == "notify"]
-    events.put_rule(Name="notify", EventBusName=bus, EventPattern=json.dumps(route.pattern()))
-    events.put_targets(Rule="notify", EventBusName=bus, Targets=[{"Id": "notify", "Arn": arn}])
-    return url
-
-
 def received(session: boto3.Session, url: str) -> list[dict[str, Any]]:
     sqs = session.client("sqs")
     bodies: list[dict[str, Any]] = []
@@ -486,8 +472,8 @@ def received(session: boto3.Session, url: str) -> list[dict[str, Any]]:
 def test_an_api_write_reaches_the_bus_and_a_queue_its_rule_targets(
     aws: boto3.Session, resources: Resources, client: Client, api: Api
 ) -> None:
-    stage = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["dev"]
-    url = notify_queue(aws, stage["environment_variables"]["EVENT_BUS_NAME"])
+    # The dev stage's bus, rule and queue, as tools/localaws.py provisions them.
+    url = aws.client("sqs").get_queue_url(QueueName=resources.queues["notify"])["QueueUrl"]
     api.signup("alice")
     login = api.post("/auth/login", {"username": "alice", "password": "correct horse battery"})
     token, session_id = login.json_body["token"], login.json_body["sessionId"]
