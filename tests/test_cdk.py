@@ -1496,7 +1496,7 @@ class TestEvents:
         """A worker that times out leaves its events' marks claimed: those events are skipped.
         Each timeout leaves room for every message of a batch to meet one throttled AWS call;
         the stream handler, for twice the back-off of a PutEvents call the bus keeps refusing."""
-        retries = BOTO_CONFIG.retries or {}
+        retries: dict[str, Any] = getattr(BOTO_CONFIG, "retries", None) or {}
         throttled_call = sum(2**attempt for attempt in range(retries["max_attempts"] - 1))
         assert retries["mode"] == "standard"
         assert throttled_call == 3  # seconds: up to 1, then up to 2, for a throttled call
