@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from inspect import signature as inspect_signature
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Template
 
+from app import BOTO_CONFIG
 from chalicelib.eventroutes import ROUTES
 from chalicelib.objectkeys import UPLOAD_PREFIX
+from chalicelib.publisher import EventBridgePublisher
 from chalicelib.settings import EDGE_HEADER
 from chalicelib.table import INDEXES, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, create_table_request
 from tests.conftest import ROOT
@@ -98,6 +101,78 @@ API_GRANTS = {
     "s3:ListBucket",
     "logs:CreateLogStream",
     "logs:PutLogEvents",
+}
+CONSUME = set(runtime.CONSUME_ACTIONS)
+# What each event handler's code calls (app.py and the chalicelib classes it runs), by function.
+EVENT_GRANTS: dict[str, set[str]] = {
+    "OnTableChange": {
+        "dynamodb:DescribeStream",
+        "dynamodb:GetRecords",
+        "dynamodb:GetShardIterator",
+        "dynamodb:ListStreams",
+        "events:PutEvents",
+        "sqs:SendMessage",
+    },
+    "NotifyWorker": CONSUME
+    | {
+        "dynamodb:Query",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
+        "execute-api:ManageConnections",
+    },
+    "MailWorker": CONSUME | {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"},
+    "PurgeWorker": CONSUME
+    | {
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:DeleteItem",
+        "s3:DeleteObject",
+        "s3:ListBucket",
+    },
+    "WebsocketConnect": {
+        "dynamodb:DeleteItem",
+        "dynamodb:ConditionCheckItem",
+        "dynamodb:PutItem",
+    },
+    "WebsocketDisconnect": {"dynamodb:DeleteItem"},
+    "WebsocketMessage": set(),
+    "NightlyBackup": {
+        "dynamodb:DescribeTable",
+        "dynamodb:ExportTableToPointInTime",
+        "dynamodb:ListExports",
+        "dynamodb:DescribeExport",
+        "s3:AbortMultipartUpload",
+        "s3:PutObject",
+        "s3:PutObjectAcl",
+    },
+    "UploadSweep": {
+        "dynamodb:Query",
+        "dynamodb:GetItem",
+        "dynamodb:DeleteItem",
+        "s3:DeleteObject",
+    },
+}
+# The partition keys each handler's item actions on the table may name (dynamodb:LeadingKeys).
+LEADING_KEYS: dict[tuple[str, str], list[str]] = {
+    ("NotifyWorker", "dynamodb:Query"): ["USER#*"],
+    ("NotifyWorker", "dynamodb:BatchWriteItem"): ["USER#*", "CONN#*"],
+    ("NotifyWorker", "dynamodb:PutItem"): ["DONE#notify#*"],
+    ("NotifyWorker", "dynamodb:DeleteItem"): ["DONE#notify#*"],
+    ("MailWorker", "dynamodb:GetItem"): ["USER#*"],
+    ("MailWorker", "dynamodb:PutItem"): ["DONE#mail#*"],
+    ("MailWorker", "dynamodb:DeleteItem"): ["DONE#mail#*"],
+    ("PurgeWorker", "dynamodb:GetItem"): ["USER#*"],
+    ("PurgeWorker", "dynamodb:Query"): ["USER#*"],
+    ("PurgeWorker", "dynamodb:BatchWriteItem"): ["USER#*"],
+    ("PurgeWorker", "dynamodb:DeleteItem"): ["USER#*", "NAME#*", "EMAIL#*"],
+    ("WebsocketConnect", "dynamodb:DeleteItem"): ["USER#*"],
+    ("WebsocketConnect", "dynamodb:ConditionCheckItem"): ["USER#*"],
+    ("WebsocketConnect", "dynamodb:PutItem"): ["USER#*", "CONN#*"],
+    ("WebsocketDisconnect", "dynamodb:DeleteItem"): ["USER#*", "CONN#*"],
+    ("UploadSweep", "dynamodb:GetItem"): ["USER#*"],
+    ("UploadSweep", "dynamodb:DeleteItem"): ["USER#*"],
 }
 DOMAIN = {
     "domainName": "example.com",
@@ -474,7 +549,9 @@ class TestApi:
                 continue
             actions = as_list(statement["Action"])
             assert all("*" not in action for action in actions), (name, actions)
-            assert "*" not in as_list(statement["Resource"]), (name, statement)
+            # IAM authorizes these two on "*" only (runtime.UNSCOPED_ACTIONS).
+            if not set(actions) <= set(runtime.UNSCOPED_ACTIONS):
+                assert "*" not in as_list(statement["Resource"]), (name, statement)
             grants.setdefault(name, set()).update(actions)
         api_policy = next(name for name in grants if name.startswith("ApiRoleDefaultPolicy"))
         mail = {"ses:SendEmail"} if assembly.resources("api", "AWS::SES::EmailIdentity") else set()
@@ -1066,6 +1143,23 @@ class TestMail:
         ]
 
 
+def is_table(arn: Any) -> bool:
+    """Whether ``arn`` (as the template writes it) is the table's, not an index's or export's."""
+    return json.dumps(arn).endswith(':table/gatehouse-production"]]}')
+
+
+def role_statements(template: dict[str, Any], function: str) -> list[dict[str, Any]]:
+    """The statements of every policy on the role of ``function`` (a logical id)."""
+    role = template["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0]
+    return [
+        statement
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::IAM::Policy"
+        and {"Ref": role} in resource["Properties"]["Roles"]
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
 def role_grants(template: dict[str, Any], function: str) -> dict[str, list[Any]]:
     """What the role of ``function`` (a logical id) may do: action -> resources."""
     role = template["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0]
@@ -1272,6 +1366,35 @@ class TestEvents:
             "ThrottlingBurstLimit": 100,
         }
 
+    def test_each_handler_may_do_what_its_code_calls_and_nothing_more(
+        self, plain: Assembly, domain: Assembly
+    ) -> None:
+        for assembly in (plain, domain):
+            template = assembly.template("api")
+            mail = {"ses:SendEmail"} if assembly is domain else set()
+            for handler, expected in EVENT_GRANTS.items():
+                granted = set(role_grants(template, handler)) - set(runtime.LOG_ACTIONS)
+                extra = mail if handler == runtime.WORKER_HANDLERS["mail"].function else set()
+                assert granted == expected | extra, handler
+        assert set(EVENT_GRANTS) == {handler.function for handler in runtime.EVENT_HANDLERS}
+
+    def test_table_grants_reach_only_the_partitions_each_handler_touches(
+        self, plain: Assembly
+    ) -> None:
+        """DynamoDB's fine-grained access: every partition key a request names must match."""
+        template = plain.template("api")
+        found: dict[tuple[str, str], list[str]] = {}
+        for handler in runtime.EVENT_HANDLERS:
+            for statement in role_statements(template, handler.function):
+                items = [a for a in as_list(statement["Action"]) if a in runtime.TABLE_ACTIONS]
+                if not items or not all(map(is_table, as_list(statement["Resource"]))):
+                    continue
+                [(operator, keys)] = statement["Condition"].items()
+                assert operator == "ForAllValues:StringLike"
+                for action in items:
+                    found[(handler.function, action)] = keys["dynamodb:LeadingKeys"]
+        assert found == LEADING_KEYS
+
     def test_grants_name_their_resources_and_go_to_one_handler_each(self, plain: Assembly) -> None:
         template = plain.template("api")
         grants = {
@@ -1286,52 +1409,109 @@ class TestEvents:
         assert holders("events:PutEvents") == {stream}
         [bus] = plain.resources("api", "AWS::Events::EventBus")
         assert grants[stream]["events:PutEvents"] == [{"Fn::GetAtt": [bus, "Arn"]}]
-        assert "StreamArn" in json.dumps(grants[stream]["dynamodb:GetRecords"])
-        # No table: the stream handler reads the stream's images only.
-        assert set(grants[stream]) == {
-            *runtime.STREAM_READ_ACTIONS,
-            "events:PutEvents",
-            "sqs:SendMessage",
-            *runtime.LOG_ACTIONS,
-        }
+        for action in runtime.STREAM_READ_ACTIONS:
+            [arn] = grants[stream][action]
+            assert "StreamArn" in json.dumps(arn)
         queues = self.queues(plain)
         assert holders("sqs:ReceiveMessage") == {
             handler.function for handler in runtime.WORKER_HANDLERS.values()
         }
         for worker, handler in runtime.WORKER_HANDLERS.items():
             queue, _ = queues[f"gatehouse-production-{worker}"]
-            assert grants[handler.function]["sqs:ReceiveMessage"] == [
-                {"Fn::GetAtt": [queue, "Arn"]}
-            ]
+            for action in runtime.CONSUME_ACTIONS:
+                assert grants[handler.function][action] == [{"Fn::GetAtt": [queue, "Arn"]}]
         dead_letters, _ = queues["gatehouse-production-stream-dlq"]
         assert holders("sqs:SendMessage") == {stream}
         assert grants[stream]["sqs:SendMessage"] == [{"Fn::GetAtt": [dead_letters, "Arn"]}]
         notify = runtime.WORKER_HANDLERS["notify"].function
-        assert holders("execute-api:ManageConnections") == {notify, "WebsocketMessage"}
-        connections = [json.dumps(r) for r in grants[notify]["execute-api:ManageConnections"]]
-        assert all('{"Ref": "WebsocketAPI"}, "/ws/' in r for r in connections)
-        assert sorted(r.rsplit("/ws/", 1)[1] for r in connections) == [
-            'DELETE/@connections/*"]]}',
-            'POST/@connections/*"]]}',
-        ]
+        assert holders("execute-api:ManageConnections") == {notify}
+        [connections] = [json.dumps(r) for r in grants[notify]["execute-api:ManageConnections"]]
+        assert '{"Ref": "WebsocketAPI"}, "/ws/POST/@connections/*"]]}' in connections
         backup = runtime.BACKUP_HANDLER.function
-        assert holders("dynamodb:ExportTableToPointInTime") == {backup}
-        assert json.dumps(grants[backup]["dynamodb:ExportTableToPointInTime"]).endswith(
-            ':table/gatehouse-production"]]}]'
-        )
+        for action in ("dynamodb:DescribeTable", "dynamodb:ExportTableToPointInTime"):
+            assert holders(action) == {backup}
+            assert [is_table(arn) for arn in grants[backup][action]] == [True]
+        [exports] = grants[backup]["dynamodb:DescribeExport"]
+        assert json.dumps(exports).endswith(':table/gatehouse-production/export/*"]]}')
+        for action in runtime.EXPORT_WRITE_ACTIONS:
+            [objects] = grants[backup][action]
+            assert json.dumps(objects).endswith('"/backups/database/*"]]}')
+            assert "BackupsBucketArn" in json.dumps(objects)
         assert holders("s3:PutObject") == {backup}
-        [objects] = grants[backup]["s3:PutObject"]
-        assert json.dumps(objects).endswith('"/backups/database/*"]]}')
-        assert "BackupsBucketArn" in json.dumps(objects)
         cleaners = {runtime.WORKER_HANDLERS["purge"].function, runtime.SWEEP_HANDLER.function}
         assert holders("s3:DeleteObject") == cleaners
         for name in cleaners:
             [objects] = grants[name]["s3:DeleteObject"]
             assert json.dumps(objects).endswith(f'/{UPLOAD_PREFIX}*"]]}}')
+        purge = runtime.WORKER_HANDLERS["purge"].function
+        assert holders("s3:ListBucket") == {purge}
+        [listing] = [s for s in role_statements(template, purge) if s["Action"] == "s3:ListBucket"]
+        assert listing["Condition"] == {"StringLike": {"s3:prefix": [f"{UPLOAD_PREFIX}*"]}}
+        sweep = runtime.SWEEP_HANDLER.function
+        [index] = grants[sweep]["dynamodb:Query"]
+        assert json.dumps(index).endswith(':table/gatehouse-production/index/gsi1"]]}')
         for name, granted in grants.items():
             assert not any("*" in action for action in granted), name
-            assert not any(resource == "*" for r in granted.values() for resource in r), name
             assert "secretsmanager:GetSecretValue" not in granted, name
+            for action, resources in granted.items():
+                if action in runtime.UNSCOPED_ACTIONS:
+                    assert resources == ["*"], (name, action)
+                else:
+                    assert "*" not in resources, (name, action)
+        assert holders("dynamodb:ListStreams") == {stream}
+        assert holders("dynamodb:ListExports") == {backup}
+
+    def test_only_list_actions_are_granted_on_any_resource_in_a_policy_of_their_own(
+        self, plain: Assembly
+    ) -> None:
+        """IAM authorizes ListStreams and ListExports on "*" only; nothing else shares it."""
+        template = plain.template("api")
+        unscoped = {
+            name: resource["Properties"]
+            for name, resource in plain.resources("api", "AWS::IAM::Policy").items()
+            if any(
+                "*" in as_list(s["Resource"])
+                for s in resource["Properties"]["PolicyDocument"]["Statement"]
+            )
+        }
+        owners = {}
+        for policy in unscoped.values():
+            [statement] = policy["PolicyDocument"]["Statement"]
+            assert statement["Resource"] == "*"
+            [role] = policy["Roles"]
+            owners[role["Ref"]] = statement["Action"]
+        roles = {
+            handler: template["Resources"][handler]["Properties"]["Role"]["Fn::GetAtt"][0]
+            for handler in (runtime.STREAM_HANDLER.function, runtime.BACKUP_HANDLER.function)
+        }
+        assert owners == {
+            roles[runtime.STREAM_HANDLER.function]: "dynamodb:ListStreams",
+            roles[runtime.BACKUP_HANDLER.function]: "dynamodb:ListExports",
+        }
+        # Lambda checks the role when it creates the stream's event source: policy first.
+        depends = template["Resources"][runtime.STREAM_HANDLER.function]["DependsOn"]
+        assert any(name in depends for name in unscoped)
+
+    def test_timeouts_outlast_the_retries_of_a_batch(self, plain: Assembly) -> None:
+        """A worker that times out leaves its events' marks claimed: those events are skipped.
+        Each timeout leaves room for every message of a batch to meet one throttled AWS call;
+        the stream handler, for twice the back-off of a PutEvents call the bus keeps refusing."""
+        retries: dict[str, Any] = getattr(BOTO_CONFIG, "retries", None) or {}
+        throttled_call = sum(2**attempt for attempt in range(retries["max_attempts"] - 1))
+        assert retries["mode"] == "standard"
+        assert throttled_call == 3  # seconds: up to 1, then up to 2, for a throttled call
+        publisher = inspect_signature(EventBridgePublisher).parameters
+        attempts, first = publisher["attempts"].default, publisher["first_delay"].default
+        refused_put = attempts * throttled_call + sum(first * 2**i for i in range(attempts - 1))
+        stream = runtime.STREAM_HANDLER
+        assert self.function(plain, stream.function)["Timeout"] >= 2 * refused_put
+        for handler in runtime.WORKER_HANDLERS.values():
+            function = self.function(plain, handler.function)
+            batch = function["Events"][handler.event]["Properties"]["BatchSize"]
+            assert function["Timeout"] >= batch * throttled_call, handler.name
+        mail = self.function(plain, runtime.WORKER_HANDLERS["mail"].function)
+        # SES's sandbox sends one mail a second: a batch is throttled at every send.
+        assert mail["Timeout"] >= 2 * 10 * throttled_call
 
     def test_chalice_deploy_policies_grant_what_the_cdk_roles_grant(self, plain: Assembly) -> None:
         template = plain.template("api")

@@ -130,11 +130,18 @@ def test_a_bucket_the_policy_does_not_cover_is_refused(tmp_path: Path) -> None:
 
 def test_every_grant_names_its_resources() -> None:
     assert {API_POLICY, ROTATION_POLICY} < set(POLICIES)
+    unscoped = []
     for name in POLICIES:
         for statement in json.loads((CHALICE / name).read_text())["Statement"]:
             resources = statement["Resource"]
-            assert "*" not in (resources if isinstance(resources, list) else [resources])
             assert all("*" not in action for action in statement["Action"]), name
+            if resources == "*":
+                # IAM authorizes these on "*" only; nothing else may share the statement.
+                assert set(statement["Action"]) <= set(runtime.UNSCOPED_ACTIONS), name
+                unscoped += statement["Action"]
+                continue
+            assert "*" not in (resources if isinstance(resources, list) else [resources])
+    assert sorted(unscoped) == sorted(runtime.UNSCOPED_ACTIONS)
 
 
 def test_each_event_handler_has_its_own_policy_and_timeout() -> None:

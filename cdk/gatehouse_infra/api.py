@@ -296,8 +296,8 @@ class Api(Construct):
             function.add_property_override(
                 "LoggingConfig", {"LogGroup": group.log_group_name, "LogFormat": "Text"}
             )
-            # Its role's policy first: Lambda checks it when it creates the event source.
-            function.node.add_dependency(role)
+            # Its role's policies first: Lambda checks them when it creates the event source.
+            function.node.add_dependency(role, *self._unscoped_policy(role, name, grants[name]))
             self._acknowledge_event_role(role, name, grants[name])
         for function in (*self.function_names, *(h.function for h in runtime.EVENT_HANDLERS)):
             self.chalice.get_resource(function).add_property_override(
@@ -371,19 +371,17 @@ class Api(Construct):
             "its log streams at run time; the group is the function's own."
         }
         why = {
-            "UploadCleanup": "Users' objects live under uploads/users/{name}/, created at run "
+            "DeleteObjects": "Users' objects live under uploads/users/{name}/, created at run "
             "time; nothing else in the bucket is granted.",
             "WriteExport": "DynamoDB names each export's objects at run time, under "
             "backups/database/ only.",
             "DescribeExport": "Each export of this table gets an id at run time.",
-            "ManageConnections": "API Gateway names each connection at run time; only this "
-            "API's stage is granted.",
-            "PostToConnections": "API Gateway names each connection at run time; only this "
-            "API's stage is granted.",
+            "PostToConnections": "API Gateway names each connection at run time; only posting "
+            "on this API's stage is granted.",
         }
         for grant in grants:
             for resource in grant.resources:
-                if grant.sid in why and "*" in resource:
+                if grant.sid in why and "*" in resource and resource != runtime.ANY_RESOURCE:
                     reasons[f"IAM5[Resource::{finding(self, resource)}]"] = why[grant.sid]
         acknowledge(role, reasons)
 
@@ -398,6 +396,8 @@ class Api(Construct):
             description=description,
         )
         for grant in grants:
+            if grant.resources == (runtime.ANY_RESOURCE,):
+                continue  # in a policy of its own (_unscoped_policy)
             role.add_to_policy(
                 iam.PolicyStatement(
                     actions=list(grant.actions),
@@ -412,6 +412,36 @@ class Api(Construct):
             )
         )
         return role
+
+    def _unscoped_policy(
+        self, role: iam.Role, function: str, grants: list[Grant]
+    ) -> list[iam.Policy]:
+        """The grants IAM only authorizes on "*" (runtime.UNSCOPED_ACTIONS), in a policy of
+        their own whose cdk-nag acknowledgement covers nothing else."""
+        unscoped = [grant for grant in grants if grant.resources == (runtime.ANY_RESOURCE,)]
+        if not unscoped:
+            return []
+        actions = sorted(action for grant in unscoped for action in grant.actions)
+        if not set(actions) <= set(runtime.UNSCOPED_ACTIONS):
+            raise ValueError(f"{function}: only {runtime.UNSCOPED_ACTIONS} may be granted on *")
+        policy = iam.Policy(
+            self,
+            f"{function}Unscoped",
+            roles=[role],
+            statements=[
+                iam.PolicyStatement(actions=list(grant.actions), resources=[runtime.ANY_RESOURCE])
+                for grant in unscoped
+            ],
+        )
+        acknowledge(
+            policy,
+            {
+                "IAM5[Resource::*]": f"{', '.join(actions)} authorize on no resource of their "
+                "own (the Service Authorization Reference lists none, so only * matches); they "
+                "list ARNs, never data, and this policy grants nothing else.",
+            },
+        )
+        return [policy]
 
     def _log_group_arn(self, function: str) -> str:
         return cdk.Stack.of(self).format_arn(

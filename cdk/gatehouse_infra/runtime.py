@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chalicelib.eventroutes import ROUTES
+from chalicelib.keys import CONNECTION, DONE, EMAIL, NAME, USER
 from chalicelib.objectkeys import UPLOAD_PREFIX
 from chalicelib.table import INDEXES
 
@@ -72,11 +73,18 @@ class Handler:
     event: str = ""
 
 
+# A batch of up to 100 records; a PutEvents call the bus keeps refusing is tried 4 times
+# (chalicelib/publisher.py), each try retried by botocore: about 13 s of back-off at worst before
+# the batch fails and Lambda retries and bisects it. 30 s leaves twice that.
 STREAM_HANDLER = Handler("on_table_change", "OnTableChange", 30, "OnTableChangeDynamodbEventSource")
-# One per chalicelib.eventroutes route: the worker that consumes the route's queue.
+# One per chalicelib.eventroutes route: the worker that consumes the route's queue. A worker
+# that times out leaves its events' idempotency marks claimed (chalicelib/workers.py), so those
+# events are skipped, not redone: each timeout leaves room for every message of a batch of 10 to
+# meet one throttled AWS call (botocore's standard retries back off up to 1 + 2 s), and SES's
+# sending rate (1 a second in the sandbox) throttles the mail worker first.
 WORKER_HANDLERS = {
-    "notify": Handler("notify_worker", "NotifyWorker", 10, "NotifyWorkerSqsEventSource"),
-    "mail": Handler("mail_worker", "MailWorker", 20, "MailWorkerSqsEventSource"),
+    "notify": Handler("notify_worker", "NotifyWorker", 30, "NotifyWorkerSqsEventSource"),
+    "mail": Handler("mail_worker", "MailWorker", 60, "MailWorkerSqsEventSource"),
     "purge": Handler("purge_worker", "PurgeWorker", 60, "PurgeWorkerSqsEventSource"),
 }
 # Chalice names the WebSocket functions after the route, not after app.py's handlers.
@@ -126,8 +134,15 @@ STREAM_READ_ACTIONS = (
     "dynamodb:DescribeStream",
     "dynamodb:GetRecords",
     "dynamodb:GetShardIterator",
-    "dynamodb:ListStreams",
 )
+# Actions IAM authorizes on no resource of their own: the Service Authorization Reference lists
+# no resource type for them, so only "*" matches (CDK's Table.grantStreamRead grants ListStreams
+# so too). Each lists ARNs (of streams, of exports), never data. Granted alone in a policy of
+# their own, the only "*" resources of any role.
+ANY_RESOURCE = "*"
+LIST_STREAMS_ACTIONS = ("dynamodb:ListStreams",)
+LIST_EXPORTS_ACTIONS = ("dynamodb:ListExports",)
+UNSCOPED_ACTIONS = (*LIST_STREAMS_ACTIONS, *LIST_EXPORTS_ACTIONS)
 PUT_EVENTS_ACTIONS = ("events:PutEvents",)
 # The on-failure destination is sent to with the function's own role.
 SEND_MESSAGE_ACTIONS = ("sqs:SendMessage",)
@@ -138,11 +153,30 @@ CONSUME_ACTIONS = (
     "sqs:ReceiveMessage",
 )
 MANAGE_CONNECTIONS_ACTIONS = ("execute-api:ManageConnections",)
-EXPORT_ACTIONS = ("dynamodb:ExportTableToPointInTime",)
+# The nightly backup (chalicelib/jobs.py): the table's ARN, the export, the exports before it.
+EXPORT_ACTIONS = ("dynamodb:DescribeTable", "dynamodb:ExportTableToPointInTime")
 DESCRIBE_EXPORT_ACTIONS = ("dynamodb:DescribeExport",)
 # What DynamoDB's export does in the bucket with the caller's permissions.
 EXPORT_WRITE_ACTIONS = ("s3:AbortMultipartUpload", "s3:PutObject", "s3:PutObjectAcl")
-UPLOAD_CLEANUP_ACTIONS = ("s3:GetObject", "s3:DeleteObject")
+# The event handlers' item actions, each granted only where their code calls it. A transaction
+# (TransactWriteItems) is authorized item by item: ConditionCheckItem, PutItem, ...
+GET_ITEM = "dynamodb:GetItem"
+QUERY = "dynamodb:Query"
+PUT_ITEM = "dynamodb:PutItem"
+DELETE_ITEM = "dynamodb:DeleteItem"
+BATCH_WRITE_ITEM = "dynamodb:BatchWriteItem"
+CONDITION_CHECK_ITEM = "dynamodb:ConditionCheckItem"
+# DeleteObjects (the purge) is authorized as s3:DeleteObject on each key.
+DELETE_OBJECT_ACTIONS = ("s3:DeleteObject",)
+# Which rows a handler's item actions reach: DynamoDB's fine-grained access control matches
+# every partition key a request names against these (chalicelib/keys.py's prefixes).
+LEADING_KEYS = "dynamodb:LeadingKeys"
+ACCOUNT_ROWS = USER  # a user's partition: profile, sessions, items, uploads, tickets, ...
+CONNECTION_LOOKUPS = CONNECTION  # CONN#{id} / CONN: the owner of a connection, by its id
+NAME_CLAIMS = NAME
+EMAIL_CLAIMS = EMAIL
+# The sweep finds pending uploads through the sparse index (chalicelib/uploads.py).
+PENDING_INDEX = INDEXES[0].name
 
 
 @dataclass(frozen=True)
@@ -238,62 +272,93 @@ def event_grants(
     backups_bucket_arn: str,
     mail_arns: tuple[str, ...] = (),
 ) -> dict[str, list[Grant]]:
-    """Each event handler's grants, by its function's logical id; only named resources.
+    """Each event handler's grants, by its function's logical id: what its code calls
+    (``app.py``'s handlers and the ``chalicelib`` classes they run), on named resources, the
+    table's items limited to the partitions the handler touches (``dynamodb:LeadingKeys``).
 
     ``queue_arns`` by worker; ``connections_arn`` is the WebSocket API's stage's
     ``.../{stage}`` execute-api ARN, under which each connection is ``{method}/@connections/{id}``.
     Logging is granted by each deploy path.
     """
-    table = _table_grant(table_arn)
     users_objects = f"{uploads_bucket_arn}/{UPLOAD_PREFIX}*"
-    upload_cleanup = [
-        Grant("UploadCleanup", UPLOAD_CLEANUP_ACTIONS, (users_objects,)),
-        Grant(
-            "UploadListing",
-            UPLOAD_LIST_ACTIONS,
-            (uploads_bucket_arn,),
-            {"StringLike": {"s3:prefix": [f"{UPLOAD_PREFIX}*"]}},
-        ),
-    ]
-    post = Grant(
-        "PostToConnections",
-        MANAGE_CONNECTIONS_ACTIONS,
-        (f"{connections_arn}/POST/@connections/*",),
-    )
+
+    def rows(sid: str, actions: tuple[str, ...], *prefixes: str) -> Grant:
+        return Grant(
+            sid,
+            actions,
+            (table_arn,),
+            {"ForAllValues:StringLike": {LEADING_KEYS: [f"{p}*" for p in prefixes]}},
+        )
 
     def consume(worker: str) -> Grant:
         return Grant("ConsumeQueue", CONSUME_ACTIONS, (queue_arns[worker],))
+
+    def marks(worker: str) -> Grant:
+        # workers.Idempotency: a conditional put claims DONE#{worker}#{eventId}, a delete
+        # releases it when the effect failed.
+        return rows("IdempotencyMarks", (PUT_ITEM, DELETE_ITEM), f"{DONE}{worker}#")
 
     workers = WORKER_HANDLERS
     return {
         STREAM_HANDLER.function: [
             Grant("ReadStream", STREAM_READ_ACTIONS, (stream_arn,)),
+            Grant("ListStreams", LIST_STREAMS_ACTIONS, (ANY_RESOURCE,)),
             Grant("PutEvents", PUT_EVENTS_ACTIONS, (bus_arn,)),
             Grant("StreamFailures", SEND_MESSAGE_ACTIONS, (stream_failures_arn,)),
         ],
+        # realtime.Notifier: the owner's connections (a query of their partition), the push,
+        # and both rows of a connection API Gateway reports gone (a batch write).
         workers["notify"].function: [
             consume("notify"),
-            table,
+            rows("ReadConnections", (QUERY,), ACCOUNT_ROWS),
+            rows("DropConnections", (BATCH_WRITE_ITEM,), ACCOUNT_ROWS, CONNECTION_LOOKUPS),
+            marks("notify"),
             Grant(
-                "ManageConnections",
+                "PostToConnections",
                 MANAGE_CONNECTIONS_ACTIONS,
-                (
-                    f"{connections_arn}/POST/@connections/*",
-                    f"{connections_arn}/DELETE/@connections/*",
-                ),
+                (f"{connections_arn}/POST/@connections/*",),
             ),
         ],
+        # notices.Notices: the account's profile, then the notice through SES.
         workers["mail"].function: [
             consume("mail"),
-            table,
+            rows("ReadProfiles", (GET_ITEM,), ACCOUNT_ROWS),
+            marks("mail"),
             *([Grant("SendMail", MAIL_ACTIONS, mail_arns)] if mail_arns else []),
         ],
-        workers["purge"].function: [consume("purge"), table, *upload_cleanup],
-        WEBSOCKET_HANDLERS[0].function: [table],
-        WEBSOCKET_HANDLERS[1].function: [table],
-        WEBSOCKET_HANDLERS[2].function: [table, post],
+        # deletion.AccountPurge: the profile, the partition's rows (query, batch deletes), the
+        # name's and the address's claims and the profile (conditional deletes), the objects
+        # under the user's prefix (list, DeleteObjects).
+        workers["purge"].function: [
+            consume("purge"),
+            rows("ReadAccount", (GET_ITEM, QUERY), ACCOUNT_ROWS),
+            rows("DeleteRows", (BATCH_WRITE_ITEM,), ACCOUNT_ROWS),
+            rows("DeleteProfileAndClaims", (DELETE_ITEM,), ACCOUNT_ROWS, NAME_CLAIMS, EMAIL_CLAIMS),
+            Grant("DeleteObjects", DELETE_OBJECT_ACTIONS, (users_objects,)),
+            Grant(
+                "ListObjects",
+                UPLOAD_LIST_ACTIONS,
+                (uploads_bucket_arn,),
+                {"StringLike": {"s3:prefix": [f"{UPLOAD_PREFIX}*"]}},
+            ),
+        ],
+        # realtime.Connections.connect: the ticket's conditional delete, then one transaction
+        # (the profile's condition check, the connection's two rows).
+        WEBSOCKET_HANDLERS[0].function: [
+            rows("ConsumeTicket", (DELETE_ITEM,), ACCOUNT_ROWS),
+            rows("CheckOwner", (CONDITION_CHECK_ITEM,), ACCOUNT_ROWS),
+            rows("AddConnection", (PUT_ITEM,), ACCOUNT_ROWS, CONNECTION_LOOKUPS),
+        ],
+        # realtime.Connections.disconnect: both rows of the connection.
+        WEBSOCKET_HANDLERS[1].function: [
+            rows("RemoveConnection", (DELETE_ITEM,), ACCOUNT_ROWS, CONNECTION_LOOKUPS),
+        ],
+        # ws_message answers the route and calls nothing: logging only.
+        WEBSOCKET_HANDLERS[2].function: [],
+        # jobs.TableBackup: the table's ARN, the export, the table's exports, the one that failed.
         BACKUP_HANDLER.function: [
             Grant("ExportTable", EXPORT_ACTIONS, (table_arn,)),
+            Grant("ListExports", LIST_EXPORTS_ACTIONS, (ANY_RESOURCE,)),
             Grant("DescribeExport", DESCRIBE_EXPORT_ACTIONS, (f"{table_arn}/export/*",)),
             Grant(
                 "WriteExport",
@@ -301,7 +366,13 @@ def event_grants(
                 (f"{backups_bucket_arn}/{BACKUP_EXPORT_PREFIX}*",),
             ),
         ],
-        SWEEP_HANDLER.function: [table, *upload_cleanup],
+        # jobs.UploadSweep: the pending uploads through the index, each record read again and
+        # deleted after its object.
+        SWEEP_HANDLER.function: [
+            Grant("FindExpired", (QUERY,), (f"{table_arn}/index/{PENDING_INDEX}",)),
+            rows("Uploads", (GET_ITEM, DELETE_ITEM), ACCOUNT_ROWS),
+            Grant("DeleteObjects", DELETE_OBJECT_ACTIONS, (users_objects,)),
+        ],
     }
 
 
