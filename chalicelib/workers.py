@@ -9,9 +9,11 @@ so one bad message never redoes the batch: only the failed ones return to the qu
 its receive limit the dead-letter queue keeps them.
 
 SQS delivers at least once. ``Idempotency`` claims ``DONE#{worker}#{eventId}`` with a conditional
-put before the effect and releases it if the effect fails, so a retry redoes a failed effect and
-a duplicate of a done one does nothing. A worker that dies between the claim and the release (a
-Lambda timeout) leaves the claim in place: that event's effect is then skipped, not repeated.
+put before the effect, for a lease of ``LEASE`` (longer than any worker's timeout, shorter than
+its queue's visibility timeout), and marks it done after the effect; a failed effect releases
+the claim. So a duplicate of a done event does nothing, a retry redoes a failed effect, and a
+worker that dies mid-effect (a Lambda timeout) leaves a claim whose lease has run out by the
+time SQS delivers the message again, which then redoes the effect.
 ``DynamoDBMarkRepository`` stores the marks; ``InMemoryMarkRepository`` is its twin
 (``tests/test_workers.py`` runs one contract on both).
 """
@@ -38,7 +40,10 @@ logger = logging.getLogger(__name__)
 # Longer than any redelivery: a failed message is received at most 3 times, minutes apart.
 MARK_TTL = timedelta(days=1)
 _MARK_SECONDS = int(MARK_TTL.total_seconds())
+# Workers time out after at most a minute; their queues redeliver after three minutes or more.
+LEASE = timedelta(minutes=2)
 _MAX_EVENT_ID = 200
+_LEASE = "leaseUntil"
 
 Envelope = dict[str, Any]
 
@@ -105,9 +110,12 @@ def envelope_of(body: object) -> Envelope:
 
 
 class MarkRepository(Protocol):
-    def claim(self, worker: str, event_id: str, *, now: int) -> bool:
-        """Mark the event taken by ``worker`` for ``MARK_TTL`` from ``now`` (epoch seconds);
-        False if it already was."""
+    def claim(self, worker: str, event_id: str, *, now: int, lease: int) -> bool:
+        """Take the event for ``worker`` until ``lease`` (epoch seconds; ``now`` is the time);
+        False if it is done, or taken by a lease that has not run out."""
+
+    def finish(self, worker: str, event_id: str, *, now: int) -> None:
+        """Mark the event done for ``MARK_TTL`` from ``now``."""
 
     def release(self, worker: str, event_id: str) -> None:
         """Remove the mark, so the event is handled again."""
@@ -117,13 +125,18 @@ class DynamoDBMarkRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
 
-    def claim(self, worker: str, event_id: str, *, now: int) -> bool:
+    def claim(self, worker: str, event_id: str, *, now: int, lease: int) -> bool:
         try:
             self._table.put_item(
-                Item={**done_key(worker, event_id), TTL_ATTRIBUTE: now + _MARK_SECONDS},
-                # TTL removes a row late: a mark past its time no longer counts.
-                ConditionExpression="attribute_not_exists(#pk) OR #ttl <= :now",
-                ExpressionAttributeNames={"#pk": PARTITION_KEY, "#ttl": TTL_ATTRIBUTE},
+                Item={**done_key(worker, event_id), _LEASE: lease, TTL_ATTRIBUTE: lease},
+                # TTL removes a row late: a mark past its time no longer counts; a lease past
+                # its time is a worker that died before it could finish or release.
+                ConditionExpression="attribute_not_exists(#pk) OR #ttl <= :now OR #lease <= :now",
+                ExpressionAttributeNames={
+                    "#pk": PARTITION_KEY,
+                    "#ttl": TTL_ATTRIBUTE,
+                    "#lease": _LEASE,
+                },
                 ExpressionAttributeValues={":now": now},
             )
         except ClientError as exc:
@@ -131,6 +144,11 @@ class DynamoDBMarkRepository:
                 return False
             raise
         return True
+
+    def finish(self, worker: str, event_id: str, *, now: int) -> None:
+        self._table.put_item(
+            Item={**done_key(worker, event_id), TTL_ATTRIBUTE: now + _MARK_SECONDS}
+        )
 
     def release(self, worker: str, event_id: str) -> None:
         self._table.delete_item(Key=done_key(worker, event_id))
@@ -140,16 +158,21 @@ class InMemoryMarkRepository:
     """The DynamoDB repository's twin."""
 
     def __init__(self) -> None:
-        self._marks: dict[tuple[str, str], int] = {}
+        # (worker, event id) -> (until when it counts, whether it is only a lease)
+        self._marks: dict[tuple[str, str], tuple[int, bool]] = {}
         self._lock = threading.Lock()
 
-    def claim(self, worker: str, event_id: str, *, now: int) -> bool:
+    def claim(self, worker: str, event_id: str, *, now: int, lease: int) -> bool:
         with self._lock:
             held = self._marks.get((worker, event_id))
-            if held is not None and held > now:
+            if held is not None and held[0] > now:
                 return False
-            self._marks[(worker, event_id)] = now + _MARK_SECONDS
+            self._marks[(worker, event_id)] = (lease, True)
             return True
+
+    def finish(self, worker: str, event_id: str, *, now: int) -> None:
+        with self._lock:
+            self._marks[(worker, event_id)] = (now + _MARK_SECONDS, False)
 
     def release(self, worker: str, event_id: str) -> None:
         with self._lock:
@@ -168,7 +191,8 @@ class Idempotency:
         """Run ``effect`` unless this event already had it; whether it ran. A failed effect
         releases its claim and raises, so the event's next delivery tries again."""
         now = int(self._clock().timestamp())
-        if not self._marks.claim(self._worker, event_id, now=now):
+        lease = now + int(LEASE.total_seconds())
+        if not self._marks.claim(self._worker, event_id, now=now, lease=lease):
             logger.info(
                 "event already handled",
                 extra={"fields": {"worker": self._worker, "eventId": event_id}},
@@ -179,4 +203,5 @@ class Idempotency:
         except BaseException:
             self._marks.release(self._worker, event_id)
             raise
+        self._marks.finish(self._worker, event_id, now=int(self._clock().timestamp()))
         return True

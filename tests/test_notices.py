@@ -192,7 +192,8 @@ def test_with_mail_off_the_notice_is_consumed_unsent(stores: Stores, clock: Fake
     marks = Idempotency(stores.marks, worker="mail", clock=clock)
     Notices(stores.users, mailer=None, once=marks).send(notice("password_change"))
     # Handled, so not retried into the dead-letter queue: mail is simply off.
-    assert not stores.marks.claim("mail", "e1", now=int(clock().timestamp()))
+    now = int(clock().timestamp())
+    assert not stores.marks.claim("mail", "e1", now=now, lease=now + 120)
 
 
 class TestOverHttp:

@@ -17,7 +17,7 @@ from chalice.test import Client
 
 from chalicelib.eventroutes import SOURCE, VERSION
 from chalicelib.stores import Stores
-from chalicelib.workers import MARK_TTL, Idempotency, InMemoryMarkRepository, handle_batch
+from chalicelib.workers import LEASE, MARK_TTL, Idempotency, InMemoryMarkRepository, handle_batch
 from tests.conftest import FakeClock, owner_of
 
 ALICE_ID = owner_of("alice").user_id
@@ -139,28 +139,39 @@ class TestBatches:
 
 class TestMarks:
     def test_an_event_is_claimed_once_per_worker(self, stores: Stores) -> None:
-        assert stores.marks.claim("mail", "e1", now=1_000)
-        assert not stores.marks.claim("mail", "e1", now=1_001)
-        assert stores.marks.claim("notify", "e1", now=1_001)
-        assert stores.marks.claim("mail", "e2", now=1_001)
+        assert stores.marks.claim("mail", "e1", now=1_000, lease=1_120)
+        assert not stores.marks.claim("mail", "e1", now=1_001, lease=1_121)
+        assert stores.marks.claim("notify", "e1", now=1_001, lease=1_121)
+        assert stores.marks.claim("mail", "e2", now=1_001, lease=1_121)
 
     def test_a_released_claim_can_be_taken_again(self, stores: Stores) -> None:
-        assert stores.marks.claim("mail", "e1", now=1_000)
+        assert stores.marks.claim("mail", "e1", now=1_000, lease=1_120)
         stores.marks.release("mail", "e1")
-        assert stores.marks.claim("mail", "e1", now=1_000)
+        assert stores.marks.claim("mail", "e1", now=1_000, lease=1_120)
         stores.marks.release("mail", "never-claimed")
 
-    def test_a_mark_lasts_a_day(self, stores: Stores) -> None:
-        day = int(MARK_TTL.total_seconds())
-        assert stores.marks.claim("mail", "e1", now=1_000)
-        assert not stores.marks.claim("mail", "e1", now=1_000 + day - 1)
-        # Past its time it no longer counts, even before TTL removes the row.
-        assert stores.marks.claim("mail", "e1", now=1_000 + day)
+    def test_a_lease_nobody_finished_runs_out(self, stores: Stores) -> None:
+        assert stores.marks.claim("mail", "e1", now=1_000, lease=1_120)
+        assert not stores.marks.claim("mail", "e1", now=1_119, lease=1_239)
+        assert stores.marks.claim("mail", "e1", now=1_120, lease=1_240)
 
-    def test_the_stored_mark(self, table: Any) -> None:
-        Stores.dynamodb(table).marks.claim("mail", "e1", now=1_000)
+    def test_a_finished_event_stays_done_for_a_day(self, stores: Stores) -> None:
+        day = int(MARK_TTL.total_seconds())
+        assert stores.marks.claim("mail", "e1", now=1_000, lease=1_120)
+        stores.marks.finish("mail", "e1", now=1_010)
+        assert not stores.marks.claim("mail", "e1", now=1_200, lease=1_320)
+        assert not stores.marks.claim("mail", "e1", now=1_010 + day - 1, lease=1_010 + day)
+        # Past its time it no longer counts, even before TTL removes the row.
+        assert stores.marks.claim("mail", "e1", now=1_010 + day, lease=1_130 + day)
+
+    def test_the_stored_marks(self, table: Any) -> None:
+        marks = Stores.dynamodb(table).marks
+        marks.claim("mail", "e1", now=1_000, lease=1_120)
         (row,) = table.scan()["Items"]
-        assert row == {"pk": "DONE#mail#e1", "sk": "DONE", "expiresAt": 1_000 + 86_400}
+        assert row == {"pk": "DONE#mail#e1", "sk": "DONE", "leaseUntil": 1_120, "expiresAt": 1_120}
+        marks.finish("mail", "e1", now=1_010)
+        (row,) = table.scan()["Items"]
+        assert row == {"pk": "DONE#mail#e1", "sk": "DONE", "expiresAt": 1_010 + 86_400}
 
 
 class TestIdempotency:
@@ -185,6 +196,20 @@ class TestIdempotency:
         assert once.once("e1", flaky)
         assert not once.once("e1", flaky)
         assert len(attempts) == 2
+
+    def test_a_worker_that_died_mid_effect_is_redone_once_its_lease_runs_out(self) -> None:
+        clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+        marks = InMemoryMarkRepository()
+        once = Idempotency(marks, worker="mail", clock=clock)
+        now = int(clock().timestamp())
+        # A Lambda timeout: claimed, neither finished nor released.
+        marks.claim("mail", "e1", now=now, lease=now + int(LEASE.total_seconds()))
+        effects: list[str] = []
+        assert not once.once("e1", lambda: effects.append("mailed"))
+        clock.advance(seconds=LEASE.total_seconds())
+        assert once.once("e1", lambda: effects.append("mailed"))
+        assert not once.once("e1", lambda: effects.append("mailed"))
+        assert effects == ["mailed"]
 
     def test_a_batch_delivered_twice_has_one_effect_per_event(self) -> None:
         clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
