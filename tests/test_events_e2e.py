@@ -202,6 +202,27 @@ def until(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
     pytest.fail(f"{what}: not within {timeout} s")
 
 
+def uploaded(api: Api, content: bytes, *, complete: bool) -> str:
+    """Starts an upload and POSTs the file with the presigned POST; the object's key."""
+    body = {
+        "filename": "draft.pdf",
+        "contentType": "application/pdf",
+        "size": len(content),
+        "kind": "document",
+    }
+    started = api.call("POST", "/uploads", json=body)
+    assert started.status_code == 201, started.text
+    upload_id, post = started.json()["upload"]["id"], started.json()["post"]
+    sent = requests.post(
+        post["url"], data=post["fields"], files={"file": ("draft.pdf", content)}, timeout=30
+    )
+    assert sent.status_code == 204, sent.text
+    if complete:
+        done = api.call("POST", f"/uploads/{upload_id}/complete")
+        assert done.json()["status"] == "ready", done.text
+    return str(post["fields"]["key"])
+
+
 def test_item_changes_reach_the_owners_websocket_as_get_shows_them(stack: RunningStack) -> None:
     alice = signed_up(stack, "alice")
     socket = alice.listen()
@@ -351,6 +372,9 @@ def test_account_deletion_finishes_and_frees_the_name(
 ) -> None:
     dora = signed_up(stack, "dora")
     assert dora.call("POST", "/items", json={"name": "left behind"}).status_code == 201
+    key = uploaded(dora, b"%PDF-1.4 left behind\n", complete=True)
+    s3 = aws.client("s3", endpoint_url=stack.aws_url)
+    assert s3.head_object(Bucket=RESOURCES.uploads_bucket, Key=key)["ContentLength"] > 0
     account_id = dora.account_id()
     deleted = dora.call("DELETE", "/auth/user", json={"password": PASSWORD})
     assert deleted.status_code == 202, deleted.text
@@ -372,6 +396,8 @@ def test_account_deletion_finishes_and_frees_the_name(
             break
         scan = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
     assert rows == []
+    with pytest.raises(s3.exceptions.ClientError, match="404"):
+        s3.head_object(Bucket=RESOURCES.uploads_bucket, Key=key)
     assert again.login().status_code == 200
     assert again.call("GET", "/items").json()["items"] == []
 
@@ -418,21 +444,9 @@ def test_the_sweep_deletes_an_abandoned_uploads_object_and_record(
 ) -> None:
     frank = signed_up(stack, "frank")
     content = b"%PDF-1.4 never completed\n"
-    body = {
-        "filename": "draft.pdf",
-        "contentType": "application/pdf",
-        "size": len(content),
-        "kind": "document",
-    }
-    started = frank.call("POST", "/uploads", json=body)
-    assert started.status_code == 201, started.text
-    upload_id, post = started.json()["upload"]["id"], started.json()["post"]
-    sent = requests.post(
-        post["url"], data=post["fields"], files={"file": ("draft.pdf", content)}, timeout=30
-    )
-    assert sent.status_code == 204, sent.text
+    key = uploaded(frank, content, complete=False)
+    upload_id = frank.call("GET", "/uploads").json()["uploads"][0]["id"]
     s3 = aws.client("s3", endpoint_url=stack.aws_url)
-    key = post["fields"]["key"]
     assert s3.get_object(Bucket=RESOURCES.uploads_bucket, Key=key)["Body"].read() == content
 
     # Past the deadline and the sweep's margin; the offset only grows.
@@ -448,3 +462,11 @@ def test_the_sweep_deletes_an_abandoned_uploads_object_and_record(
     # A second run finds nothing more of it.
     again = job(stack, "sweep", CLOCK_OFFSET_FILE=str(clock_offset))
     assert summary(again, "upload sweep done")["found"] == 0
+
+
+def test_no_handler_failed_along_the_way(stack: RunningStack) -> None:
+    """Last: the runner, the workers and the gateway logged no failure during the module (the
+    poison message is refused as malformed, a warning)."""
+    output = "".join(stack.output)
+    assert "Traceback" not in output
+    assert '"level": "ERROR"' not in output
