@@ -32,7 +32,9 @@ import aiohttp
 import boto3
 import pytest
 import requests
+from boto3.dynamodb.conditions import Key
 
+from chalicelib.keys import CONNECTION, PARTITION_KEY, SORT_KEY, user_pk
 from chalicelib.uploads import PENDING_SECONDS, SWEEP_AFTER_SECONDS
 from tests.conftest import ROOT
 from tests.localstack import RunningStack, start
@@ -223,9 +225,22 @@ def uploaded(api: Api, content: bytes, *, complete: bool) -> str:
     return str(post["fields"]["key"])
 
 
-def test_item_changes_reach_the_owners_websocket_as_get_shows_them(stack: RunningStack) -> None:
+def connection_rows(stack: RunningStack, aws: boto3.Session, username: str) -> list[Json]:
+    table = aws.resource("dynamodb", endpoint_url=stack.aws_url).Table(RESOURCES.table_name)
+    found = table.query(
+        KeyConditionExpression=Key(PARTITION_KEY).eq(user_pk(username))
+        & Key(SORT_KEY).begins_with(CONNECTION),
+        ConsistentRead=True,
+    )
+    return list(found["Items"])
+
+
+def test_item_changes_reach_the_owners_websocket_as_get_shows_them(
+    stack: RunningStack, aws: boto3.Session
+) -> None:
     alice = signed_up(stack, "alice")
     socket = alice.listen()
+    assert len(connection_rows(stack, aws, alice.username)) == 1
     try:
         created = alice.call("POST", "/items", json={"name": "notes", "data": {"pages": 3}})
         assert created.status_code == 201, created.text
@@ -254,6 +269,12 @@ def test_item_changes_reach_the_owners_websocket_as_get_shows_them(stack: Runnin
         assert alice.call("GET", f"/items/{item_id}").status_code == 404
     finally:
         socket.close()
+    # The close reached $disconnect, which forgot the connection.
+    until(
+        lambda: not connection_rows(stack, aws, alice.username),
+        timeout=LIVE_SECONDS,
+        what="the connection's rows removed on disconnect",
+    )
 
 
 def test_another_users_client_receives_nothing_of_it(stack: RunningStack) -> None:
