@@ -34,7 +34,8 @@ import pytest
 import requests
 from boto3.dynamodb.conditions import Key
 
-from chalicelib.keys import CONNECTION, PARTITION_KEY, SORT_KEY, user_pk
+from chalicelib.keys import CONNECTION, user_pk
+from chalicelib.table import PARTITION_KEY, SORT_KEY
 from chalicelib.uploads import PENDING_SECONDS, SWEEP_AFTER_SECONDS
 from tests.conftest import ROOT
 from tests.localstack import RunningStack, start
