@@ -387,6 +387,10 @@ def test_the_backup_job_leaves_an_export_with_its_manifest(
     files = s3.get_object(Bucket=RESOURCES.backups_bucket, Key=f"{folder}manifest-files.json")
     listed_files = [json.loads(row) for row in files["Body"].read().decode().splitlines()]
     assert sorted(entry["dataFileS3Key"] for entry in listed_files) == sorted(data)
+    # Idempotent: a second run the same night finds tonight's export rather than starting one.
+    assert summary(job(stack, "backup"), "backup started")["exportArn"] == line["exportArn"]
+    again = s3.list_objects_v2(Bucket=RESOURCES.backups_bucket, Prefix="backups/database/")
+    assert sorted(entry["Key"] for entry in again.get("Contents", [])) == sorted(keys)
 
 
 def test_account_deletion_finishes_and_frees_the_name(
