@@ -164,9 +164,12 @@ class LiveSocket:
                     self._inbox.put(json.loads(message.data))
             self._inbox.put(_CLOSED)
 
-    def wait_for(self, matches: Callable[[Json], bool], timeout: float) -> Json:
-        """The first message (from now on) that ``matches``; fails after ``timeout`` s."""
-        deadline = time.monotonic() + timeout
+    def wait_for(
+        self, matches: Callable[[Json], bool], timeout: float, *, since: float | None = None
+    ) -> Json:
+        """The first message (not yet looked at) that ``matches``; fails ``timeout`` seconds
+        after ``since`` (a ``time.monotonic()`` reading: when the write was sent), or now."""
+        deadline = (time.monotonic() if since is None else since) + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
                 message = self._inbox.get(timeout=left)
@@ -243,15 +246,17 @@ def test_item_changes_reach_the_owners_websocket_as_get_shows_them(
     socket = alice.listen()
     assert len(connection_rows(stack, aws, alice.username)) == 1
     try:
+        sent = time.monotonic()
         created = alice.call("POST", "/items", json={"name": "notes", "data": {"pages": 3}})
         assert created.status_code == 201, created.text
         item_id = created.json()["id"]
-        message = socket.wait_for(item_event("item.created", item_id), LIVE_SECONDS)
+        message = socket.wait_for(item_event("item.created", item_id), LIVE_SECONDS, since=sent)
         shown = alice.call("GET", f"/items/{item_id}")
         assert message["data"] == shown.json()
         assert message["version"] == 1
         assert {"type", "version", "id", "time", "data"} <= set(message)
 
+        sent = time.monotonic()
         patched = alice.call(
             "PATCH",
             f"/items/{item_id}",
@@ -259,13 +264,14 @@ def test_item_changes_reach_the_owners_websocket_as_get_shows_them(
             headers={"If-Match": shown.headers["ETag"]},
         )
         assert patched.status_code == 200, patched.text
-        message = socket.wait_for(item_event("item.updated", item_id), LIVE_SECONDS)
+        message = socket.wait_for(item_event("item.updated", item_id), LIVE_SECONDS, since=sent)
         last = alice.call("GET", f"/items/{item_id}").json()
         assert message["data"] == last
         assert last["status"] == "archived"
 
+        sent = time.monotonic()
         assert alice.call("DELETE", f"/items/{item_id}").status_code == 200
-        message = socket.wait_for(item_event("item.deleted", item_id), LIVE_SECONDS)
+        message = socket.wait_for(item_event("item.deleted", item_id), LIVE_SECONDS, since=sent)
         assert message["data"] == last
         assert alice.call("GET", f"/items/{item_id}").status_code == 404
     finally:
@@ -282,11 +288,13 @@ def test_another_users_client_receives_nothing_of_it(stack: RunningStack) -> Non
     alice, bob = signed_up(stack, "alice"), signed_up(stack, "bob")
     alices, bobs = alice.listen(), bob.listen()
     try:
+        sent = time.monotonic()
         theirs = alice.call("POST", "/items", json={"name": "private"}).json()["id"]
-        alices.wait_for(item_event("item.created", theirs), LIVE_SECONDS)
-        # Bob was listening all along: his own item reaches him.
+        alices.wait_for(item_event("item.created", theirs), LIVE_SECONDS, since=sent)
+        # Bob was listening all along: his own item reaches him, after Alice's reached her.
+        sent = time.monotonic()
         own = bob.call("POST", "/items", json={"name": "mine"}).json()["id"]
-        bobs.wait_for(item_event("item.created", own), LIVE_SECONDS)
+        bobs.wait_for(item_event("item.created", own), LIVE_SECONDS, since=sent)
         assert theirs not in json.dumps(bobs.received)
         assert alice.username not in json.dumps(bobs.received)
     finally:
