@@ -441,6 +441,23 @@ def test_account_deletion_finishes_and_frees_the_name(
     assert again.call("GET", "/items").json()["items"] == []
 
 
+def test_an_administrators_deletion_finishes_too(stack: RunningStack) -> None:
+    admin, gail = signed_up(stack, "admin"), signed_up(stack, "gail")
+    stack.promote(admin.username)
+    assert gail.call("POST", "/items", json={"name": "hers"}).status_code == 201
+    deleted = admin.call("DELETE", f"/users/{gail.username}")
+    assert deleted.status_code == 202, deleted.text
+    assert gail.login().status_code == 401
+    again = Api(stack, gail.username, "another passphrase entirely")
+    until(
+        lambda: again.signup().status_code == 201,
+        timeout=PIPELINE_SECONDS,
+        what="the name free again after the purge",
+    )
+    assert again.login().status_code == 200
+    assert again.call("GET", "/items").json()["items"] == []
+
+
 def mails(stack: RunningStack, address: str) -> list[Json]:
     found = requests.get(f"{stack.mail_url}/api/messages", timeout=10).json()
     return [mail for mail in found if address in mail["to"]]
