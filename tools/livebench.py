@@ -30,11 +30,13 @@ from collections.abc import Iterator
 
 import aiohttp
 
-from tools.devstack import Stack, die_with_parent
+from tools.devstack import LOG_DIR, Stack, die_with_parent
 
 SAMPLES = 20
 # Each message must arrive within this; the issue's goal for the site is 2 seconds.
 MESSAGE_TIMEOUT = 10.0
+# What the stack this starts prints (its servers' logs), kept for when something goes wrong.
+STACK_LOG = LOG_DIR / "livebench-stack.log"
 
 
 class Unavailable(Exception):
@@ -59,17 +61,21 @@ def own_stack() -> Iterator[str]:
         ws_port=_free_port(),
         site="none",
     )
-    # The stack's servers inherit standard output: their request logs would bury the figure.
-    saved = os.dup(1)
-    with open(os.devnull, "wb") as sink:
-        os.dup2(sink.fileno(), 1)
+    # The stack's servers inherit standard output and error: their request logs (chalice local
+    # writes them to standard error) would bury the figure, so they go to STACK_LOG.
+    STACK_LOG.parent.mkdir(exist_ok=True)
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    with STACK_LOG.open("wb") as sink:
+        for fd in saved:
+            os.dup2(sink.fileno(), fd)
     try:
         stack.start()
         yield stack.api_url
     finally:
         stack.stop()
-        os.dup2(saved, 1)
-        os.close(saved)
+        for fd, original in saved.items():
+            os.dup2(original, fd)
+            os.close(original)
 
 
 async def _json(response: aiohttp.ClientResponse, step: str, expected: int) -> dict[str, object]:
@@ -135,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             api = args.api or stack.enter_context(own_stack())
             timings = asyncio.run(measure(api, args.samples))
     except (Unavailable, RuntimeError, aiohttp.ClientError, OSError) as exc:
-        print(f"live updates: unavailable: {exc}", file=sys.stderr)
+        where = "" if args.api else f" (the stack's log: {STACK_LOG})"
+        print(f"live updates: unavailable: {exc}{where}", file=sys.stderr)
         return 1
     median = statistics.median(timings)
     print(
