@@ -22,6 +22,16 @@
   ignores the ``ClientToken``. ``install_table_exports`` replaces it with one that writes what
   DynamoDB writes, where DynamoDB writes it (``AwsLayoutExport``), and keeps the token's promise
   (the same request within 8 hours is the same export). The tests under moto install it too.
+- moto's ``TransactWriteItems`` deep-copies every table it writes before each transaction, to put
+  the copy back if the transaction is cancelled. The copy includes the table's stream, so after a
+  cancelled transaction the stream's readers (the event runner's shard iterator) hold a stream
+  that no longer grows: every later change is lost to them, where DynamoDB's stream records every
+  committed write and nothing of a cancelled transaction. And moto registers every model it
+  creates, copies included, for its dashboard, so each transaction kept a full copy of the table
+  and its stream for ever: the emulator grew by megabytes a second and each transaction got
+  slower. ``install_stream_safe_transactions`` copies the table without its stream and untracked,
+  drops the stream records of a cancelled transaction's writes, and stops tracking DynamoDB's
+  items and stream records (the dashboard is not used).
 
 Run: ``python -m tools.emulator --host 127.0.0.1 --port 5000``.
 """
@@ -30,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import gzip
 import hashlib
 import io
@@ -51,7 +62,9 @@ from moto.dynamodb.exceptions import (
     PointInTimeRecoveryUnavailable,
     TableNotFoundException,
 )
-from moto.dynamodb.models.table import Table
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import Item
+from moto.dynamodb.models.table import StreamRecord, Table
 from moto.dynamodb.models.table_export import TableExport
 from moto.dynamodb.models.utilities import dynamo_json_dump
 from moto.dynamodb.responses import DynamoHandler
@@ -432,6 +445,58 @@ def install_table_exports() -> None:
     DynamoHandler.export_table_to_point_in_time = export_table_to_point_in_time  # type: ignore[method-assign,assignment]
 
 
+class _Untracked(list[Any]):
+    """An ``instances_tracked`` list that keeps nothing (moto's dashboard registry)."""
+
+    def append(self, _: Any) -> None:
+        return None
+
+
+def _copy_table(table: Table, memo: dict[int, Any]) -> Table:
+    """A deep copy of ``table`` that shares its stream (a log of the table, not its state) and
+    that moto does not register."""
+    if table.stream_shard is not None:
+        memo[id(table.stream_shard)] = table.stream_shard
+    copied = object.__new__(type(table))
+    memo[id(table)] = copied
+    for name, value in vars(table).items():
+        copied.__dict__[name] = copy.deepcopy(value, memo)
+    return copied
+
+
+_moto_transact_write_items = DynamoDBBackend.transact_write_items
+
+
+def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    streams = {
+        name: (table, table.stream_shard, len(table.stream_shard.items))
+        for name, table in self.tables.items()
+        if table.stream_shard is not None
+    }
+    try:
+        _moto_transact_write_items(self, transact_items)
+    except Exception:
+        # moto put back its copy of each table written; the copy shares the stream, which
+        # still holds the records of the writes the cancellation undid.
+        for name, (table, shard, length) in streams.items():
+            restored = self.tables.get(name)
+            if restored is None or restored is table:
+                continue
+            del shard.items[length:]
+            shard.table = restored
+            restored.stream_shard = shard
+        raise
+
+
+def install_stream_safe_transactions() -> None:
+    """Make moto's cancelled transactions leave the table's stream as DynamoDB does, and its
+    transactions keep nothing behind (see the module's docstring)."""
+    Table.__deepcopy__ = _copy_table  # type: ignore[attr-defined]
+    DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
+    Item.instances_tracked = _Untracked()  # type: ignore[attr-defined]
+    StreamRecord.instances_tracked = _Untracked()  # type: ignore[attr-defined]
+
+
 def _export_of_token(exports: Iterable[Any], token: str) -> AwsLayoutExport | None:
     now = datetime.now(UTC)
     for export in exports:
@@ -484,6 +549,7 @@ def main() -> None:
     # What MOTO_DISABLE_GLOBAL_CORS does, read when moto's backends are created (on first use).
     werkzeug_app.DISABLE_GLOBAL_CORS = True  # type: ignore[attr-defined]
     install_table_exports()
+    install_stream_safe_transactions()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(
         args.host,

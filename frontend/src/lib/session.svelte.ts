@@ -57,6 +57,10 @@ const DELETED = 'Your account has been deleted.';
 const SWITCHED = 'Another account signed in in another tab of this browser; please log in again.';
 
 onSessionEnded((otherAccount) => {
+	// Already signed out here (say, "log out everywhere" answered while a page's live refresh
+	// was still in flight): that request's refusal is no news, and the notice that says why the
+	// session ended stays.
+	if (session.status === 'anonymous') return;
 	if (otherAccount) {
 		// The browser's session is now someone else's: leave it (and its flag) to them.
 		signedOut(SWITCHED, false, { tell: false, keepHint: true });

@@ -39,15 +39,13 @@ export type MfaRequired = Schemas['MfaRequired'];
 export type TotpEnrolment = Schemas['MfaEnrolment'];
 export type TotpEnabled = Schemas['MfaEnabled'];
 
-// Live updates (the Events issue). Written here until the API's schema includes
-// POST /auth/ws-ticket; the regenerated schema then gives the ticket's type.
+// Live updates (the Events issue).
 
 /** POST /auth/ws-ticket: where to open the WebSocket, the one-time ticket in the URL. */
-export interface WsTicket {
-	url: string;
-	/** Seconds the ticket stays valid (it is single-use). */
-	expiresIn: number;
-}
+export type WsTicket = Schemas['WsTicket'];
+
+// The messages pushed over the WebSocket are not in the OpenAPI document (docs/EVENTS.md
+// describes them): their shapes are written here.
 
 /** One message pushed over the WebSocket: an event of the signed-in account. */
 export interface LiveEvent<T = unknown> {
