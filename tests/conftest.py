@@ -187,6 +187,15 @@ def without_mfa(result: SignedIn | MfaChallenge) -> SignedIn:
 LEGACY = "2024-05-01T10:00:00.000Z"
 
 
+@pytest.fixture(scope="module")
+def clock_offset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The file whose seconds a local stack started with ``CLOCK_OFFSET_FILE`` set to it (and a
+    job run by hand with the same variable) adds to its clock."""
+    path = tmp_path_factory.mktemp("clock") / "offset"
+    path.write_text("0")
+    return path
+
+
 def owner_of(name: str) -> Owner:
     """The account of ``name`` in repository tests, with an id that is the same on every run."""
     return Owner(name, hashlib.sha256(name.encode()).hexdigest()[:32])

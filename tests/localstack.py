@@ -18,6 +18,11 @@ import pytest
 from tests.conftest import ROOT
 
 
+def advance_clock(clock_offset: Path, seconds: float) -> None:
+    """Move the stack's clock ``seconds`` forward."""
+    clock_offset.write_text(str(float(clock_offset.read_text() or 0) + seconds))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -39,7 +39,7 @@ from chalicelib.keys import CONNECTION, user_pk
 from chalicelib.table import PARTITION_KEY, SORT_KEY
 from chalicelib.uploads import PENDING_SECONDS, SWEEP_AFTER_SECONDS
 from tests.conftest import ROOT
-from tests.localstack import RunningStack, start
+from tests.localstack import RunningStack, advance_clock, start
 from tools.localaws import Resources
 
 pytestmark = pytest.mark.e2e
@@ -53,14 +53,6 @@ LIVE_SECONDS = 5.0
 # Bounds for what takes several polls of the runner: redrives, purges, mail.
 PIPELINE_SECONDS = 30.0
 Json = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def clock_offset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The file whose seconds the stack (and a job run by hand) adds to its clock."""
-    path = tmp_path_factory.mktemp("clock") / "offset"
-    path.write_text("0")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -506,8 +498,7 @@ def test_the_sweep_deletes_an_abandoned_uploads_object_and_record(
     assert s3.get_object(Bucket=RESOURCES.uploads_bucket, Key=key)["Body"].read() == content
 
     # Past the deadline and the sweep's margin; the offset only grows.
-    offset = float(clock_offset.read_text() or 0) + PENDING_SECONDS + SWEEP_AFTER_SECONDS + 60
-    clock_offset.write_text(str(offset))
+    advance_clock(clock_offset, PENDING_SECONDS + SWEEP_AFTER_SECONDS + 60)
     ran = job(stack, "sweep", CLOCK_OFFSET_FILE=str(clock_offset))
     assert summary(ran, "upload sweep done")["deleted"] >= 1
 

@@ -37,7 +37,7 @@ from playwright.sync_api import (
 
 from chalicelib.settings import Settings
 from tests.conftest import ROOT
-from tests.localstack import RunningStack, start
+from tests.localstack import RunningStack, advance_clock, start
 
 pytestmark = pytest.mark.e2e
 
@@ -64,14 +64,6 @@ WAIT_SECONDS = 15
 
 
 @pytest.fixture(scope="module")
-def clock_offset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The file whose seconds the API adds to its clock (CLOCK_OFFSET_FILE)."""
-    path = tmp_path_factory.mktemp("clock") / "offset"
-    path.write_text("0")
-    return path
-
-
-@pytest.fixture(scope="module")
 def stack(clock_offset: Path) -> Iterator[RunningStack]:
     """One stack for the module: every test signs up its own accounts, so none interferes."""
     if not (ROOT / "frontend" / "build" / "200.html").is_file():
@@ -94,8 +86,7 @@ def expire_access_tokens(clock_offset: Path) -> Callable[[], None]:
     """
 
     def expire() -> None:
-        offset = float(clock_offset.read_text() or 0) + ACCESS_TOKEN_TTL_SECONDS + 60
-        clock_offset.write_text(str(offset))
+        advance_clock(clock_offset, ACCESS_TOKEN_TTL_SECONDS + 60)
 
     return expire
 

@@ -27,7 +27,6 @@ from tests.test_site import (  # noqa: F401 (the fixtures)
     PASSWORD,
     OpenPage,
     browser,
-    clock_offset,
     contexts,
     csp_violations,
     expire_access_tokens,

@@ -29,7 +29,6 @@ from tests.test_site import (  # noqa: F401 (the fixtures)
     api,
     api_token,
     browser,
-    clock_offset,
     contexts,
     csp_violations,
     items,
