@@ -17,7 +17,7 @@ from tools.localaws import Resources
 from tools.migrate import TimedOut, Wait, main
 
 # The original system's table as its Data stack made it: pk/sk strings, 1 RCU/WCU provisioned,
-# no stream, no index, no TTL.
+# no stream, no index, no TTL (and, here, neither PITR nor deletion protection).
 ORIGINAL = "production-data-table"
 
 
@@ -44,6 +44,7 @@ def state(aws: boto3.Session, name: str = ORIGINAL) -> dict[str, Any]:
     table = client.describe_table(TableName=name)["Table"]
     backups = client.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
     return {
+        "protected": table.get("DeletionProtectionEnabled"),
         "stream": table.get("StreamSpecification"),
         "indexes": table.get("GlobalSecondaryIndexes"),
         "definitions": table["AttributeDefinitions"],
@@ -78,6 +79,7 @@ def test_the_original_table_is_migrated_dry_then_applied_then_served(
     status, out, _ = run(capsys)
     assert status == 0
     assert out.splitlines() == [
+        "Would: Enable deletion protection",
         "Would: Enable point-in-time recovery",
         "Would: Enable the stream (NEW_AND_OLD_IMAGES)",
         "Would: Enable TTL on expiresAt",
@@ -106,6 +108,7 @@ def test_the_original_table_is_migrated_dry_then_applied_then_served(
     assert index["Projection"] == {"ProjectionType": "ALL"}
     assert after["ttl"] == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expiresAt"}
     assert after["pitr"] == "ENABLED"
+    assert after["protected"] is True
     alice = users.get("alice")
     assert alice is not None
     assert alice.user_id is not None

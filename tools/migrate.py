@@ -5,11 +5,11 @@ it):
 
 - The table's settings, for adopting the original system's table (``production-data-table``):
   it checks the key schema (``pk``/``sk``, strings) and enables what the app needs and the
-  original lacks: point-in-time recovery, the stream of new and old images, the TTL attribute
-  ``expiresAt`` and the ``gsi1`` index. One change at a time, each waited for (table and index
-  ACTIVE) within ``--wait-minutes``. It refuses, changing nothing, when a setting is taken in a
-  way the app cannot use (other keys, a stream of another view type, TTL on another attribute,
-  another ``gsi1``), and says what to do.
+  original lacks: deletion protection, point-in-time recovery, the stream of new and old
+  images, the TTL attribute ``expiresAt`` and the ``gsi1`` index. One change at a time, each
+  waited for (table and index ACTIVE) within ``--wait-minutes``. It refuses, changing nothing,
+  when a setting is taken in a way the app cannot use (other keys, a stream of another view
+  type, TTL on another attribute, another ``gsi1``), and says what to do.
 - The rows, for upgrading from an earlier Gatehouse: profiles without an id get one (and their
   name claim) as a first login would give it; the items, uploads, upload counters and security
   events under each profile are stamped with it, so they show again. Sessions of earlier
@@ -113,7 +113,7 @@ def plan(client: DynamoDBClient, table_name: str) -> list[Change]:
     _check_keys(table)
     problems: list[str] = []
     changes: list[Change] = []
-    for step in (_pitr, _stream, _ttl, _index):
+    for step in (_protection, _pitr, _stream, _ttl, _index):
         try:
             change = step(client, table)
         except Refused as exc:
@@ -151,6 +151,20 @@ def _check_keys(table: Any) -> None:
 
 def _active(client: DynamoDBClient, table_name: str) -> bool:
     return client.describe_table(TableName=table_name)["Table"]["TableStatus"] == "ACTIVE"
+
+
+def _protection(client: DynamoDBClient, table: Any) -> Change | None:
+    # The original's table belongs to the original's stacks: deleting them must not delete it.
+    name = table["TableName"]
+    if table.get("DeletionProtectionEnabled"):
+        return None
+    return Change(
+        "Enable deletion protection",
+        lambda client: client.update_table(TableName=name, DeletionProtectionEnabled=True),
+        lambda client: bool(
+            client.describe_table(TableName=name)["Table"].get("DeletionProtectionEnabled")
+        ),
+    )
 
 
 def _pitr(client: DynamoDBClient, table: Any) -> Change | None:
