@@ -378,7 +378,10 @@ def _stamp(table: Table, username: str, user_id: str | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None, *, wait: Wait | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description="Ready a table for Gatehouse: its settings, then its rows. Prints what it "
+        "would change; --apply changes it."
+    )
     parser.add_argument(
         "--table", default=os.environ.get("TABLE_NAME"), help="default: $TABLE_NAME"
     )
