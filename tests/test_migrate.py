@@ -46,3 +46,14 @@ def test_earlier_rows_are_stamped_once_and_show_again(table: Any) -> None:
     again = migrate(table)
     assert (again.ids, again.rows) == (0, 0)
     assert DynamoDBUserRepository(table).get("old") == user
+
+
+def test_a_dry_run_counts_what_stamping_would_change_and_writes_nothing(table: Any) -> None:
+    table.put_item(
+        Item={**user_key("old"), "username": "old", "passwordHash": "h", "createdAt": "2024"}
+    )
+    table.put_item(Item={**item_key("old", ITEM_ID), "owner": "old", "itemId": ITEM_ID})
+    before = table.scan()["Items"]
+    counts = migrate(table, dry_run=True)
+    assert (counts.ids, counts.rows) == (1, 1)
+    assert table.scan()["Items"] == before
