@@ -35,6 +35,8 @@ help:
 	@echo "make chalice-config  regenerate the prod stage and policies in .chalice/ (cdk/README.md)"
 	@echo "make api-types  regenerate the site's copy of the OpenAPI document and its TypeScript types"
 	@echo "make screenshots  run the browser tests, refreshing the README's images in docs/screenshots"
+	@echo "make audit  known vulnerabilities with a fix in the Python and npm packages (needs the network)"
+	@echo "CI/CD       .github/workflows; the one-time AWS and GitHub set-up is in cdk/README.md (CI/CD)"
 
 $(STAMP): requirements.txt requirements-dev.txt cdk/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -83,6 +85,7 @@ test: lint typecheck frontend-check unit
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/actionlint -no-color .github/workflows/*.yml
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -118,6 +121,13 @@ destroy: $(STAMP) $(CDK_STAMP) site
 # prod, from the definitions the CDK app deploys (cdk/gatehouse_infra/runtime.py).
 chalice-config: $(STAMP)
 	$(BIN)/python -m tools.chalice_prod
+
+# pip-audit and npm audit --omit=dev over what the Lambda, the tools, the site and the CDK app
+# install; non-zero on a vulnerability with a fix, or when a target could not be audited
+# (tools/audit.py). It needs the network, so it is not part of make test: the workflows run it.
+.PHONY: audit
+audit: $(STAMP)
+	$(BIN)/python -m tools.audit
 
 # make admin USERNAME=alice: create or promote an administrator in the running `make dev`.
 admin: $(STAMP)

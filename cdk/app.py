@@ -17,12 +17,14 @@ from cdk_nag import AwsSolutionsChecks
 CDK_DIR = Path(__file__).resolve().parent
 sys.path[:0] = [str(CDK_DIR.parent), str(CDK_DIR)]  # chalicelib/, gatehouse_infra/
 
+from gatehouse_infra.deploy_access import add_deploy_access  # noqa: E402
 from gatehouse_infra.stacks import build  # noqa: E402
 
 
 def main() -> None:
     app = cdk.App()
     build(app, base_dir=CDK_DIR)
+    add_deploy_access(app)  # only with -c githubRepository=owner/name (cdk/README.md, CI/CD)
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     app.synth()
 

@@ -1553,3 +1553,155 @@ class TestEvents:
         [topic] = plain.resources("monitoring", "AWS::SNS::Topic")
         for alarm in [*dead.values(), *age.values(), *jobs]:
             assert alarm["AlarmActions"] == [{"Ref": topic}]
+
+
+ACCESS = {"githubRepository": "example-org/gatehouse", "githubBranch": "main"}
+ACCESS_SUBJECTS = [
+    "repo:example-org/gatehouse:ref:refs/heads/main",
+    "repo:example-org/gatehouse:environment:staging",
+    "repo:example-org/gatehouse:environment:production",
+]
+
+
+@pytest.fixture(scope="module")
+def access(tmp_path_factory: pytest.TempPathFactory, site: Path) -> Assembly:
+    return synthesize(tmp_path_factory.mktemp("access"), site, ACCESS)
+
+
+def access_template(context: dict[str, Any]) -> Template:
+    """The deploy-access stack alone, in process: for the variants of its context."""
+    from gatehouse_infra.deploy_access import add_deploy_access
+
+    app = cdk.App(context=context)
+    stack = add_deploy_access(app)
+    assert stack is not None
+    return Template.from_stack(stack)
+
+
+class TestDeployAccess:
+    """The GitHub OIDC provider and deploy role (cdk/gatehouse_infra/deploy_access.py)."""
+
+    STACK = "gatehouse-deploy-access.template.json"
+
+    def template(self, access: Assembly) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((access.path / self.STACK).read_text())
+        return data
+
+    def test_the_stack_is_added_only_by_the_switch(self, access: Assembly) -> None:
+        from gatehouse_infra.deploy_access import add_deploy_access
+
+        assert access.stacks() == sorted(
+            [
+                self.STACK,
+                *(
+                    f"gatehouse-production-{name}.template.json"
+                    for name in ("api", "data", "edge-monitoring", "monitoring", "site")
+                ),
+            ]
+        )
+        defaults = json.loads((ROOT / "cdk" / "cdk.json").read_text())["context"]
+        app = cdk.App(context={**defaults, "githubRepository": ""})
+        assert add_deploy_access(app) is None
+        assert app.node.children == []
+
+    def test_the_provider_is_githubs_for_sts(self, access: Assembly) -> None:
+        resources = self.template(access)["Resources"]
+        [provider] = [r for r in resources.values() if r["Type"] == "AWS::IAM::OIDCProvider"]
+        assert provider["Properties"]["Url"] == "https://token.actions.githubusercontent.com"
+        assert provider["Properties"]["ClientIdList"] == ["sts.amazonaws.com"]
+
+    def test_the_role_trusts_only_the_repositorys_branch_and_environments(
+        self, access: Assembly
+    ) -> None:
+        resources = self.template(access)["Resources"]
+        [provider] = [n for n, r in resources.items() if r["Type"] == "AWS::IAM::OIDCProvider"]
+        [role] = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::IAM::Role"]
+        [trust] = role["AssumeRolePolicyDocument"]["Statement"]
+        assert trust == {
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Effect": "Allow",
+            "Principal": {"Federated": {"Ref": provider}},
+            "Condition": {
+                "StringEquals": {
+                    "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+                    "token.actions.githubusercontent.com:sub": ACCESS_SUBJECTS,
+                }
+            },
+        }
+        assert role["RoleName"] == "gatehouse-github-deploy"
+        assert role["MaxSessionDuration"] == 3600
+
+    def test_the_role_can_only_assume_the_cdk_deploy_and_publishing_roles(
+        self, access: Assembly
+    ) -> None:
+        template = self.template(access)
+        resources = template["Resources"]
+        kinds = sorted(r["Type"] for r in resources.values())
+        assert kinds == ["AWS::IAM::OIDCProvider", "AWS::IAM::Policy", "AWS::IAM::Role"]
+        [role] = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::IAM::Role"]
+        assert "ManagedPolicyArns" not in role
+        assert "Policies" not in role
+        granted = [
+            s for name, s in statements(template) if resources[name]["Type"] != "AWS::IAM::Role"
+        ]
+        assert len(granted) == 1
+        [grant] = granted
+        assert grant["Effect"] == "Allow"
+        assert grant["Action"] == "sts:AssumeRole"
+        assert set(grant) == {"Sid", "Effect", "Action", "Resource"}
+        rendered = sorted(
+            "".join(p if isinstance(p, str) else "<" + p["Ref"] + ">" for p in arn["Fn::Join"][1])
+            for arn in grant["Resource"]
+        )
+        account = "<AWS::AccountId>"
+        assert rendered == [
+            f"arn:<AWS::Partition>:iam::{account}:role/cdk-hnb659fds-{role}-{account}-*"
+            for role in ("deploy-role", "file-publishing-role")
+        ]
+
+    def test_cfn_lint_finds_no_errors_and_cdk_nag_passed(self, access: Assembly) -> None:
+        assert "AwsSolutions-" not in access.output
+        result = subprocess.run(
+            [str(CFN_LINT), "--format", "parseable", str(access.path / self.STACK)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def test_an_existing_provider_is_reused_and_other_environments_named(self) -> None:
+        arn = "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
+        template = access_template(
+            {
+                **ACCESS,
+                "githubBranch": "release/v2",
+                "githubEnvironments": "prod",
+                "githubOidcProviderArn": arn,
+            }
+        )
+        template.resource_count_is("AWS::IAM::OIDCProvider", 0)
+        [role] = template.find_resources("AWS::IAM::Role").values()
+        [trust] = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert trust["Principal"] == {"Federated": arn}
+        assert trust["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"] == [
+            "repo:example-org/gatehouse:ref:refs/heads/release/v2",
+            "repo:example-org/gatehouse:environment:prod",
+        ]
+
+    @pytest.mark.parametrize(
+        "context",
+        [
+            {"githubRepository": "gatehouse"},
+            {"githubRepository": "org/repo:ref:refs/heads/*"},
+            {"githubRepository": "org/*"},
+            {**ACCESS, "githubBranch": "*"},
+            {**ACCESS, "githubEnvironments": "prod*"},
+            {**ACCESS, "githubEnvironments": " , "},
+            {**ACCESS, "githubOidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/x"},
+        ],
+    )
+    def test_malformed_or_wildcard_context_is_refused(self, context: dict[str, Any]) -> None:
+        from gatehouse_infra.deploy_access import add_deploy_access
+
+        with pytest.raises(ConfigError):
+            add_deploy_access(cdk.App(context=context))
