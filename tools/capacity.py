@@ -12,15 +12,15 @@ builds its clients (as ``tools/bench.py`` counts round trips):
 What is measured and what is computed: the calls, their operations and the rows they read or
 write are measured. moto's ``ConsumedCapacity`` (moto 5.2.5) is a constant, whatever the rows'
 sizes: 1 for a put, delete, query or scan, 0.5 for a get or an update, one per key of a batch
-get, nothing for a transaction; it is printed only to show that. The capacity units are
-computed from the measured rows' sizes by DynamoDB's rules (``item_size`` and ``units``): a
-read costs one unit per 4 KB (half for an eventually consistent one; a query sums the rows it
-returns before rounding; a batch get rounds each key, found or not), a write one unit per 1 KB of the larger of the row before and after,
-twice that in a transaction (a ``ConditionCheck`` counted as a transactional write of the row it
-reads: an upper bound, AWS does not spell it out), and one more write per 1 KB for each index
-entry put or removed (the index projects every attribute). A query with a filter is charged for
-the rows it reads, not the ones it returns: for ``GET /items`` with a status filter the figure
-is a lower bound (the scenario lists without one).
+get, nothing for a transaction; it is printed only to show that. The capacity units are computed
+from the measured rows' sizes by DynamoDB's rules (``item_size`` and ``units``): a read costs
+one unit per 4 KB (half for an eventually consistent one; a query sums the rows it returns
+before rounding; a batch get rounds each key, found or not), a write one unit per 1 KB of the
+larger of the row before and after, twice that in a transaction (a ``ConditionCheck`` counted as
+a transactional write of the row it reads: an upper bound, AWS does not spell it out), and one
+more write per 1 KB for each index entry put or removed (the index projects every attribute). A
+query with a filter is charged for the rows it reads, not the ones it returns: for ``GET
+/items`` with a status filter the figure is a lower bound (the scenario lists without one).
 """
 
 from __future__ import annotations
