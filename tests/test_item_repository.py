@@ -10,16 +10,20 @@ from typing import Any
 import pytest
 
 from chalicelib.items import (
+    SHARD_POSITION,
+    START,
     Item,
     ItemNotFound,
     ItemPage,
+    ShardRead,
     VersionMismatch,
     _row,
+    merge_shards,
     shard_names,
     shard_positions,
 )
 from chalicelib.keys import ConcurrentChange, OwnerMissing, status_shard
-from chalicelib.paging import InvalidCursor, encode_cursor
+from chalicelib.paging import InvalidCursor, decode_cursor, encode_cursor
 from chalicelib.stores import Stores
 from tests.conftest import account, follow, owner_of
 from tools.reindex import reindex
@@ -399,3 +403,35 @@ def test_rows_of_the_unsharded_index_are_listed_and_reindexed(table: Any) -> Non
     assert set(listed) < set(expected)
     assert len(reindex(table, shards=3, apply=True)) > 0
     assert [found for page in status_pages(fewer, "active", 5) for found in page] == expected
+
+
+def test_a_shard_cut_short_holds_back_older_items_of_the_others() -> None:
+    # DynamoDB may end a shard's page early (1 MB): its unread items can be newer than another
+    # shard's, so nothing older than its last item may be given out yet.
+    shards = {
+        "0": [item("a", n) for n in (20, 17, 16, 15, 11, 3)],
+        "1": [item("b", n) for n in (19, 18, 14, 13, 12, 10, 2)],
+    }
+
+    def read(name: str, after: str) -> ShardRead:
+        rest = [each for each in shards[name] if after == START or each.item_id < after]
+        cut = 2 if name == "0" else limit + 1
+        return ShardRead(rest[:cut], len(rest) > cut)
+
+    limit = 4
+    pages = follow(
+        lambda cursor: merge_shards(
+            {"0": START, "1": START} if cursor is None else decode_cursor(cursor, SHAPE),
+            limit=limit,
+            read=read,
+        ),
+        lambda page: page.cursor,
+    )
+    listed = [each.item_id for page in pages for each in page.items]
+    assert listed == sorted(
+        (each.item_id for rows in shards.values() for each in rows), reverse=True
+    )
+    assert all(0 < len(page.items) <= limit for page in pages)
+
+
+SHAPE = dict.fromkeys(("0", "1"), SHARD_POSITION)
