@@ -26,6 +26,7 @@ from chalicelib.keys import ConcurrentChange, OwnerMissing, status_shard
 from chalicelib.paging import InvalidCursor, decode_cursor, encode_cursor
 from chalicelib.stores import Stores
 from tests.conftest import account, follow, owner_of
+from tools import reindex as reindex_command
 from tools.reindex import reindex
 
 NOW = "2026-01-01T00:00:00.000Z"
@@ -435,3 +436,21 @@ def test_a_shard_cut_short_holds_back_older_items_of_the_others() -> None:
 
 
 SHAPE = dict.fromkeys(("0", "1"), SHARD_POSITION)
+
+
+def test_the_reindex_command_is_a_dry_run_unless_applied(
+    table: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stores = Stores.dynamodb(table)
+    user(stores, "alice")
+    user(stores, "bob")
+    for each in spread(3):
+        table.put_item(Item=legacy_row(each))
+    assert reindex_command.main(["--table", table.name]) == 0
+    assert capsys.readouterr().out.endswith(
+        f"3 index entries to move (dry run; --apply to make them) (table {table.name}, 8 shards)\n"
+    )
+    assert reindex(table, shards=8, apply=False) != []
+    assert reindex_command.main(["--table", table.name, "--shards", "4", "--apply"]) == 0
+    assert f"3 index entries moved (table {table.name}, 4 shards)" in capsys.readouterr().out
+    assert reindex(table, shards=4, apply=False) == []
