@@ -21,12 +21,13 @@ NODE_STAMP := frontend/node_modules/.installed-$(shell sha1sum frontend/package-
 # The browser tests drive Debian's Chromium (Playwright cannot download its own here).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help install dev test lint typecheck unit bench admin job clean site frontend-check synth deploy destroy chalice-config api-types screenshots
+.PHONY: help install dev test lint typecheck unit bench capacity admin job clean site frontend-check synth deploy destroy chalice-config api-types screenshots
 
 help:
 	@echo "make dev    run the site on http://127.0.0.1:5173 (API under /api) with a local AWS emulator"
 	@echo "make test   lint, type-check and run every test"
 	@echo "make bench  print cold-start, hashing, request-overhead and live-update figures"
+	@echo "make capacity  print DynamoDB round trips and capacity units per route (docs/SCALING.md)"
 	@echo "make admin USERNAME=alice   create or promote an administrator locally"
 	@echo "make job NAME=backup|sweep  run a scheduled job once against the running make dev"
 	@echo "make synth  synthesize every AWS stack offline (cdk/README.md)"
@@ -140,6 +141,9 @@ admin: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m tools.bench
 	$(BIN)/python -m tools.livebench
+
+capacity: $(STAMP)
+	$(BIN)/python -m tools.capacity
 
 # make job NAME=backup|sweep: run the nightly backup or the upload sweep once, now, against the
 # running `make dev` (the emulator's schedules never fire).

@@ -143,7 +143,7 @@ class Dependencies:
     @cached_property
     def stores(self) -> Stores:
         """One repository per aggregate, over the table."""
-        return Stores.dynamodb(self.table)
+        return Stores.dynamodb(self.table, status_shards=self.settings.status_index_shards)
 
     @cached_property
     def secrets(self) -> SecretsManagerClient:

@@ -2,17 +2,22 @@
 
 Ids sort by creation time, so a reverse query lists the newest first. The sparse index ``gsi1``
 holds every item under its status, sorted by id, for the administrators' cross-user listing
-(keys in ``chalicelib/keys.py``). ``DynamoDBItemRepository`` stores them;
+(keys in ``chalicelib/keys.py``), spread over ``STATUS_INDEX_SHARDS`` partitions per status so
+that no one index partition takes every write (docs/SCALING.md); ``merge_shards`` reads them
+back as one listing, newest first. ``DynamoDBItemRepository`` stores them;
 ``InMemoryItemRepository`` is its twin with the same contract (``tests/test_item_repository.py``).
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import typing
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol, cast
 
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
@@ -25,13 +30,13 @@ from chalicelib.keys import (
     ITEM_ID,
     ITEM_SK,
     STATUS_INDEX,
-    USER_PK,
     ConcurrentChange,
     OwnerMissing,
     is_condition_failure,
     item_key,
     item_status_pk,
     put_owned,
+    status_shard,
     user_pk,
 )
 from chalicelib.paging import collect, decode_cursor, encode_cursor
@@ -44,6 +49,14 @@ if TYPE_CHECKING:
 
 ItemStatus = Literal["active", "pending", "archived"]
 STATUSES: tuple[str, ...] = typing.get_args(ItemStatus)
+# The settings' default (STATUS_INDEX_SHARDS): index partitions per status.
+DEFAULT_STATUS_SHARDS = 8
+# The unsharded key of rows written before sharding, read as one more shard (keys.py).
+LEGACY_SHARD = "legacy"
+# Where a listing stands in one shard: not read yet, done, or after an item id. Ids are unique
+# (48 bits of time, 64 random bits), so an id alone marks the position.
+START, DONE = "", "-"
+SHARD_POSITION = re.compile(f"(?:|{DONE}|{ITEM_ID.pattern})")
 
 
 class ItemNotFound(NotFound):
@@ -77,6 +90,81 @@ class Item:
 class ItemPage:
     items: list[Item]
     cursor: str | None
+
+
+@dataclass(frozen=True)
+class ShardRead:
+    """Up to a page and one of a shard's items after a position, newest first; ``more``: the
+    shard may hold older ones still."""
+
+    items: list[Item]
+    more: bool
+
+
+ReadShard = Callable[[str, str], ShardRead]
+RunAll = Callable[[ReadShard, dict[str, str]], Iterable[ShardRead]]
+
+
+def shard_names(shards: int) -> list[str]:
+    return [*(str(shard) for shard in range(shards)), LEGACY_SHARD]
+
+
+def shard_number(name: str) -> int | None:
+    return None if name == LEGACY_SHARD else int(name)
+
+
+def shard_positions(cursor: str | None, shards: int) -> dict[str, str]:
+    """Each shard's position in a listing. A position is only an id, a bound on the sort key
+    inside the status's own shards (the partition keys are the listing's, never the cursor's),
+    so a cursor can reach no other rows. An id need not belong to its shard by ``status_shard``:
+    entries written under another shard count stay where they were until re-indexed."""
+    if cursor is None:
+        return dict.fromkeys(shard_names(shards), START)
+    return decode_cursor(cursor, dict.fromkeys(shard_names(shards), SHARD_POSITION))
+
+
+def _one_by_one(read: ReadShard, positions: dict[str, str]) -> Iterator[ShardRead]:
+    return (read(name, position) for name, position in positions.items())
+
+
+def merge_shards(
+    positions: dict[str, str], *, limit: int, read: ReadShard, run: RunAll = _one_by_one
+) -> ItemPage:
+    """One page of the shards merged newest first, and the cursor of the next.
+
+    Each unfinished shard is read once, for ``limit + 1`` items at most (``run`` may read them
+    in parallel). A shard cut short (``more``) may hold items older than the last it gave but
+    newer than another shard's: only items at or above every such cut are given out.
+    """
+    live = {name: position for name, position in positions.items() if position != DONE}
+    reads = dict(zip(live, run(read, live), strict=True))
+    cuts = [
+        shard.items[-1].item_id if shard.items else live[name]
+        for name, shard in reads.items()
+        if shard.more
+    ]
+    frontier = max(cuts, default=START)
+    merged = sorted(
+        (
+            (item.item_id, item.owner, name, item)
+            for name, shard in reads.items()
+            for item in shard.items
+        ),
+        key=lambda row: row[:2],
+        reverse=True,
+    )
+    taken = [row for row in merged[:limit] if row[0] >= frontier]
+    following = dict(positions)
+    for name, shard in reads.items():
+        used = [row[0] for row in taken if row[2] == name]
+        if used:
+            following[name] = used[-1]
+        if not shard.more and len(used) == len(shard.items):
+            following[name] = DONE
+    items = [row[3] for row in taken]
+    if all(position == DONE for position in following.values()):
+        return ItemPage(items, None)
+    return ItemPage(items, encode_cursor(following))
 
 
 def new_item_id(now_ms: int) -> str:
@@ -117,11 +205,13 @@ class ItemRepository(Protocol):
 
 
 class DynamoDBItemRepository:
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, *, status_shards: int = DEFAULT_STATUS_SHARDS) -> None:
         self._table = table
+        self._shards = status_shards
 
     def add(self, item: Item) -> None:
-        put_owned(self._table, _row(item), owner=Owner(item.owner, item.owner_id))
+        row = _row(item, self._shards)
+        put_owned(self._table, row, owner=Owner(item.owner, item.owner_id))
 
     def get(self, owner: Owner, item_id: str) -> Item | None:
         row = self._table.get_item(Key=item_key(owner.username, item_id), ConsistentRead=True).get(
@@ -148,26 +238,32 @@ class DynamoDBItemRepository:
         return ItemPage(items, None if resume is None else encode_cursor({"sk": resume[SORT_KEY]}))
 
     def by_status(self, status: str, *, limit: int, cursor: str | None) -> ItemPage:
-        query: dict[str, Any] = {
-            "IndexName": STATUS_INDEX.name,
-            "KeyConditionExpression": Key(STATUS_INDEX.partition_key).eq(item_status_pk(status)),
-            "ScanIndexForward": False,
-        }
-        if cursor is not None:
-            position = decode_cursor(cursor, {"pk": USER_PK, "sk": ITEM_SK, "gsi": ITEM_ID})
-            query["ExclusiveStartKey"] = {
-                PARTITION_KEY: position["pk"],
-                SORT_KEY: position["sk"],
-                STATUS_INDEX.partition_key: item_status_pk(status),
-                STATUS_INDEX.sort_key: position["gsi"],
-            }
-        rows, _ = collect(self._table, query, limit=limit)
-        items = [_item(row) for row in rows[:limit]]
-        if len(rows) <= limit:
-            return ItemPage(items, None)
-        last = rows[limit - 1]
-        position = {"pk": str(last[PARTITION_KEY]), "sk": str(last[SORT_KEY])}
-        return ItemPage(items, encode_cursor({**position, "gsi": str(last[STATUS_INDEX.sort_key])}))
+        positions = shard_positions(cursor, self._shards)
+        # The client, not the table resource, is safe to share between threads; the resource's
+        # handlers on it still turn plain values and key conditions into DynamoDB's form.
+        client = self._table.meta.client
+
+        def read(name: str, after: str) -> ShardRead:
+            condition: Any = Key(STATUS_INDEX.partition_key).eq(
+                item_status_pk(status, shard_number(name))
+            )
+            if after != START:
+                condition = condition & Key(STATUS_INDEX.sort_key).lt(after)
+            page = client.query(
+                TableName=self._table.name,
+                IndexName=STATUS_INDEX.name,
+                KeyConditionExpression=condition,
+                ScanIndexForward=False,
+                Limit=limit + 1,
+            )
+            rows = cast("list[dict[str, Any]]", page.get("Items", []))
+            return ShardRead([_item(row) for row in rows], "LastEvaluatedKey" in page)
+
+        def in_parallel(read: ReadShard, live: dict[str, str]) -> list[ShardRead]:
+            with ThreadPoolExecutor(max_workers=len(live) or 1) as pool:
+                return list(pool.map(read, live, live.values()))
+
+        return merge_shards(positions, limit=limit, read=read, run=in_parallel)
 
     def update(
         self,
@@ -200,7 +296,7 @@ class DynamoDBItemRepository:
                     ":data": storable(data),
                     ":status": status,
                     ":now": updated_at,
-                    ":gpk": item_status_pk(status),
+                    ":gpk": item_status_pk(status, status_shard(item_id, self._shards)),
                     ":one": 1,
                     ":expected": expected_version,
                     ":owner": owner.user_id,
@@ -237,8 +333,11 @@ class DynamoDBItemRepository:
 class InMemoryItemRepository:
     """The DynamoDB repository's twin; owners are checked in the user repository it is given."""
 
-    def __init__(self, users: UserRepository) -> None:
+    def __init__(
+        self, users: UserRepository, *, status_shards: int = DEFAULT_STATUS_SHARDS
+    ) -> None:
         self._users = users
+        self._shards = status_shards
         self._items: dict[tuple[str, str], Item] = {}
         self._lock = threading.RLock()
 
@@ -275,26 +374,26 @@ class InMemoryItemRepository:
         return ItemPage(items, None)
 
     def by_status(self, status: str, *, limit: int, cursor: str | None) -> ItemPage:
+        positions = shard_positions(cursor, self._shards)
         with self._lock:
-            # The index's order: by id, then by the table's key.
-            rows = sorted(
+            found = [item for item in self._items.values() if item.status == status]
+
+        def read(name: str, after: str) -> ShardRead:
+            # The index's order: by id, then (for equal ids, which never occur) by owner.
+            shard = sorted(
                 (
-                    (item.item_id, user_pk(item.owner), ITEM + item.item_id, item)
-                    for item in self._items.values()
-                    if item.status == status
+                    item
+                    for item in found
+                    if name != LEGACY_SHARD
+                    and status_shard(item.item_id, self._shards) == int(name)
+                    and (after == START or item.item_id < after)
                 ),
-                key=lambda row: row[:3],
+                key=lambda item: (item.item_id, item.owner),
                 reverse=True,
             )
-        if cursor is not None:
-            position = decode_cursor(cursor, {"pk": USER_PK, "sk": ITEM_SK, "gsi": ITEM_ID})
-            start = (position["gsi"], position["pk"], position["sk"])
-            rows = [row for row in rows if row[:3] < start]
-        items = [row[3] for row in rows[:limit]]
-        if len(rows) <= limit:
-            return ItemPage(items, None)
-        gsi, pk, sk, _ = rows[limit - 1]
-        return ItemPage(items, encode_cursor({"pk": pk, "sk": sk, "gsi": gsi}))
+            return ShardRead(shard[: limit + 1], len(shard) > limit + 1)
+
+        return merge_shards(positions, limit=limit, read=read)
 
     def update(
         self,
@@ -441,7 +540,7 @@ def _stored(item: Item) -> Item:
     return replace(item, data=plain(storable(item.data)))
 
 
-def _row(item: Item) -> dict[str, Any]:
+def _row(item: Item, shards: int = DEFAULT_STATUS_SHARDS) -> dict[str, Any]:
     return {
         **item_key(item.owner, item.item_id),
         "owner": item.owner,
@@ -453,7 +552,7 @@ def _row(item: Item) -> dict[str, Any]:
         "createdAt": item.created_at,
         "updatedAt": item.updated_at,
         "version": item.version,
-        STATUS_INDEX.partition_key: item_status_pk(item.status),
+        STATUS_INDEX.partition_key: item_status_pk(item.status, status_shard(item.item_id, shards)),
         STATUS_INDEX.sort_key: item.item_id,
     }
 

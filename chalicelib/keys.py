@@ -12,7 +12,7 @@ Access patterns (every entity lives under its owner's partition or in the sparse
 | session         | USER#{username}  | SESSION#{id}             | -                         |
 | refresh token   | USER#{username}  | REFRESH#{sha256}         | -                         |
 | security event  | USER#{username}  | EVENT#{iso time}#{rand}  | -                         |
-| item            | USER#{username}  | ITEM#{id}                | ITEMSTATUS#{status} / {id}|
+| item            | USER#{username}  | ITEM#{id}                | ITEMSTATUS#{status}#{n} / {id} |
 | upload          | USER#{username}  | UPLOAD#{id}              | PENDINGUPLOAD / {deadline}|
 | TOTP factor     | USER#{username}  | MFA#TOTP                 | -                         |
 | recovery codes  | USER#{username}  | MFA#RECOVERY             | -                         |
@@ -23,6 +23,12 @@ Access patterns (every entity lives under its owner's partition or in the sparse
 | ws connection   | USER#{username}  | CONN#{connectionId}      | -                         |
 | its owner       | CONN#{connId}    | CONN                     | -                         |
 | worker's mark   | DONE#{wkr}#{id}  | DONE                     | -                         |
+
+An item's index entry is in one of ``STATUS_INDEX_SHARDS`` partitions of its status, ``n`` derived
+from the item's id (``status_shard``), so no one index partition takes every write of a status
+(DynamoDB's 1,000 WCU per partition); the admin listing merges the shards (``items.py``). Rows
+written before sharding carry ``ITEMSTATUS#{status}`` alone: the listing reads that key as one
+more shard, and ``tools/reindex.py`` moves them (docs/SCALING.md).
 
 Only pending uploads are in the index (``mark_ready`` removes the entry), keyed by their
 deadline (ISO-8601 UTC), so the sweep reads the expired ones oldest first without a scan.
@@ -148,8 +154,14 @@ def item_key(owner: str, item_id: str) -> Key:
     return under_user(owner, ITEM + item_id)
 
 
-def item_status_pk(status: str) -> str:
-    return ITEM_STATUS + status
+def status_shard(item_id: str, shards: int) -> int:
+    """The index shard of an item: from its id's random half, so stable and evenly spread."""
+    return int(item_id[12:], 16) % shards
+
+
+def item_status_pk(status: str, shard: int | None) -> str:
+    """The status index partition of shard ``shard``; None: the unsharded key of older rows."""
+    return ITEM_STATUS + status if shard is None else f"{ITEM_STATUS}{status}#{shard}"
 
 
 def upload_key(owner: str, upload_id: str) -> Key:

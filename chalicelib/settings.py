@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 # CloudFront sends EDGE_SECRET in this header to prove a request came through it.
 EDGE_HEADER = "x-gatehouse-edge"
 MIN_EDGE_SECRET = 32
+# The admin listing's cursor holds a position per shard and must stay under 2,048 characters.
+MAX_STATUS_INDEX_SHARDS = 32
 
 
 class SettingsError(Exception):
@@ -65,6 +67,8 @@ class Settings:
     websocket_url: str | None = None
     websocket_endpoint: str | None = None
     backups_bucket: str | None = None
+    # Index partitions per item status (docs/SCALING.md: lowering it needs tools/reindex.py).
+    status_index_shards: int = 8
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -146,6 +150,9 @@ class Settings:
             websocket_url=_url(env, "WEBSOCKET_URL", ("ws", "wss")),
             websocket_endpoint=_url(env, "WEBSOCKET_ENDPOINT", ("http", "https")),
             backups_bucket=env.get("BACKUPS_BUCKET", "").strip() or None,
+            status_index_shards=_int(
+                env, "STATUS_INDEX_SHARDS", cls.status_index_shards, 1, MAX_STATUS_INDEX_SHARDS
+            ),
         )
 
 

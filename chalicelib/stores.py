@@ -16,7 +16,12 @@ from chalicelib.events import (
     InMemorySecurityEventRepository,
     SecurityEventRepository,
 )
-from chalicelib.items import DynamoDBItemRepository, InMemoryItemRepository, ItemRepository
+from chalicelib.items import (
+    DEFAULT_STATUS_SHARDS,
+    DynamoDBItemRepository,
+    InMemoryItemRepository,
+    ItemRepository,
+)
 from chalicelib.limits import DynamoDBLimitRepository, InMemoryLimitRepository, LimitRepository
 from chalicelib.mfa import DynamoDBMfaRepository, InMemoryMfaRepository, MfaRepository
 from chalicelib.realtime import (
@@ -64,12 +69,12 @@ class Stores:
     marks: MarkRepository
 
     @classmethod
-    def dynamodb(cls, table: Table) -> Stores:
+    def dynamodb(cls, table: Table, *, status_shards: int = DEFAULT_STATUS_SHARDS) -> Stores:
         return cls(
             backend="dynamodb",
             users=DynamoDBUserRepository(table),
             sessions=DynamoDBSessionRepository(table),
-            items=DynamoDBItemRepository(table),
+            items=DynamoDBItemRepository(table, status_shards=status_shards),
             uploads=DynamoDBUploadRepository(table),
             events=DynamoDBSecurityEventRepository(table),
             limits=DynamoDBLimitRepository(table),

@@ -9,11 +9,25 @@ from typing import Any
 
 import pytest
 
-from chalicelib.items import Item, ItemNotFound, ItemPage, VersionMismatch
-from chalicelib.keys import ConcurrentChange, OwnerMissing
-from chalicelib.paging import InvalidCursor, encode_cursor
+from chalicelib.items import (
+    SHARD_POSITION,
+    START,
+    Item,
+    ItemNotFound,
+    ItemPage,
+    ShardRead,
+    VersionMismatch,
+    _row,
+    merge_shards,
+    shard_names,
+    shard_positions,
+)
+from chalicelib.keys import ConcurrentChange, OwnerMissing, status_shard
+from chalicelib.paging import InvalidCursor, decode_cursor, encode_cursor
 from chalicelib.stores import Stores
 from tests.conftest import account, follow, owner_of
+from tools import reindex as reindex_command
+from tools.reindex import reindex
 
 NOW = "2026-01-01T00:00:00.000Z"
 
@@ -235,3 +249,208 @@ def test_an_update_moves_the_item_between_statuses(owners: Stores) -> None:
     assert [
         found.name for found in owners.items.by_status("archived", limit=5, cursor=None).items
     ] == ["done"]
+
+
+# The status index in shards (STATUS_INDEX_SHARDS, 8 here): the listing merges them.
+
+
+def spread(count: int, *, same_ms: bool = False) -> list[Item]:
+    """``count`` items of alice's and bob's over every shard, ids as the service makes them
+    (with ``same_ms``, all created in the same millisecond)."""
+    made = []
+    for n in range(count):
+        ms = 1_700_000_000_000 if same_ms else 1_700_000_000_000 + n // 3
+        random_half = (n * 0x9E3779B97F4A7C15) % 2**64
+        made.append(item("alice" if n % 2 else "bob", n, item_id=f"{ms:012x}{random_half:016x}"))
+    return made
+
+
+def status_pages(stores: Stores, status: str, limit: int) -> list[list[str]]:
+    def list_page(*, limit: int, cursor: str | None) -> ItemPage:
+        return stores.items.by_status(status, limit=limit, cursor=cursor)
+
+    return all_pages(list_page, limit)
+
+
+@pytest.mark.parametrize("same_ms", [False, True])
+@pytest.mark.parametrize("limit", [1, 2, 7, 40])
+def test_by_status_merges_the_shards_newest_first_in_full_pages(
+    owners: Stores, limit: int, same_ms: bool
+) -> None:
+    made = spread(30, same_ms=same_ms)
+    for each in made:
+        owners.items.add(each)
+    owners.items.add(item("alice", 99, status="archived"))
+    assert len({status_shard(each.item_id, 8) for each in made}) == 8
+    expected = sorted((each.item_id for each in made), reverse=True)
+    pages = status_pages(owners, "active", limit)
+    assert [found for page in pages for found in page] == expected
+    # Every page is full but the last, and no page is empty.
+    assert [len(page) for page in pages] == [limit] * (30 // limit) + (
+        [30 % limit] if 30 % limit else []
+    )
+
+
+def test_by_status_across_shards_follows_status_changes_between_pages(owners: Stores) -> None:
+    made = spread(20)
+    for each in made:
+        owners.items.add(each)
+    newest_first = sorted(made, key=lambda each: each.item_id, reverse=True)
+    first = owners.items.by_status("active", limit=5, cursor=None)
+    assert [each.item_id for each in first.items] == [each.item_id for each in newest_first[:5]]
+    # Between pages: one seen item and two unseen ones leave the status, one comes back later.
+    moved = [newest_first[2], newest_first[8], newest_first[15]]
+    for each in moved:
+        owners.items.update(
+            owner_of(each.owner),
+            each.item_id,
+            expected_version=1,
+            name=each.name,
+            data={},
+            status="archived",
+            updated_at=NOW,
+        )
+    owners.items.update(
+        owner_of(moved[1].owner),
+        moved[1].item_id,
+        expected_version=2,
+        name=moved[1].name,
+        data={},
+        status="active",
+        updated_at=NOW,
+    )
+    rest = follow(
+        lambda cursor: owners.items.by_status("active", limit=5, cursor=cursor or first.cursor),
+        lambda page: page.cursor,
+    )
+    later = [each.item_id for page in rest for each in page.items]
+    # Each item once, in id order, without the ones that left; the one back is in its place.
+    assert later == [each.item_id for each in newest_first[5:] if each not in (moved[0], moved[2])]
+    archived = owners.items.by_status("archived", limit=50, cursor=None).items
+    assert [each.item_id for each in archived] == [moved[0].item_id, moved[2].item_id]
+
+
+def test_a_status_cursor_names_only_positions_in_the_status_shards(owners: Stores) -> None:
+    for each in spread(12):
+        owners.items.add(each)
+    cursor = owners.items.by_status("active", limit=3, cursor=None).cursor
+    assert cursor is not None
+    positions = shard_positions(cursor, 8)
+    # An old (unsharded) cursor, a cursor of another shard count, a key where a position
+    # belongs, a position that is not an id: all refused.
+    bad = [
+        encode_cursor({**positions, "0": "ITEM#" + "0" * 28}),
+        encode_cursor({"pk": "USER#bob", "sk": "ITEM#" + "0" * 28, "gsi": "0" * 28}),
+        encode_cursor(dict.fromkeys(shard_names(4), "")),
+        encode_cursor({**positions, "legacy": "USER#bob"}),
+        "garbage",
+    ]
+    for refused in bad:
+        with pytest.raises(InvalidCursor):
+            owners.items.by_status("active", limit=3, cursor=refused)
+
+
+def test_a_page_reads_each_unfinished_shard_once(table: Any) -> None:
+    user(stores := Stores.dynamodb(table), "alice")
+    user(stores, "bob")
+    for each in spread(30):
+        stores.items.add(each)
+    queries: list[dict[str, Any]] = []
+
+    def seen(params: dict[str, Any], **_: Any) -> None:
+        queries.append(params)
+
+    events = table.meta.client.meta.events
+    events.register("provide-client-params.dynamodb.Query", seen, unique_id="test-queries")
+    try:
+        page = stores.items.by_status("active", limit=4, cursor=None)
+    finally:
+        events.unregister("provide-client-params.dynamodb.Query", unique_id="test-queries")
+    assert len(page.items) == 4
+    # The eight shards and the unsharded key of older rows, a page and one each.
+    assert len(queries) == 9
+    assert {query["Limit"] for query in queries} == {5}
+
+
+def legacy_row(each: Item) -> dict[str, Any]:
+    """An item row as versions before sharding wrote it: the status index key unsharded."""
+    return {**_row(each), "userId": each.owner_id, "gsi1pk": f"ITEMSTATUS#{each.status}"}
+
+
+def test_rows_of_the_unsharded_index_are_listed_and_reindexed(table: Any) -> None:
+    stores = Stores.dynamodb(table)
+    user(stores, "alice")
+    user(stores, "bob")
+    made = spread(16)
+    for each in made[:6]:
+        table.put_item(Item=legacy_row(each))
+    for each in made[6:]:
+        stores.items.add(each)
+    expected = sorted((each.item_id for each in made), reverse=True)
+    assert [found for page in status_pages(stores, "active", 3) for found in page] == expected
+
+    planned = reindex(table, shards=8, apply=False)
+    assert len(planned) == 6
+    assert reindex(table, shards=8, apply=False) == planned
+    assert reindex(table, shards=8, apply=True) == planned
+    assert reindex(table, shards=8, apply=True) == []
+    keys = {row["gsi1pk"] for row in table.scan()["Items"] if "gsi1pk" in row}
+    assert keys == {f"ITEMSTATUS#active#{shard}" for shard in range(8)}
+    assert [found for page in status_pages(stores, "active", 3) for found in page] == expected
+
+    # Fewer shards: the rows of the shards dropped are listed again once re-indexed.
+    fewer = Stores.dynamodb(table, status_shards=3)
+    listed = [found for page in status_pages(fewer, "active", 5) for found in page]
+    assert set(listed) < set(expected)
+    assert len(reindex(table, shards=3, apply=True)) > 0
+    assert [found for page in status_pages(fewer, "active", 5) for found in page] == expected
+
+
+def test_a_shard_cut_short_holds_back_older_items_of_the_others() -> None:
+    # DynamoDB may end a shard's page early (1 MB): its unread items can be newer than another
+    # shard's, so nothing older than its last item may be given out yet.
+    shards = {
+        "0": [item("a", n) for n in (20, 19, 12)],
+        "1": [item("b", n) for n in (18, 17, 16, 11, 10)],
+    }
+
+    def read(name: str, after: str) -> ShardRead:
+        rest = [each for each in shards[name] if after == START or each.item_id < after]
+        cut = 1 if name == "0" else limit + 1
+        return ShardRead(rest[:cut], len(rest) > cut)
+
+    limit = 3
+    pages = follow(
+        lambda cursor: merge_shards(
+            {"0": START, "1": START} if cursor is None else decode_cursor(cursor, SHAPE),
+            limit=limit,
+            read=read,
+        ),
+        lambda page: page.cursor,
+    )
+    listed = [each.item_id for page in pages for each in page.items]
+    assert listed == sorted(
+        (each.item_id for rows in shards.values() for each in rows), reverse=True
+    )
+    assert all(0 < len(page.items) <= limit for page in pages)
+
+
+SHAPE = dict.fromkeys(("0", "1"), SHARD_POSITION)
+
+
+def test_the_reindex_command_is_a_dry_run_unless_applied(
+    table: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stores = Stores.dynamodb(table)
+    user(stores, "alice")
+    user(stores, "bob")
+    for each in spread(3):
+        table.put_item(Item=legacy_row(each))
+    assert reindex_command.main(["--table", table.name]) == 0
+    assert capsys.readouterr().out.endswith(
+        f"3 index entries to move (dry run; --apply to make them) (table {table.name}, 8 shards)\n"
+    )
+    assert reindex(table, shards=8, apply=False) != []
+    assert reindex_command.main(["--table", table.name, "--shards", "4", "--apply"]) == 0
+    assert f"3 index entries moved (table {table.name}, 4 shards)" in capsys.readouterr().out
+    assert reindex(table, shards=4, apply=False) == []

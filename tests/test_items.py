@@ -171,6 +171,33 @@ def test_admins_list_items_of_everyone_by_status(
     assert bob.call("GET", "/admin/items").status_code == 400
 
 
+def test_the_admin_listing_merges_the_configured_shards_in_pages(
+    api: Api, clock: FakeClock, table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before the first request: the container reads its settings once.
+    monkeypatch.setenv("STATUS_INDEX_SHARDS", "3")
+    bob, carol = Caller(api, "bob", clock), Caller(api, "carol", clock)
+    made = [(bob if n % 2 else carol).create(f"n{n}", status="pending")["id"] for n in range(9)]
+    promote(table, "bob")
+    shards = {
+        row["gsi1pk"] for row in table.scan()["Items"] if str(row.get("gsi1pk", "")).startswith("I")
+    }
+    assert shards <= {f"ITEMSTATUS#pending#{n}" for n in range(3)}
+    assert len(shards) > 1
+    listed = every_page(
+        lambda cursor: (
+            bob.call(
+                "GET",
+                "/admin/items?status=pending&limit=2" + (f"&cursor={cursor}" if cursor else ""),
+            ).json_body
+        ),
+        "items",
+    )
+    assert [item["id"] for item in listed] == made[::-1]
+    refused = bob.call("GET", "/admin/items?status=pending&cursor=" + _cursor({"0": "x"}))
+    assert refused.status_code == 400
+
+
 def _cursor(position: dict[str, str]) -> str:
     return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
 

@@ -133,7 +133,7 @@ def test_item_row_and_its_index_keys(table: Any) -> None:
         "createdAt": NOW,
         "updatedAt": NOW,
         "version": 1,
-        "gsi1pk": "ITEMSTATUS#pending",
+        "gsi1pk": "ITEMSTATUS#pending#0",
         "gsi1sk": ITEM_ID,
     }
 

@@ -164,3 +164,11 @@ def test_upload_quota_and_rate_have_defaults_are_read_and_are_validated() -> Non
     ]:
         with pytest.raises(SettingsError, match=name):
             Settings.from_env({**REQUIRED, name: bad})
+
+
+def test_status_index_shards_is_bounded() -> None:
+    assert Settings.from_env(REQUIRED).status_index_shards == 8
+    assert Settings.from_env({**REQUIRED, "STATUS_INDEX_SHARDS": "3"}).status_index_shards == 3
+    for bad in ("0", "33", "many"):
+        with pytest.raises(SettingsError, match="STATUS_INDEX_SHARDS"):
+            Settings.from_env({**REQUIRED, "STATUS_INDEX_SHARDS": bad})
