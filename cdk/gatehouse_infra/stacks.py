@@ -17,7 +17,7 @@ from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_s3 as s3
-from constructs import Construct, IConstruct
+from constructs import Construct, IConstruct, IValidation
 
 from gatehouse_infra import runtime
 from gatehouse_infra.api import RETENTION, Api
@@ -306,7 +306,10 @@ def build(app: cdk.App, *, base_dir: Path) -> list[cdk.Stack]:
     for stack in stacks:
         for key, value in config.tags.items():
             cdk.Tags.of(stack).add(key, value)
-        cdk.Aspects.of(stack).add(ProviderLogGroups(config.tags))
+        provider_logs = ProviderLogGroups(config.tags)
+        cdk.Aspects.of(stack).add(provider_logs)
+        # CDK makes the cross-region reference providers after aspects run, before validation.
+        stack.node.add_validation(LateProviderLogGroups(stack, provider_logs))
         cdk.Aspects.of(stack).add(TagProviderResources(config.tags))
     return stacks
 
@@ -339,8 +342,8 @@ class ProviderLogGroups:
     """Gives each of CDK's own provider functions (bucket deployment, AwsCustomResource, S3
     auto-delete: plain ``AWS::Lambda::Function``s; ours are SAM functions) a log group with the
     functions' retention, set as its ``LoggingConfig``, instead of the never-expiring
-    ``/aws/lambda/...`` group Lambda would create. CDK's cross-region reference providers are
-    made after aspects run (cdk/README.md, Not verified)."""
+    ``/aws/lambda/...`` group Lambda would create. CDK makes its cross-region reference
+    providers after aspects run: ``LateProviderLogGroups`` visits those."""
 
     def __init__(self, tags: dict[str, str]) -> None:
         self._tags = [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
@@ -389,3 +392,19 @@ class TagProviderResources:
             and not cdk.TagManager.is_taggable(node)
         ):
             node.add_property_override("Tags", self._tags)
+
+
+@jsii.implements(IValidation)
+class LateProviderLogGroups:
+    """``ProviderLogGroups`` for the provider functions CDK adds while it prepares the app
+    (the cross-region references' reader and writer): validation runs after that, before the
+    templates are written. Reports nothing."""
+
+    def __init__(self, stack: cdk.Stack, aspect: ProviderLogGroups) -> None:
+        self._stack = stack
+        self._aspect = aspect
+
+    def validate(self) -> list[str]:
+        for node in self._stack.node.find_all():
+            self._aspect.visit(node)
+        return []
