@@ -30,7 +30,7 @@ from chalicelib.publisher import EventBridgePublisher
 from chalicelib.settings import EDGE_HEADER
 from chalicelib.table import INDEXES, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, create_table_request
 from tests.conftest import ROOT
-from tools.chalice_prod import API_POLICY, handler_policy, render
+from tools.chalice_prod import API_POLICY, AUTHORIZER_POLICY, handler_policy, render
 from tools.lambda_package import ELF_MACHINES, find_package, inspect
 
 sys.path.insert(0, str(ROOT / "cdk"))
@@ -1849,3 +1849,17 @@ class TestReadoptScript:
         config = DeployConfig.from_context(app.node)
         assert config.table_name == "gatehouse-staging"
         assert config.uploads_bucket_name == bucket
+
+
+class TestChaliceAuthorizerPolicy:
+    def test_chalice_authorizer_policy_grants_what_the_cdk_authorizer_role_grants(
+        self, plain: Assembly
+    ) -> None:
+        """``chalice deploy --stage prod`` gives ``bearer`` the same read-only grants."""
+        config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+        functions = config["stages"]["prod"]["lambda_functions"]
+        assert functions[runtime.AUTHORIZER_HANDLER] == {"iam_policy_file": AUTHORIZER_POLICY}
+        document = json.loads((ROOT / ".chalice" / AUTHORIZER_POLICY).read_text())
+        actions = {action for s in document["Statement"] for action in as_list(s["Action"])}
+        granted = set(role_grants(plain.template("api"), runtime.AUTHORIZER_FUNCTION))
+        assert actions - {"logs:CreateLogGroup"} == granted

@@ -45,6 +45,7 @@ CLOUDFRONT_HOPS = 1
 # The functions as ``chalice package`` names them (logical ids) and as app.py names them.
 API_FUNCTION = "APIHandler"
 AUTHORIZER_FUNCTION = "Bearer"
+AUTHORIZER_HANDLER = "bearer"
 ROTATION_FUNCTION = "RotateSigningKey"
 ROTATION_HANDLER = "rotate_signing_key"
 
