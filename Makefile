@@ -21,7 +21,7 @@ NODE_STAMP := frontend/node_modules/.installed-$(shell sha1sum frontend/package-
 # The browser tests drive Debian's Chromium (Playwright cannot download its own here).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help install dev test lint typecheck unit bench capacity admin job clean site frontend-check synth deploy destroy chalice-config api-types screenshots
+.PHONY: help install dev test lint typecheck unit bench capacity admin job clean site frontend-check synth deploy destroy chalice-config api-types screenshots bootstrap
 
 help:
 	@echo "make dev    run the site on http://127.0.0.1:5173 (API under /api) with a local AWS emulator"
@@ -31,6 +31,7 @@ help:
 	@echo "make admin USERNAME=alice   create or promote an administrator locally"
 	@echo "make job NAME=backup|sweep  run a scheduled job once against the running make dev"
 	@echo "make synth  synthesize every AWS stack offline (cdk/README.md)"
+	@echo "make bootstrap  prepare your AWS account for CDK in both regions, once (cdk/README.md)"
 	@echo "make deploy deploy every stack to your AWS account (cdk/README.md)"
 	@echo "make destroy delete the stacks, keeping the table and data buckets"
 	@echo "make chalice-config  regenerate the prod stage and policies in .chalice/ (cdk/README.md)"
@@ -108,6 +109,20 @@ synth: $(STAMP) $(CDK_STAMP) site
 	set -o pipefail; $(CDK) synth --quiet $(CONTEXT) 2>&1 | tee $(CURDIR)/.local/synth.log
 	@! grep -q "Could not install dependencies" .local/synth.log || { echo "a Lambda dependency has no wheel"; exit 1; }
 	$(BIN)/python -m tools.lambda_package cdk/cdk.out
+
+# CDK's asset bucket and deployment roles, once per account, in the app's region and in us-east-1
+# (certificates, WAF, the CloudFront alarm). Explicit environments, run outside cdk/ (no cdk.json):
+# the CLI runs neither the app nor Python, so a fresh clone needs only node and credentials.
+# ACCOUNT defaults to the one your credentials name; REGION to cdk.json's primaryRegion.
+BOOTSTRAP_CDK := $(CURDIR)/cdk/node_modules/.bin/cdk
+bootstrap: $(CDK_STAMP)
+	@account="$${ACCOUNT:-$$(aws sts get-caller-identity --query Account --output text)}"; \
+	region="$${REGION:-$$(node -p 'require("./cdk/cdk.json").context.primaryRegion')}"; \
+	edge="$$(node -p 'require("./cdk/cdk.json").context.certificateRegion')"; \
+	test -n "$$account" -a -n "$$region" || { echo "set ACCOUNT= and REGION="; exit 2; }; \
+	set -x; cd / && JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 \
+	CDK_DISABLE_CLI_TELEMETRY=true "$(BOOTSTRAP_CDK)" --no-notices bootstrap $(BOOTSTRAP_ARGS) \
+		"aws://$$account/$$region" "aws://$$account/$$edge"
 
 # Deploys the assembly make synth just built (so with the same CONTEXT) to the account your AWS
 # credentials name; DEPLOY_ARGS for CLI options such as --require-approval never.

@@ -101,9 +101,12 @@ if CORS_ALLOW_ORIGIN is not None:
 # The table's stream and the workers' queues the event handlers consume (docs/EVENTS.md); also
 # read at packaging time, the CDK app puts the deployed ARNs over them.
 EVENT_SOURCES = event_sources(os.environ)
-# botocore's own retries (standard mode) absorb brief throttling before we answer 503.
+# botocore's own retries (standard mode) absorb brief throttling before we answer 503, and a
+# call that hangs ends well inside the API functions' 10 s timeout, so the app answers its own
+# 503, not a Lambda timeout: at worst 2 attempts x (1 s connect + 2 s read) + one back-off of at
+# most 1 s (standard mode: random up to 2^0 s) = 7 s (cdk/README.md, "Timeouts").
 BOTO_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10
+    retries={"mode": "standard", "max_attempts": 2}, connect_timeout=1, read_timeout=2
 )
 
 

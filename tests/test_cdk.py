@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -29,7 +30,7 @@ from chalicelib.publisher import EventBridgePublisher
 from chalicelib.settings import EDGE_HEADER
 from chalicelib.table import INDEXES, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, create_table_request
 from tests.conftest import ROOT
-from tools.chalice_prod import API_POLICY, handler_policy, render
+from tools.chalice_prod import API_POLICY, AUTHORIZER_POLICY, handler_policy, render
 from tools.lambda_package import ELF_MACHINES, find_package, inspect
 
 sys.path.insert(0, str(ROOT / "cdk"))
@@ -37,7 +38,12 @@ from gatehouse_infra import runtime
 from gatehouse_infra.config import ConfigError, DeployConfig
 from gatehouse_infra.data import UPLOAD_TEMP_PREFIX
 from gatehouse_infra.mail import Mail
-from gatehouse_infra.site import SITE_ORIGIN, SPA_ROUTING
+from gatehouse_infra.site import (
+    MACHINE_CLIENTS_ELSEWHERE,
+    SITE_ORIGIN,
+    SITE_ORIGIN_WITHOUT_KEYS,
+    SPA_ROUTING,
+)
 
 CFN_LINT = ROOT / ".venv-cfnlint" / "bin" / "cfn-lint"
 SAM_PYTHON = ROOT / ".venv-cfnlint" / "bin" / "python"  # aws-sam-translator lives there
@@ -1499,7 +1505,7 @@ class TestEvents:
         retries: dict[str, Any] = getattr(BOTO_CONFIG, "retries", None) or {}
         throttled_call = sum(2**attempt for attempt in range(retries["max_attempts"] - 1))
         assert retries["mode"] == "standard"
-        assert throttled_call == 3  # seconds: up to 1, then up to 2, for a throttled call
+        assert throttled_call == 1  # second: one back-off of up to 1 s for a throttled call
         publisher = inspect_signature(EventBridgePublisher).parameters
         attempts, first = publisher["attempts"].default, publisher["first_delay"].default
         refused_put = attempts * throttled_call + sum(first * 2**i for i in range(attempts - 1))
@@ -1705,3 +1711,307 @@ class TestDeployAccess:
 
         with pytest.raises(ConfigError):
             add_deploy_access(cdk.App(context=context))
+
+
+ADOPTED_TABLE = "production-data-table"
+ADOPTED_STREAM = (
+    "arn:aws:dynamodb:eu-west-2:123456789012:table/production-data-table/stream/"
+    "2026-01-01T00:00:00.000"
+)
+ADOPTED_BUCKET = "gatehouse-production-uploads-123456789012"
+ADOPTION = {
+    "existingTableName": ADOPTED_TABLE,
+    "existingTableStreamArn": ADOPTED_STREAM,
+    "existingUploadsBucketName": ADOPTED_BUCKET,
+}
+
+
+@pytest.fixture(scope="module")
+def adopted(tmp_path_factory: pytest.TempPathFactory, site: Path) -> Assembly:
+    return synthesize(tmp_path_factory.mktemp("adopted"), site, ADOPTION)
+
+
+# SAM_TRANSLATE, printing the REST API's stages and deployments instead.
+SAM_TRANSLATE_STAGES = SAM_TRANSLATE.replace(
+    '("AWS::Events::Rule", "AWS::Lambda::EventSourceMapping")',
+    '("AWS::ApiGateway::Stage", "AWS::ApiGateway::Deployment")',
+)
+
+
+def sam_transform(assembly: Assembly) -> dict[str, Any]:
+    """The REST API's stages and deployments as CloudFormation's SAM transform makes them."""
+    assert SAM_TRANSLATE_STAGES != SAM_TRANSLATE
+    result = subprocess.run(
+        [
+            str(SAM_PYTHON),
+            "-c",
+            SAM_TRANSLATE_STAGES,
+            str(assembly.path / "gatehouse-production-api.template.json"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+        env={**os.environ, "AWS_DEFAULT_REGION": "eu-west-2"},
+    )
+    made: dict[str, Any] = json.loads(result.stdout)
+    return made
+
+
+class TestDeployReadiness:
+    """Issue 13's deploy-readiness defects, each as the templates show it."""
+
+    def test_make_bootstrap_names_both_regions_and_runs_no_app(self) -> None:
+        result = subprocess.run(
+            ["make", "-n", "bootstrap", "ACCOUNT=123456789012", "REGION=eu-west-1"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        command = result.stdout.split("bootstrap", 1)[1]
+        assert 'bootstrap  \\\n\t"aws://$account/$region" "aws://$account/$edge"' in result.stdout
+        assert "cd / &&" in result.stdout  # no cdk.json there: the CLI runs no app
+        assert "node_modules/.bin/cdk" in result.stdout
+        assert "python" not in command
+        context = json.loads((ROOT / "cdk" / "cdk.json").read_text())["context"]
+        assert context["certificateRegion"] == "us-east-1"
+
+    def test_cloudwatch_alarms_of_this_account_may_publish_to_each_topic(
+        self, assembly: Assembly
+    ) -> None:
+        for stack in ("monitoring", "edge-monitoring"):
+            policy = assembly.one(stack, "AWS::SNS::TopicPolicy")["PolicyDocument"]
+            by_service = {
+                statement["Principal"]["Service"]: statement
+                for statement in policy["Statement"]
+                if statement["Effect"] == "Allow"
+            }
+            alarms = by_service["cloudwatch.amazonaws.com"]
+            assert alarms["Action"] == "sns:Publish"
+            assert alarms["Condition"]["StringEquals"] == {
+                "aws:SourceAccount": {"Ref": "AWS::AccountId"}
+            }
+            arn = json.dumps(alarms["Condition"]["ArnLike"]["aws:SourceArn"])
+            assert ":cloudwatch:" in arn
+            assert ":alarm:*" in arn
+            assert "AWS::AccountId" in arn
+            if stack == "monitoring":
+                budgets = by_service["budgets.amazonaws.com"]
+                assert budgets["Condition"]["StringEquals"] == {
+                    "aws:SourceAccount": {"Ref": "AWS::AccountId"}
+                }
+            else:
+                assert set(by_service) == {"cloudwatch.amazonaws.com"}
+
+    def test_the_api_is_deployed_to_the_api_stage_only(self, plain: Assembly) -> None:
+        rest_api = plain.template("api")["Resources"]["RestAPI"]["Properties"]
+        assert rest_api["OpenApiVersion"] == "2.0"
+        assert rest_api["DefinitionBody"]["swagger"] == "2.0"
+        made = sam_transform(plain)
+        stages = [r["Properties"] for r in made.values() if r["Type"] == "AWS::ApiGateway::Stage"]
+        assert [stage["StageName"] for stage in stages] == [runtime.STAGE]
+        deployments = [
+            r["Properties"] for r in made.values() if r["Type"] == "AWS::ApiGateway::Deployment"
+        ]
+        assert deployments
+        assert all("StageName" not in d for d in deployments)
+
+    def test_a_machine_key_through_the_site_is_refused(
+        self, plain: Assembly, domain: Assembly
+    ) -> None:
+        codes = {
+            name: {
+                f["Properties"]["FunctionConfig"]["Comment"]: f["Properties"]["FunctionCode"]
+                for f in assembly.resources("site", "AWS::CloudFront::Function").values()
+            }
+            for name, assembly in (("plain", plain), ("domain", domain))
+        }
+        comment = "Tells the API which origin the browser used"
+        assert codes["plain"][comment].strip() == SITE_ORIGIN.strip()
+        code = codes["domain"][comment]  # apiKeys on
+        assert code.strip() == SITE_ORIGIN_WITHOUT_KEYS.strip()
+        refused = run_function(
+            code,
+            "/api/items",
+            {"host": {"value": "example.com"}, "x-api-key": {"value": "machine"}},
+        )
+        assert refused["statusCode"] == 403
+        assert json.loads(refused["body"]["data"]) == {"message": MACHINE_CLIENTS_ELSEWHERE}
+        passed = run_function(code, "/api/items", {"host": {"value": "example.com"}})
+        assert passed["headers"][runtime.SITE_ORIGIN_HEADER] == {"value": "https://example.com"}
+
+    def test_nothing_is_compressed_on_the_uncached_api(self, plain: Assembly) -> None:
+        config = plain.one("site", "AWS::CloudFront::Distribution")["DistributionConfig"]
+        api = next(b for b in config["CacheBehaviors"] if b["PathPattern"] == "/api/*")
+        assert api.get("Compress", False) is False
+        assert config["DefaultCacheBehavior"]["Compress"] is True
+
+    def test_a_hanging_aws_call_ends_before_the_lambda_timeout(self, plain: Assembly) -> None:
+        retries: dict[str, Any] = getattr(BOTO_CONFIG, "retries", None) or {}
+        attempts = retries["max_attempts"]
+        options: dict[str, Any] = vars(BOTO_CONFIG)  # botocore sets them as attributes
+        per_attempt = options["connect_timeout"] + options["read_timeout"]
+        back_off = sum(2**attempt for attempt in range(attempts - 1))  # standard mode's cap
+        worst = attempts * per_attempt + back_off
+        assert worst == 7
+        api = plain.template("api")["Resources"][runtime.API_FUNCTION]["Properties"]
+        timeout = api.get("Timeout") or plain.template("api")["Globals"]["Function"]["Timeout"]
+        assert worst <= 0.75 * timeout
+        # scrypt at one full vCPU (1,769 MB): a verify's 235 ms, not 405 ms at 0.58 vCPU.
+        assert runtime.MEMORY_MB == 1769
+
+    def test_the_authorizer_has_a_read_only_role_of_its_own(self, plain: Assembly) -> None:
+        template = plain.template("api")
+        resources = template["Resources"]
+        role = resources[runtime.AUTHORIZER_FUNCTION]["Properties"]["Role"]["Fn::GetAtt"][0]
+        assert role != resources[runtime.API_FUNCTION]["Properties"]["Role"]["Fn::GetAtt"][0]
+        assert role.startswith("AuthorizerRole")
+        granted = role_grants(template, runtime.AUTHORIZER_FUNCTION)
+        assert set(granted) == {
+            "secretsmanager:GetSecretValue",
+            "dynamodb:BatchGetItem",
+            "dynamodb:GetItem",
+            "logs:CreateLogStream",
+            "logs:PutLogEvents",
+        }
+        for statement in role_statements(template, runtime.AUTHORIZER_FUNCTION):
+            if "dynamodb:GetItem" in as_list(statement["Action"]):
+                assert statement["Condition"] == {
+                    "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["USER#*"]}
+                }
+
+    def test_only_the_signing_key_rotation_may_invoke_the_rotation(self, plain: Assembly) -> None:
+        permission = plain.template("api")["Resources"]["SecretsManagerInvokesRotation"]
+        assert permission["Properties"]["SourceArn"] == {"Ref": "SigningKey98E3D2C9"} or (
+            "SigningKey" in json.dumps(permission["Properties"]["SourceArn"])
+        )
+        assert permission["Properties"]["SourceAccount"] == {"Ref": "AWS::AccountId"}
+
+    def test_s3_log_delivery_is_limited_to_this_account(self, assembly: Assembly) -> None:
+        policy = assembly.resources("data", "AWS::S3::BucketPolicy")
+        logs = next(p for name, p in policy.items() if name.startswith("AccessLogs"))
+        delivery = [
+            statement
+            for statement in logs["Properties"]["PolicyDocument"]["Statement"]
+            if statement["Principal"] == {"Service": "logging.s3.amazonaws.com"}
+        ]
+        assert len(delivery) == 3  # uploads, backups, the site
+        for statement in delivery:
+            assert statement["Condition"]["StringEquals"] == {
+                "aws:SourceAccount": {"Ref": "AWS::AccountId"}
+            }
+
+    def test_cdk_provider_functions_log_with_a_retention(self, assembly: Assembly) -> None:
+        checked = 0
+        for stack in assembly.stacks():
+            template = json.loads((assembly.path / stack).read_text())
+            resources = template["Resources"]
+            for resource in resources.values():
+                if resource["Type"] != "AWS::Lambda::Function":
+                    continue  # ours are AWS::Serverless::Function: CDK's providers only
+                group = resource["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+                assert resources[group]["Type"] == "AWS::Logs::LogGroup"
+                assert resources[group]["Properties"]["RetentionInDays"] == (
+                    runtime.LOG_RETENTION_DAYS
+                )
+                checked += 1
+        # bucket deployment, AwsCustomResource, S3 auto-delete, the cross-region reader and
+        # writer (made after aspects run)
+        assert checked >= 5
+
+
+class TestReadoption:
+    """``existingTableName`` and ``existingUploadsBucketName``: a redeploy after make destroy
+    (or the original system's table) uses what exists instead of creating it."""
+
+    def test_the_data_stack_creates_neither_table_nor_uploads_bucket(
+        self, adopted: Assembly
+    ) -> None:
+        assert adopted.resources("data", "AWS::DynamoDB::Table") == {}
+        buckets = adopted.resources("data", "AWS::S3::Bucket")
+        assert not any(name.startswith("Uploads") for name in buckets)
+        assert any(name.startswith("Backups") for name in buckets)
+        outputs = adopted.template("data")["Outputs"]
+        assert (
+            outputs["TableNameOutput" if "TableNameOutput" in outputs else "TableName"]["Value"]
+            == ADOPTED_TABLE
+        )
+
+    def test_the_functions_use_the_adopted_table_its_stream_and_bucket(
+        self, adopted: Assembly
+    ) -> None:
+        template = adopted.template("api")
+        resources = template["Resources"]
+        variables = resources[runtime.API_FUNCTION]["Properties"]["Environment"]["Variables"]
+        assert variables["TABLE_NAME"] == ADOPTED_TABLE
+        assert variables["UPLOADS_BUCKET"] == ADOPTED_BUCKET
+        stream = runtime.STREAM_HANDLER
+        source = resources[stream.function]["Properties"]["Events"][stream.event]
+        assert source["Properties"]["Stream"] == ADOPTED_STREAM
+        text = json.dumps(template)
+        assert f":table/{ADOPTED_TABLE}" in text
+        assert ":table/gatehouse-production" not in text
+
+    def test_cfn_lint_finds_no_errors_when_adopting(self, adopted: Assembly) -> None:
+        TestSynthesis().test_cfn_lint_finds_no_errors(adopted)
+
+    def test_the_table_switch_needs_its_stream(self) -> None:
+        app = cdk.App(context={"existingTableName": ADOPTED_TABLE})
+        with pytest.raises(ConfigError, match="existingTableStreamArn"):
+            DeployConfig.from_context(app.node)
+        app = cdk.App(
+            context={"existingTableName": "other-table", "existingTableStreamArn": ADOPTED_STREAM}
+        )
+        with pytest.raises(ConfigError, match="not of other-table"):
+            DeployConfig.from_context(app.node)
+
+
+class TestReadoptScript:
+    """``cdk/readopt.py`` finds what make destroy retained and prints the switches."""
+
+    def test_it_prints_the_retained_table_its_stream_and_the_bucket(self, aws: Any) -> None:
+        spec = importlib.util.spec_from_file_location("readopt", ROOT / "cdk" / "readopt.py")
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        readoption_context = module.readoption_context
+        dynamodb, s3 = aws.client("dynamodb"), aws.client("s3")
+        account = aws.client("sts").get_caller_identity()["Account"]
+        assert readoption_context("staging", dynamodb=dynamodb, s3=s3, account=account) == []
+        dynamodb.create_table(**create_table_request("gatehouse-staging"))  # with its stream
+        bucket = f"gatehouse-staging-uploads-{account}"
+        s3.create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"}
+        )
+        stream = dynamodb.describe_table(TableName="gatehouse-staging")["Table"]["LatestStreamArn"]
+        context = readoption_context("staging", dynamodb=dynamodb, s3=s3, account=account)
+        assert context == [
+            "-c",
+            "existingTableName=gatehouse-staging",
+            "-c",
+            f"existingTableStreamArn={stream}",
+            "-c",
+            f"existingUploadsBucketName={bucket}",
+        ]
+        switches = dict(part.split("=", 1) for part in context[1::2])
+        app = cdk.App(context=switches)
+        config = DeployConfig.from_context(app.node)
+        assert config.table_name == "gatehouse-staging"
+        assert config.uploads_bucket_name == bucket
+
+
+class TestChaliceAuthorizerPolicy:
+    def test_chalice_authorizer_policy_grants_what_the_cdk_authorizer_role_grants(
+        self, plain: Assembly
+    ) -> None:
+        """``chalice deploy --stage prod`` gives ``bearer`` the same read-only grants."""
+        config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+        functions = config["stages"]["prod"]["lambda_functions"]
+        assert functions[runtime.AUTHORIZER_HANDLER] == {"iam_policy_file": AUTHORIZER_POLICY}
+        document = json.loads((ROOT / ".chalice" / AUTHORIZER_POLICY).read_text())
+        actions = {action for s in document["Statement"] for action in as_list(s["Action"])}
+        granted = set(role_grants(plain.template("api"), runtime.AUTHORIZER_FUNCTION))
+        assert actions - {"logs:CreateLogGroup"} == granted

@@ -1,7 +1,8 @@
 """Writes what ``chalice deploy --stage prod`` reads, from the definitions the CDK app deploys.
 
 The ``prod`` stage of ``.chalice/config.json`` (sizes, architecture, endpoint type, log retention,
-settings) and its policies, ``.chalice/policy-prod.json`` (API handler and authorizer),
+settings) and its policies, ``.chalice/policy-prod.json`` (API handler),
+``.chalice/policy-prod-authorizer.json`` (the ``bearer`` authorizer, read-only),
 ``.chalice/policy-prod-rotation.json`` (``rotate_signing_key``) and one
 ``.chalice/policy-prod-<handler>.json`` per event handler (``on-table-change``, ``notify-worker``,
 ...), all come from ``cdk/gatehouse_infra/runtime.py``; the rest of ``config.json`` (the ``dev``
@@ -45,6 +46,7 @@ STAGE = "prod"
 ENVIRONMENT = runtime.DEFAULT_ENVIRONMENT  # the stage's resources are gatehouse-production...
 API_POLICY = "policy-prod.json"
 ROTATION_POLICY = "policy-prod-rotation.json"
+AUTHORIZER_POLICY = "policy-prod-authorizer.json"
 # Chalice names the WebSocket API's stage after the REST API's: no CloudFront in front here.
 WEBSOCKET_STAGE = runtime.STAGE
 # Lambda creates the /aws/lambda/... group on first use when nothing else made it.
@@ -108,6 +110,8 @@ def prod_stage(
         "autogen_policy": False,
         "iam_policy_file": API_POLICY,
         "lambda_functions": {
+            # Chalice scopes an authorizer's settings by its name like any function's.
+            runtime.AUTHORIZER_HANDLER: {"iam_policy_file": AUTHORIZER_POLICY},
             runtime.ROTATION_HANDLER: {
                 "iam_policy_file": ROTATION_POLICY,
                 "lambda_memory_size": runtime.ROTATION_MEMORY_MB,
@@ -166,6 +170,12 @@ def event_policies(
     }
 
 
+def authorizer_policy(app_name: str) -> dict[str, Any]:
+    table = _arn("dynamodb", f"table/{runtime.prefix(ENVIRONMENT)}")
+    grants = runtime.authorizer_grants(table_arn=table, signing_key_arn=_signing_key_arn())
+    return _document([*grants, _logs(app_name)])
+
+
 def rotation_policy(app_name: str) -> dict[str, Any]:
     grants = runtime.rotation_grants(signing_key_arn=_signing_key_arn())
     return _document([*grants, _logs(app_name)])
@@ -198,6 +208,7 @@ def render(
     return {
         "config.json": _json(config),
         API_POLICY: _json(api_policy(app_name, mail_from=mail_from)),
+        AUTHORIZER_POLICY: _json(authorizer_policy(app_name)),
         ROTATION_POLICY: _json(rotation_policy(app_name)),
         **{name: _json(document) for name, document in events.items()},
     }

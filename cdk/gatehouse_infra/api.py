@@ -61,6 +61,7 @@ class Api(Construct):
         environment: str,
         tags: Mapping[str, str],
         table: dynamodb.ITable,
+        table_name: str,
         uploads: s3.IBucket,
         allowed_origins: str,
         cors_allow_origin: str | None,
@@ -84,6 +85,7 @@ class Api(Construct):
         self._environment = environment
         self._prefix = runtime.prefix(environment)
         self.name = f"{self._prefix}-api"
+        self._table_name = table_name
         stack = cdk.Stack.of(self)
         self.signing_key = secretsmanager.Secret(
             self,
@@ -113,14 +115,21 @@ class Api(Construct):
         signing_key_arn = self.signing_key.secret_arn
         api_role = self._function_role(
             "ApiRole",
-            "Gatehouse API handler and authorizer",
-            [API_FUNCTION, AUTHORIZER_FUNCTION],
+            "Gatehouse API handler",
+            [API_FUNCTION],
             runtime.api_grants(
                 table_arn=table.table_arn,
                 signing_key_arn=signing_key_arn,
                 uploads_bucket_arn=uploads.bucket_arn,
                 mail_arns=mail_arns,
             ),
+        )
+        # The authorizer only reads: the signing key, a profile and a session.
+        authorizer_role = self._function_role(
+            "AuthorizerRole",
+            "Gatehouse bearer authorizer (read-only)",
+            [AUTHORIZER_FUNCTION],
+            runtime.authorizer_grants(table_arn=self._table_arn(), signing_key_arn=signing_key_arn),
         )
         rotation_role = self._function_role(
             "RotationRole",
@@ -154,13 +163,16 @@ class Api(Construct):
         }
         self.chalice = _package(stack, environment_variables, tags, api_role)
         # Roles with their policies, and the edge key its reference reads, before any function.
-        self.chalice.node.add_dependency(api_role, rotation_role, self.edge_key)
+        self.chalice.node.add_dependency(api_role, authorizer_role, rotation_role, self.edge_key)
         for name, group in log_groups.items():
             self.chalice.get_resource(name).add_property_override(
                 "LoggingConfig", {"LogGroup": group.log_group_name, "LogFormat": "Text"}
             )
         # chalice.cdk passes stage_config as top-level settings only: per-function settings
         # there would be ignored, so the rotation function's role and size are set here.
+        self.chalice.get_resource(AUTHORIZER_FUNCTION).add_property_override(
+            "Role", authorizer_role.role_arn
+        )
         rotation_function = self.chalice.get_resource(ROTATION_FUNCTION)
         rotation_function.add_property_override("Role", rotation_role.role_arn)
         rotation_function.add_property_override("MemorySize", runtime.ROTATION_MEMORY_MB)
@@ -201,6 +213,8 @@ class Api(Construct):
             function_name=self.chalice.get_resource(ROTATION_FUNCTION).ref,
             principal="secretsmanager.amazonaws.com",
             source_account=stack.account,
+            # Only the rotation of this secret may invoke it.
+            source_arn=self.signing_key.secret_arn,
         )
         # The schedule rotates once on creation: the function and its permission must exist.
         rotation.node.add_dependency(self.chalice, permission)
@@ -261,10 +275,7 @@ class Api(Construct):
             "WebsocketConnectEndpointURL"
         ).value = f"wss://{self.websocket_domain}/{runtime.WEBSOCKET_STAGE}"
         grants = runtime.event_grants(
-            # From its name, a literal (no export), like the cdk-nag findings naming it.
-            table_arn=stack.format_arn(
-                service="dynamodb", resource="table", resource_name=self._prefix
-            ),
+            table_arn=self._table_arn(),
             stream_arn=_stream_arn(table),
             bus_arn=events.bus.event_bus_arn,
             stream_failures_arn=events.stream_failures.queue_arn,
@@ -443,6 +454,13 @@ class Api(Construct):
         )
         return [policy]
 
+    def _table_arn(self) -> str:
+        """From the table's name, a literal (no export), like the cdk-nag findings naming it:
+        the app's own table or, with ``existingTableName``, the adopted one."""
+        return cdk.Stack.of(self).format_arn(
+            service="dynamodb", resource="table", resource_name=self._table_name
+        )
+
     def _log_group_arn(self, function: str) -> str:
         return cdk.Stack.of(self).format_arn(
             service="logs",
@@ -494,9 +512,10 @@ class Api(Construct):
                 f"IAM5[Resource::{finding(self, uploads.bucket_arn)}/{UPLOAD_PREFIX}*]": "Users' "
                 "objects live under uploads/{username}/, created at run time; nothing else in "
                 "the bucket is granted.",
-                **log_streams((API_FUNCTION, AUTHORIZER_FUNCTION)),
+                **log_streams((API_FUNCTION,)),
             },
         )
+        acknowledge(self.node.find_child("AuthorizerRole"), log_streams((AUTHORIZER_FUNCTION,)))
         acknowledge(self.node.find_child("RotationRole"), log_streams((ROTATION_FUNCTION,)))
 
 

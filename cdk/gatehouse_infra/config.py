@@ -17,6 +17,12 @@ BillingMode = Literal["on-demand", "provisioned"]
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _NAME = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+# DynamoDB's table names; a stream's ARN; S3's bucket names (lower case, no dots: TLS).
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+_STREAM_ARN = re.compile(
+    r"^arn:aws[a-z-]*:dynamodb:[a-z]{2}(-[a-z]+)+-\d:\d{12}:table/[A-Za-z0-9_.-]{3,255}/stream/\S+$"
+)
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # API Gateway's account-level default; the seed's 10k req/s is a ceiling, not a target.
 MAX_THROTTLE_RATE = 10_000
@@ -51,6 +57,11 @@ class DeployConfig:
     site_dir: str = "../frontend/build"
     mail_from: str | None = None
     site_url: str | None = None
+    # Re-adoption (cdk/README.md, "Redeploy after make destroy"): use a table and an uploads
+    # bucket that already exist instead of creating them.
+    existing_table_name: str | None = None
+    existing_table_stream_arn: str | None = None
+    existing_uploads_bucket_name: str | None = None
 
     @classmethod
     def from_context(cls, node: Node) -> DeployConfig:
@@ -103,11 +114,32 @@ class DeployConfig:
             site_dir=str(value("siteDir") or cls.site_dir),
             mail_from=_mail_from(value("mailFrom")),
             site_url=_site_url(value("siteUrl")),
+            existing_table_name=_optional(
+                value("existingTableName"), _TABLE_NAME, "existingTableName"
+            ),
+            existing_table_stream_arn=_optional(
+                value("existingTableStreamArn"), _STREAM_ARN, "existingTableStreamArn"
+            ),
+            existing_uploads_bucket_name=_optional(
+                value("existingUploadsBucketName"), _BUCKET_NAME, "existingUploadsBucketName"
+            ),
         )
         config.check()
         return config
 
     def check(self) -> None:
+        if (self.existing_table_name is None) != (self.existing_table_stream_arn is None):
+            raise ConfigError(
+                "existingTableName and existingTableStreamArn go together (the change handler "
+                "reads the table's stream)"
+            )
+        if self.existing_table_stream_arn is not None:
+            table = self.existing_table_stream_arn.split(":table/", 1)[1].split("/stream/", 1)[0]
+            if table != self.existing_table_name:
+                raise ConfigError(
+                    f"existingTableStreamArn is a stream of {table}, not of "
+                    f"{self.existing_table_name}"
+                )
         if self.sender is not None and self.links_origin is None:
             raise ConfigError(
                 "mailFrom without domainName needs siteUrl (the SiteUrl output of a first deploy)"
@@ -132,8 +164,16 @@ class DeployConfig:
         return runtime.prefix(self.environment)
 
     @property
+    def table_name(self) -> str:
+        """The app's table: ``existingTableName``, else the prefix."""
+        return self.existing_table_name or self.prefix
+
+    @property
     def uploads_bucket_name(self) -> str:
-        """Bucket names are global: the account id keeps this one unique."""
+        """``existingUploadsBucketName``, else a new bucket's: bucket names are global, the
+        account id keeps this one unique."""
+        if self.existing_uploads_bucket_name is not None:
+            return self.existing_uploads_bucket_name
         return f"{runtime.uploads_bucket_stem(self.environment)}-{cdk.Aws.ACCOUNT_ID}"
 
     @property

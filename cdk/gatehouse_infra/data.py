@@ -31,7 +31,12 @@ def private_bucket(scope: Construct, id: str, **kwargs: Any) -> s3.Bucket:
 
 
 class Data(Construct):
-    """What outlives every deployment: all retained, the table deletion-protected."""
+    """What outlives every deployment: all retained, the table deletion-protected.
+
+    ``existing_table`` (a name and its stream's ARN) and ``existing_uploads_bucket`` adopt what a
+    previous deployment retained (``make destroy``) or the original system's table, instead of
+    creating them: CloudFormation cannot create a fixed-name resource that already exists.
+    """
 
     def __init__(
         self,
@@ -41,9 +46,21 @@ class Data(Construct):
         table_name: str,
         billing: BillingMode,
         uploads_bucket_name: str,
+        existing_table: tuple[str, str] | None = None,
+        existing_uploads_bucket: bool = False,
     ) -> None:
         super().__init__(scope, id)
-        self.table = self._table(table_name, billing)
+        self.table: dynamodb.ITable = (
+            self._table(table_name, billing)
+            if existing_table is None
+            else dynamodb.Table.from_table_attributes(
+                self,
+                "Table",
+                table_name=existing_table[0],
+                table_stream_arn=existing_table[1],
+                global_indexes=[index.name for index in INDEXES],
+            )
+        )
         self.access_logs = private_bucket(
             self,
             "AccessLogs",
@@ -51,24 +68,10 @@ class Data(Construct):
             lifecycle_rules=[s3.LifecycleRule(expiration=cdk.Duration.days(90))],
         )
         acknowledge(self.access_logs, {"S1": "This is the access-log bucket itself."})
-        self.uploads = private_bucket(
-            self,
-            "Uploads",
-            bucket_name=uploads_bucket_name,
-            removal_policy=cdk.RemovalPolicy.RETAIN,
-            server_access_logs_bucket=self.access_logs,
-            server_access_logs_prefix="uploads/",
-            lifecycle_rules=[
-                s3.LifecycleRule(
-                    id="temporary-files",
-                    prefix=UPLOAD_TEMP_PREFIX,
-                    expiration=cdk.Duration.days(1),
-                ),
-                s3.LifecycleRule(
-                    id="abandoned-multipart",
-                    abort_incomplete_multipart_upload_after=cdk.Duration.days(1),
-                ),
-            ],
+        self.uploads: s3.IBucket = (
+            s3.Bucket.from_bucket_name(self, "Uploads", uploads_bucket_name)
+            if existing_uploads_bucket
+            else self._uploads(uploads_bucket_name)
         )
         self.backups = private_bucket(
             self,
@@ -89,6 +92,27 @@ class Data(Construct):
                     ],
                     noncurrent_version_expiration=cdk.Duration.days(365),
                 )
+            ],
+        )
+
+    def _uploads(self, name: str) -> s3.Bucket:
+        return private_bucket(
+            self,
+            "Uploads",
+            bucket_name=name,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="uploads/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="temporary-files",
+                    prefix=UPLOAD_TEMP_PREFIX,
+                    expiration=cdk.Duration.days(1),
+                ),
+                s3.LifecycleRule(
+                    id="abandoned-multipart",
+                    abort_incomplete_multipart_upload_after=cdk.Duration.days(1),
+                ),
             ],
         )
 

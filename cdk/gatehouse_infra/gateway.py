@@ -18,6 +18,7 @@ from chalicelib.web.gateway import GATEWAY_RESPONSES
 from gatehouse_infra.runtime import STAGE
 
 REST_API = "RestAPI"  # the logical id ``chalice package`` gives the API
+OPENAPI_VERSION = "2.0"  # what Chalice's definition body is
 
 
 def configure_rest_api(
@@ -29,6 +30,10 @@ def configure_rest_api(
     cors_allow_origin: str | None,
 ) -> None:
     rest_api.add_property_override("Name", name)
+    # Without OpenApiVersion, SAM also deploys the API to a stage named "Stage": unthrottled,
+    # unmonitored, reachable around CloudFront. Any version removes it; the definition body keeps
+    # Chalice's Swagger 2.0 (SAM converts only bodies without a "swagger" key).
+    rest_api.add_property_override("OpenApiVersion", OPENAPI_VERSION)
     rest_api.add_property_override(
         "MethodSettings",
         [

@@ -46,6 +46,28 @@ def alarm_topic(scope: Construct, prefix: str, alarm_email: str | None) -> sns.T
     topic = sns.Topic(scope, "Alarms", display_name=f"{prefix} alarms", enforce_ssl=True)
     if alarm_email:
         topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
+    # A topic policy replaces SNS's default one, which let the account's services publish: the
+    # alarms of this account, in this topic's region, must be allowed by name.
+    stack = cdk.Stack.of(scope)
+    topic.add_to_resource_policy(
+        iam.PolicyStatement(
+            sid="CloudWatchAlarms",
+            actions=["sns:Publish"],
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            resources=[topic.topic_arn],
+            conditions={
+                "StringEquals": {"aws:SourceAccount": stack.account},
+                "ArnLike": {
+                    "aws:SourceArn": stack.format_arn(
+                        service="cloudwatch",
+                        resource="alarm",
+                        resource_name="*",
+                        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                },
+            },
+        )
+    )
     acknowledge(
         topic,
         {
@@ -252,6 +274,7 @@ class Monitoring(Construct):
     ) -> None:
         topic.add_to_resource_policy(
             iam.PolicyStatement(
+                sid="Budgets",
                 actions=["sns:Publish"],
                 principals=[iam.ServicePrincipal("budgets.amazonaws.com")],
                 resources=[topic.topic_arn],

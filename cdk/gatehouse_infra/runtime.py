@@ -21,9 +21,12 @@ DEFAULT_ENVIRONMENT = "production"
 STAGE = "api"  # the CloudFront behaviour /api/* maps straight onto this stage
 ENDPOINT_TYPE = "REGIONAL"  # behind CloudFront an edge-optimised API would add a second hop
 ARCHITECTURE = "arm64"
-# scrypt at N=2^14, r=8, p=5 needs 16 MiB and is CPU-bound: Lambda's CPU share grows with memory,
-# and 1024 MB (about 0.6 vCPU) keeps a login near a quarter of a second (README, "Hashing").
-MEMORY_MB = 1024
+# scrypt at N=2^14, r=8, p=5 needs 16 MiB and is CPU-bound: a verify takes about 235 ms on one
+# full core. Lambda's CPU share grows with memory, one full vCPU at 1,769 MB; at 1,024 MB (about
+# 0.58 vCPU) the same verify takes 235 / 0.58 = about 405 ms. 1,769 MB keeps a login's hash at a
+# quarter of a second (README, "Hashing") and costs the same GB-seconds per login (1.769 GB x
+# 0.235 s = 0.42 against 1.0 x 0.405 = 0.41); only I/O-bound requests cost more per ms.
+MEMORY_MB = 1769
 TIMEOUT_SECONDS = 10
 ROTATION_MEMORY_MB = 256
 ROTATION_TIMEOUT_SECONDS = 30
@@ -42,6 +45,7 @@ CLOUDFRONT_HOPS = 1
 # The functions as ``chalice package`` names them (logical ids) and as app.py names them.
 API_FUNCTION = "APIHandler"
 AUTHORIZER_FUNCTION = "Bearer"
+AUTHORIZER_HANDLER = "bearer"
 ROTATION_FUNCTION = "RotateSigningKey"
 ROTATION_HANDLER = "rotate_signing_key"
 
@@ -74,13 +78,14 @@ class Handler:
 
 
 # A batch of up to 100 records; a PutEvents call the bus keeps refusing is tried 4 times
-# (chalicelib/publisher.py), each try retried by botocore: about 13 s of back-off at worst before
-# the batch fails and Lambda retries and bisects it. 30 s leaves twice that.
+# (chalicelib/publisher.py), each try retried once by botocore (app.BOTO_CONFIG): about 5 s of
+# back-off at worst before the batch fails and Lambda retries and bisects it. 30 s leaves twice
+# that.
 STREAM_HANDLER = Handler("on_table_change", "OnTableChange", 30, "OnTableChangeDynamodbEventSource")
 # One per chalicelib.eventroutes route: the worker that consumes the route's queue. A worker
 # that times out leaves its events' idempotency marks claimed (chalicelib/workers.py), so those
 # events are skipped, not redone: each timeout leaves room for every message of a batch of 10 to
-# meet one throttled AWS call (botocore's standard retries back off up to 1 + 2 s), and SES's
+# meet one throttled AWS call (botocore's standard retry backs off up to 1 s), and SES's
 # sending rate (1 a second in the sandbox) throttles the mail worker first.
 WORKER_HANDLERS = {
     "notify": Handler("notify_worker", "NotifyWorker", 30, "NotifyWorkerSqsEventSource"),
@@ -166,6 +171,8 @@ PUT_ITEM = "dynamodb:PutItem"
 DELETE_ITEM = "dynamodb:DeleteItem"
 BATCH_WRITE_ITEM = "dynamodb:BatchWriteItem"
 CONDITION_CHECK_ITEM = "dynamodb:ConditionCheckItem"
+# The authorizer reads a profile and a session with one BatchGetItem (GetItem for a single row).
+AUTHORIZER_TABLE_ACTIONS = ("dynamodb:BatchGetItem", "dynamodb:GetItem")
 # DeleteObjects (the purge) is authorized as s3:DeleteObject on each key.
 DELETE_OBJECT_ACTIONS = ("s3:DeleteObject",)
 # Which rows a handler's item actions reach: DynamoDB's fine-grained access control matches
@@ -382,6 +389,20 @@ def _table_grant(table_arn: str) -> Grant:
         TABLE_ACTIONS,
         (table_arn, *(f"{table_arn}/index/{index.name}" for index in INDEXES)),
     )
+
+
+def authorizer_grants(*, table_arn: str, signing_key_arn: str) -> list[Grant]:
+    """The ``bearer`` authorizer, read-only: the signing key, and one batch read of a user's
+    profile and session (``sessions.SessionRepository.with_profile``) in their partition."""
+    return [
+        Grant("SigningKey", SIGNING_KEY_READ_ACTIONS, (signing_key_arn,)),
+        Grant(
+            "ReadProfileAndSession",
+            AUTHORIZER_TABLE_ACTIONS,
+            (table_arn,),
+            {"ForAllValues:StringLike": {LEADING_KEYS: [f"{ACCOUNT_ROWS}*"]}},
+        ),
+    ]
 
 
 def rotation_grants(*, signing_key_arn: str) -> list[Grant]:

@@ -68,6 +68,32 @@ function handler(event) {{
 }}
 """
 
+# With apiKeys, CloudFront sends the site's key as x-api-key on /api/* and would overwrite a
+# machine client's own key, metering that client as the site. Machine clients call the API's own
+# domain (api.<domain>) instead: through the site a request carrying a key is refused.
+MACHINE_CLIENTS_ELSEWHERE = "Machine clients with an API key call the API's own domain"
+SITE_ORIGIN_WITHOUT_KEYS = f"""
+function handler(event) {{
+  var request = event.request;
+  if (request.headers["x-api-key"]) {{
+    return {{
+      statusCode: 403,
+      statusDescription: "Forbidden",
+      headers: {{
+        "content-type": {{ value: "application/json" }},
+        "cache-control": {{ value: "no-store" }}
+      }},
+      body: {{
+        encoding: "text",
+        data: JSON.stringify({{ message: "{MACHINE_CLIENTS_ELSEWHERE}" }})
+      }}
+    }};
+  }}
+  request.headers["{SITE_ORIGIN_HEADER}"] = {{ value: "https://" + request.headers.host.value }};
+  return request;
+}}
+"""
+
 
 class Site(Construct):
     """The site's bucket and deployment, the distribution (site + ``/api/*``), the security
@@ -142,7 +168,11 @@ class Site(Construct):
             )
             for name, code, comment in (
                 ("SpaRouting", SPA_ROUTING, "Client-side routes get the SPA shell"),
-                ("SiteOrigin", SITE_ORIGIN, "Tells the API which origin the browser used"),
+                (
+                    "SiteOrigin",
+                    SITE_ORIGIN_WITHOUT_KEYS if site_api_key_reference else SITE_ORIGIN,
+                    "Tells the API which origin the browser used",
+                ),
             )
         )
         api = origins.HttpOrigin(
@@ -197,7 +227,8 @@ class Site(Construct):
                     cache_policy=cloudfront.CachePolicy.CACHING_DISABLED,
                     # Authorization, cookies, query strings; not Host (API Gateway needs its own).
                     origin_request_policy=ALL_VIEWER_EXCEPT_HOST,
-                    compress=True,
+                    # Nothing is cached, and CloudFront compresses only what it caches.
+                    compress=False,
                     response_headers_policy=headers,
                     function_associations=[site_origin],
                 ),

@@ -14,12 +14,13 @@ from typing import Any
 import aws_cdk as cdk
 import jsii
 from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_s3 as s3
-from constructs import Construct, IConstruct
+from constructs import Construct, IConstruct, IValidation
 
 from gatehouse_infra import runtime
-from gatehouse_infra.api import Api
+from gatehouse_infra.api import RETENTION, Api
 from gatehouse_infra.config import DeployConfig
 from gatehouse_infra.data import Data
 from gatehouse_infra.edge import Edge
@@ -63,6 +64,12 @@ class DataStack(cdk.Stack):
             table_name=config.prefix,
             billing=config.billing,
             uploads_bucket_name=config.uploads_bucket_name,
+            existing_table=(
+                (config.existing_table_name, config.existing_table_stream_arn)
+                if config.existing_table_name and config.existing_table_stream_arn
+                else None
+            ),
+            existing_uploads_bucket=config.existing_uploads_bucket_name is not None,
         )
         cdk.CfnOutput(self, "TableName", value=self.data.table.table_name)
         cdk.CfnOutput(self, "UploadsBucketName", value=self.data.uploads.bucket_name)
@@ -122,6 +129,7 @@ class ApiStack(cdk.Stack):
             environment=config.environment,
             tags=config.tags,
             table=data.data.table,
+            table_name=config.table_name,
             uploads=uploads,
             allowed_origins=config.site_origin or "",
             cors_allow_origin=config.api_cors_origin,
@@ -293,11 +301,78 @@ def build(app: cdk.App, *, base_dir: Path) -> list[cdk.Stack]:
     )
     built = (edge, data, api, site, monitoring, edge_monitoring)
     stacks: list[cdk.Stack] = [stack for stack in built if stack is not None]
+    # Every statement letting S3's log delivery write, the site bucket's (another stack) too.
+    require_source_account(data.data.access_logs)
     for stack in stacks:
         for key, value in config.tags.items():
             cdk.Tags.of(stack).add(key, value)
+        provider_logs = ProviderLogGroups(config.tags)
+        cdk.Aspects.of(stack).add(provider_logs)
+        # CDK makes the cross-region reference providers after aspects run, before validation.
+        stack.node.add_validation(LateProviderLogGroups(stack, provider_logs))
         cdk.Aspects.of(stack).add(TagProviderResources(config.tags))
     return stacks
+
+
+LOG_DELIVERY = {"Service": "logging.s3.amazonaws.com"}
+SOURCE_ACCOUNT = "aws:SourceAccount"
+
+
+def require_source_account(bucket: s3.Bucket) -> None:
+    """CDK adds a source-account condition to S3's log-delivery statement only when the logging
+    bucket is in the same stack; the site's bucket is not, so its statement gets it here."""
+    if bucket.policy is None:
+        raise ValueError("the access-log bucket has no policy")
+    policy = bucket.policy.node.default_child
+    if not isinstance(policy, s3.CfnBucketPolicy):
+        raise TypeError("the access-log bucket's policy is not a CfnBucketPolicy")
+    document = cdk.Stack.of(bucket).resolve(bucket.policy.document)
+    for index, statement in enumerate(document["Statement"]):
+        if statement.get("Principal") != LOG_DELIVERY:
+            continue
+        if SOURCE_ACCOUNT not in statement.get("Condition", {}).get("StringEquals", {}):
+            policy.add_property_override(
+                f"PolicyDocument.Statement.{index}.Condition.StringEquals.{SOURCE_ACCOUNT}",
+                cdk.Aws.ACCOUNT_ID,
+            )
+
+
+@jsii.implements(cdk.IAspect)
+class ProviderLogGroups:
+    """Gives each of CDK's own provider functions (bucket deployment, AwsCustomResource, S3
+    auto-delete: plain ``AWS::Lambda::Function``s; ours are SAM functions) a log group with the
+    functions' retention, set as its ``LoggingConfig``, instead of the never-expiring
+    ``/aws/lambda/...`` group Lambda would create. CDK makes its cross-region reference
+    providers after aspects run: ``LateProviderLogGroups`` visits those."""
+
+    def __init__(self, tags: dict[str, str]) -> None:
+        self._tags = [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
+
+    def visit(self, node: IConstruct) -> None:
+        if not (
+            isinstance(node, cdk.CfnResource)
+            and node.cfn_resource_type == "AWS::Lambda::Function"
+            and node.node.scope is not None
+        ):
+            return
+        scope = node.node.scope
+        if not isinstance(scope, Construct):
+            return
+        id = f"{node.node.id}LogGroup"
+        if scope.node.try_find_child(id) is not None:
+            return
+        group = logs.LogGroup(
+            scope,
+            id,
+            retention=RETENTION[runtime.LOG_RETENTION_DAYS],
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        cfn_group = group.node.default_child
+        if isinstance(cfn_group, cdk.CfnResource):
+            cfn_group.add_property_override("Tags", self._tags)
+        node.add_property_override(
+            "LoggingConfig", {"LogGroup": group.log_group_name, "LogFormat": "Text"}
+        )
 
 
 @jsii.implements(cdk.IAspect)
@@ -317,3 +392,19 @@ class TagProviderResources:
             and not cdk.TagManager.is_taggable(node)
         ):
             node.add_property_override("Tags", self._tags)
+
+
+@jsii.implements(IValidation)
+class LateProviderLogGroups:
+    """``ProviderLogGroups`` for the provider functions CDK adds while it prepares the app
+    (the cross-region references' reader and writer): validation runs after that, before the
+    templates are written. Reports nothing."""
+
+    def __init__(self, stack: cdk.Stack, aspect: ProviderLogGroups) -> None:
+        self._stack = stack
+        self._aspect = aspect
+
+    def validate(self) -> list[str]:
+        for node in self._stack.node.find_all():
+            self._aspect.visit(node)
+        return []
