@@ -106,7 +106,7 @@ EVENT_SOURCES = event_sources(os.environ)
 # 503, not a Lambda timeout: at worst 2 attempts x (1 s connect + 2 s read) + one back-off of at
 # most 1 s (standard mode: random up to 2^0 s) = 7 s (cdk/README.md, "Timeouts").
 BOTO_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 2}, connect_timeout=1, read_timeout=2
+    retries={"mode": "standard", "total_max_attempts": 2}, connect_timeout=1, read_timeout=2
 )
 
 

@@ -1503,7 +1503,7 @@ class TestEvents:
         Each timeout leaves room for every message of a batch to meet one throttled AWS call;
         the stream handler, for twice the back-off of a PutEvents call the bus keeps refusing."""
         retries: dict[str, Any] = getattr(BOTO_CONFIG, "retries", None) or {}
-        throttled_call = sum(2**attempt for attempt in range(retries["max_attempts"] - 1))
+        throttled_call = sum(2**attempt for attempt in range(retries["total_max_attempts"] - 1))
         assert retries["mode"] == "standard"
         assert throttled_call == 1  # second: one back-off of up to 1 s for a throttled call
         publisher = inspect_signature(EventBridgePublisher).parameters
@@ -1850,7 +1850,7 @@ class TestDeployReadiness:
 
     def test_a_hanging_aws_call_ends_before_the_lambda_timeout(self, plain: Assembly) -> None:
         retries: dict[str, Any] = getattr(BOTO_CONFIG, "retries", None) or {}
-        attempts = retries["max_attempts"]
+        attempts = retries["total_max_attempts"]
         options: dict[str, Any] = vars(BOTO_CONFIG)  # botocore sets them as attributes
         per_attempt = options["connect_timeout"] + options["read_timeout"]
         back_off = sum(2**attempt for attempt in range(attempts - 1))  # standard mode's cap
