@@ -63,6 +63,35 @@ print(json.dumps({
     if resource["Type"] in ("AWS::Events::Rule", "AWS::Lambda::EventSourceMapping")
 }))
 """
+
+# SAM_TRANSLATE, printing the REST API's stages and deployments instead.
+SAM_TRANSLATE_STAGES = SAM_TRANSLATE.replace(
+    '("AWS::Events::Rule", "AWS::Lambda::EventSourceMapping")',
+    '("AWS::ApiGateway::Stage", "AWS::ApiGateway::Deployment")',
+)
+
+
+def sam_transform(assembly: Assembly, script: str = SAM_TRANSLATE) -> dict[str, Any]:
+    """What CloudFormation's SAM transform makes of the API stack, as ``script`` prints it (the
+    rules and event source mappings; with SAM_TRANSLATE_STAGES, the REST API's stages and
+    deployments)."""
+    result = subprocess.run(
+        [
+            str(SAM_PYTHON),
+            "-c",
+            script,
+            str(assembly.path / "gatehouse-production-api.template.json"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+        env={**os.environ, "AWS_DEFAULT_REGION": "eu-west-2"},
+    )
+    made: dict[str, Any] = json.loads(result.stdout)
+    return made
+
+
 EDGE_KEY_REFERENCE = "{{resolve:secretsmanager:gatehouse/production/edge-key:SecretString:::}}"
 SITE_KEY_REFERENCE = "{{resolve:secretsmanager:gatehouse/production/site-api-key:SecretString:::}}"
 ANNOUNCER = 'style="position: absolute; width: 1px"'  # SvelteKit's route announcer, in its JS
@@ -1285,20 +1314,7 @@ class TestEvents:
     def test_the_sam_transform_makes_the_schedules_and_sources_as_overridden(
         self, plain: Assembly
     ) -> None:
-        result = subprocess.run(
-            [
-                str(SAM_PYTHON),
-                "-c",
-                SAM_TRANSLATE,
-                str(plain.path / "gatehouse-production-api.template.json"),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=300,
-            env={**os.environ, "AWS_DEFAULT_REGION": "eu-west-2"},
-        )
-        made = json.loads(result.stdout)
+        made = sam_transform(plain)
         schedules = {
             r["Properties"]["ScheduleExpression"]
             for r in made.values()
@@ -1731,33 +1747,6 @@ def adopted(tmp_path_factory: pytest.TempPathFactory, site: Path) -> Assembly:
     return synthesize(tmp_path_factory.mktemp("adopted"), site, ADOPTION)
 
 
-# SAM_TRANSLATE, printing the REST API's stages and deployments instead.
-SAM_TRANSLATE_STAGES = SAM_TRANSLATE.replace(
-    '("AWS::Events::Rule", "AWS::Lambda::EventSourceMapping")',
-    '("AWS::ApiGateway::Stage", "AWS::ApiGateway::Deployment")',
-)
-
-
-def sam_transform(assembly: Assembly) -> dict[str, Any]:
-    """The REST API's stages and deployments as CloudFormation's SAM transform makes them."""
-    assert SAM_TRANSLATE_STAGES != SAM_TRANSLATE
-    result = subprocess.run(
-        [
-            str(SAM_PYTHON),
-            "-c",
-            SAM_TRANSLATE_STAGES,
-            str(assembly.path / "gatehouse-production-api.template.json"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-        env={**os.environ, "AWS_DEFAULT_REGION": "eu-west-2"},
-    )
-    made: dict[str, Any] = json.loads(result.stdout)
-    return made
-
-
 class TestDeployReadiness:
     """Issue 13's deploy-readiness defects, each as the templates show it."""
 
@@ -1809,7 +1798,8 @@ class TestDeployReadiness:
         rest_api = plain.template("api")["Resources"]["RestAPI"]["Properties"]
         assert rest_api["OpenApiVersion"] == "2.0"
         assert rest_api["DefinitionBody"]["swagger"] == "2.0"
-        made = sam_transform(plain)
+        assert SAM_TRANSLATE_STAGES != SAM_TRANSLATE
+        made = sam_transform(plain, SAM_TRANSLATE_STAGES)
         stages = [r["Properties"] for r in made.values() if r["Type"] == "AWS::ApiGateway::Stage"]
         assert [stage["StageName"] for stage in stages] == [runtime.STAGE]
         deployments = [
