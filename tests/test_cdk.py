@@ -1042,6 +1042,14 @@ class TestConfig:
             ({"enableWaf": "perhaps"}, "enableWaf"),
             ({"dynamoBilling": "free"}, "dynamoBilling"),
             ({"machineMonthlyQuota": 0}, "machineMonthlyQuota"),
+            ({"replicaRegions": "eu-west-1,mars"}, "replicaRegions"),
+            ({"secretReplicaRegions": "eu-west-2"}, "names the primary region"),
+            ({"wafGeoBlock": "XX"}, "need enableWaf"),
+            ({"enableWaf": True, "wafGeoBlock": "GBR"}, "wafGeoBlock"),
+            ({"enableWaf": True, "wafAllowList": "10.0.0.0/33"}, "wafAllowList entry"),
+            ({"reservedConcurrency": -1}, "reservedConcurrency"),
+            ({"dynamoMinCapacity": 20, "dynamoMaxCapacity": 10}, "above dynamoMaxCapacity"),
+            ({"apiAccessLogs": "sometimes"}, "apiAccessLogs"),
             ({"mailFrom": "no-reply@example.com"}, "needs siteUrl"),
             ({"mailFrom": "Gatehouse"}, "mailFrom"),
             ({"mailFrom": "a@example.com", "siteUrl": "http://example.com"}, "siteUrl"),
@@ -1073,6 +1081,24 @@ class TestConfig:
 
         with pytest.raises(ConfigError, match=complaint):
             DeployConfig.from_context(Node())  # type: ignore[arg-type]
+
+    def test_lists_are_split_normalised_and_deduplicated(self) -> None:
+        context = {
+            "enableWaf": True,
+            "replicaRegions": "eu-west-1, us-east-1,eu-west-1",
+            "wafGeoBlock": "kp,ru",
+            "wafAllowList": "192.0.2.7/24,2001:db8::1/64",
+        }
+
+        class Node:
+            def try_get_context(self, key: str) -> Any:
+                return context.get(key)
+
+        config = DeployConfig.from_context(Node())  # type: ignore[arg-type]
+        assert config.replica_regions == ("eu-west-1", "us-east-1")
+        assert config.waf_geo_block == ("KP", "RU")
+        assert config.waf_allow_list == ("192.0.2.0/24", "2001:db8::/64")
+        assert config.api_access_logs is True
 
 
 class TestMail:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from email.utils import parseaddr
@@ -24,6 +25,7 @@ _STREAM_ARN = re.compile(
 )
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")  # ISO 3166-1 alpha-2, as WAF's geo match takes them
 # API Gateway's account-level default; the seed's 10k req/s is a ceiling, not a target.
 MAX_THROTTLE_RATE = 10_000
 
@@ -62,6 +64,22 @@ class DeployConfig:
     existing_table_name: str | None = None
     existing_table_stream_arn: str | None = None
     existing_uploads_bucket_name: str | None = None
+    # Deploy switches (cdk/README.md, "Deploy switches"); each is off, or empty, by default.
+    vpc: bool = False
+    replica_regions: tuple[str, ...] = ()
+    secret_replica_regions: tuple[str, ...] = ()
+    kms_key: bool = False
+    waf_rate_limit: int = 2_000
+    waf_geo_block: tuple[str, ...] = ()
+    waf_allow_list: tuple[str, ...] = ()
+    waf_bot_control: bool = False
+    reserved_concurrency: int = 0
+    dynamo_min_capacity: int = 1
+    dynamo_max_capacity: int = 10
+    api_access_logs: bool = True
+    cloudfront_logs: bool = False
+    uploads_versioning: bool = False
+    tracing: bool = False
 
     @classmethod
     def from_context(cls, node: Node) -> DeployConfig:
@@ -123,11 +141,55 @@ class DeployConfig:
             existing_uploads_bucket_name=_optional(
                 value("existingUploadsBucketName"), _BUCKET_NAME, "existingUploadsBucketName"
             ),
+            vpc=_flag(value("vpc"), "vpc"),
+            replica_regions=_list(value("replicaRegions"), _REGION, "replicaRegions"),
+            secret_replica_regions=_list(
+                value("secretReplicaRegions"), _REGION, "secretReplicaRegions"
+            ),
+            kms_key=_flag(value("kmsKey"), "kmsKey"),
+            waf_rate_limit=number(
+                "wafRateLimit", cls.waf_rate_limit, maximum=2_000_000_000, minimum=10
+            ),
+            waf_geo_block=_list(
+                None if value("wafGeoBlock") is None else str(value("wafGeoBlock")).upper(),
+                _COUNTRY,
+                "wafGeoBlock",
+            ),
+            waf_allow_list=_networks(value("wafAllowList")),
+            waf_bot_control=_flag(value("wafBotControl"), "wafBotControl"),
+            reserved_concurrency=number(
+                "reservedConcurrency", cls.reserved_concurrency, maximum=10_000, minimum=0
+            ),
+            dynamo_min_capacity=number(
+                "dynamoMinCapacity", cls.dynamo_min_capacity, maximum=40_000
+            ),
+            dynamo_max_capacity=number(
+                "dynamoMaxCapacity", cls.dynamo_max_capacity, maximum=40_000
+            ),
+            api_access_logs=_flag(
+                cls.api_access_logs if value("apiAccessLogs") is None else value("apiAccessLogs"),
+                "apiAccessLogs",
+            ),
+            cloudfront_logs=_flag(value("cloudFrontLogs"), "cloudFrontLogs"),
+            uploads_versioning=_flag(value("uploadsVersioning"), "uploadsVersioning"),
+            tracing=_flag(value("tracing"), "tracing"),
         )
         config.check()
         return config
 
     def check(self) -> None:
+        for key, regions in (
+            ("replicaRegions", self.replica_regions),
+            ("secretReplicaRegions", self.secret_replica_regions),
+        ):
+            if self.primary_region in regions:
+                raise ConfigError(f"{key} names the primary region {self.primary_region}")
+        if not self.enable_waf and (
+            self.waf_geo_block or self.waf_allow_list or self.waf_bot_control
+        ):
+            raise ConfigError("wafGeoBlock, wafAllowList and wafBotControl need enableWaf")
+        if self.dynamo_min_capacity > self.dynamo_max_capacity:
+            raise ConfigError("dynamoMinCapacity is above dynamoMaxCapacity")
         if (self.existing_table_name is None) != (self.existing_table_stream_arn is None):
             raise ConfigError(
                 "existingTableName and existingTableStreamArn go together (the change handler "
@@ -256,6 +318,32 @@ def _number(raw: Any, default: int, key: str, *, maximum: int, minimum: int = 1)
     if not minimum <= number <= maximum:
         raise ConfigError(f"context {key}={number} is outside {minimum}..{maximum}")
     return number
+
+
+def _list(raw: Any, pattern: re.Pattern[str], key: str) -> tuple[str, ...]:
+    """A comma-separated context value: each entry matched, duplicates dropped, order kept."""
+    if raw is None:
+        return ()
+    entries = [_match(part, pattern, key) for part in str(raw).split(",") if part.strip()]
+    return tuple(dict.fromkeys(entries))
+
+
+def _networks(raw: Any) -> tuple[str, ...]:
+    """``wafAllowList``: CIDRs (IPv4 or IPv6), normalised as WAF's IP sets store them."""
+    if raw is None:
+        return ()
+    networks: list[str] = []
+    for part in str(raw).split(","):
+        if not part.strip():
+            continue
+        try:
+            network = ipaddress.ip_network(part.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"context wafAllowList entry {part.strip()!r} is not a CIDR"
+            ) from None
+        networks.append(network.with_prefixlen)
+    return tuple(dict.fromkeys(networks))
 
 
 def _billing(raw: Any) -> BillingMode:
