@@ -80,6 +80,7 @@ class Api(Construct):
         events: Events,
         backups: s3.IBucket,
         websocket_url: str,
+        edge_required: bool = False,
     ) -> None:
         super().__init__(scope, id)
         self._environment = environment
@@ -154,6 +155,7 @@ class Api(Construct):
             ),
             "SITE_ORIGIN_HEADER": runtime.SITE_ORIGIN_HEADER,
             "EDGE_SECRET": self.edge_key_reference,
+            **runtime.edge_variables(required=edge_required, exempt_domain=api_domain),
             **runtime.event_variables(
                 environment,
                 stream_arn=_stream_arn(table),

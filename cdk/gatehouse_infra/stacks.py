@@ -23,7 +23,7 @@ from gatehouse_infra import runtime
 from gatehouse_infra.api import RETENTION, Api
 from gatehouse_infra.config import DeployConfig
 from gatehouse_infra.data import Data
-from gatehouse_infra.edge import Edge
+from gatehouse_infra.edge import ApiFirewall, Edge, WafSettings
 from gatehouse_infra.events import Events
 from gatehouse_infra.mail import Mail
 from gatehouse_infra.monitoring import EdgeMonitoring, Monitoring
@@ -41,6 +41,19 @@ def hosted_zone(scope: Construct, config: DeployConfig) -> route53.IHostedZone |
     )
 
 
+def waf_settings(config: DeployConfig) -> WafSettings | None:
+    """The web ACLs' switches; None without ``enableWaf``."""
+    if not config.enable_waf:
+        return None
+    return WafSettings(
+        rate_limit=config.waf_rate_limit,
+        auth_rate_limit=config.waf_auth_rate_limit,
+        geo_block=config.waf_geo_block,
+        allow_list=config.waf_allow_list,
+        bot_control=config.waf_bot_control,
+    )
+
+
 class EdgeStack(cdk.Stack):
     def __init__(self, scope: Construct, id: str, *, config: DeployConfig, **kwargs: Any) -> None:
         super().__init__(scope, id, **kwargs)
@@ -50,8 +63,7 @@ class EdgeStack(cdk.Stack):
             prefix=config.prefix,
             domain_name=config.domain_name,
             zone=hosted_zone(self, config) if config.domain_name else None,
-            enable_waf=config.enable_waf,
-            waf_auth_rate_limit=config.waf_auth_rate_limit,
+            waf=waf_settings(config),
         )
 
 
@@ -151,7 +163,19 @@ class ApiStack(cdk.Stack):
             backups=backups,
             # Without a domain or siteUrl the site's origin is unknown here: no live updates.
             websocket_url=runtime.websocket_url(config.links_origin) if config.links_origin else "",
+            edge_required=config.enable_waf,
         )
+        waf = waf_settings(config)
+        if waf is not None and config.custom_api_domain:
+            # api.<domain> is not behind CloudFront: its requests meet the same rules here.
+            ApiFirewall(
+                self,
+                "Firewall",
+                prefix=config.prefix,
+                rest_api_id=self.api.rest_api_id,
+                execute_api_domain=self.api.execute_api_domain,
+                waf=waf,
+            )
         cdk.CfnOutput(self, "RestApiId", value=self.api.rest_api_id)
         cdk.CfnOutput(self, "WebSocketApiId", value=self.api.websocket_api_id)
         cdk.CfnOutput(self, "EventBusName", value=self.events.bus.event_bus_name)
