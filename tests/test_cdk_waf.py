@@ -17,7 +17,7 @@ from tests.test_cdk import DOMAIN, Assembly, cfn_lint_errors, plain, site, synth
 
 sys.path.insert(0, str(ROOT / "cdk"))
 from gatehouse_infra import runtime
-from gatehouse_infra.edge import PATH_TRANSFORMS, PRIORITIES, Edge, WafSettings
+from gatehouse_infra.edge import PRIORITIES, Edge, WafSettings
 
 WAF = {
     **DOMAIN,
@@ -295,6 +295,3 @@ class TestRulesAlone:
             if name not in ("geo-block", "admin-allow-list", "AWSManagedRulesBotControlRuleSet")
         }
         assert found.items() <= PRIORITIES.items()
-
-    def test_paths_are_read_as_api_gateway_routes_them(self) -> None:
-        assert PATH_TRANSFORMS == ("URL_DECODE", "NORMALIZE_PATH", "LOWERCASE")
