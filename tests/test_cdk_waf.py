@@ -17,7 +17,7 @@ from tests.test_cdk import DOMAIN, Assembly, cfn_lint_errors, plain, site, synth
 
 sys.path.insert(0, str(ROOT / "cdk"))
 from gatehouse_infra import runtime
-from gatehouse_infra.edge import PRIORITIES, Edge, WafSettings
+from gatehouse_infra.edge import PRIORITIES, TOO_MANY, Edge, WafSettings
 
 WAF = {
     **DOMAIN,
@@ -71,6 +71,17 @@ def path_match(prefix: str) -> dict[str, Any]:
     }
 
 
+def assert_blocks(acl: dict[str, Any], name: str, status: int, message: str) -> None:
+    """The rule blocks with ``status`` and a ``{"message"}`` JSON body, like the API's errors."""
+    rule = rules(acl)[name]
+    assert rule["Action"] == {
+        "Block": {"CustomResponse": {"ResponseCode": status, "CustomResponseBodyKey": name}}
+    }
+    body = acl["CustomResponseBodies"][name]
+    assert body["ContentType"] == "APPLICATION_JSON"
+    assert json.loads(body["Content"]) == {"message": message}
+
+
 def ip_sets(assembly: Assembly, stack: str) -> dict[str, dict[str, Any]]:
     """The IP sets of ``stack`` by address family, with their logical ids."""
     return {
@@ -119,7 +130,12 @@ class TestEdgeWebAcl:
     def test_geo_block_blocks_the_countries(self, waf: Assembly) -> None:
         rule = rules(waf.one("edge", "AWS::WAFv2::WebACL"))["geo-block"]
         assert rule["Statement"] == {"GeoMatchStatement": {"CountryCodes": ["KP", "RU"]}}
-        assert rule["Action"] == {"Block": {}}
+        assert_blocks(
+            waf.one("edge", "AWS::WAFv2::WebACL"),
+            "geo-block",
+            403,
+            "Forbidden: the service is not offered in your country",
+        )
 
     def test_a_site_wide_rate_limit_per_address_on_every_path(self, waf: Assembly) -> None:
         rule = rules(waf.one("edge", "AWS::WAFv2::WebACL"))["rate-limit"]
@@ -130,14 +146,14 @@ class TestEdgeWebAcl:
                 "EvaluationWindowSec": 300,
             }
         }
-        assert rule["Action"] == {"Block": {}}
+        assert_blocks(waf.one("edge", "AWS::WAFv2::WebACL"), "rate-limit", 429, TOO_MANY)
 
     def test_the_auth_routes_keep_their_own_lower_limit(self, waf: Assembly) -> None:
         rule = rules(waf.one("edge", "AWS::WAFv2::WebACL"))["auth-rate-limit"]
         statement = rule["Statement"]["RateBasedStatement"]
         assert (statement["Limit"], statement["EvaluationWindowSec"]) == (200, 300)
         assert statement["ScopeDownStatement"] == path_match("/api/auth/")
-        assert rule["Action"] == {"Block": {}}
+        assert_blocks(waf.one("edge", "AWS::WAFv2::WebACL"), "auth-rate-limit", 429, TOO_MANY)
 
     def test_only_the_allow_list_reaches_the_admin_routes(self, waf: Assembly) -> None:
         sets = ip_sets(waf, "edge")
@@ -147,7 +163,12 @@ class TestEdgeWebAcl:
         assert {s["Scope"] for s in sets.values()} == {"CLOUDFRONT"}
         assert sets["IPV4"]["Name"] == "gatehouse-production-edge-admin-ipv4"
         rule = rules(waf.one("edge", "AWS::WAFv2::WebACL"))["admin-allow-list"]
-        assert rule["Action"] == {"Block": {}}
+        assert_blocks(
+            waf.one("edge", "AWS::WAFv2::WebACL"),
+            "admin-allow-list",
+            403,
+            "Forbidden: the admin routes answer listed addresses only",
+        )
         admin, outside = rule["Statement"]["AndStatement"]["Statements"]
         assert admin == {
             "OrStatement": {"Statements": [path_match("/api/users"), path_match("/api/admin")]}
@@ -215,6 +236,7 @@ class TestApiDomainWebAcl:
         auth = found["auth-rate-limit"]["Statement"]["RateBasedStatement"]
         assert auth["ScopeDownStatement"] == path_match("/auth/")
         assert found["rate-limit"]["Statement"]["RateBasedStatement"]["Limit"] == 1000
+        assert_blocks(self.acl(waf), "rate-limit", 429, TOO_MANY)
         assert found["geo-block"]["Statement"]["GeoMatchStatement"]["CountryCodes"] == ["KP", "RU"]
 
     def test_its_own_regional_ip_sets(self, waf: Assembly) -> None:

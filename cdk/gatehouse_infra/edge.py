@@ -10,6 +10,7 @@ API's stage for ``api.<domain>``: machine clients there never pass through Cloud
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from ipaddress import ip_network
 
@@ -57,6 +58,16 @@ PRIORITIES = {
     "AWSManagedRulesKnownBadInputsRuleSet": 60,
     "AWSManagedRulesAmazonIpReputationList": 70,
     BOT_CONTROL: 80,  # last: it is charged per request it inspects
+}
+
+# What our own rules answer, a {"message"} body like the API's errors, so the site shows why.
+# (WAF would prefix any custom header with x-amzn-waf-: none is set.)
+TOO_MANY = "Too many requests from your address: try again in a few minutes"
+BLOCKED = {
+    "geo-block": (403, "Forbidden: the service is not offered in your country"),
+    "admin-allow-list": (403, "Forbidden: the admin routes answer listed addresses only"),
+    "rate-limit": (429, TOO_MANY),
+    "auth-rate-limit": (429, TOO_MANY),
 }
 
 
@@ -219,6 +230,7 @@ def web_acl(
                 ],
             )
         )
+    names = {rule.name for rule in rules}
     return wafv2.CfnWebACL(
         scope,
         "WebAcl",
@@ -227,6 +239,13 @@ def web_acl(
         default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
         visibility_config=_visibility(name),
         rules=rules,
+        custom_response_bodies={
+            rule: wafv2.CfnWebACL.CustomResponseBodyProperty(
+                content=json.dumps({"message": message}), content_type="APPLICATION_JSON"
+            )
+            for rule, (_, message) in BLOCKED.items()
+            if rule in names
+        },
     )
 
 
@@ -286,10 +305,17 @@ def _visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
 
 
 def _rule(name: str, statement: wafv2.CfnWebACL.StatementProperty) -> wafv2.CfnWebACL.RuleProperty:
+    """A blocking rule, answered with its ``BLOCKED`` status and body."""
+    status, _ = BLOCKED[name]
+    block = wafv2.CfnWebACL.BlockActionProperty(
+        custom_response=wafv2.CfnWebACL.CustomResponseProperty(
+            response_code=status, custom_response_body_key=name
+        )
+    )
     return wafv2.CfnWebACL.RuleProperty(
         name=name,
         priority=PRIORITIES[name],
-        action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+        action=wafv2.CfnWebACL.RuleActionProperty(block=block),
         statement=statement,
         visibility_config=_visibility(name),
     )
