@@ -27,6 +27,7 @@ from gatehouse_infra.edge import Edge
 from gatehouse_infra.events import Events
 from gatehouse_infra.mail import Mail
 from gatehouse_infra.monitoring import EdgeMonitoring, Monitoring
+from gatehouse_infra.network import AZS, Network
 from gatehouse_infra.site import Site
 
 UNIT = "Default"
@@ -115,6 +116,17 @@ class ApiStack(cdk.Stack):
             if config.sender is not None
             else None
         )
+        network = (
+            Network(
+                self,
+                "Network",
+                environment=config.environment,
+                mail=config.sender is not None,
+                retention=RETENTION[runtime.LOG_RETENTION_DAYS],
+            )
+            if config.vpc
+            else None
+        )
         self.events = Events(
             self,
             "Events",
@@ -151,6 +163,10 @@ class ApiStack(cdk.Stack):
             backups=backups,
             # Without a domain or siteUrl the site's origin is unknown here: no live updates.
             websocket_url=runtime.websocket_url(config.links_origin) if config.links_origin else "",
+            network=network,
+            reserved_concurrency=config.reserved_concurrency,
+            tracing=config.tracing,
+            access_logs=config.api_access_logs,
         )
         cdk.CfnOutput(self, "RestApiId", value=self.api.rest_api_id)
         cdk.CfnOutput(self, "WebSocketApiId", value=self.api.websocket_api_id)
@@ -168,6 +184,12 @@ class ApiStack(cdk.Stack):
                 "MailConfigurationSet",
                 value=self.mail.configuration_set.configuration_set_name,
             )
+
+    @property
+    def availability_zones(self) -> list[str]:
+        """The VPC's zones from Fn::GetAZs at deploy time: no look-up at synthesis, even when
+        the account is known."""
+        return [cdk.Fn.select(index, cdk.Fn.get_azs()) for index in range(AZS)]
 
 
 class SiteStack(cdk.Stack):
