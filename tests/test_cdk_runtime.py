@@ -337,5 +337,23 @@ class TestOn:
         assert stage["Properties"]["TracingEnabled"] is True
         assert "AccessLogSetting" not in stage["Properties"]
 
+    def test_the_switches_leave_the_code_and_its_layer_alone(
+        self,
+        switched: Assembly,
+        plain: Assembly,  # noqa: F811
+    ) -> None:
+        """The same code zip and dependencies' layer (Chalice's automatic_layer: named by
+        requirements.txt's hash, so only a change there makes a new one)."""
+        layers = set()
+        code = set()
+        for stack in (plain, switched):
+            layer = stack.template("api")["Resources"]["ManagedLayer"]["Properties"]
+            assert layer["RetentionPolicy"] == "Delete"
+            assert layer["LayerName"] == "gatehouse-production-dependencies"
+            layers.add(json.dumps(layer["ContentUri"]))
+            code |= {json.dumps(p["CodeUri"]) for p in functions(stack).values()}
+        assert len(layers) == 1
+        assert len(code) == 1
+
     def test_cfn_lint_is_clean(self, switched: Assembly) -> None:
         assert cfn_lint_errors(switched) == []
