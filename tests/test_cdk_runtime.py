@@ -136,6 +136,11 @@ class TestOff:
         ]
         assert not [s for s in statements if "xray:PutTraceSegments" in s["Action"]]
 
+    def test_the_queues_pollers_have_no_ceiling(self, plain: Assembly) -> None:  # noqa: F811
+        for mapping in sam_transform(plain).values():
+            if mapping["Type"] == "AWS::Lambda::EventSourceMapping":
+                assert "ScalingConfig" not in mapping["Properties"]
+
     def test_the_rest_stage_writes_json_access_logs(self, plain: Assembly) -> None:  # noqa: F811
         setting = plain.one("api", "AWS::Serverless::Api")["AccessLogSetting"]
         fields = json.loads(setting["Format"])
@@ -303,6 +308,20 @@ class TestOn:
             assert properties["Tracing"] == "Active", name
         api = switched.one("api", "AWS::Serverless::Api")
         assert api["TracingEnabled"] is True
+
+    def test_the_queues_pollers_stay_within_the_reservation(self, switched: Assembly) -> None:
+        mappings = {
+            logical_id(mapping["Properties"]["FunctionName"]): mapping["Properties"]
+            for mapping in sam_transform(switched).values()
+            if mapping["Type"] == "AWS::Lambda::EventSourceMapping"
+        }
+        workers = {handler.function for handler in runtime.WORKER_HANDLERS.values()}
+        assert workers <= set(mappings)
+        for function, mapping in mappings.items():
+            if function in workers:
+                assert mapping["ScalingConfig"] == {"MaximumConcurrency": RESERVED}
+            else:  # the stream's: Lambda polls a shard at a time
+                assert "ScalingConfig" not in mapping
 
     def test_the_roles_get_what_lambda_needs_first(self, switched: Assembly) -> None:
         roles = {

@@ -57,6 +57,8 @@ SIGNING_KEY_ROTATION = cdk.Duration.days(30)
 # only (with its private DNS, every *.execute-api name would answer 403): the one function that
 # posts to connections stays outside the VPC (cdk/README.md, "Network").
 OUTSIDE_VPC = frozenset({runtime.WORKER_HANDLERS["notify"].function})
+# The least MaximumConcurrency an SQS event source mapping takes.
+MIN_QUEUE_CONCURRENCY = 2
 # X-Ray's two write actions: they take no resource, so only "*" matches.
 TRACING_ACTIONS = ("xray:PutTelemetryRecords", "xray:PutTraceSegments")
 # runtime.LOG_RETENTION_DAYS as CDK's enum (jsii enums are not built from their number).
@@ -503,6 +505,15 @@ class Api(Construct):
                 policy.attach_to_role(role)
             if policies:  # Lambda checks the role's permissions when it creates the function.
                 resource.node.add_dependency(*policies)
+        # Lambda's SQS pollers would invoke a worker beyond its reservation, and each throttled
+        # batch goes back to the queue with a receive counted, towards the dead-letter queue:
+        # the mapping's own ceiling (2 at least) keeps them within it.
+        if reserved_concurrency >= MIN_QUEUE_CONCURRENCY:
+            for handler in runtime.WORKER_HANDLERS.values():
+                self.chalice.get_resource(handler.function).add_property_override(
+                    f"Events.{handler.event}.Properties.ScalingConfig",
+                    {"MaximumConcurrency": reserved_concurrency},
+                )
 
     def _write_access_logs(self, rest_api: cdk.CfnResource) -> None:
         """``apiAccessLogs``: a JSON line per request of the REST stage and per WebSocket
