@@ -27,6 +27,7 @@ from gatehouse_infra.edge import ApiFirewall, Edge, WafSettings
 from gatehouse_infra.events import Events
 from gatehouse_infra.mail import Mail
 from gatehouse_infra.monitoring import EdgeMonitoring, Monitoring
+from gatehouse_infra.network import AZS, Network
 from gatehouse_infra.site import Site
 
 UNIT = "Default"
@@ -127,6 +128,17 @@ class ApiStack(cdk.Stack):
             if config.sender is not None
             else None
         )
+        network = (
+            Network(
+                self,
+                "Network",
+                environment=config.environment,
+                mail=config.sender is not None,
+                retention=RETENTION[runtime.LOG_RETENTION_DAYS],
+            )
+            if config.vpc
+            else None
+        )
         self.events = Events(
             self,
             "Events",
@@ -164,6 +176,10 @@ class ApiStack(cdk.Stack):
             # Without a domain or siteUrl the site's origin is unknown here: no live updates.
             websocket_url=runtime.websocket_url(config.links_origin) if config.links_origin else "",
             edge_required=config.enable_waf,
+            network=network,
+            reserved_concurrency=config.reserved_concurrency,
+            tracing=config.tracing,
+            access_logs=config.api_access_logs,
         )
         waf = waf_settings(config)
         if waf is not None and config.custom_api_domain:
@@ -192,6 +208,12 @@ class ApiStack(cdk.Stack):
                 "MailConfigurationSet",
                 value=self.mail.configuration_set.configuration_set_name,
             )
+
+    @property
+    def availability_zones(self) -> list[str]:
+        """The VPC's zones from Fn::GetAZs at deploy time: no look-up at synthesis, even when
+        the account is known."""
+        return [cdk.Fn.select(index, cdk.Fn.get_azs()) for index in range(AZS)]
 
 
 class SiteStack(cdk.Stack):
