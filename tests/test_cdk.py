@@ -1985,7 +1985,7 @@ class TestReadoption:
     def test_the_data_stack_creates_neither_table_nor_uploads_bucket(
         self, adopted: Assembly
     ) -> None:
-        assert adopted.resources("data", "AWS::DynamoDB::Table") == {}
+        assert adopted.resources("data", GLOBAL_TABLE) == {}
         buckets = adopted.resources("data", "AWS::S3::Bucket")
         assert not any(name.startswith("Uploads") for name in buckets)
         assert any(name.startswith("Backups") for name in buckets)
