@@ -18,7 +18,7 @@ account conditions) are the only others.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
@@ -58,10 +58,19 @@ class Keys(Construct):
 
 class KeyReplica(Construct):
     """The key's replica in this stack's region (``AWS::KMS::ReplicaKey``): same id, same
-    material, its own key policy (the same as the primary's: the account only). Rotation is the
-    primary's and applies to its replicas."""
+    material, its own key policy: the account, plus ``statements`` (a service's, for this
+    region: KMS does not copy the primary's policy). Rotation is the primary's and applies to
+    its replicas."""
 
-    def __init__(self, scope: Construct, id: str, *, prefix: str, primary_key_arn: str) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        prefix: str,
+        primary_key_arn: str,
+        statements: Sequence[iam.PolicyStatement] = (),
+    ) -> None:
         super().__init__(scope, id)
         policy = iam.PolicyDocument(
             statements=[
@@ -69,7 +78,8 @@ class KeyReplica(Construct):
                     actions=["kms:*"],
                     principals=[iam.AccountRootPrincipal()],
                     resources=["*"],
-                )
+                ),
+                *statements,
             ]
         )
         self.replica = kms.CfnReplicaKey(
