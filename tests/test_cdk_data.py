@@ -377,8 +377,9 @@ class TestKey:
             if function == "WebsocketMessage":
                 assert grants == []
                 continue
-            [statement] = grants
-            assert statement["Resource"] == {"Fn::ImportValue": KEY_EXPORT}, function
+            [statement] = [
+                grant for grant in grants if grant["Resource"] == {"Fn::ImportValue": KEY_EXPORT}
+            ]
             actions = set(statement["Action"])
             assert {"kms:Decrypt", "kms:DescribeKey"} <= actions, function
             assert ("kms:GenerateDataKey" in actions) is write, function
@@ -392,6 +393,30 @@ class TestKey:
         # The API signs browsers' upload POSTs: S3 needs it to create data keys for them.
         assert KEY_USES[runtime.API_FUNCTION] == (("dynamodb", "s3", "secretsmanager"), True)
         assert KEY_USES[runtime.BACKUP_HANDLER.function] == (("dynamodb", "s3"), True)
+
+    def test_the_rotation_writes_the_secrets_replicas_under_their_regions_keys(
+        self, switched: Assembly
+    ) -> None:
+        """Putting a new version re-encrypts every replica of the secret in its region."""
+        template = switched.template("api")
+        [replicated] = [
+            grant
+            for grant in key_grants_of(template, runtime.ROTATION_FUNCTION)
+            if isinstance(grant["Resource"], list)
+        ]
+        regions = sorted((*TABLE_REPLICAS, *SECRET_ONLY))
+        for region, arn in zip(regions, replicated["Resource"], strict=True):
+            assert f":kms:{region}:" in json.dumps(arn)
+        assert [
+            value["Fn::Join"][1][0]
+            for value in replicated["Condition"]["StringEquals"]["kms:ViaService"]
+        ] == [f"secretsmanager.{region}." for region in regions]
+        assert "kms:GenerateDataKey" in replicated["Action"]
+        # Nobody else touches the replicas' keys.
+        for function in KEY_USES:
+            if function != runtime.ROTATION_FUNCTION:
+                for grant in key_grants_of(template, function):
+                    assert grant["Resource"] == {"Fn::ImportValue": KEY_EXPORT}, function
 
     def test_data_exposes_the_key_for_the_other_units(self) -> None:
         from gatehouse_infra.stacks import DataStack, KeysStack

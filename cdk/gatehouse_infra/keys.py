@@ -18,7 +18,7 @@ account conditions) are the only others.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
@@ -116,5 +116,27 @@ def grant_key_use(key: kms.IKey, role: iam.IRole, *, services: Iterable[str], wr
             actions=list(WRITE_ACTIONS if write else READ_ACTIONS),
             resources=[key.key_arn],
             conditions={"StringEquals": {"kms:ViaService": via}} if via else None,
+        )
+    )
+
+
+def grant_replica_key_use(role: iam.IRole, key_arns: Mapping[str, str], *, service: str) -> None:
+    """Lets ``role`` write through ``service`` under the key's replicas (``key_arns`` by
+    region): Secrets Manager re-encrypts each replica of a secret under its region's key with
+    the credentials of whoever puts a new version, the rotation function."""
+    if not key_arns:
+        return
+    stack = cdk.Stack.of(role)
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=list(WRITE_ACTIONS),
+            resources=[key_arns[region] for region in sorted(key_arns)],
+            conditions={
+                "StringEquals": {
+                    "kms:ViaService": [
+                        f"{service}.{region}.{stack.url_suffix}" for region in sorted(key_arns)
+                    ]
+                }
+            },
         )
     )

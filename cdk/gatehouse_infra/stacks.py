@@ -35,6 +35,7 @@ from gatehouse_infra.keys import (
     KeyReplica,
     Keys,
     grant_key_use,
+    grant_replica_key_use,
     replica_key_arn,
 )
 from gatehouse_infra.mail import Mail
@@ -215,6 +216,15 @@ class ApiStack(cdk.Stack):
         )
         if data.key is not None:
             grant_key_uses(self.api, data.key)
+            if config.existing_signing_key_arn is None:
+                grant_replica_key_use(
+                    function_role(self.api, runtime.ROTATION_FUNCTION),
+                    {
+                        region: replica_key_arn(data.key, region)
+                        for region in key_replica_regions(config)
+                    },
+                    service=SECRETS_MANAGER,
+                )
         cdk.CfnOutput(self, "RestApiId", value=self.api.rest_api_id)
         cdk.CfnOutput(self, "WebSocketApiId", value=self.api.websocket_api_id)
         cdk.CfnOutput(self, "EventBusName", value=self.events.bus.event_bus_name)
@@ -284,10 +294,14 @@ def grant_key_uses(api: Api, key: kms.IKey) -> None:
         services, write = KEY_USES[function]
         if function == "WebsocketMessage":
             continue  # calls nothing
-        role = api.node.find_child(ROLE_IDS.get(function, f"{function}Role"))
-        if not isinstance(role, iam.Role):
-            raise TypeError(f"{function}'s role is not a Role")
-        grant_key_use(key, role, services=services, write=write)
+        grant_key_use(key, function_role(api, function), services=services, write=write)
+
+
+def function_role(api: Api, function: str) -> iam.Role:
+    role = api.node.find_child(ROLE_IDS.get(function, f"{function}Role"))
+    if not isinstance(role, iam.Role):
+        raise TypeError(f"{function}'s role is not a Role")
+    return role
 
 
 class SiteStack(cdk.Stack):
