@@ -432,6 +432,23 @@ class TestKey:
         assert data.key is keys.keys.key
 
 
+class TestSwitchedAssembly:
+    def test_every_taggable_resource_is_tagged_the_keys_too(self, switched: Assembly) -> None:
+        test_cdk.TestSynthesis().test_every_taggable_resource_is_tagged(switched)
+        keys = [
+            resource["Properties"]["Tags"]
+            for stack in ("keys", *(f"keys-{region}" for region in (*TABLE_REPLICAS, *SECRET_ONLY)))
+            for kind in ("AWS::KMS::Key", "AWS::KMS::ReplicaKey")
+            for resource in switched.resources(stack, kind).values()
+        ]
+        assert len(keys) == 4
+        for tags in keys:
+            assert {"Project", "Environment", "Owner"} <= {tag["Key"] for tag in tags}
+
+    def test_synthesis_leaves_the_process_environment_unchanged(self, switched: Assembly) -> None:
+        assert switched.environ_changes == []
+
+
 class TestCfnLint:
     def test_switched_is_cfn_lint_clean(self, switched: Assembly) -> None:
         assert cfn_lint_errors(switched) == []
