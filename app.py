@@ -259,7 +259,9 @@ class Dependencies:
 
     @cached_property
     def s3(self) -> S3Client:
-        return boto3.client("s3", config=BOTO_CONFIG)
+        # SigV4 everywhere: botocore presigns with SigV2 in the regions that still accept it
+        # (eu-west-1, us-east-1, ...), and S3 refuses SigV2 for objects under SSE-KMS (kmsKey).
+        return boto3.client("s3", config=BOTO_CONFIG.merge(Config(signature_version="s3v4")))
 
     @cached_property
     def purge(self) -> AccountPurge:

@@ -427,9 +427,20 @@ class TestSynthesis:
         assert checked > 30
 
 
+GLOBAL_TABLE = "AWS::DynamoDB::GlobalTable"
+
+
+def autoscaled(minimum: int, maximum: int) -> dict[str, Any]:
+    return {
+        "MinCapacity": minimum,
+        "MaxCapacity": maximum,
+        "TargetTrackingScalingPolicyConfiguration": {"TargetValue": 70},
+    }
+
+
 class TestData:
     def test_the_table_is_the_one_the_app_defines(self, assembly: Assembly) -> None:
-        table = assembly.one("data", "AWS::DynamoDB::Table")
+        table = assembly.one("data", GLOBAL_TABLE)
         local = create_table_request("gatehouse-production")
         assert table["TableName"] == "gatehouse-production"
         assert table["KeySchema"] == local["KeySchema"]
@@ -449,25 +460,47 @@ class TestData:
         }
 
     def test_the_table_is_protected(self, assembly: Assembly) -> None:
-        [resource] = assembly.resources("data", "AWS::DynamoDB::Table").values()
+        """A global table even without replicas: its one replica is the primary region's."""
+        [resource] = assembly.resources("data", GLOBAL_TABLE).values()
         table = resource["Properties"]
         assert resource["DeletionPolicy"] == "Retain"
-        assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
-        assert table["DeletionProtectionEnabled"] is True
+        [replica] = table["Replicas"]
+        assert replica["Region"] == "eu-west-2"
+        assert replica["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+        assert replica["DeletionProtectionEnabled"] is True
+        assert {"Project", "Environment", "Owner"} <= {tag["Key"] for tag in replica["Tags"]}
         assert table["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
         assert table["SSESpecification"]["SSEEnabled"] is True
+        assert assembly.resources("data", "AWS::DynamoDB::Table") == {}
 
     def test_billing_is_on_demand_unless_provisioned_is_asked_for(
         self, plain: Assembly, domain: Assembly
     ) -> None:
-        assert plain.one("data", "AWS::DynamoDB::Table")["BillingMode"] == "PAY_PER_REQUEST"
-        provisioned = domain.one("data", "AWS::DynamoDB::Table")
-        assert provisioned["ProvisionedThroughput"] == {
-            "ReadCapacityUnits": 1,
-            "WriteCapacityUnits": 1,
+        """Provisioned: auto scaling between dynamoMinCapacity and dynamoMaxCapacity (1 and 10
+        by default) at 70 %, on the table and its index, reads and writes."""
+        on_demand = plain.one("data", GLOBAL_TABLE)
+        assert on_demand["BillingMode"] == "PAY_PER_REQUEST"
+        assert "WriteProvisionedThroughputSettings" not in on_demand
+        provisioned = domain.one("data", GLOBAL_TABLE)
+        assert provisioned["BillingMode"] == "PROVISIONED"
+        scaling = autoscaled(1, 10)
+        assert provisioned["WriteProvisionedThroughputSettings"] == {
+            "WriteCapacityAutoScalingSettings": scaling
         }
-        index = provisioned["GlobalSecondaryIndexes"][0]
-        assert index["ProvisionedThroughput"]["ReadCapacityUnits"] == 1
+        [index] = provisioned["GlobalSecondaryIndexes"]
+        assert index["WriteProvisionedThroughputSettings"] == {
+            "WriteCapacityAutoScalingSettings": scaling
+        }
+        [replica] = provisioned["Replicas"]
+        assert replica["ReadProvisionedThroughputSettings"] == {
+            "ReadCapacityAutoScalingSettings": scaling
+        }
+        assert replica["GlobalSecondaryIndexes"] == [
+            {
+                "IndexName": INDEXES[0].name,
+                "ReadProvisionedThroughputSettings": {"ReadCapacityAutoScalingSettings": scaling},
+            }
+        ]
 
     def test_every_bucket_is_private_encrypted_and_tls_only(self, assembly: Assembly) -> None:
         for stack in ("data", "site"):
@@ -1970,7 +2003,7 @@ class TestReadoption:
     def test_the_data_stack_creates_neither_table_nor_uploads_bucket(
         self, adopted: Assembly
     ) -> None:
-        assert adopted.resources("data", "AWS::DynamoDB::Table") == {}
+        assert adopted.resources("data", GLOBAL_TABLE) == {}
         buckets = adopted.resources("data", "AWS::S3::Bucket")
         assert not any(name.startswith("Uploads") for name in buckets)
         assert any(name.startswith("Backups") for name in buckets)

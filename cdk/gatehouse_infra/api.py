@@ -8,13 +8,15 @@ grants ``runtime.py`` names instead of Chalice's generated policy.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import aws_cdk as cdk
 from aws_cdk import aws_apigatewayv2 as apigatewayv2
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_route53 as route53
@@ -69,6 +71,14 @@ RETENTION = {
 }
 
 
+class SigningKeyOptions(TypedDict, total=False):
+    """The ``replicaRegions``/``secretReplicaRegions`` and ``kmsKey`` switches' part of the
+    signing key: where Secrets Manager replicates it, and the key encrypting it there."""
+
+    replica_regions: Sequence[secretsmanager.ReplicaRegion]
+    encryption_key: kms.IKey | None
+
+
 class Api(Construct):
     """The API behind CloudFront: handler, ``bearer`` authorizer and key rotation; throttling,
     JSON gateway responses and, as switched on, usage plans and ``api.<domain>``."""
@@ -105,6 +115,8 @@ class Api(Construct):
         reserved_concurrency: int = 0,
         tracing: bool = False,
         access_logs: bool = False,
+        existing_signing_key_arn: str | None = None,
+        signing_key_options: SigningKeyOptions | None = None,
     ) -> None:
         super().__init__(scope, id)
         # Each function's role, by the function's logical id (_function_role fills it).
@@ -115,15 +127,8 @@ class Api(Construct):
         self.name = f"{self._prefix}-api"
         self._table_name = table_name
         stack = cdk.Stack.of(self)
-        self.signing_key = secretsmanager.Secret(
-            self,
-            "SigningKey",
-            secret_name=runtime.signing_key_name(environment),
-            description="HS256 key for Gatehouse access tokens (rotated by rotate_signing_key)",
-            # 64 characters from 62 symbols: 381 random bits, above the 256 the app requires.
-            generate_secret_string=secretsmanager.SecretStringGenerator(
-                password_length=64, exclude_punctuation=True, include_space=False
-            ),
+        self.signing_key = self._signing_key(
+            environment, signing_key_arn=existing_signing_key_arn, **(signing_key_options or {})
         )
         # Proves to the API that a request came through CloudFront, which alone may vouch for
         # X-Forwarded-For.
@@ -241,23 +246,24 @@ class Api(Construct):
             rest_api.add_property_override("TracingEnabled", True)
         if access_logs:
             self._write_access_logs(rest_api)
-        rotation = self.signing_key.add_rotation_schedule(
-            "Rotation",
-            rotation_lambda=self.chalice.get_function(ROTATION_FUNCTION),
-            automatically_after=SIGNING_KEY_ROTATION,
-        )
-        permission = lambda_.CfnPermission(
-            self,
-            "SecretsManagerInvokesRotation",
-            action="lambda:InvokeFunction",
-            function_name=self.chalice.get_resource(ROTATION_FUNCTION).ref,
-            principal="secretsmanager.amazonaws.com",
-            source_account=stack.account,
-            # Only the rotation of this secret may invoke it.
-            source_arn=self.signing_key.secret_arn,
-        )
-        # The schedule rotates once on creation: the function and its permission must exist.
-        rotation.node.add_dependency(self.chalice, permission)
+        if isinstance(self.signing_key, secretsmanager.Secret):
+            rotation = self.signing_key.add_rotation_schedule(
+                "Rotation",
+                rotation_lambda=self.chalice.get_function(ROTATION_FUNCTION),
+                automatically_after=SIGNING_KEY_ROTATION,
+            )
+            permission = lambda_.CfnPermission(
+                self,
+                "SecretsManagerInvokesRotation",
+                action="lambda:InvokeFunction",
+                function_name=self.chalice.get_resource(ROTATION_FUNCTION).ref,
+                principal="secretsmanager.amazonaws.com",
+                source_account=stack.account,
+                # Only the rotation of this secret may invoke it.
+                source_arn=self.signing_key.secret_arn,
+            )
+            # The schedule rotates once on creation: the function and its permission must exist.
+            rotation.node.add_dependency(self.chalice, permission)
         self.domain_url: str | None = None
         if api_domain is not None and zone is not None:
             self.domain_url = custom_domain(
@@ -280,6 +286,34 @@ class Api(Construct):
                 machine_monthly_quota=machine_monthly_quota,
             )
         self._acknowledge(uploads)
+
+    def _signing_key(
+        self,
+        environment: str,
+        *,
+        signing_key_arn: str | None,
+        replica_regions: Sequence[secretsmanager.ReplicaRegion] = (),
+        encryption_key: kms.IKey | None = None,
+    ) -> secretsmanager.ISecret:
+        """The signing key: created here (with its replicas, under ``encryption_key``), or, for
+        a deploy in a replica region (``existingSigningKeyArn``), the replica there, read-only
+        and rotated by the primary region's stack."""
+        if signing_key_arn is not None:
+            return secretsmanager.Secret.from_secret_complete_arn(
+                self, "SigningKey", signing_key_arn
+            )
+        return secretsmanager.Secret(
+            self,
+            "SigningKey",
+            secret_name=runtime.signing_key_name(environment),
+            description="HS256 key for Gatehouse access tokens (rotated by rotate_signing_key)",
+            # 64 characters from 62 symbols: 381 random bits, above the 256 the app requires.
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=64, exclude_punctuation=True, include_space=False
+            ),
+            encryption_key=encryption_key,
+            replica_regions=list(replica_regions) or None,
+        )
 
     def _event_functions(
         self,

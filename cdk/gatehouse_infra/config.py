@@ -23,6 +23,11 @@ _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 _STREAM_ARN = re.compile(
     r"^arn:aws[a-z-]*:dynamodb:[a-z]{2}(-[a-z]+)+-\d:\d{12}:table/[A-Za-z0-9_.-]{3,255}/stream/\S+$"
 )
+# A secret's ARN (with Secrets Manager's 6-character suffix); a KMS key's ARN.
+_SECRET_ARN = re.compile(
+    r"^arn:aws[a-z-]*:secretsmanager:[a-z]{2}(-[a-z]+)+-\d:\d{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$"
+)
+_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z]{2}(-[a-z]+)+-\d:\d{12}:key/[A-Za-z0-9-]+$")
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")  # ISO 3166-1 alpha-2, as WAF's geo match takes them
@@ -64,6 +69,10 @@ class DeployConfig:
     existing_table_name: str | None = None
     existing_table_stream_arn: str | None = None
     existing_uploads_bucket_name: str | None = None
+    # A region-outage deploy (cdk/README.md, "Disaster recovery"): the signing key's replica and
+    # the kmsKey's replica in this region, used instead of creating them.
+    existing_signing_key_arn: str | None = None
+    existing_key_arn: str | None = None
     # Deploy switches (cdk/README.md, "Deploy switches"); each is off, or empty, by default.
     vpc: bool = False
     replica_regions: tuple[str, ...] = ()
@@ -141,6 +150,10 @@ class DeployConfig:
             existing_uploads_bucket_name=_optional(
                 value("existingUploadsBucketName"), _BUCKET_NAME, "existingUploadsBucketName"
             ),
+            existing_signing_key_arn=_optional(
+                value("existingSigningKeyArn"), _SECRET_ARN, "existingSigningKeyArn"
+            ),
+            existing_key_arn=_optional(value("existingKeyArn"), _KEY_ARN, "existingKeyArn"),
             vpc=_flag(value("vpc"), "vpc"),
             replica_regions=_list(value("replicaRegions"), _REGION, "replicaRegions"),
             secret_replica_regions=_list(
@@ -188,6 +201,14 @@ class DeployConfig:
             self.waf_geo_block or self.waf_allow_list or self.waf_bot_control
         ):
             raise ConfigError("wafGeoBlock, wafAllowList and wafBotControl need enableWaf")
+        for key, arn in (
+            ("existingSigningKeyArn", self.existing_signing_key_arn),
+            ("existingKeyArn", self.existing_key_arn),
+        ):
+            if arn is not None and arn.split(":")[3] != self.primary_region:
+                raise ConfigError(f"{key} is not in primaryRegion {self.primary_region}")
+        if self.existing_key_arn is not None and not self.kms_key:
+            raise ConfigError("existingKeyArn needs kmsKey")
         if self.dynamo_min_capacity > self.dynamo_max_capacity:
             raise ConfigError("dynamoMinCapacity is above dynamoMaxCapacity")
         if (self.existing_table_name is None) != (self.existing_table_stream_arn is None):

@@ -14,17 +14,30 @@ from typing import Any
 import aws_cdk as cdk
 import jsii
 from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct, IConstruct, IValidation
 
 from gatehouse_infra import runtime
-from gatehouse_infra.api import RETENTION, Api
+from gatehouse_infra.api import RETENTION, Api, SigningKeyOptions
 from gatehouse_infra.config import DeployConfig
 from gatehouse_infra.data import Data
 from gatehouse_infra.edge import ApiFirewall, Edge, WafSettings
 from gatehouse_infra.events import Events
+from gatehouse_infra.keys import (
+    DYNAMODB,
+    S3,
+    SECRETS_MANAGER,
+    KeyReplica,
+    Keys,
+    grant_key_use,
+    grant_replica_key_use,
+    replica_key_arn,
+)
 from gatehouse_infra.mail import Mail
 from gatehouse_infra.monitoring import EdgeMonitoring, Monitoring
 from gatehouse_infra.network import AZS, Network
@@ -68,9 +81,45 @@ class EdgeStack(cdk.Stack):
         )
 
 
-class DataStack(cdk.Stack):
+class KeysStack(cdk.Stack):
+    """``kmsKey``: the multi-Region primary key, before everything it encrypts."""
+
     def __init__(self, scope: Construct, id: str, *, config: DeployConfig, **kwargs: Any) -> None:
         super().__init__(scope, id, **kwargs)
+        self.keys = Keys(self, UNIT, prefix=config.prefix)
+        cdk.CfnOutput(self, "KeyArn", value=self.keys.key.key_arn)
+
+
+class KeyReplicaStack(cdk.Stack):
+    """``kmsKey`` with replicas: the key's replica in one replica region."""
+
+    def __init__(
+        self, scope: Construct, id: str, *, config: DeployConfig, key: kms.IKey, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, id, **kwargs)
+        self.replica = KeyReplica(self, UNIT, prefix=config.prefix, primary_key_arn=key.key_arn)
+        cdk.CfnOutput(self, "KeyArn", value=self.replica.key_arn)
+
+
+def key_replica_regions(config: DeployConfig) -> tuple[str, ...]:
+    """Every region holding a replica of the table or of the signing key, in order."""
+    return tuple(dict.fromkeys((*config.replica_regions, *config.secret_replica_regions)))
+
+
+class DataStack(cdk.Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: DeployConfig,
+        key: kms.IKey | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, id, **kwargs)
+        if config.existing_key_arn is not None:
+            # A deploy in a replica region: the key's replica there (kmsKey, existingKeyArn).
+            key = kms.Key.from_key_arn(self, "Key", config.existing_key_arn)
         self.data = Data(
             self,
             UNIT,
@@ -83,7 +132,18 @@ class DataStack(cdk.Stack):
                 else None
             ),
             existing_uploads_bucket=config.existing_uploads_bucket_name is not None,
+            replica_regions=config.replica_regions,
+            min_capacity=config.dynamo_min_capacity,
+            max_capacity=config.dynamo_max_capacity,
+            uploads_versioning=config.uploads_versioning,
+            key=key,
+            replica_key_arns=(
+                {region: replica_key_arn(key, region) for region in config.replica_regions}
+                if key is not None
+                else None
+            ),
         )
+        self.key = self.data.key
         cdk.CfnOutput(self, "TableName", value=self.data.table.table_name)
         cdk.CfnOutput(self, "UploadsBucketName", value=self.data.uploads.bucket_name)
         cdk.CfnOutput(self, "BackupsBucketName", value=self.data.backups.bucket_name)
@@ -180,7 +240,20 @@ class ApiStack(cdk.Stack):
             reserved_concurrency=config.reserved_concurrency,
             tracing=config.tracing,
             access_logs=config.api_access_logs,
+            existing_signing_key_arn=config.existing_signing_key_arn,
+            signing_key_options=self._signing_key_options(config, data.key),
         )
+        if data.key is not None:
+            grant_key_uses(self.api, data.key)
+            if config.existing_signing_key_arn is None:
+                grant_replica_key_use(
+                    function_role(self.api, runtime.ROTATION_FUNCTION),
+                    {
+                        region: replica_key_arn(data.key, region)
+                        for region in key_replica_regions(config)
+                    },
+                    service=SECRETS_MANAGER,
+                )
         waf = waf_settings(config)
         if waf is not None and config.custom_api_domain:
             # api.<domain> is not behind CloudFront: its requests meet the same rules here.
@@ -214,6 +287,67 @@ class ApiStack(cdk.Stack):
         """The VPC's zones from Fn::GetAZs at deploy time: no look-up at synthesis, even when
         the account is known."""
         return [cdk.Fn.select(index, cdk.Fn.get_azs()) for index in range(AZS)]
+
+    def _signing_key_options(self, config: DeployConfig, key: kms.IKey | None) -> SigningKeyOptions:
+        """Replicated to every replica region of the table or the secret, each replica under
+        the key's replica there."""
+
+        def replica_key(region: str) -> kms.IKey | None:
+            if key is None:
+                return None
+            return kms.Key.from_key_arn(self, f"Key-{region}", replica_key_arn(key, region))
+
+        return {
+            "replica_regions": [
+                secretsmanager.ReplicaRegion(region=region, encryption_key=replica_key(region))
+                for region in key_replica_regions(config)
+            ],
+            "encryption_key": key,
+        }
+
+
+# What each function's role may ask of the kmsKey: through which services, and whether it
+# writes (new data keys) or only reads. The stream handler reads the stream (no service: see
+# keys.grant_key_use); the purge and the sweep only delete objects, which needs no key.
+KEY_USES: dict[str, tuple[tuple[str, ...], bool]] = {
+    runtime.API_FUNCTION: ((DYNAMODB, S3, SECRETS_MANAGER), True),
+    runtime.AUTHORIZER_FUNCTION: ((DYNAMODB, SECRETS_MANAGER), False),
+    runtime.ROTATION_FUNCTION: ((SECRETS_MANAGER,), True),
+    runtime.STREAM_HANDLER.function: ((), False),
+    "NotifyWorker": ((DYNAMODB,), True),
+    "MailWorker": ((DYNAMODB,), True),
+    "PurgeWorker": ((DYNAMODB,), True),
+    "WebsocketConnect": ((DYNAMODB,), True),
+    "WebsocketDisconnect": ((DYNAMODB,), True),
+    "WebsocketMessage": ((), False),
+    runtime.BACKUP_HANDLER.function: ((DYNAMODB, S3), True),
+    runtime.SWEEP_HANDLER.function: ((DYNAMODB,), True),
+}
+# Each function's role, by its id in the Api construct.
+ROLE_IDS = {
+    runtime.API_FUNCTION: "ApiRole",
+    runtime.AUTHORIZER_FUNCTION: "AuthorizerRole",
+    runtime.ROTATION_FUNCTION: "RotationRole",
+}
+
+
+def grant_key_uses(api: Api, key: kms.IKey) -> None:
+    """Every function's role gets the key's use its calls need (KEY_USES), nothing more."""
+    functions = (*ROLE_IDS, *(handler.function for handler in runtime.EVENT_HANDLERS))
+    if set(functions) != set(KEY_USES):
+        raise ValueError(f"KEY_USES must name exactly these functions: {sorted(functions)}")
+    for function in functions:
+        services, write = KEY_USES[function]
+        if function == "WebsocketMessage":
+            continue  # calls nothing
+        grant_key_use(key, function_role(api, function), services=services, write=write)
+
+
+def function_role(api: Api, function: str) -> iam.Role:
+    role = api.node.find_child(ROLE_IDS.get(function, f"{function}Role"))
+    if not isinstance(role, iam.Role):
+        raise TypeError(f"{function}'s role is not a Role")
+    return role
 
 
 class SiteStack(cdk.Stack):
@@ -313,7 +447,28 @@ def build(app: cdk.App, *, base_dir: Path) -> list[cdk.Stack]:
         if config.needs_edge_stack
         else None
     )
-    data = DataStack(app, stack_id("data"), config=config, env=primary)
+    keys = (
+        KeysStack(app, stack_id("keys"), config=config, env=primary, cross_region_references=True)
+        if config.kms_key and config.existing_key_arn is None
+        else None
+    )
+    primary_key = keys.keys.key if keys is not None else None
+    key_replicas = [
+        KeyReplicaStack(
+            app,
+            stack_id(f"keys-{region}"),
+            config=config,
+            key=primary_key,
+            env=cdk.Environment(account=account, region=region),
+            cross_region_references=True,
+        )
+        for primary_key in ([keys.keys.key] if keys is not None else [])
+        for region in key_replica_regions(config)
+    ]
+    data = DataStack(app, stack_id("data"), config=config, key=primary_key, env=primary)
+    for replica in key_replicas:
+        # The global table and the secret name each replica's key by its ARN, not a reference.
+        data.add_dependency(replica)
     api = ApiStack(app, stack_id("api"), config=config, data=data, env=primary)
     site = SiteStack(
         app,
@@ -345,7 +500,7 @@ def build(app: cdk.App, *, base_dir: Path) -> list[cdk.Stack]:
         env=edge_env,
         cross_region_references=True,
     )
-    built = (edge, data, api, site, monitoring, edge_monitoring)
+    built = (edge, keys, *key_replicas, data, api, site, monitoring, edge_monitoring)
     stacks: list[cdk.Stack] = [stack for stack in built if stack is not None]
     # Every statement letting S3's log delivery write, the site bucket's (another stack) too.
     require_source_account(data.data.access_logs)
