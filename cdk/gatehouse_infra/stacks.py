@@ -70,6 +70,7 @@ class DataStack(cdk.Stack):
                 else None
             ),
             existing_uploads_bucket=config.existing_uploads_bucket_name is not None,
+            cloudfront_logs=config.cloudfront_logs,
         )
         cdk.CfnOutput(self, "TableName", value=self.data.table.table_name)
         cdk.CfnOutput(self, "UploadsBucketName", value=self.data.uploads.bucket_name)
@@ -200,6 +201,7 @@ class SiteStack(cdk.Stack):
             zone=hosted_zone(self, config) if config.domain_name else None,
             certificate=certificate,
             web_acl_arn=web_acl_arn,
+            log_bucket=data.cloudfront_logs,
         )
         cdk.CfnOutput(self, "SiteUrl", value=self.site.origin)
         cdk.CfnOutput(self, "DistributionId", value=self.site.distribution.distribution_id)
@@ -224,6 +226,7 @@ class MonitoringStack(cdk.Stack):
             self,
             UNIT,
             prefix=config.prefix,
+            environment=config.environment,
             tags=config.tags,
             alarm_email=config.alarm_email,
             monthly_budget_usd=config.monthly_budget_usd,
@@ -246,6 +249,7 @@ class EdgeMonitoringStack(cdk.Stack):
             self,
             UNIT,
             prefix=config.prefix,
+            tags=config.tags,
             alarm_email=config.alarm_email,
             distribution=site.distribution,
         )
