@@ -15,9 +15,11 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from chalicelib import logs
+from chalicelib.events import Client, InMemorySecurityEventRepository, SecurityEvents
 from chalicelib.metrics import (
     DIMENSION,
     EVENT_METRICS,
+    LOCKOUTS,
     LOGIN_FAILURES,
     LOGINS,
     METRICS,
@@ -180,6 +182,23 @@ class TestLines:
         finally:
             parent.setLevel(level)
         assert counted(log_lines()) == Counter({SIGN_UPS: 1})
+
+    def test_events_stored_together_are_counted_together_once(
+        self, log_lines: Callable[[], list[dict[str, Any]]]
+    ) -> None:
+        events = SecurityEvents(InMemorySecurityEventRepository(), metrics=Metrics("production"))
+        client = Client(ip="198.51.100.7", user_agent="test")
+        events.record_all(
+            [
+                events.entry("zoe-quill", "login_failure", client),
+                events.entry("zoe-quill", "lockout", client, seconds=2),
+            ]
+        )
+        events.record("zoe-quill", "logout_all", client)  # not a business metric
+        [line] = metric_lines(log_lines())
+        assert counted([line]) == Counter({LOGIN_FAILURES: 1, LOCKOUTS: 1})
+        assert "zoe-quill" not in json.dumps(line)
+        assert "198.51.100.7" not in json.dumps(line)
 
     def test_the_environment_comes_from_settings(self) -> None:
         base = {"TABLE_NAME": "t", "JWT_SECRET_ID": "s"}
