@@ -37,6 +37,7 @@ from chalicelib.items import STATUSES, Item, ItemNotFound, Items
 from chalicelib.jobs import Jobs, TableBackup, UploadSweep
 from chalicelib.limits import IpRateLimiter, KnownDevices, LoginThrottle, RateHit
 from chalicelib.mail import Mailer, SesMailer
+from chalicelib.metrics import Metrics
 from chalicelib.mfa import Mfa
 from chalicelib.notices import Notices
 from chalicelib.passwords import DEFAULT_COST, ScryptCost, ScryptHasher
@@ -247,7 +248,11 @@ class Dependencies:
 
     @cached_property
     def events(self) -> SecurityEvents:
-        return SecurityEvents(self.stores.events, clock=self._clock)
+        return SecurityEvents(
+            self.stores.events,
+            clock=self._clock,
+            metrics=Metrics(self.settings.environment, clock=self._clock),
+        )
 
     @cached_property
     def publisher(self) -> Publisher:

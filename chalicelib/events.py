@@ -30,6 +30,7 @@ from chalicelib.keys import (
     transact,
     user_pk,
 )
+from chalicelib.metrics import LOCAL, Metrics
 from chalicelib.paging import collect, decode_cursor, encode_cursor
 from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, plain, storable
 
@@ -219,9 +220,16 @@ class InMemorySecurityEventRepository:
 
 
 class SecurityEvents:
-    def __init__(self, repository: SecurityEventRepository, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        repository: SecurityEventRepository,
+        *,
+        clock: Clock = utc_now,
+        metrics: Metrics = LOCAL,
+    ) -> None:
         self._repository = repository
         self._clock = clock
+        self._metrics = metrics
 
     def record(self, account: Owner | str, kind: str, client: Client, **details: Any) -> None:
         """Log what happened to an account, or (a bare name) to a name nobody holds."""
@@ -250,10 +258,12 @@ class SecurityEvents:
         return [EventWrite(self._repository, entry) for entry in entries]
 
     def written(self, *entries: Entry) -> None:
-        """Log entries that were stored along with another write."""
+        """Log entries that were stored along with another write, and count them (the business
+        metrics, ``chalicelib/metrics.py``)."""
         for entry in entries:
             fields = {"event": entry.event.kind, "username": entry.username, "ip": entry.event.ip}
             logger.info("security event", extra={"fields": {**fields, **entry.event.details}})
+        self._metrics.count_events(entry.event.kind for entry in entries)
 
     def list(self, owner: Owner, *, limit: int, cursor: str | None = None) -> Page:
         """Newest first. The cursor is opaque and only ever names a row in this user's log."""

@@ -73,6 +73,8 @@ class Settings:
     backups_bucket: str | None = None
     # Index partitions per item status (docs/SCALING.md: lowering it needs tools/reindex.py).
     status_index_shards: int = 8
+    # The deployment's name (the CDK app's `environment`): the business metrics' one dimension.
+    environment: str = "local"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -159,6 +161,10 @@ class Settings:
             status_index_shards=_int(
                 env, "STATUS_INDEX_SHARDS", cls.status_index_shards, 1, MAX_STATUS_INDEX_SHARDS
             ),
+            environment=_optional_match(
+                env, "ENVIRONMENT", _ENVIRONMENT, "a deployment name such as production"
+            )
+            or cls.environment,
         )
         if settings.edge_required and settings.edge_secret is None:
             # Refusing every request is no setting: without the key nothing could pass.
@@ -283,6 +289,7 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
 
 # SES: letters, digits, "-" and "_", at most 64 characters.
 _CONFIGURATION_SET = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ENVIRONMENT = re.compile(r"^[a-z0-9-]{1,32}$")
 _ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 

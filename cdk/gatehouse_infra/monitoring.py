@@ -2,15 +2,18 @@
 
 CloudFront publishes its metrics in us-east-1 only and an alarm must sit in its metric's region,
 so the CloudFront alarm is a construct of its own (``EdgeMonitoring``), deployed there with a
-topic of its own.
+topic of its own. Cost Explorer's resources exist in us-east-1 only: cost anomaly detection is
+there too, on that topic.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 import aws_cdk as cdk
 from aws_cdk import aws_budgets as budgets
+from aws_cdk import aws_ce as ce
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
@@ -20,6 +23,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from chalicelib import metrics as business
 from gatehouse_infra.nag import acknowledge
 from gatehouse_infra.runtime import STAGE
 
@@ -30,6 +34,10 @@ CLOUDFRONT_5XX_RATE_PERCENT = 1
 CLOUDFRONT_REGION = "us-east-1"
 # A message older than this in a work queue: the worker is failing, throttled or not polling.
 OLDEST_MESSAGE_SECONDS = 300
+# Cost anomaly detection watches the costs carrying this cost-allocation tag (activated once in
+# Billing), and mails an anomaly whose total impact reaches this many dollars.
+COST_TAG = "Project"
+COST_ANOMALY_IMPACT_USD = 10
 
 
 def queue_metric(queue_name: str, metric_name: str) -> cloudwatch.Metric:
@@ -97,6 +105,27 @@ def above(
     )
 
 
+def business_metrics(environment: str) -> cloudwatch.GraphWidget:
+    """The app's counts (chalicelib/metrics.py): activity on the left, failures and security
+    signals on the right, 5-minute sums."""
+
+    def metric(name: str) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace=business.NAMESPACE,
+            metric_name=name,
+            dimensions_map={business.DIMENSION: environment},
+            statistic="Sum",
+            period=FIVE_MINUTES,
+        )
+
+    return cloudwatch.GraphWidget(
+        title="Sign-ups, logins and security signals",
+        left=[metric(name) for name in business.ACTIVITY],
+        right=[metric(name) for name in business.SIGNALS],
+        width=24,
+    )
+
+
 def cloudfront_5xx_rate(distribution_id: str) -> cloudwatch.Metric:
     return cloudwatch.Metric(
         namespace="AWS/CloudFront",
@@ -118,6 +147,7 @@ class Monitoring(Construct):
         id: str,
         *,
         prefix: str,
+        environment: str,
         tags: Mapping[str, str],
         alarm_email: str | None,
         monthly_budget_usd: int,
@@ -218,6 +248,7 @@ class Monitoring(Construct):
                         left=[cloudfront_5xx_rate(distribution.distribution_id)],
                     ),
                 ],
+                [business_metrics(environment)],
                 [cloudwatch.AlarmStatusWidget(title="Alarms", alarms=alarms, width=24)],
             ],
         )
@@ -320,7 +351,8 @@ def _title(queue_name: str, prefix: str) -> str:
 
 
 class EdgeMonitoring(Construct):
-    """us-east-1: the CloudFront 5xx-rate alarm, beside the metric it watches, and its topic."""
+    """us-east-1: the CloudFront 5xx-rate alarm, beside the metric it watches, and its topic;
+    with an alarm address, cost anomaly detection on the same topic."""
 
     def __init__(
         self,
@@ -328,6 +360,7 @@ class EdgeMonitoring(Construct):
         id: str,
         *,
         prefix: str,
+        tags: Mapping[str, str],
         alarm_email: str | None,
         distribution: cloudfront.IDistribution,
     ) -> None:
@@ -341,3 +374,58 @@ class EdgeMonitoring(Construct):
             CLOUDFRONT_5XX_RATE_PERCENT,
         )
         alarm.add_alarm_action(actions.SnsAction(topic))
+        if alarm_email:
+            self._cost_anomalies(topic, prefix, tags)
+
+    def _cost_anomalies(self, topic: sns.Topic, prefix: str, tags: Mapping[str, str]) -> None:
+        """A custom monitor of the costs tagged ``Project`` (an account has room for one
+        AWS-services monitor, which AWS creates itself in new accounts), and a subscription
+        publishing each anomaly of $10 or more to the topic as it is found."""
+        topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CostAnomalies",
+                actions=["sns:Publish"],
+                principals=[iam.ServicePrincipal("costalerts.amazonaws.com")],
+                resources=[topic.topic_arn],
+                conditions={"StringEquals": {"aws:SourceAccount": cdk.Stack.of(self).account}},
+            )
+        )
+        # Not reached by cdk.Tags (the tags are a property of their own, as the budget's).
+        ordered = sorted(tags.items())
+        monitor = ce.CfnAnomalyMonitor(
+            self,
+            "CostAnomalyMonitor",
+            monitor_name=f"{prefix}-costs",
+            monitor_type="CUSTOM",
+            monitor_specification=json.dumps(
+                {"Tags": {"Key": COST_TAG, "Values": [tags[COST_TAG]], "MatchOptions": ["EQUALS"]}}
+            ),
+            resource_tags=[
+                ce.CfnAnomalyMonitor.ResourceTagProperty(key=key, value=value)
+                for key, value in ordered
+            ],
+        )
+        ce.CfnAnomalySubscription(
+            self,
+            "CostAnomalySubscription",
+            subscription_name=f"{prefix}-costs",
+            monitor_arn_list=[monitor.attr_monitor_arn],
+            # SNS subscribers are told at once; e-mail ones only in daily or weekly summaries.
+            frequency="IMMEDIATE",
+            subscribers=[
+                ce.CfnAnomalySubscription.SubscriberProperty(type="SNS", address=topic.topic_arn)
+            ],
+            threshold_expression=json.dumps(
+                {
+                    "Dimensions": {
+                        "Key": "ANOMALY_TOTAL_IMPACT_ABSOLUTE",
+                        "MatchOptions": ["GREATER_THAN_OR_EQUAL"],
+                        "Values": [str(COST_ANOMALY_IMPACT_USD)],
+                    }
+                }
+            ),
+            resource_tags=[
+                ce.CfnAnomalySubscription.ResourceTagProperty(key=key, value=value)
+                for key, value in ordered
+            ],
+        )

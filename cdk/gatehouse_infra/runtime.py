@@ -474,6 +474,8 @@ def event_variables(
         "BACKUPS_BUCKET": backups_bucket,
     }
     return {
+        # The business metrics' dimension (chalicelib/metrics.py); every function gets it.
+        "ENVIRONMENT": environment,
         "EVENT_BUS_NAME": event_bus_name(environment),
         **{queue_variable(worker): queue_name(environment, worker) for worker in WORKER_HANDLERS},
         **{name: value for name, value in known.items() if value},

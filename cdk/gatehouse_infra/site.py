@@ -116,6 +116,7 @@ class Site(Construct):
         zone: route53.IHostedZone | None,
         certificate: acm.ICertificate | None,
         web_acl_arn: str | None,
+        log_bucket: s3.IBucket | None = None,
     ) -> None:
         super().__init__(scope, id)
         stack = cdk.Stack.of(self)
@@ -250,6 +251,11 @@ class Site(Construct):
             enable_ipv6=True,
             price_class=cloudfront.PriceClass.PRICE_CLASS_100,
             web_acl_id=web_acl_arn,
+            # Standard logs (cloudFrontLogs), without cookies: the refresh token is one.
+            enable_logging=log_bucket is not None,
+            log_bucket=log_bucket,
+            log_file_prefix="cloudfront/" if log_bucket is not None else None,
+            log_includes_cookies=False,
         )
         self.origin = f"https://{domain_name or self.distribution.distribution_domain_name}"
         self.bucket = bucket
@@ -259,7 +265,12 @@ class Site(Construct):
             target = route53.RecordTarget.from_alias(targets.CloudFrontTarget(self.distribution))
             route53.ARecord(self, "Alias", zone=zone, record_name=domain_name, target=target)
             route53.AaaaRecord(self, "AliasV6", zone=zone, record_name=domain_name, target=target)
-        self._acknowledge(bucket, waf=web_acl_arn is not None, certificate=certificate is not None)
+        self._acknowledge(
+            bucket,
+            waf=web_acl_arn is not None,
+            certificate=certificate is not None,
+            logs=log_bucket is not None,
+        )
 
     def _deploy(self, bucket: s3.IBucket, site_dir: Path) -> None:
         """Hashed assets cached for a year; everything else revalidated; then an invalidation."""
@@ -326,12 +337,15 @@ class Site(Construct):
             install_latest_aws_sdk=False,
         )
 
-    def _acknowledge(self, bucket: s3.IBucket, *, waf: bool, certificate: bool) -> None:
+    def _acknowledge(self, bucket: s3.IBucket, *, waf: bool, certificate: bool, logs: bool) -> None:
         reasons = {
             "CFR1": "No geo restriction: the site serves everyone; add one per deployment.",
-            "CFR3": "Standard logs need an ACL-enabled bucket; request metrics and the API's own "
-            "JSON request log cover operations at no cost.",
         }
+        if not logs:
+            reasons["CFR3"] = (
+                "Standard logs are a switch (cloudFrontLogs); request metrics and the API's own "
+                "JSON request log cover operations at no cost."
+            )
         if not waf:
             reasons["CFR2"] = (
                 "WAF is a switch (enableWaf), off by default for cost (about $10/month); "

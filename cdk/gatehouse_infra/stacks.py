@@ -142,6 +142,7 @@ class DataStack(cdk.Stack):
                 if key is not None
                 else None
             ),
+            cloudfront_logs=config.cloudfront_logs,
         )
         self.key = self.data.key
         cdk.CfnOutput(self, "TableName", value=self.data.table.table_name)
@@ -380,6 +381,7 @@ class SiteStack(cdk.Stack):
             zone=hosted_zone(self, config) if config.domain_name else None,
             certificate=certificate,
             web_acl_arn=web_acl_arn,
+            log_bucket=data.cloudfront_logs,
         )
         cdk.CfnOutput(self, "SiteUrl", value=self.site.origin)
         cdk.CfnOutput(self, "DistributionId", value=self.site.distribution.distribution_id)
@@ -404,6 +406,7 @@ class MonitoringStack(cdk.Stack):
             self,
             UNIT,
             prefix=config.prefix,
+            environment=config.environment,
             tags=config.tags,
             alarm_email=config.alarm_email,
             monthly_budget_usd=config.monthly_budget_usd,
@@ -426,6 +429,7 @@ class EdgeMonitoringStack(cdk.Stack):
             self,
             UNIT,
             prefix=config.prefix,
+            tags=config.tags,
             alarm_email=config.alarm_email,
             distribution=site.distribution,
         )
