@@ -1876,7 +1876,10 @@ class TestDeployReadiness:
                     "aws:SourceAccount": {"Ref": "AWS::AccountId"}
                 }
             else:
-                assert set(by_service) == {"cloudwatch.amazonaws.com"}
+                # With alarmEmail, cost anomaly detection too (tests/test_cdk_obs.py).
+                assert set(by_service) - {"costalerts.amazonaws.com"} == {
+                    "cloudwatch.amazonaws.com"
+                }
 
     def test_the_api_is_deployed_to_the_api_stage_only(self, plain: Assembly) -> None:
         rest_api = plain.template("api")["Resources"]["RestAPI"]["Properties"]
