@@ -6,6 +6,7 @@ from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -48,8 +49,10 @@ class Data(Construct):
         uploads_bucket_name: str,
         existing_table: tuple[str, str] | None = None,
         existing_uploads_bucket: bool = False,
+        key: kms.IKey | None = None,
     ) -> None:
         super().__init__(scope, id)
+        self.key = key
         self.table: dynamodb.ITable = (
             self._table(table_name, billing)
             if existing_table is None

@@ -14,6 +14,7 @@ from typing import Any
 import aws_cdk as cdk
 import jsii
 from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_s3 as s3
@@ -70,6 +71,8 @@ class DataStack(cdk.Stack):
                 else None
             ),
             existing_uploads_bucket=config.existing_uploads_bucket_name is not None,
+            # STUB until sw-data's keys.py lands: the kmsKey switch's key.
+            key=kms.Key(self, "Key", enable_key_rotation=True) if config.kms_key else None,
         )
         cdk.CfnOutput(self, "TableName", value=self.data.table.table_name)
         cdk.CfnOutput(self, "UploadsBucketName", value=self.data.uploads.bucket_name)
