@@ -14,6 +14,7 @@ from pathlib import Path
 import aws_cdk as cdk
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_route53 as route53
@@ -24,6 +25,7 @@ from constructs import Construct
 
 from chalicelib.objectkeys import UPLOAD_PREFIX
 from gatehouse_infra import runtime
+from gatehouse_infra.encryption import encrypt_secret, function_grants
 from gatehouse_infra.events import Events
 from gatehouse_infra.gateway import REST_API, configure_rest_api, custom_domain, usage_plans
 from gatehouse_infra.nag import acknowledge, finding
@@ -80,6 +82,7 @@ class Api(Construct):
         events: Events,
         backups: s3.IBucket,
         websocket_url: str,
+        key: kms.IKey | None = None,
     ) -> None:
         super().__init__(scope, id)
         self._environment = environment
@@ -87,6 +90,9 @@ class Api(Construct):
         self.name = f"{self._prefix}-api"
         self._table_name = table_name
         stack = cdk.Stack.of(self)
+        # kmsKey: the edge and site keys' secrets under the key; each role's use of it.
+        self._key = key
+        self._key_grants = function_grants(key.key_arn, stack.region) if key else {}
         self.signing_key = secretsmanager.Secret(
             self,
             "SigningKey",
@@ -399,7 +405,10 @@ class Api(Construct):
     def _function_role(
         self, id: str, description: str, functions: list[str], grants: list[Grant]
     ) -> iam.Role:
-        """A role for ``functions``: ``grants`` plus writing to their own log groups."""
+        """A role for ``functions``: ``grants`` plus writing to their own log groups, and, with
+        kmsKey, their use of the key."""
+        for name in functions:
+            grants = [*grants, *self._key_grants.get(name, [])]
         role = iam.Role(
             self,
             id,
@@ -487,6 +496,8 @@ class Api(Construct):
                 password_length=length, exclude_punctuation=True, include_space=False
             ),
         )
+        if self._key is not None:
+            encrypt_secret(secret, self._key)
         acknowledge(
             secret,
             {

@@ -25,6 +25,7 @@ from gatehouse_infra.api import RETENTION, Api
 from gatehouse_infra.config import DeployConfig
 from gatehouse_infra.data import Data
 from gatehouse_infra.edge import Edge
+from gatehouse_infra.encryption import EncryptLogGroups, allow_services
 from gatehouse_infra.events import Events
 from gatehouse_infra.mail import Mail
 from gatehouse_infra.monitoring import EdgeMonitoring, Monitoring
@@ -125,6 +126,7 @@ class ApiStack(cdk.Stack):
             worker_timeouts={
                 worker: handler.timeout for worker, handler in runtime.WORKER_HANDLERS.items()
             },
+            key=data.data.key,
         )
         self.api = Api(
             self,
@@ -154,6 +156,7 @@ class ApiStack(cdk.Stack):
             backups=backups,
             # Without a domain or siteUrl the site's origin is unknown here: no live updates.
             websocket_url=runtime.websocket_url(config.links_origin) if config.links_origin else "",
+            key=data.data.key,
         )
         cdk.CfnOutput(self, "RestApiId", value=self.api.rest_api_id)
         cdk.CfnOutput(self, "WebSocketApiId", value=self.api.websocket_api_id)
@@ -306,10 +309,16 @@ def build(app: cdk.App, *, base_dir: Path) -> list[cdk.Stack]:
     stacks: list[cdk.Stack] = [stack for stack in built if stack is not None]
     # Every statement letting S3's log delivery write, the site bucket's (another stack) too.
     require_source_account(data.data.access_logs)
+    # kmsKey: what the services may do with the key; every log group in its region under it.
+    if data.data.key is not None:
+        allow_services(data.data.key, environment=config.environment)
     for stack in stacks:
         for key, value in config.tags.items():
             cdk.Tags.of(stack).add(key, value)
-        provider_logs = ProviderLogGroups(config.tags)
+        log_key = data.data.key if stack.region == config.primary_region else None
+        if log_key is not None:
+            cdk.Aspects.of(stack).add(EncryptLogGroups(log_key, config.environment))
+        provider_logs = ProviderLogGroups(config.tags, log_key)
         cdk.Aspects.of(stack).add(provider_logs)
         # CDK makes the cross-region reference providers after aspects run, before validation.
         stack.node.add_validation(LateProviderLogGroups(stack, provider_logs))
@@ -348,8 +357,9 @@ class ProviderLogGroups:
     ``/aws/lambda/...`` group Lambda would create. CDK makes its cross-region reference
     providers after aspects run: ``LateProviderLogGroups`` visits those."""
 
-    def __init__(self, tags: dict[str, str]) -> None:
+    def __init__(self, tags: dict[str, str], key: kms.IKey | None = None) -> None:
         self._tags = [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
+        self._key = key  # kmsKey, in the key's region
 
     def visit(self, node: IConstruct) -> None:
         if not (
@@ -369,6 +379,7 @@ class ProviderLogGroups:
             id,
             retention=RETENTION[runtime.LOG_RETENTION_DAYS],
             removal_policy=cdk.RemovalPolicy.DESTROY,
+            encryption_key=self._key,
         )
         cfn_group = group.node.default_child
         if isinstance(cfn_group, cdk.CfnResource):
