@@ -90,7 +90,8 @@ class Api(Construct):
         self.name = f"{self._prefix}-api"
         self._table_name = table_name
         stack = cdk.Stack.of(self)
-        # kmsKey: the edge and site keys' secrets under the key; each role's use of it.
+        # kmsKey: the edge and site keys' secrets under the key; the roles' use of it for the
+        # queues (encryption.function_grants).
         self._key = key
         self._key_grants = function_grants(key.key_arn, stack.region) if key else {}
         self.signing_key = secretsmanager.Secret(
@@ -406,7 +407,7 @@ class Api(Construct):
         self, id: str, description: str, functions: list[str], grants: list[Grant]
     ) -> iam.Role:
         """A role for ``functions``: ``grants`` plus writing to their own log groups, and, with
-        kmsKey, their use of the key."""
+        kmsKey, their use of the key for the queues."""
         for name in functions:
             grants = [*grants, *self._key_grants.get(name, [])]
         role = iam.Role(

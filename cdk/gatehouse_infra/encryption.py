@@ -5,8 +5,9 @@ The data unit makes the key (``Data.key``) and encrypts the table, the uploads a
 buckets and the signing key with it. Here: the API's other secrets (``encrypt_secret``), the
 queues (``encrypt_queue``), every log group of the primary region's stacks
 (``EncryptLogGroups``), the key-policy statements for the services that encrypt on their own
-account (``service_statements``: CloudWatch Logs, EventBridge) and the roles' grants
-(``function_grants``). cdk/README.md ("Encryption: kmsKey") says what stays off the key and why.
+account (``service_statements``: CloudWatch Logs, EventBridge) and the roles' grants for the
+queues (``function_grants``; the data unit grants the uses of the table, buckets and signing
+key). cdk/README.md ("Encryption: kmsKey") says what stays off the key and why.
 
 Everything added to the key's policy from here is a literal (region, account, names): the key's
 stack comes before the stacks using it, so its policy can name none of their resources.
@@ -27,7 +28,7 @@ from constructs import IConstruct
 
 from chalicelib.eventroutes import ROUTES
 from gatehouse_infra import runtime
-from gatehouse_infra.runtime import API_FUNCTION, AUTHORIZER_FUNCTION, ROTATION_FUNCTION, Grant
+from gatehouse_infra.runtime import Grant
 
 # What CloudWatch Logs asks of a log group's key (its user guide's key policy), on the condition
 # that the encryption context names one of our log groups.
@@ -43,9 +44,6 @@ LOGS_CONTEXT = "kms:EncryptionContext:aws:logs:arn"
 # consumer (the decryption).
 SEND_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey")
 DECRYPT_ACTIONS = ("kms:Decrypt",)
-# Writing an object (S3) or a secret's version (Secrets Manager) under the key: a new data key;
-# reading it back, or a multipart upload's parts: its decryption.
-WRITE_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey")
 VIA_SERVICE = "kms:ViaService"
 
 
@@ -122,41 +120,21 @@ def allow_services(key: kms.IKey, *, environment: str) -> None:
 
 
 def function_grants(key_arn: str, region: str) -> dict[str, list[Grant]]:
-    """What each function's role may ask KMS for, by the function's logical id: only the actions
-    the services it calls need, through those services alone (``kms:ViaService``). The stream
-    handler's read of the table's stream is the exception: Lambda's event source reads it with
-    the function's role, and AWS documents no kms:ViaService value for DynamoDB Streams."""
-
-    def via(sid: str, actions: tuple[str, ...], service: str) -> Grant:
-        return Grant(
-            sid,
-            actions,
-            (key_arn,),
-            {"StringEquals": {VIA_SERVICE: [f"{service}.{region}.amazonaws.com"]}},
-        )
-
-    # DynamoDB decrypts the table's key with the caller's permission (cached a few minutes).
-    table = via("TableKey", DECRYPT_ACTIONS, "dynamodb")
-    signing_key = via("SigningKeyKey", DECRYPT_ACTIONS, "secretsmanager")
-    consume = via("QueueKey", DECRYPT_ACTIONS, "sqs")
+    """What each function's role may ask KMS for on account of the queues, by the function's
+    logical id, through SQS alone (``kms:ViaService``): the workers read their queue (decrypt);
+    the stream handler's event source mapping sends a failed batch's coordinates to the stream's
+    dead-letter queue with the function's role (a data key, and its decryption while SQS reuses
+    it). The uses of the key for the table, the buckets and the signing key are the data
+    unit's grants."""
+    via_sqs = {"StringEquals": {VIA_SERVICE: [f"sqs.{region}.amazonaws.com"]}}
     return {
-        # The table, the signing key, the users' objects (presigned POSTs and GETs are the role's
-        # own requests).
-        API_FUNCTION: [table, signing_key, via("UploadsKey", WRITE_ACTIONS, "s3")],
-        AUTHORIZER_FUNCTION: [table, signing_key],
-        ROTATION_FUNCTION: [via("SigningKeyKey", WRITE_ACTIONS, "secretsmanager")],
         runtime.STREAM_HANDLER.function: [
-            Grant("StreamKey", DECRYPT_ACTIONS, (key_arn,)),
-            # The event source mapping sends a failed batch's coordinates with this role.
-            via("StreamFailuresKey", SEND_ACTIONS, "sqs"),
+            Grant("StreamFailuresKey", SEND_ACTIONS, (key_arn,), via_sqs)
         ],
-        **{handler.function: [consume, table] for handler in runtime.WORKER_HANDLERS.values()},
-        runtime.WEBSOCKET_HANDLERS[0].function: [table],
-        runtime.WEBSOCKET_HANDLERS[1].function: [table],
-        runtime.WEBSOCKET_HANDLERS[2].function: [],
-        # The export reads the table and writes its objects with the caller's permissions.
-        runtime.BACKUP_HANDLER.function: [table, via("BackupsKey", WRITE_ACTIONS, "s3")],
-        runtime.SWEEP_HANDLER.function: [table],
+        **{
+            handler.function: [Grant("QueueKey", DECRYPT_ACTIONS, (key_arn,), via_sqs)]
+            for handler in runtime.WORKER_HANDLERS.values()
+        },
     }
 
 
