@@ -243,21 +243,28 @@ class TestOn:
         assert len(topics) == 2
         assert all("KmsMasterKeyId" not in properties for _, _, properties in topics)
 
-    def test_the_key_policy_lets_the_account_delegate_and_two_services_in(
+    def test_the_key_policy_lets_in_the_account_and_two_services_on_conditions(
         self, keyed: Assembly
     ) -> None:
         _, _, properties = the_key(keyed)
-        by_principal = {
-            json.dumps(statement["Principal"], sort_keys=True): statement
+        root = "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"
+        by_service: dict[str, dict[str, Any]] = {}
+        for statement in properties["KeyPolicy"]["Statement"]:
+            assert statement["Effect"] == "Allow"
+            principal = statement["Principal"]
+            if "Service" in principal:
+                assert principal["Service"] not in by_service, statement
+                by_service[principal["Service"]] = statement
+            else:  # the account alone: what IAM policies in it may grant
+                assert join(principal["AWS"]) == root, statement
+        assert sorted(by_service) == ["events.amazonaws.com", "logs.eu-west-2.amazonaws.com"]
+        assert any(
+            statement["Action"] == "kms:*" and "Condition" not in statement
             for statement in properties["KeyPolicy"]["Statement"]
-        }
-        assert len(by_principal) == len(properties["KeyPolicy"]["Statement"]) == 3
-        root = next(s for p, s in by_principal.items() if ":root" in p)
-        assert root["Action"] == "kms:*"
-        assert join(root["Principal"]["AWS"]) == "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"
-        assert "Condition" not in root
+            if "AWS" in statement["Principal"]
+        )
 
-        logs_statement = by_principal['{"Service": "logs.eu-west-2.amazonaws.com"}']
+        logs_statement = by_service["logs.eu-west-2.amazonaws.com"]
         assert set(logs_statement["Action"]) == {
             "kms:Encrypt*",
             "kms:Decrypt*",
@@ -273,7 +280,7 @@ class TestOn:
             for pattern in LOG_GROUP_PATTERNS
         )
 
-        events_statement = by_principal['{"Service": "events.amazonaws.com"}']
+        events_statement = by_service["events.amazonaws.com"]
         assert set(as_list(events_statement["Action"])) == {DECRYPT, DATA_KEY}
         assert events_statement["Condition"]["StringEquals"] == {
             "aws:SourceAccount": {"Ref": "AWS::AccountId"}
