@@ -65,6 +65,7 @@ from chalicelib.web.http import (
     SESSION_ID,
     Http,
     cors_config,
+    edge_refused,
     json_response,
     path_id,
     username_param,
@@ -907,7 +908,14 @@ def upload_sweep(event: CloudWatchEvent) -> None:
 def ws_connect(event: WebsocketEvent) -> dict[str, Any]:
     """Open a connection with the ticket of POST /auth/ws-ticket; any other answer than 2xx
     makes API Gateway refuse the handshake."""
-    query = event.to_dict().get("queryStringParameters") or {}
+    raw = event.to_dict()
+    # CloudFront's /ws behaviour adds the edge key too; WAF cannot guard a WebSocket API, so
+    # with EDGE_REQUIRED a handshake that skipped CloudFront is refused here.
+    headers = {name.lower(): value for name, value in (raw.get("headers") or {}).items()}
+    if edge_refused(dependencies.settings, headers, event.domain_name):
+        logger.info("websocket refused", extra={"fields": {"reason": "no edge key"}})
+        return {"statusCode": 403}
+    query = raw.get("queryStringParameters") or {}
     try:
         owner = dependencies.connections.connect(event.connection_id, query.get("ticket"))
     except TicketRefused:
@@ -946,3 +954,5 @@ def mail_worker(event: SQSEvent) -> dict[str, Any]:
 
 
 app.register_middleware(request_log, "http")
+# Inside request_log, so a refusal is logged and gets the usual headers.
+app.register_middleware(http.require_edge, "http")

@@ -42,6 +42,10 @@ class Settings:
     trusted_proxy_hops: int = 0
     site_origin_header: str | None = None
     edge_secret: str | None = field(default=None, repr=False)
+    # With WAF on, every request must carry the edge key (it came through CloudFront and its web
+    # ACL), except those on this domain (api.<domain>, behind a web ACL of its own).
+    edge_required: bool = False
+    edge_exempt_domain: str | None = None
     uploads_bucket: str | None = None
     upload_quota_count: int = 100
     upload_quota_bytes: int = 1024**3
@@ -74,7 +78,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Build settings from a mapping such as ``os.environ``; raise naming the bad variable."""
         day = 86400
-        return cls(
+        settings = cls(
             table_name=_required(env, "TABLE_NAME"),
             jwt_secret_id=_required(env, "JWT_SECRET_ID"),
             jwt_issuer=_text(env, "JWT_ISSUER", cls.jwt_issuer),
@@ -118,6 +122,8 @@ class Settings:
             trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", cls.trusted_proxy_hops, 0, 5),
             site_origin_header=env.get("SITE_ORIGIN_HEADER", "").strip().lower() or None,
             edge_secret=_secret(env, "EDGE_SECRET"),
+            edge_required=_bool(env, "EDGE_REQUIRED", cls.edge_required),
+            edge_exempt_domain=env.get("EDGE_EXEMPT_DOMAIN", "").strip().lower() or None,
             uploads_bucket=env.get("UPLOADS_BUCKET", "").strip() or None,
             upload_quota_count=_int(
                 env, "UPLOAD_QUOTA_COUNT", cls.upload_quota_count, 1, 1_000_000
@@ -154,6 +160,12 @@ class Settings:
                 env, "STATUS_INDEX_SHARDS", cls.status_index_shards, 1, MAX_STATUS_INDEX_SHARDS
             ),
         )
+        if settings.edge_required and settings.edge_secret is None:
+            # Refusing every request is no setting: without the key nothing could pass.
+            raise SettingsError("environment variable EDGE_REQUIRED needs EDGE_SECRET")
+        if settings.edge_exempt_domain and not settings.edge_required:
+            raise SettingsError("environment variable EDGE_EXEMPT_DOMAIN needs EDGE_REQUIRED")
+        return settings
 
 
 def _clock_offset_file(env: Mapping[str, str]) -> str | None:

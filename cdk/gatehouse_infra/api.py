@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import aws_cdk as cdk
+from aws_cdk import aws_apigatewayv2 as apigatewayv2
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -27,8 +28,18 @@ from chalicelib.objectkeys import UPLOAD_PREFIX
 from gatehouse_infra import runtime
 from gatehouse_infra.encryption import encrypt_secret, function_grants
 from gatehouse_infra.events import Events
-from gatehouse_infra.gateway import REST_API, configure_rest_api, custom_domain, usage_plans
+from gatehouse_infra.gateway import (
+    REST_ACCESS_LOG_FORMAT,
+    REST_API,
+    WEBSOCKET_ACCESS_LOG_FORMAT,
+    access_log_format,
+    account_cloudwatch_role,
+    configure_rest_api,
+    custom_domain,
+    usage_plans,
+)
 from gatehouse_infra.nag import acknowledge, finding
+from gatehouse_infra.network import Network
 from gatehouse_infra.runtime import (
     API_FUNCTION,
     AUTHORIZER_FUNCTION,
@@ -42,7 +53,16 @@ ROOT = Path(__file__).resolve().parents[2]
 WEBSOCKET_API = "WebsocketAPI"
 WEBSOCKET_STAGE_RESOURCE = "WebsocketAPIStage"
 REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
+MANAGED_LAYER = "ManagedLayer"  # chalice package's layer of requirements.txt (automatic_layer)
 SIGNING_KEY_ROTATION = cdk.Duration.days(30)
+# The WebSocket @connections API is public and API Gateway's VPC endpoint reaches private APIs
+# only (with its private DNS, every *.execute-api name would answer 403): the one function that
+# posts to connections stays outside the VPC (cdk/README.md, "Network").
+OUTSIDE_VPC = frozenset({runtime.WORKER_HANDLERS["notify"].function})
+# The least MaximumConcurrency an SQS event source mapping takes.
+MIN_QUEUE_CONCURRENCY = 2
+# X-Ray's two write actions: they take no resource, so only "*" matches.
+TRACING_ACTIONS = ("xray:PutTelemetryRecords", "xray:PutTraceSegments")
 # runtime.LOG_RETENTION_DAYS as CDK's enum (jsii enums are not built from their number).
 RETENTION = {
     7: logs.RetentionDays.ONE_WEEK,
@@ -82,9 +102,17 @@ class Api(Construct):
         events: Events,
         backups: s3.IBucket,
         websocket_url: str,
+        edge_required: bool = False,
+        network: Network | None = None,
+        reserved_concurrency: int = 0,
+        tracing: bool = False,
+        access_logs: bool = False,
         key: kms.IKey | None = None,
     ) -> None:
         super().__init__(scope, id)
+        # Each function's role, by the function's logical id (_function_role fills it).
+        self._roles: dict[str, iam.Role] = {}
+        self._access_logs = access_logs
         self._environment = environment
         self._prefix = runtime.prefix(environment)
         self.name = f"{self._prefix}-api"
@@ -161,6 +189,7 @@ class Api(Construct):
             ),
             "SITE_ORIGIN_HEADER": runtime.SITE_ORIGIN_HEADER,
             "EDGE_SECRET": self.edge_key_reference,
+            **runtime.edge_variables(required=edge_required, exempt_domain=api_domain),
             **runtime.event_variables(
                 environment,
                 stream_arn=_stream_arn(table),
@@ -169,6 +198,10 @@ class Api(Construct):
             ),
         }
         self.chalice = _package(stack, environment_variables, tags, api_role)
+        # A new version replaces the layer when requirements.txt changes; none is kept unused.
+        layer = self.chalice.get_resource(MANAGED_LAYER)
+        layer.add_property_override("RetentionPolicy", "Delete")
+        layer.add_property_override("LayerName", f"{self._prefix}-dependencies")
         # Roles with their policies, and the edge key its reference reads, before any function.
         self.chalice.node.add_dependency(api_role, authorizer_role, rotation_role, self.edge_key)
         for name, group in log_groups.items():
@@ -208,6 +241,13 @@ class Api(Construct):
             throttle_rate_limit=throttle_rate_limit,
             throttle_burst_limit=throttle_burst_limit,
         )
+        self._function_switches(
+            network=network, reserved_concurrency=reserved_concurrency, tracing=tracing
+        )
+        if tracing:
+            rest_api.add_property_override("TracingEnabled", True)
+        if access_logs:
+            self._write_access_logs(rest_api)
         rotation = self.signing_key.add_rotation_schedule(
             "Rotation",
             rotation_lambda=self.chalice.get_function(ROTATION_FUNCTION),
@@ -373,14 +413,14 @@ class Api(Construct):
                     "$disconnect and $default only reach connections $connect accepted.",
                 },
             )
-        acknowledge(
-            self.chalice.get_resource(WEBSOCKET_STAGE_RESOURCE),
-            {
-                "APIG1": "The connect handler logs each connection; API Gateway access logs "
-                "would need the account-wide API Gateway CloudWatch role, which this app does "
-                "not own.",
-            },
-        )
+        if not self._access_logs:
+            acknowledge(
+                self.chalice.get_resource(WEBSOCKET_STAGE_RESOURCE),
+                {
+                    "APIG1": "Access logs are switched off (apiAccessLogs=false); the connect "
+                    "handler still logs each connection.",
+                },
+            )
 
     def _acknowledge_event_role(self, role: iam.Role, function: str, grants: list[Grant]) -> None:
         """The wildcards: Lambda's log streams, objects under a prefix, exports, connections."""
@@ -432,7 +472,95 @@ class Api(Construct):
                 resources=[f"{self._log_group_arn(function)}:*" for function in functions],
             )
         )
+        self._roles.update(dict.fromkeys(functions, role))
         return role
+
+    def _function_switches(
+        self, *, network: Network | None, reserved_concurrency: int, tracing: bool
+    ) -> None:
+        """The ``vpc``, ``reservedConcurrency`` and ``tracing`` switches, on every function
+        (SAM's VpcConfig, ReservedConcurrentExecutions and Tracing) and its role."""
+        tracing_policy = None
+        if tracing:
+            tracing_policy = iam.ManagedPolicy(
+                self,
+                "Tracing",
+                description="Lambda sends the Gatehouse functions' X-Ray traces with these",
+                statements=[iam.PolicyStatement(actions=list(TRACING_ACTIONS), resources=["*"])],
+            )
+            acknowledge(
+                tracing_policy,
+                {
+                    "IAM5[Resource::*]": "X-Ray's PutTraceSegments and PutTelemetryRecords "
+                    "authorize on no resource of their own (the Service Authorization Reference "
+                    "lists none), so only * matches; they write traces, read nothing.",
+                },
+            )
+        for function, role in self._roles.items():
+            resource = self.chalice.get_resource(function)
+            policies: list[iam.ManagedPolicy] = []
+            if network is not None and function not in OUTSIDE_VPC:
+                resource.add_property_override(
+                    "VpcConfig",
+                    {
+                        "SubnetIds": network.subnet_ids,
+                        "SecurityGroupIds": [network.functions.security_group_id],
+                    },
+                )
+                policies.append(network.lambda_access)
+            if tracing_policy is not None:
+                resource.add_property_override("Tracing", "Active")
+                policies.append(tracing_policy)
+            if reserved_concurrency:
+                resource.add_property_override("ReservedConcurrentExecutions", reserved_concurrency)
+            for policy in policies:
+                policy.attach_to_role(role)
+            if policies:  # Lambda checks the role's permissions when it creates the function.
+                resource.node.add_dependency(*policies)
+        # Lambda's SQS pollers would invoke a worker beyond its reservation, and each throttled
+        # batch goes back to the queue with a receive counted, towards the dead-letter queue:
+        # the mapping's own ceiling (2 at least) keeps them within it.
+        if reserved_concurrency >= MIN_QUEUE_CONCURRENCY:
+            for handler in runtime.WORKER_HANDLERS.values():
+                self.chalice.get_resource(handler.function).add_property_override(
+                    f"Events.{handler.event}.Properties.ScalingConfig",
+                    {"MaximumConcurrency": reserved_concurrency},
+                )
+
+    def _write_access_logs(self, rest_api: cdk.CfnResource) -> None:
+        """``apiAccessLogs``: a JSON line per request of the REST stage and per WebSocket
+        message, each into a log group with the functions' retention."""
+        account = account_cloudwatch_role(self)
+
+        def group(id: str, name: str) -> logs.LogGroup:
+            return logs.LogGroup(
+                self,
+                id,
+                log_group_name=runtime.log_group_name(self._environment, name),
+                retention=RETENTION[runtime.LOG_RETENTION_DAYS],
+                removal_policy=cdk.RemovalPolicy.DESTROY,
+            )
+
+        rest = group("RestAccessLogs", "rest-access")
+        rest_api.add_property_override(
+            "AccessLogSetting",
+            {
+                "DestinationArn": rest.log_group_arn,
+                "Format": access_log_format(REST_ACCESS_LOG_FORMAT),
+            },
+        )
+        websocket = group("WebsocketAccessLogs", "websocket-access")
+        stage = self.chalice.get_resource(WEBSOCKET_STAGE_RESOURCE)
+        if not isinstance(stage, apigatewayv2.CfnStage):
+            raise TypeError(f"{WEBSOCKET_STAGE_RESOURCE} is not a WebSocket stage")
+        # The typed property, which cdk-nag reads (APIG1), rather than an override.
+        stage.access_log_settings = apigatewayv2.CfnStage.AccessLogSettingsProperty(
+            destination_arn=websocket.log_group_arn,
+            format=access_log_format(WEBSOCKET_ACCESS_LOG_FORMAT),
+        )
+        # The account's role must be set before a stage may log.
+        for resource in (rest_api, stage):
+            resource.node.add_dependency(account)
 
     def _unscoped_policy(
         self, role: iam.Role, function: str, grants: list[Grant]
@@ -565,6 +693,9 @@ def _package(
                 "manage_iam_role": False,
                 "iam_role_arn": role.role_arn,
                 "autogen_policy": False,
+                # requirements.txt's packages in a layer of their own (cdk/README.md, "Lambda
+                # layers"): a deploy that changes only our code uploads only our code.
+                "automatic_layer": True,
                 "environment_variables": dict(environment_variables),
                 "tags": dict(tags),
             },

@@ -7,14 +7,18 @@ they had when the API stack built them.
 
 from __future__ import annotations
 
+import json
+
 import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_route53_targets as targets
 from constructs import Construct, IDependable
 
 from chalicelib.web.gateway import GATEWAY_RESPONSES
+from gatehouse_infra.nag import acknowledge
 from gatehouse_infra.runtime import STAGE
 
 REST_API = "RestAPI"  # the logical id ``chalice package`` gives the API
@@ -150,3 +154,68 @@ def _after_stage(resource: cdk.CfnResource) -> None:
             reason="The stage exists once the SAM transform has run, before deployment.",
         )
     )
+
+
+# One JSON line per request (apiAccessLogs). Every value quoted: API Gateway writes "-" for one it
+# lacks (no integration latency on a refusal, no principal without the authorizer). The address
+# is the caller API Gateway saw: CloudFront's, for the site's traffic (the viewer's is in the
+# app's own request log, which trusts X-Forwarded-For only with the edge key).
+REST_ACCESS_LOG_FORMAT = {
+    "requestId": "$context.requestId",
+    "time": "$context.requestTime",
+    "ip": "$context.identity.sourceIp",
+    "method": "$context.httpMethod",
+    "path": "$context.path",
+    "route": "$context.resourcePath",
+    "status": "$context.status",
+    "latencyMs": "$context.responseLatency",
+    "integrationLatencyMs": "$context.integrationLatency",
+    "user": "$context.authorizer.principalId",
+    "userAgent": "$context.identity.userAgent",
+    "responseLength": "$context.responseLength",
+    "error": "$context.error.responseType",
+}
+WEBSOCKET_ACCESS_LOG_FORMAT = {
+    "requestId": "$context.requestId",
+    "time": "$context.requestTime",
+    "ip": "$context.identity.sourceIp",
+    "event": "$context.eventType",
+    "route": "$context.routeKey",
+    "connectionId": "$context.connectionId",
+    "status": "$context.status",
+    "integrationLatencyMs": "$context.integrationLatency",
+    "error": "$context.error.messageString",
+}
+# What API Gateway needs of the account-wide role it writes every API's logs with.
+CLOUDWATCH_ROLE_POLICY = "service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+
+
+def access_log_format(fields: dict[str, str]) -> str:
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def account_cloudwatch_role(scope: Construct) -> cdk.CfnResource:
+    """API Gateway writes access logs with one role per account and region (its account
+    settings). Each environment's API stack sets its own; both are kept when a stack is deleted,
+    so the setting never points at a deleted role (cdk/README.md, "Logs and storage")."""
+    role = iam.Role(
+        scope,
+        "ApiGatewayCloudWatchRole",
+        assumed_by=iam.ServicePrincipal("apigateway.amazonaws.com"),
+        description="API Gateway's account-wide role for writing CloudWatch logs",
+        managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(CLOUDWATCH_ROLE_POLICY)],
+    )
+    role.apply_removal_policy(cdk.RemovalPolicy.RETAIN)
+    acknowledge(
+        role,
+        {
+            f"IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{CLOUDWATCH_ROLE_POLICY}]": (
+                "API Gateway uses this one role for every API of the account and region (other "
+                "applications' too), which log to groups they name: AWS's policy for it is the "
+                "one that serves them all."
+            ),
+        },
+    )
+    account = apigateway.CfnAccount(scope, "ApiGatewayAccount", cloud_watch_role_arn=role.role_arn)
+    account.apply_removal_policy(cdk.RemovalPolicy.RETAIN)
+    return account

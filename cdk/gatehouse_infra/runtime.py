@@ -443,6 +443,18 @@ def environment_variables(
     }
 
 
+def edge_variables(*, required: bool, exempt_domain: str | None) -> dict[str, str]:
+    """With WAF on (``enableWaf``): the API refuses requests without CloudFront's edge key, so
+    WAF's rules cannot be skipped by calling the execute-api URL, except those arriving on
+    ``exempt_domain`` (api.<domain>, inspected by a web ACL of its own)."""
+    if not required:
+        return {}
+    variables = {"EDGE_REQUIRED": "true"}
+    if exempt_domain:
+        variables["EDGE_EXEMPT_DOMAIN"] = exempt_domain
+    return variables
+
+
 def event_variables(
     environment: str,
     *,

@@ -24,11 +24,12 @@ from gatehouse_infra import runtime
 from gatehouse_infra.api import RETENTION, Api
 from gatehouse_infra.config import DeployConfig
 from gatehouse_infra.data import Data
-from gatehouse_infra.edge import Edge
+from gatehouse_infra.edge import ApiFirewall, Edge, WafSettings
 from gatehouse_infra.encryption import EncryptLogGroups, allow_services
 from gatehouse_infra.events import Events
 from gatehouse_infra.mail import Mail
 from gatehouse_infra.monitoring import EdgeMonitoring, Monitoring
+from gatehouse_infra.network import AZS, Network
 from gatehouse_infra.site import Site
 
 UNIT = "Default"
@@ -43,6 +44,19 @@ def hosted_zone(scope: Construct, config: DeployConfig) -> route53.IHostedZone |
     )
 
 
+def waf_settings(config: DeployConfig) -> WafSettings | None:
+    """The web ACLs' switches; None without ``enableWaf``."""
+    if not config.enable_waf:
+        return None
+    return WafSettings(
+        rate_limit=config.waf_rate_limit,
+        auth_rate_limit=config.waf_auth_rate_limit,
+        geo_block=config.waf_geo_block,
+        allow_list=config.waf_allow_list,
+        bot_control=config.waf_bot_control,
+    )
+
+
 class EdgeStack(cdk.Stack):
     def __init__(self, scope: Construct, id: str, *, config: DeployConfig, **kwargs: Any) -> None:
         super().__init__(scope, id, **kwargs)
@@ -52,8 +66,7 @@ class EdgeStack(cdk.Stack):
             prefix=config.prefix,
             domain_name=config.domain_name,
             zone=hosted_zone(self, config) if config.domain_name else None,
-            enable_waf=config.enable_waf,
-            waf_auth_rate_limit=config.waf_auth_rate_limit,
+            waf=waf_settings(config),
         )
 
 
@@ -119,6 +132,17 @@ class ApiStack(cdk.Stack):
             if config.sender is not None
             else None
         )
+        network = (
+            Network(
+                self,
+                "Network",
+                environment=config.environment,
+                mail=config.sender is not None,
+                retention=RETENTION[runtime.LOG_RETENTION_DAYS],
+            )
+            if config.vpc
+            else None
+        )
         self.events = Events(
             self,
             "Events",
@@ -156,8 +180,24 @@ class ApiStack(cdk.Stack):
             backups=backups,
             # Without a domain or siteUrl the site's origin is unknown here: no live updates.
             websocket_url=runtime.websocket_url(config.links_origin) if config.links_origin else "",
+            edge_required=config.enable_waf,
+            network=network,
+            reserved_concurrency=config.reserved_concurrency,
+            tracing=config.tracing,
+            access_logs=config.api_access_logs,
             key=data.data.key,
         )
+        waf = waf_settings(config)
+        if waf is not None and config.custom_api_domain:
+            # api.<domain> is not behind CloudFront: its requests meet the same rules here.
+            ApiFirewall(
+                self,
+                "Firewall",
+                prefix=config.prefix,
+                rest_api_id=self.api.rest_api_id,
+                execute_api_domain=self.api.execute_api_domain,
+                waf=waf,
+            )
         cdk.CfnOutput(self, "RestApiId", value=self.api.rest_api_id)
         cdk.CfnOutput(self, "WebSocketApiId", value=self.api.websocket_api_id)
         cdk.CfnOutput(self, "EventBusName", value=self.events.bus.event_bus_name)
@@ -174,6 +214,12 @@ class ApiStack(cdk.Stack):
                 "MailConfigurationSet",
                 value=self.mail.configuration_set.configuration_set_name,
             )
+
+    @property
+    def availability_zones(self) -> list[str]:
+        """The VPC's zones from Fn::GetAZs at deploy time: no look-up at synthesis, even when
+        the account is known."""
+        return [cdk.Fn.select(index, cdk.Fn.get_azs()) for index in range(AZS)]
 
 
 class SiteStack(cdk.Stack):

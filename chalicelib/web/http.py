@@ -37,6 +37,8 @@ DEVICE_COOKIE_MAX_AGE = 365 * 86400
 SECURE_COOKIE_PREFIX = "__Secure-"
 # What If-Match may hold: the strong or weak ETag of one version. "*" is not supported: every
 # change names the version it is based on.
+# The answer to a request that skipped CloudFront (and so its web ACL) where EDGE_REQUIRED is set.
+EDGE_REQUIRED_MESSAGE = "Forbidden: call the API through the site or its API domain"
 ETAG = re.compile(r'\s*(?:W/)?"(\d{1,18})"\s*')
 # Shapes of ids in paths, checked before they become keys (DynamoDB refuses keys over 1 KB).
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
@@ -191,11 +193,15 @@ class Http:
         With ``EDGE_SECRET`` set, CloudFront adds it as ``EDGE_HEADER``; a caller of the API
         Gateway endpoint itself lacks it, so its ``X-Forwarded-For`` cannot pick its rate key.
         """
-        secret = self._settings().edge_secret
-        if secret is None:
-            return True
-        presented = self.request.headers.get(EDGE_HEADER, "")
-        return hmac.compare_digest(presented.encode("utf-8"), secret.encode("utf-8"))
+        return presents_edge_key(self._settings(), self.request.headers)
+
+    def require_edge(self, event: Request, get_response: Callable[[Request], Response]) -> Response:
+        """Middleware: with ``EDGE_REQUIRED``, a request that did not come through CloudFront
+        (or arrive on ``EDGE_EXEMPT_DOMAIN``) is answered 403 before any route runs."""
+        domain = (event.context or {}).get("domainName")
+        if edge_refused(self._settings(), event.headers, domain):
+            return json_response(403, {"message": EDGE_REQUIRED_MESSAGE})
+        return get_response(event)
 
     def refresh_cookie_name(self) -> str:
         """The name follows ``Secure``: prefixed wherever the stage is served over HTTPS."""
@@ -323,6 +329,28 @@ class Http:
 
     def query(self) -> Mapping[str, str]:
         return self.request.query_params or {}
+
+
+def presents_edge_key(settings: Settings, headers: Mapping[str, str]) -> bool:
+    """Whether ``headers`` (names in lower case, or a case-insensitive mapping) carry the edge
+    key; true when there is none to carry. Compared in constant time."""
+    secret = settings.edge_secret
+    if secret is None:
+        return True
+    presented = headers.get(EDGE_HEADER, "")
+    return hmac.compare_digest(presented.encode("utf-8"), secret.encode("utf-8"))
+
+
+def edge_refused(settings: Settings, headers: Mapping[str, str], domain: str | None) -> bool:
+    """With ``EDGE_REQUIRED``: whether a request skipped both CloudFront (no edge key) and the
+    exempt domain. ``domain`` is API Gateway's ``requestContext.domainName``, the host the
+    request was routed by, which a caller cannot choose apart from the host it calls."""
+    if not settings.edge_required:
+        return False
+    exempt = settings.edge_exempt_domain
+    if exempt is not None and (domain or "").lower() == exempt:
+        return False
+    return not presents_edge_key(settings, headers)
 
 
 def path_id(raw: str, shape: re.Pattern[str], missing: type[Exception]) -> str:
