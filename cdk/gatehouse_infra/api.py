@@ -27,6 +27,7 @@ from constructs import Construct
 
 from chalicelib.objectkeys import UPLOAD_PREFIX
 from gatehouse_infra import runtime
+from gatehouse_infra.encryption import encrypt_secret, function_grants
 from gatehouse_infra.events import Events
 from gatehouse_infra.gateway import (
     REST_ACCESS_LOG_FORMAT,
@@ -117,6 +118,7 @@ class Api(Construct):
         access_logs: bool = False,
         existing_signing_key_arn: str | None = None,
         signing_key_options: SigningKeyOptions | None = None,
+        key: kms.IKey | None = None,
     ) -> None:
         super().__init__(scope, id)
         # Each function's role, by the function's logical id (_function_role fills it).
@@ -127,6 +129,10 @@ class Api(Construct):
         self.name = f"{self._prefix}-api"
         self._table_name = table_name
         stack = cdk.Stack.of(self)
+        # kmsKey: the edge and site keys' secrets under the key; the roles' use of it for the
+        # queues (encryption.function_grants).
+        self._key = key
+        self._key_grants = function_grants(key.key_arn, stack.region) if key else {}
         self.signing_key = self._signing_key(
             environment, signing_key_arn=existing_signing_key_arn, **(signing_key_options or {})
         )
@@ -473,7 +479,10 @@ class Api(Construct):
     def _function_role(
         self, id: str, description: str, functions: list[str], grants: list[Grant]
     ) -> iam.Role:
-        """A role for ``functions``: ``grants`` plus writing to their own log groups."""
+        """A role for ``functions``: ``grants`` plus writing to their own log groups, and, with
+        kmsKey, their use of the key for the queues."""
+        for name in functions:
+            grants = [*grants, *self._key_grants.get(name, [])]
         role = iam.Role(
             self,
             id,
@@ -649,6 +658,8 @@ class Api(Construct):
                 password_length=length, exclude_punctuation=True, include_space=False
             ),
         )
+        if self._key is not None:
+            encrypt_secret(secret, self._key)
         acknowledge(
             secret,
             {

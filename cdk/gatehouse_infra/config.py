@@ -247,6 +247,12 @@ class DeployConfig:
         return runtime.prefix(self.environment)
 
     @property
+    def recovery_environment(self) -> str:
+        """The environment a region-outage deploy in a replica region uses (cdk/README.md,
+        "Disaster recovery"): its own names, beside the replicas of this one's."""
+        return f"{self.environment}-dr"
+
+    @property
     def table_name(self) -> str:
         """The app's table: ``existingTableName``, else the prefix."""
         return self.existing_table_name or self.prefix

@@ -14,11 +14,13 @@ from collections.abc import Mapping
 import aws_cdk as cdk
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from chalicelib.eventroutes import ROUTES
 from gatehouse_infra import runtime
+from gatehouse_infra.encryption import encrypt_queue
 from gatehouse_infra.nag import acknowledge
 
 # The longest SQS keeps a message: time to look at a dead letter before it goes.
@@ -33,10 +35,11 @@ def queue(
     retention_period: cdk.Duration | None = None,
     visibility_timeout: cdk.Duration | None = None,
     dead_letter_queue: sqs.DeadLetterQueue | None = None,
+    key: kms.IKey | None = None,
 ) -> sqs.Queue:
     """Encrypted with SQS's own key (EventBridge cannot send to a queue under the AWS-managed
-    KMS key, and a customer key costs $1/month), TLS only."""
-    return sqs.Queue(
+    KMS key), or with ``key`` (kmsKey: its policy lets EventBridge send), TLS only."""
+    created = sqs.Queue(
         scope,
         id,
         queue_name=queue_name,
@@ -46,6 +49,9 @@ def queue(
         visibility_timeout=visibility_timeout,
         dead_letter_queue=dead_letter_queue,
     )
+    if key is not None:
+        encrypt_queue(created, key)
+    return created
 
 
 class Events(Construct):
@@ -58,6 +64,7 @@ class Events(Construct):
         *,
         environment: str,
         worker_timeouts: Mapping[str, int],
+        key: kms.IKey | None = None,
     ) -> None:
         super().__init__(scope, id)
         self.bus = events.EventBus(self, "Bus", event_bus_name=runtime.event_bus_name(environment))
@@ -74,6 +81,7 @@ class Events(Construct):
                 f"{title}DeadLetters",
                 queue_name=f"{name}-dlq",
                 retention_period=DEAD_LETTER_RETENTION,
+                key=key,
             )
             work = queue(
                 self,
@@ -85,6 +93,7 @@ class Events(Construct):
                 dead_letter_queue=sqs.DeadLetterQueue(
                     queue=dead_letters, max_receive_count=runtime.MAX_RECEIVE_COUNT
                 ),
+                key=key,
             )
             events.Rule(
                 self,
@@ -106,6 +115,7 @@ class Events(Construct):
             "StreamFailures",
             queue_name=stream_failures,
             retention_period=DEAD_LETTER_RETENTION,
+            key=key,
         )
         self.dead_letter_names.append(stream_failures)
         acknowledge(

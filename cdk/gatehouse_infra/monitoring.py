@@ -80,7 +80,8 @@ def alarm_topic(scope: Construct, prefix: str, alarm_email: str | None) -> sns.T
         topic,
         {
             "SNS2": "Alarm notifications carry metric names only; CloudWatch and Budgets cannot "
-            "publish to the AWS-managed SNS key, and a customer key costs $1/month.",
+            "publish to the AWS-managed SNS key; kmsKey's key stays off on purpose, so that an "
+            "alarm still reaches its subscribers when the key is disabled or its policy broken.",
         },
     )
     return topic

@@ -27,6 +27,7 @@ from gatehouse_infra.api import RETENTION, Api, SigningKeyOptions
 from gatehouse_infra.config import DeployConfig
 from gatehouse_infra.data import Data
 from gatehouse_infra.edge import ApiFirewall, Edge, WafSettings
+from gatehouse_infra.encryption import EncryptLogGroups, allow_services, service_statements
 from gatehouse_infra.events import Events
 from gatehouse_infra.keys import (
     DYNAMODB,
@@ -97,7 +98,15 @@ class KeyReplicaStack(cdk.Stack):
         self, scope: Construct, id: str, *, config: DeployConfig, key: kms.IKey, **kwargs: Any
     ) -> None:
         super().__init__(scope, id, **kwargs)
-        self.replica = KeyReplica(self, UNIT, prefix=config.prefix, primary_key_arn=key.key_arn)
+        self.replica = KeyReplica(
+            self,
+            UNIT,
+            prefix=config.prefix,
+            primary_key_arn=key.key_arn,
+            # The region-outage deploy here runs as <env>-dr (cdk/README.md, "Disaster
+            # recovery") and encrypts its log groups and queues with this replica.
+            statements=service_statements(self, config.environment, config.recovery_environment),
+        )
         cdk.CfnOutput(self, "KeyArn", value=self.replica.key_arn)
 
 
@@ -207,6 +216,7 @@ class ApiStack(cdk.Stack):
             worker_timeouts={
                 worker: handler.timeout for worker, handler in runtime.WORKER_HANDLERS.items()
             },
+            key=data.data.key,
         )
         self.api = Api(
             self,
@@ -243,6 +253,7 @@ class ApiStack(cdk.Stack):
             access_logs=config.api_access_logs,
             existing_signing_key_arn=config.existing_signing_key_arn,
             signing_key_options=self._signing_key_options(config, data.key),
+            key=data.data.key,
         )
         if data.key is not None:
             grant_key_uses(self.api, data.key)
@@ -508,10 +519,16 @@ def build(app: cdk.App, *, base_dir: Path) -> list[cdk.Stack]:
     stacks: list[cdk.Stack] = [stack for stack in built if stack is not None]
     # Every statement letting S3's log delivery write, the site bucket's (another stack) too.
     require_source_account(data.data.access_logs)
+    # kmsKey: what the services may do with the key; every log group in its region under it.
+    if data.data.key is not None:
+        allow_services(data.data.key, environment=config.environment)
     for stack in stacks:
         for key, value in config.tags.items():
             cdk.Tags.of(stack).add(key, value)
-        provider_logs = ProviderLogGroups(config.tags)
+        log_key = data.data.key if stack.region == config.primary_region else None
+        if log_key is not None:
+            cdk.Aspects.of(stack).add(EncryptLogGroups(log_key, config.environment))
+        provider_logs = ProviderLogGroups(config.tags, log_key)
         cdk.Aspects.of(stack).add(provider_logs)
         # CDK makes the cross-region reference providers after aspects run, before validation.
         stack.node.add_validation(LateProviderLogGroups(stack, provider_logs))
@@ -550,8 +567,9 @@ class ProviderLogGroups:
     ``/aws/lambda/...`` group Lambda would create. CDK makes its cross-region reference
     providers after aspects run: ``LateProviderLogGroups`` visits those."""
 
-    def __init__(self, tags: dict[str, str]) -> None:
+    def __init__(self, tags: dict[str, str], key: kms.IKey | None = None) -> None:
         self._tags = [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
+        self._key = key  # kmsKey, in the key's region
 
     def visit(self, node: IConstruct) -> None:
         if not (
@@ -571,6 +589,7 @@ class ProviderLogGroups:
             id,
             retention=RETENTION[runtime.LOG_RETENTION_DAYS],
             removal_policy=cdk.RemovalPolicy.DESTROY,
+            encryption_key=self._key,
         )
         cfn_group = group.node.default_child
         if isinstance(cfn_group, cdk.CfnResource):
