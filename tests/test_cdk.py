@@ -34,7 +34,7 @@ from tools.chalice_prod import API_POLICY, AUTHORIZER_POLICY, handler_policy, re
 from tools.lambda_package import ELF_MACHINES, find_layers, find_package, inspect
 
 sys.path.insert(0, str(ROOT / "cdk"))
-from gatehouse_infra import runtime
+from gatehouse_infra import keys, network, runtime
 from gatehouse_infra.config import ConfigError, DeployConfig
 from gatehouse_infra.data import UPLOAD_TEMP_PREFIX
 from gatehouse_infra.mail import Mail
@@ -219,6 +219,26 @@ DOMAIN = {
     "alarmEmail": "ops@example.com",
     "apiKeys": True,
 }
+# Every deploy switch on at once (cdk/README.md, "Deploy switches"), over a domain with WAF, the
+# API's own domain, API keys and mail: the assembly the switches must synthesize together.
+EVERYTHING = {
+    **DOMAIN,
+    "vpc": True,
+    "replicaRegions": "eu-west-1",
+    "secretReplicaRegions": "eu-central-1",
+    "kmsKey": True,
+    "wafRateLimit": 1000,
+    "wafGeoBlock": "KP",
+    "wafAllowList": "192.0.2.0/24,2001:db8::/32",
+    "wafBotControl": True,
+    "reservedConcurrency": 5,
+    "dynamoMinCapacity": 2,
+    "dynamoMaxCapacity": 20,
+    "apiAccessLogs": True,
+    "cloudFrontLogs": True,
+    "uploadsVersioning": True,
+    "tracing": True,
+}
 
 
 # Runs cdk/app.py as ``cdk synth`` would, and records which variables of os.environ differ
@@ -317,7 +337,12 @@ def domain(tmp_path_factory: pytest.TempPathFactory, site: Path) -> Assembly:
     return synthesize(tmp_path_factory.mktemp("domain"), site, DOMAIN)
 
 
-@pytest.fixture(params=["plain", "domain"])
+@pytest.fixture(scope="module")
+def everything(tmp_path_factory: pytest.TempPathFactory, site: Path) -> Assembly:
+    return synthesize(tmp_path_factory.mktemp("everything"), site, EVERYTHING)
+
+
+@pytest.fixture(params=["plain", "domain", "everything"])
 def assembly(request: pytest.FixtureRequest) -> Assembly:
     found: Assembly = request.getfixturevalue(request.param)
     return found
@@ -464,11 +489,13 @@ class TestData:
         [resource] = assembly.resources("data", GLOBAL_TABLE).values()
         table = resource["Properties"]
         assert resource["DeletionPolicy"] == "Retain"
-        [replica] = table["Replicas"]
-        assert replica["Region"] == "eu-west-2"
-        assert replica["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
-        assert replica["DeletionProtectionEnabled"] is True
-        assert {"Project", "Environment", "Owner"} <= {tag["Key"] for tag in replica["Tags"]}
+        # The primary region's, and those of replicaRegions (EVERYTHING).
+        assert "eu-west-2" in [replica["Region"] for replica in table["Replicas"]]
+        for replica in table["Replicas"]:
+            recovery = replica["PointInTimeRecoverySpecification"]
+            assert recovery["PointInTimeRecoveryEnabled"] is True
+            assert replica["DeletionProtectionEnabled"] is True
+            assert {"Project", "Environment", "Owner"} <= {tag["Key"] for tag in replica["Tags"]}
         assert table["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
         assert table["SSESpecification"]["SSEEnabled"] is True
         assert assembly.resources("data", "AWS::DynamoDB::Table") == {}
@@ -642,13 +669,16 @@ class TestApi:
                 continue
             actions = as_list(statement["Action"])
             assert all("*" not in action for action in actions), (name, actions)
-            # IAM authorizes these two on "*" only (runtime.UNSCOPED_ACTIONS).
-            if not set(actions) <= set(runtime.UNSCOPED_ACTIONS):
+            # IAM authorizes these on "*" only (runtime's and network's UNSCOPED_ACTIONS).
+            if not set(actions) <= {*runtime.UNSCOPED_ACTIONS, *network.UNSCOPED_ACTIONS}:
                 assert "*" not in as_list(statement["Resource"]), (name, statement)
             grants.setdefault(name, set()).update(actions)
         api_policy = next(name for name in grants if name.startswith("ApiRoleDefaultPolicy"))
         mail = {"ses:SendEmail"} if assembly.resources("api", "AWS::SES::EmailIdentity") else set()
-        assert grants[api_policy] == API_GRANTS | mail
+        # With kmsKey, through the services it calls only (tests/test_cdk_data.py).
+        encrypted = "KmsKeyId" in json.dumps(assembly.template("api"))
+        key = set(keys.WRITE_ACTIONS) if encrypted else set()
+        assert grants[api_policy] == API_GRANTS | mail | key
         rotation = next(name for name in grants if name.startswith("RotationRoleDefaultPolicy"))
         assert "secretsmanager:PutSecretValue" in grants[rotation]
         assert not any(action.startswith(("dynamodb:", "s3:")) for action in grants[rotation])
@@ -2092,3 +2122,94 @@ class TestChaliceAuthorizerPolicy:
         actions = {action for s in document["Statement"] for action in as_list(s["Action"])}
         granted = set(role_grants(plain.template("api"), runtime.AUTHORIZER_FUNCTION))
         assert actions - {"logs:CreateLogGroup"} == granted
+
+
+class TestEverySwitch:
+    """Every deploy switch on at once (``EVERYTHING``): each leaves its mark beside the others.
+    cdk-nag ran during synthesis; the ``assembly`` tests (cfn-lint, tags, the environment, the
+    Lambda dependencies) run over this assembly too. Each switch's own file tests it in detail:
+    tests/test_cdk_{runtime,data,kms,waf,obs}.py."""
+
+    def test_the_key_stacks_join_the_others(self, everything: Assembly) -> None:
+        assert everything.stacks() == sorted(
+            f"gatehouse-production-{name}.template.json"
+            for name in (
+                "api",
+                "data",
+                "edge",
+                "edge-monitoring",
+                "keys",
+                "keys-eu-central-1",
+                "keys-eu-west-1",
+                "monitoring",
+                "site",
+            )
+        )
+
+    def test_the_table_is_replicated_encrypted_and_scaled(self, everything: Assembly) -> None:
+        table = everything.one("data", "AWS::DynamoDB::GlobalTable")
+        regions = sorted(replica["Region"] for replica in table["Replicas"])
+        assert regions == ["eu-west-1", "eu-west-2"]
+        assert table["SSESpecification"]["SSEType"] == "KMS"
+        scaling = table["WriteProvisionedThroughputSettings"]["WriteCapacityAutoScalingSettings"]
+        assert (scaling["MinCapacity"], scaling["MaxCapacity"]) == (2, 20)
+        target = scaling["TargetTrackingScalingPolicyConfiguration"]["TargetValue"]
+        assert target == 70
+
+    def test_the_uploads_are_versioned_under_the_key(self, everything: Assembly) -> None:
+        [uploads] = [
+            bucket
+            for name, bucket in everything.resources("data", "AWS::S3::Bucket").items()
+            if name.startswith("Uploads")
+        ]
+        properties = uploads["Properties"]
+        assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
+        [rule] = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+
+    def test_the_functions_are_in_the_vpc_reserved_and_traced(self, everything: Assembly) -> None:
+        api = everything.template("api")["Resources"]
+        kinds = {resource["Type"] for resource in api.values()}
+        assert "AWS::EC2::VPC" in kinds
+        assert not kinds & {"AWS::EC2::NatGateway", "AWS::EC2::InternetGateway"}
+        functions = {
+            name: resource["Properties"]
+            for name, resource in api.items()
+            if resource["Type"] == "AWS::Serverless::Function"
+        }
+        in_vpc = [name for name, properties in functions.items() if "VpcConfig" in properties]
+        assert len(in_vpc) == len(functions) - 1  # the notify worker stays out (network.py)
+        for name, properties in functions.items():
+            assert properties["ReservedConcurrentExecutions"] == 5, name
+            assert properties["Tracing"] == "Active", name
+
+    def test_queues_log_groups_and_secrets_are_under_the_key(self, everything: Assembly) -> None:
+        for queue in everything.resources("api", "AWS::SQS::Queue").values():
+            assert "KmsMasterKeyId" in queue["Properties"]
+        groups = everything.resources("api", "AWS::Logs::LogGroup")
+        assert groups
+        assert all("KmsKeyId" in group["Properties"] for group in groups.values())
+        secrets = everything.resources("api", "AWS::SecretsManager::Secret")
+        assert all("KmsKeyId" in secret["Properties"] for secret in secrets.values())
+        [signing_key] = [
+            secret["Properties"]
+            for secret in secrets.values()
+            if secret["Properties"]["Name"] == runtime.signing_key_name("production")
+        ]
+        replicas = sorted(replica["Region"] for replica in signing_key["ReplicaRegions"])
+        assert replicas == ["eu-central-1", "eu-west-1"]
+
+    def test_the_stage_logs_and_the_api_domain_has_its_web_acl(self, everything: Assembly) -> None:
+        assert "AccessLogSetting" in everything.one("api", "AWS::Serverless::Api")
+        regional = everything.one("api", "AWS::WAFv2::WebACL")
+        assert regional["Scope"] == "REGIONAL"
+
+    def test_the_edge_acl_has_every_rule(self, everything: Assembly) -> None:
+        rules = {rule["Name"] for rule in everything.one("edge", "AWS::WAFv2::WebACL")["Rules"]}
+        assert {"geo-block", "admin-allow-list", "rate-limit", "auth-rate-limit"} <= rules
+        assert "AWSManagedRulesBotControlRuleSet" in rules
+
+    def test_cloudfront_logs_and_cost_anomalies(self, everything: Assembly) -> None:
+        distribution = everything.one("site", "AWS::CloudFront::Distribution")
+        assert "Logging" in distribution["DistributionConfig"]
+        assert everything.resources("edge-monitoring", "AWS::CE::AnomalyMonitor")

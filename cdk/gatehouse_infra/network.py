@@ -21,6 +21,8 @@ from gatehouse_infra.nag import acknowledge
 from gatehouse_infra.site import AWS_CUSTOM_RESOURCE_SINGLETON
 
 AZS = 2
+# What the prefix-list look-ups may do: IAM authorizes it on "*" only.
+UNSCOPED_ACTIONS = ("ec2:DescribeManagedPrefixLists",)
 CIDR = "10.40.0.0/16"
 SUBNET_MASK = 20  # 4,091 addresses per subnet: Lambda's network interfaces are shared, few
 HTTPS = 443
@@ -175,7 +177,7 @@ class Network(Construct):
             on_create=self._describe(prefix_list_name),
             on_update=self._describe(prefix_list_name),
             policy=cr.AwsCustomResourcePolicy.from_statements(
-                [iam.PolicyStatement(actions=["ec2:DescribeManagedPrefixLists"], resources=["*"])]
+                [iam.PolicyStatement(actions=list(UNSCOPED_ACTIONS), resources=["*"])]
             ),
             install_latest_aws_sdk=False,
         )
