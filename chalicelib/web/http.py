@@ -35,10 +35,10 @@ DEVICE_COOKIE_MAX_AGE = 365 * 86400
 # A browser stores a __Secure- cookie only with Secure, from an origin it trusts (HTTPS), so no
 # plain-http page or injected response of a neighbouring host can plant or replace it.
 SECURE_COOKIE_PREFIX = "__Secure-"
-# What If-Match may hold: the strong or weak ETag of one version. "*" is not supported: every
-# change names the version it is based on.
 # The answer to a request that skipped CloudFront (and so its web ACL) where EDGE_REQUIRED is set.
 EDGE_REQUIRED_MESSAGE = "Forbidden: call the API through the site or its API domain"
+# What If-Match may hold: the strong or weak ETag of one version. "*" is not supported: every
+# change names the version it is based on.
 ETAG = re.compile(r'\s*(?:W/)?"(\d{1,18})"\s*')
 # Shapes of ids in paths, checked before they become keys (DynamoDB refuses keys over 1 KB).
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
