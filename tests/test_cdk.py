@@ -409,6 +409,13 @@ class TestSynthesis:
     def test_cfn_lint_finds_no_errors(self, assembly: Assembly) -> None:
         assert cfn_lint_errors(assembly) == []
 
+    def test_cdks_own_template_validation_finds_nothing(self, assembly: Assembly) -> None:
+        """synthesize() fails on any unacknowledged cdk-nag finding; CDK's template validation
+        only reports (its warnings do not fail synthesis)."""
+        report = json.loads((assembly.path / "validation-report.json").read_text())
+        violations = [v for plugin in report["pluginReports"] for v in plugin["violations"]]
+        assert violations == []
+
     def test_the_lambda_zip_holds_our_code_and_arm64_wheels_only(self, plain: Assembly) -> None:
         """Our code in the functions' zip, requirements.txt's wheels in Chalice's managed layer
         (cdk/README.md, "Lambda layers"), built for arm64."""

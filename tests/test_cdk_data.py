@@ -259,7 +259,7 @@ class TestUploadsStorage:
         assembly: Assembly = request.getfixturevalue(fixture)
         rule = rules(buckets(assembly)["Uploads"])["intelligent-tiering"]
         assert rule["Prefix"] == UPLOAD_PREFIX
-        assert rule["ObjectSizeGreaterThan"] == 128 * 1024
+        assert rule["ObjectSizeGreaterThan"] == str(128 * 1024)  # a string in the schema
         assert rule["Transitions"] == [
             {"StorageClass": "INTELLIGENT_TIERING", "TransitionInDays": 0}
         ]
