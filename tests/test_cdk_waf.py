@@ -1,6 +1,8 @@
 """The WAF switches (cdk/README.md, "WAF"): off, the ``plain`` assembly has no web ACL and the
-API accepts direct calls; on, with every WAF value set, the edge web ACL's rules, the API
-domain's regional web ACL and the API's refusal of requests that skipped CloudFront."""
+API accepts direct calls; on, with every WAF value set, the edge web ACL's rules, the regional
+web ACL on the API's stage (CloudFront's edge key first; api.<domain>'s rules; the rest
+blocked), with and without the API domain, and the API's refusal of requests that skipped
+CloudFront."""
 
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ sys.path.insert(0, str(ROOT / "cdk"))
 from gatehouse_infra import runtime
 from gatehouse_infra.edge import PRIORITIES, TOO_MANY, Edge, WafSettings
 
+from chalicelib.settings import EDGE_HEADER
+from chalicelib.web.http import EDGE_REQUIRED_MESSAGE
+
 WAF = {
     **DOMAIN,
     "enableWaf": True,
@@ -28,6 +33,11 @@ WAF = {
     "wafAllowList": "192.0.2.0/24,2001:db8::/48",
     "wafBotControl": True,
 }
+# WAF without a domain (allowed: CloudFront's own name serves the site).
+WAF_ALONE = {"enableWaf": True}
+# The edge key, as CloudFront's origin header and the functions' EDGE_SECRET read it: resolved by
+# CloudFormation at deploy, so the value is in no template.
+EDGE_KEY = "{{resolve:secretsmanager:gatehouse/production/edge-key:SecretString:::}}"
 MANAGED = (
     "AWSManagedRulesCommonRuleSet",
     "AWSManagedRulesKnownBadInputsRuleSet",
@@ -54,6 +64,11 @@ FRONT_FUNCTIONS = ("APIHandler", "Bearer", "WebsocketConnect")
 @pytest.fixture(scope="module")
 def waf(tmp_path_factory: pytest.TempPathFactory, site: Any) -> Assembly:  # noqa: F811
     return synthesize(tmp_path_factory.mktemp("waf"), site, WAF)
+
+
+@pytest.fixture(scope="module")
+def waf_alone(tmp_path_factory: pytest.TempPathFactory, site: Any) -> Assembly:  # noqa: F811
+    return synthesize(tmp_path_factory.mktemp("waf-alone"), site, WAF_ALONE)
 
 
 def rules(acl: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -199,33 +214,134 @@ class TestEdgeWebAcl:
         ]
 
 
+def assert_edge_key_first(acl: dict[str, Any]) -> None:
+    """The first rule lets through what carries CloudFront's edge key, unsampled."""
+    first = acl["Rules"][0]
+    assert (first["Name"], first["Priority"], first["Action"]) == ("edge-key", 0, {"Allow": {}})
+    assert first["Statement"] == {
+        "ByteMatchStatement": {
+            "FieldToMatch": {"SingleHeader": {"Name": EDGE_HEADER}},
+            "PositionalConstraint": "EXACTLY",
+            "SearchString": EDGE_KEY,
+            "TextTransformations": [{"Priority": 0, "Type": "NONE"}],
+        }
+    }
+    # A sample would show the key (and, with apiKeys, the site's API key).
+    assert first["VisibilityConfig"]["SampledRequestsEnabled"] is False
+    assert first["VisibilityConfig"]["CloudWatchMetricsEnabled"] is True
+
+
+def assert_blocks_the_rest(acl: dict[str, Any]) -> None:
+    """What no rule lets through is blocked, with the app's own EDGE_REQUIRED answer."""
+    assert acl["DefaultAction"] == {
+        "Block": {"CustomResponse": {"ResponseCode": 403, "CustomResponseBodyKey": "edge-required"}}
+    }
+    body = acl["CustomResponseBodies"]["edge-required"]
+    assert body["ContentType"] == "APPLICATION_JSON"
+    assert json.loads(body["Content"]) == {"message": EDGE_REQUIRED_MESSAGE}
+
+
+def assert_guards_the_stage(assembly: Assembly) -> None:
+    [association] = assembly.resources("api", "AWS::WAFv2::WebACLAssociation").values()
+    arn = association["Properties"]["ResourceArn"]["Fn::Join"][1]
+    assert {"Ref": "RestAPI"} in arn
+    assert arn[-1] == "/stages/api"
+    assert "RestAPIapiStage" in association["DependsOn"]
+    [acl_id] = assembly.resources("api", "AWS::WAFv2::WebACL")
+    assert association["Properties"]["WebACLArn"] == {"Fn::GetAtt": [acl_id, "Arn"]}
+
+
+def assert_after_the_edge_key(assembly: Assembly) -> None:
+    """The reference names the secret: the web ACL waits for it explicitly."""
+    [acl] = assembly.resources("api", "AWS::WAFv2::WebACL").values()
+    [secret_id] = [
+        name
+        for name, resource in assembly.resources("api", "AWS::SecretsManager::Secret").items()
+        if resource["Properties"]["Name"] == "gatehouse/production/edge-key"
+    ]
+    assert secret_id in acl["DependsOn"]
+
+
+class TestApiStageWebAclAlone:
+    """enableWaf without customApiDomain: only CloudFront's requests reach the stage."""
+
+    def acl(self, waf_alone: Assembly) -> dict[str, Any]:
+        return waf_alone.one("api", "AWS::WAFv2::WebACL")
+
+    def test_cloudfronts_requests_pass_everything_else_is_blocked(
+        self, waf_alone: Assembly
+    ) -> None:
+        acl = self.acl(waf_alone)
+        assert (acl["Scope"], acl["Name"]) == ("REGIONAL", "gatehouse-production-api")
+        assert_edge_key_first(acl)
+        # No other rule: they could only answer requests that are blocked anyway.
+        assert [rule["Name"] for rule in acl["Rules"]] == ["edge-key"]
+        assert_blocks_the_rest(acl)
+        assert set(acl["CustomResponseBodies"]) == {"edge-required"}
+        assert ip_sets(waf_alone, "api") == {}
+
+    def test_it_guards_the_api_stage_once_the_stage_and_the_key_exist(
+        self, waf_alone: Assembly
+    ) -> None:
+        assert_guards_the_stage(waf_alone)
+        assert_after_the_edge_key(waf_alone)
+
+    def test_cloudfront_sends_the_key_the_rule_expects(self, waf_alone: Assembly) -> None:
+        [distribution] = waf_alone.resources("site", "AWS::CloudFront::Distribution").values()
+        origins = distribution["Properties"]["DistributionConfig"]["Origins"]
+        sent = {
+            header["HeaderValue"]
+            for origin in origins
+            for header in origin.get("OriginCustomHeaders", [])
+            if header["HeaderName"] == EDGE_HEADER
+        }
+        assert sent == {EDGE_KEY}
+        assert function_variables(waf_alone, "APIHandler")["EDGE_SECRET"] == EDGE_KEY
+
+    def test_the_api_refuses_calls_that_skip_cloudfront_too(self, waf_alone: Assembly) -> None:
+        for name in FRONT_FUNCTIONS:
+            variables = function_variables(waf_alone, name)
+            assert variables["EDGE_REQUIRED"] == "true"
+            assert "EDGE_EXEMPT_DOMAIN" not in variables
+
+    def test_the_edge_web_acl_is_unchanged(self, waf_alone: Assembly) -> None:
+        acl = waf_alone.one("edge", "AWS::WAFv2::WebACL")
+        assert acl["DefaultAction"] == {"Allow": {}}
+        assert "edge-key" not in rules(acl)
+
+    def test_cfn_lint_finds_no_errors(self, waf_alone: Assembly) -> None:
+        assert cfn_lint_errors(waf_alone) == []
+
+
 class TestApiDomainWebAcl:
-    """api.<domain> is not behind CloudFront: a regional web ACL on the stage."""
+    """api.<domain> is not behind CloudFront: its requests meet the rules on the stage."""
 
     def acl(self, waf: Assembly) -> dict[str, Any]:
         return waf.one("api", "AWS::WAFv2::WebACL")
 
-    def test_cloudfronts_requests_pass_first_everything_else_meets_the_rules(
+    def test_cloudfronts_requests_first_then_the_rules_then_the_api_domain(
         self, waf: Assembly
     ) -> None:
         acl = self.acl(waf)
         assert acl["Scope"] == "REGIONAL"
         assert acl["Name"] == "gatehouse-production-api"
-        first, *rest = acl["Rules"]
-        assert (first["Name"], first["Priority"], first["Action"]) == (
-            "edge-inspected",
-            0,
-            {"Allow": {}},
-        )
-        match = first["Statement"]["ByteMatchStatement"]
-        assert match["FieldToMatch"] == {"SingleHeader": {"Name": "host"}}
-        assert match["PositionalConstraint"] == "EXACTLY"
-        assert match["SearchString"] == {
-            "Fn::Join": ["", [{"Ref": "RestAPI"}, ".execute-api.eu-west-2.amazonaws.com"]]
-        }
+        assert_edge_key_first(acl)
+        _, *middle, last = acl["Rules"]
         # The same rules, at the same priorities, but Bot Control: machine clients are bots.
         expected = {k: v for k, v in EDGE_PRIORITIES.items() if "BotControl" not in k}
-        assert {rule["Name"]: rule["Priority"] for rule in rest} == expected
+        assert {rule["Name"]: rule["Priority"] for rule in middle} == expected
+        assert (last["Name"], last["Priority"], last["Action"]) == ("api-domain", 90, {"Allow": {}})
+        assert last["Statement"] == {
+            "ByteMatchStatement": {
+                "FieldToMatch": {"SingleHeader": {"Name": "host"}},
+                "PositionalConstraint": "EXACTLY",
+                "SearchString": "api.example.com",
+                "TextTransformations": [{"Priority": 0, "Type": "LOWERCASE"}],
+            }
+        }
+        assert last["VisibilityConfig"]["SampledRequestsEnabled"] is True
+        # Neither CloudFront's nor for api.<domain> (the execute-api host): blocked.
+        assert_blocks_the_rest(acl)
 
     def test_paths_have_no_stage_prefix_on_the_api_domain(self, waf: Assembly) -> None:
         found = rules(self.acl(waf))
@@ -235,9 +351,17 @@ class TestApiDomainWebAcl:
         }
         auth = found["auth-rate-limit"]["Statement"]["RateBasedStatement"]
         assert auth["ScopeDownStatement"] == path_match("/auth/")
-        assert found["rate-limit"]["Statement"]["RateBasedStatement"]["Limit"] == 1000
         assert_blocks(self.acl(waf), "rate-limit", 429, TOO_MANY)
+        assert_blocks(self.acl(waf), "auth-rate-limit", 429, TOO_MANY)
         assert found["geo-block"]["Statement"]["GeoMatchStatement"]["CountryCodes"] == ["KP", "RU"]
+
+    def test_the_rate_rule_leaves_the_machine_plan_its_rate(self, waf: Assembly) -> None:
+        """apiKeys: a machine key may send machineRateLimit (10) a second, 3,000 per 5 minutes,
+        above wafRateLimit (1,000): the site-wide rule on api.<domain> allows that much."""
+        found = rules(self.acl(waf))
+        assert found["rate-limit"]["Statement"]["RateBasedStatement"]["Limit"] == 3000
+        edge = rules(waf.one("edge", "AWS::WAFv2::WebACL"))
+        assert edge["rate-limit"]["Statement"]["RateBasedStatement"]["Limit"] == 1000
 
     def test_its_own_regional_ip_sets(self, waf: Assembly) -> None:
         sets = ip_sets(waf, "api")
@@ -247,14 +371,9 @@ class TestApiDomainWebAcl:
             ["2001:db8::/48"],
         )
 
-    def test_it_guards_the_api_stage_once_the_stage_exists(self, waf: Assembly) -> None:
-        [association] = waf.resources("api", "AWS::WAFv2::WebACLAssociation").values()
-        arn = association["Properties"]["ResourceArn"]["Fn::Join"][1]
-        assert {"Ref": "RestAPI"} in arn
-        assert arn[-1] == "/stages/api"
-        assert "RestAPIapiStage" in association["DependsOn"]
-        [acl_id] = waf.resources("api", "AWS::WAFv2::WebACL")
-        assert association["Properties"]["WebACLArn"] == {"Fn::GetAtt": [acl_id, "Arn"]}
+    def test_it_guards_the_api_stage_once_the_stage_and_the_key_exist(self, waf: Assembly) -> None:
+        assert_guards_the_stage(waf)
+        assert_after_the_edge_key(waf)
 
 
 class TestRefusal:

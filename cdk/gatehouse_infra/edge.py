@@ -3,9 +3,10 @@
 The seed's DNS stack: the site's DNS-validated certificate (in the hosted zone, imported from its
 attributes, never looked up) and, when ``enableWaf`` is set, a WAF web ACL for CloudFront.
 
-Also the web ACL's rules themselves (``web_acl``), which ``ApiFirewall`` repeats on the REST
-API's stage for ``api.<domain>``: machine clients there never pass through CloudFront
-(cdk/README.md, "WAF").
+Also the web ACL's rules themselves (``web_acl``), and ``ApiFirewall``, the regional web ACL on
+the REST API's stage: it lets through only what carries CloudFront's edge key and, with
+``customApiDomain``, what meets the same rules on ``api.<domain>``, whose machine clients never
+pass through CloudFront (cdk/README.md, "WAF").
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import aws_cdk as cdk
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_wafv2 as wafv2
-from constructs import Construct
+from constructs import Construct, IDependable
 
+from chalicelib.settings import EDGE_HEADER
 from gatehouse_infra.gateway import _after_stage
 from gatehouse_infra.runtime import STAGE
 
@@ -49,7 +51,7 @@ PATH_TRANSFORMS = ("URL_DECODE", "NORMALIZE_PATH", "LOWERCASE")
 # on or off never renumbers (and so never replaces) the others. Cheap, decisive rules first:
 # what they block is neither counted by the rate rules nor charged by Bot Control.
 PRIORITIES = {
-    "edge-inspected": 0,  # ApiFirewall only: requests CloudFront forwards were inspected there
+    "edge-key": 0,  # ApiFirewall only: requests CloudFront forwards were inspected there
     "geo-block": 10,
     "admin-allow-list": 20,
     "rate-limit": 30,
@@ -58,6 +60,7 @@ PRIORITIES = {
     "AWSManagedRulesKnownBadInputsRuleSet": 60,
     "AWSManagedRulesAmazonIpReputationList": 70,
     BOT_CONTROL: 80,  # last: it is charged per request it inspects
+    "api-domain": 90,  # ApiFirewall with customApiDomain: what met the rules above, on api.<domain>
 }
 
 # What our own rules answer, a {"message"} body like the API's errors, so the site shows why.
@@ -68,6 +71,9 @@ BLOCKED = {
     "admin-allow-list": (403, "Forbidden: the admin routes answer listed addresses only"),
     "rate-limit": (429, TOO_MANY),
     "auth-rate-limit": (429, TOO_MANY),
+    # ApiFirewall's default action: neither CloudFront's (edge key) nor for api.<domain>. The
+    # app's own answer to such a request (chalicelib.web.http.EDGE_REQUIRED_MESSAGE).
+    "edge-required": (403, "Forbidden: call the API through the site or its API domain"),
 }
 
 
@@ -116,13 +122,18 @@ class Edge(Construct):
 
 
 class ApiFirewall(Construct):
-    """The same rules on the REST API's stage, for requests to ``api.<domain>``.
+    """The regional web ACL on the REST API's stage, whenever WAF is on: API Gateway evaluates
+    it before its throttle and the authorizer, so a caller that skips CloudFront is refused
+    there, not after using up the stage's shared rate.
 
-    A regional web ACL sees every request the stage gets, CloudFront's too (from CloudFront's
-    addresses, already inspected at the edge): those, recognised by the execute-api host
-    CloudFront names as the origin, are let through first. Every other host, ``api.<domain>``
-    or anything unexpected, meets the rules; a caller of the execute-api host itself passes here
-    and is refused by the app without CloudFront's edge key (``EDGE_REQUIRED``).
+    First rule (``edge-key``): a request carrying CloudFront's edge key (``edge_key_reference``,
+    resolved by CloudFormation at deploy) came through CloudFront and its web ACL: let through,
+    never sampled (a sample would show the key). With ``api_domain``, requests for that host
+    meet the same rules as at the edge (paths without the stage prefix; no Bot Control: machine
+    clients are bots), then are let through (``api-domain``). Everything else is blocked
+    (default action) with the app's own ``EDGE_REQUIRED`` answer. The Host header is the
+    caller's to choose: forging ``api.<domain>`` only earns the rules; the app's check of
+    ``requestContext.domainName`` stays the real one.
     """
 
     def __init__(
@@ -132,43 +143,81 @@ class ApiFirewall(Construct):
         *,
         prefix: str,
         rest_api_id: str,
-        execute_api_domain: str,
+        edge_key: IDependable,
+        edge_key_reference: str,
         waf: WafSettings,
+        api_domain: str | None = None,
+        machine_rate_limit: int | None = None,
     ) -> None:
         super().__init__(scope, id)
-        inspected = wafv2.CfnWebACL.RuleProperty(
-            name="edge-inspected",
-            priority=PRIORITIES["edge-inspected"],
+        edge_key_rule = wafv2.CfnWebACL.RuleProperty(
+            name="edge-key",
+            priority=PRIORITIES["edge-key"],
             action=wafv2.CfnWebACL.RuleActionProperty(allow={}),
             statement=wafv2.CfnWebACL.StatementProperty(
                 byte_match_statement=wafv2.CfnWebACL.ByteMatchStatementProperty(
                     field_to_match=wafv2.CfnWebACL.FieldToMatchProperty(
-                        single_header={"Name": "host"}
+                        single_header={"Name": EDGE_HEADER}
                     ),
                     positional_constraint="EXACTLY",
-                    search_string=execute_api_domain,
+                    search_string=edge_key_reference,
                     text_transformations=[
-                        wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="LOWERCASE")
+                        wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="NONE")
                     ],
                 )
             ),
-            visibility_config=_visibility("edge-inspected"),
+            visibility_config=_visibility("edge-key", sampled=False),
         )
-        # Bot Control is not repeated: api.<domain> is for machine clients, which are bots.
-        regional = WafSettings(
-            rate_limit=waf.rate_limit,
-            auth_rate_limit=waf.auth_rate_limit,
-            geo_block=waf.geo_block,
-            allow_list=waf.allow_list,
-        )
-        acl = web_acl(
-            self,
-            name=f"{prefix}-api",
-            kind="REGIONAL",
-            path_prefix="",
-            waf=regional,
-            first=[inspected],
-        )
+        if api_domain is None:
+            # Only CloudFront's requests are let through: the rules would only ever answer,
+            # 429 instead of 403, requests that are blocked anyway.
+            acl = _acl(
+                self,
+                name=f"{prefix}-api",
+                kind="REGIONAL",
+                rules=[edge_key_rule],
+                default="edge-required",
+            )
+        else:
+            # With apiKeys a machine key may send machineRateLimit a second: the per-address
+            # rate there allows at least that, or WAF would cut the plan short.
+            rate_limit = max(waf.rate_limit, (machine_rate_limit or 0) * RATE_WINDOW_SECONDS)
+            regional = WafSettings(
+                rate_limit=rate_limit,
+                auth_rate_limit=waf.auth_rate_limit,
+                geo_block=waf.geo_block,
+                allow_list=waf.allow_list,
+            )
+            api_domain_rule = wafv2.CfnWebACL.RuleProperty(
+                name="api-domain",
+                priority=PRIORITIES["api-domain"],
+                action=wafv2.CfnWebACL.RuleActionProperty(allow={}),
+                statement=wafv2.CfnWebACL.StatementProperty(
+                    byte_match_statement=wafv2.CfnWebACL.ByteMatchStatementProperty(
+                        field_to_match=wafv2.CfnWebACL.FieldToMatchProperty(
+                            single_header={"Name": "host"}
+                        ),
+                        positional_constraint="EXACTLY",
+                        search_string=api_domain.lower(),
+                        text_transformations=[
+                            wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="LOWERCASE")
+                        ],
+                    )
+                ),
+                visibility_config=_visibility("api-domain"),
+            )
+            acl = web_acl(
+                self,
+                name=f"{prefix}-api",
+                kind="REGIONAL",
+                path_prefix="",
+                waf=regional,
+                first=[edge_key_rule],
+                last=[api_domain_rule],
+                default="edge-required",
+            )
+        # The reference names the secret, so CloudFormation sees no dependency of its own.
+        acl.node.add_dependency(edge_key)
         stack = cdk.Stack.of(self)
         association = wafv2.CfnWebACLAssociation(
             self,
@@ -191,11 +240,14 @@ def web_acl(
     path_prefix: str,
     waf: WafSettings,
     first: list[wafv2.CfnWebACL.RuleProperty] | None = None,
+    last: list[wafv2.CfnWebACL.RuleProperty] | None = None,
+    default: str | None = None,
 ) -> wafv2.CfnWebACL:
     """A web ACL in ``scope`` (``kind``: CLOUDFRONT or REGIONAL): geo block, admin allow-list,
     the site-wide and auth rate limits, AWS's managed rule groups and, when asked, Bot Control;
-    ``first`` rules go before all of them. ``path_prefix``: the stage's path in the URIs it
-    sees."""
+    ``first`` rules go before all of them, ``last`` after. ``path_prefix``: the stage's path in
+    the URIs it sees. ``default``: the ``BLOCKED`` answer of a web ACL that blocks what no rule
+    allows; without it, what no rule blocks is allowed."""
     rules = list(first or [])
     if waf.geo_block:
         rules.append(
@@ -230,13 +282,31 @@ def web_acl(
                 ],
             )
         )
-    names = {rule.name for rule in rules}
+    rules.extend(last or [])
+    return _acl(scope, name=name, kind=kind, rules=rules, default=default)
+
+
+def _acl(
+    scope: Construct,
+    *,
+    name: str,
+    kind: str,
+    rules: list[wafv2.CfnWebACL.RuleProperty],
+    default: str | None,
+) -> wafv2.CfnWebACL:
+    """The web ACL itself, with a ``{"message"}`` body for each rule that blocks and for a
+    blocking default action (``default``, a ``BLOCKED`` key)."""
+    answered = {rule.name for rule in rules} | {default}
     return wafv2.CfnWebACL(
         scope,
         "WebAcl",
         name=name,
         scope=kind,
-        default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
+        default_action=(
+            wafv2.CfnWebACL.DefaultActionProperty(allow={})
+            if default is None
+            else wafv2.CfnWebACL.DefaultActionProperty(block=_block(default))
+        ),
         visibility_config=_visibility(name),
         rules=rules,
         custom_response_bodies={
@@ -244,7 +314,7 @@ def web_acl(
                 content=json.dumps({"message": message}), content_type="APPLICATION_JSON"
             )
             for rule, (_, message) in BLOCKED.items()
-            if rule in names
+            if rule in answered
         },
     )
 
@@ -298,24 +368,28 @@ def _allow_list(
     )
 
 
-def _visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
+def _visibility(name: str, *, sampled: bool = True) -> wafv2.CfnWebACL.VisibilityConfigProperty:
     return wafv2.CfnWebACL.VisibilityConfigProperty(
-        cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
+        cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=sampled
+    )
+
+
+def _block(name: str) -> wafv2.CfnWebACL.BlockActionProperty:
+    """Block, answered with ``name``'s ``BLOCKED`` status and body."""
+    status, _ = BLOCKED[name]
+    return wafv2.CfnWebACL.BlockActionProperty(
+        custom_response=wafv2.CfnWebACL.CustomResponseProperty(
+            response_code=status, custom_response_body_key=name
+        )
     )
 
 
 def _rule(name: str, statement: wafv2.CfnWebACL.StatementProperty) -> wafv2.CfnWebACL.RuleProperty:
     """A blocking rule, answered with its ``BLOCKED`` status and body."""
-    status, _ = BLOCKED[name]
-    block = wafv2.CfnWebACL.BlockActionProperty(
-        custom_response=wafv2.CfnWebACL.CustomResponseProperty(
-            response_code=status, custom_response_body_key=name
-        )
-    )
     return wafv2.CfnWebACL.RuleProperty(
         name=name,
         priority=PRIORITIES[name],
-        action=wafv2.CfnWebACL.RuleActionProperty(block=block),
+        action=wafv2.CfnWebACL.RuleActionProperty(block=_block(name)),
         statement=statement,
         visibility_config=_visibility(name),
     )

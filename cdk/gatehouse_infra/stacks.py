@@ -267,15 +267,19 @@ class ApiStack(cdk.Stack):
                     service=SECRETS_MANAGER,
                 )
         waf = waf_settings(config)
-        if waf is not None and config.custom_api_domain:
-            # api.<domain> is not behind CloudFront: its requests meet the same rules here.
+        if waf is not None:
+            # On the stage: only CloudFront's requests (edge key) pass, and api.<domain>'s,
+            # which are not behind CloudFront, after the same rules.
             ApiFirewall(
                 self,
                 "Firewall",
                 prefix=config.prefix,
                 rest_api_id=self.api.rest_api_id,
-                execute_api_domain=self.api.execute_api_domain,
+                edge_key=self.api.edge_key,
+                edge_key_reference=self.api.edge_key_reference,
                 waf=waf,
+                api_domain=config.api_domain if config.custom_api_domain else None,
+                machine_rate_limit=config.machine_rate_limit if config.api_keys else None,
             )
         cdk.CfnOutput(self, "RestApiId", value=self.api.rest_api_id)
         cdk.CfnOutput(self, "WebSocketApiId", value=self.api.websocket_api_id)
