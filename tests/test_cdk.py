@@ -1139,6 +1139,8 @@ class TestConfig:
             ({"machineMonthlyQuota": 0}, "machineMonthlyQuota"),
             ({"replicaRegions": "eu-west-1,mars"}, "replicaRegions"),
             ({"secretReplicaRegions": "eu-west-2"}, "names the primary region"),
+            ({"environment": "a" * 21, "kmsKey": True}, "too long for replicas or kmsKey"),
+            ({"environment": "a" * 19, "replicaRegions": "eu-west-1"}, "too long for replicas"),
             ({"wafGeoBlock": "XX"}, "need enableWaf"),
             ({"enableWaf": True, "wafGeoBlock": "GBR"}, "wafGeoBlock"),
             ({"enableWaf": True, "wafAllowList": "10.0.0.0/33"}, "wafAllowList entry"),

@@ -37,7 +37,7 @@ QUEUES = {
     for name in (route.worker, f"{route.worker}-dlq")
 } | {"gatehouse-production-stream-dlq"}
 LOG_GROUP_PATTERNS = ("/gatehouse/production/*", "gatehouse-production-*")
-SQS = "sqs.eu-west-2.amazonaws.com"
+SQS = "sqs.eu-west-2.${AWS::URLSuffix}"
 DECRYPT = "kms:Decrypt"
 DATA_KEY = "kms:GenerateDataKey"
 # Which role may do which KMS action through SQS, by function: the workers read their queue, the

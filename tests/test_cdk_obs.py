@@ -133,8 +133,18 @@ class TestCostAnomalies:
     def test_a_monitor_of_the_projects_costs_in_us_east_1(self, observed: Assembly) -> None:
         monitor = observed.one("edge-monitoring", "AWS::CE::AnomalyMonitor")
         assert monitor["MonitorType"] == "CUSTOM"
+        # This environment's costs only: another environment in the account has its own.
         assert json.loads(monitor["MonitorSpecification"]) == {
-            "Tags": {"Key": "Project", "Values": ["gatehouse"], "MatchOptions": ["EQUALS"]}
+            "And": [
+                {"Tags": {"Key": "Project", "Values": ["gatehouse"], "MatchOptions": ["EQUALS"]}},
+                {
+                    "Tags": {
+                        "Key": "Environment",
+                        "Values": ["production"],
+                        "MatchOptions": ["EQUALS"],
+                    }
+                },
+            ]
         }
         assert {"Key": "Project", "Value": "gatehouse"} in monitor["ResourceTags"]
         manifest = json.loads((observed.path / "manifest.json").read_text())

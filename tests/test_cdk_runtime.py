@@ -12,7 +12,9 @@ import re
 import sys
 from typing import Any
 
+import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_logs as logs
 
 from tests.conftest import ROOT
 from tests.test_cdk import (
@@ -29,7 +31,13 @@ from tests.test_cdk import (
 sys.path.insert(0, str(ROOT / "cdk"))
 from gatehouse_infra import runtime
 from gatehouse_infra.api import OUTSIDE_VPC, TRACING_ACTIONS
-from gatehouse_infra.network import CIDR, LAMBDA_VPC_ACTIONS
+from gatehouse_infra.network import (
+    CIDR,
+    EVENTBRIDGE,
+    LAMBDA_VPC_ACTIONS,
+    SECRETS_MANAGER,
+    Network,
+)
 
 RESERVED = 5
 SWITCHED = {
@@ -235,12 +243,27 @@ class TestOn:
             assert properties["PrivateDnsEnabled"] is True
             assert sorted(logical_id(s) for s in properties["SubnetIds"]) == subnets
             assert [logical_id(g) for g in properties["SecurityGroupIds"]] == [endpoints_sg]
-        # Every AWS API the functions call but DynamoDB, S3 and @connections (app.py's clients).
+        # Every AWS API the functions call but DynamoDB, S3 and @connections (app.py's clients),
+        # and X-Ray, where Lambda's daemon sends the traces (tracing is on).
         assert services == {
             "com.amazonaws.eu-west-2.secretsmanager",
             "com.amazonaws.eu-west-2.events",
             "com.amazonaws.eu-west-2.email",
+            "com.amazonaws.eu-west-2.xray",
         }
+
+    def test_the_xray_endpoint_only_while_tracing(self) -> None:
+        """vpc without tracing (and without mail): no X-Ray endpoint, nor SES's."""
+        stack = cdk.Stack(cdk.App(), "network", env=cdk.Environment(region="eu-west-2"))
+        network = Network(
+            stack,
+            "Network",
+            environment="production",
+            mail=False,
+            tracing=False,
+            retention=logs.RetentionDays.ONE_MONTH,
+        )
+        assert sorted(network.interface_endpoints) == sorted((EVENTBRIDGE, SECRETS_MANAGER))
 
     def test_the_functions_may_reach_the_endpoints_only(self, switched: Assembly) -> None:
         functions_sg, group = one_named(switched, "AWS::EC2::SecurityGroup", "NetworkFunctions.*")

@@ -132,7 +132,7 @@ class Api(Construct):
         # kmsKey: the edge and site keys' secrets under the key; the roles' use of it for the
         # queues (encryption.function_grants).
         self._key = key
-        self._key_grants = function_grants(key.key_arn, stack.region) if key else {}
+        self._key_grants = function_grants(key, self) if key else {}
         self.signing_key = self._signing_key(
             environment, signing_key_arn=existing_signing_key_arn, **(signing_key_options or {})
         )
@@ -507,6 +507,18 @@ class Api(Construct):
         )
         self._roles.update(dict.fromkeys(functions, role))
         return role
+
+    @property
+    def functions(self) -> tuple[str, ...]:
+        """Every function's logical id."""
+        return tuple(self._roles)
+
+    def role(self, function: str) -> iam.Role:
+        """The role of the function whose logical id is ``function``."""
+        try:
+            return self._roles[function]
+        except KeyError:
+            raise KeyError(f"no function {function}: {sorted(self._roles)}") from None
 
     def _function_switches(
         self, *, network: Network | None, reserved_concurrency: int, tracing: bool

@@ -207,6 +207,14 @@ class DeployConfig:
         ):
             if arn is not None and arn.split(":")[3] != self.primary_region:
                 raise ConfigError(f"{key} is not in primaryRegion {self.primary_region}")
+        if (
+            self.replica_regions or self.secret_replica_regions or self.kms_key
+        ) and not _NAME.match(self.recovery_environment):
+            raise ConfigError(
+                f"environment {self.environment!r} is too long for replicas or kmsKey: its "
+                f"region-outage deploy's environment {self.recovery_environment!r} must be a valid "
+                "environment name too (21 characters at most)"
+            )
         if self.existing_key_arn is not None and not self.kms_key:
             raise ConfigError("existingKeyArn needs kmsKey")
         if self.dynamo_min_capacity > self.dynamo_max_capacity:

@@ -1,13 +1,14 @@
 """The ``kmsKey`` switch beyond the data unit: what else the key encrypts, what its key policy
 lets AWS services do with it, and what each function's role may ask KMS for.
 
-The data unit makes the key (``Data.key``) and encrypts the table, the uploads and backups
-buckets and the signing key with it. Here: the API's other secrets (``encrypt_secret``), the
-queues (``encrypt_queue``), every log group of the primary region's stacks
-(``EncryptLogGroups``), the key-policy statements for the services that encrypt on their own
-account (``service_statements``: CloudWatch Logs, EventBridge) and the roles' grants for the
-queues (``function_grants``; the data unit grants the uses of the table, buckets and signing
-key). cdk/README.md ("Encryption: kmsKey") says what stays off the key and why.
+The keys stack makes the key (``keys.Keys``); the data unit encrypts the table and the uploads
+and backups buckets with it (``Data.key``), the API unit the signing key. Here: the API's other
+secrets (``encrypt_secret``), the queues (``encrypt_queue``), every log group of the primary
+region's stacks (``EncryptLogGroups``), the key-policy statements for the services that encrypt
+on their own account (``service_statements``: CloudWatch Logs, EventBridge) and the roles'
+grants for the queues (``function_grants``; the API stack grants the uses of the table, buckets
+and signing key: ``stacks.KEY_USES``, ``keys.grant_key_use``). cdk/README.md ("Encryption:
+kmsKey") says what stays off the key and why.
 
 Everything added to the key's policy from here is a literal (region, account, names): the key's
 stack comes before the stacks using it, so its policy can name none of their resources.
@@ -28,6 +29,7 @@ from constructs import IConstruct
 
 from chalicelib.eventroutes import ROUTES
 from gatehouse_infra import runtime
+from gatehouse_infra.keys import via_service
 from gatehouse_infra.runtime import Grant
 
 # What CloudWatch Logs asks of a log group's key (its user guide's key policy), on the condition
@@ -125,14 +127,15 @@ def allow_services(key: kms.IKey, *, environment: str) -> None:
             )
 
 
-def function_grants(key_arn: str, region: str) -> dict[str, list[Grant]]:
+def function_grants(key: kms.IKey, scope: IConstruct) -> dict[str, list[Grant]]:
     """What each function's role may ask KMS for on account of the queues, by the function's
     logical id, through SQS alone (``kms:ViaService``): the workers read their queue (decrypt);
     the stream handler's event source mapping sends a failed batch's coordinates to the stream's
     dead-letter queue with the function's role (a data key, and its decryption while SQS reuses
-    it). The uses of the key for the table, the buckets and the signing key are the data
-    unit's grants."""
-    via_sqs = {"StringEquals": {VIA_SERVICE: [f"sqs.{region}.amazonaws.com"]}}
+    it). The uses of the key for the table, the buckets and the signing key are granted by the
+    API stack (``stacks.KEY_USES``)."""
+    via_sqs = {"StringEquals": {VIA_SERVICE: [via_service(scope, "sqs")]}}
+    key_arn = key.key_arn
     return {
         runtime.STREAM_HANDLER.function: [
             Grant("StreamFailuresKey", SEND_ACTIONS, (key_arn,), via_sqs)

@@ -9,11 +9,14 @@ stack comes after them all, because the global table names the key of every repl
 created. The key is kept when its stack goes (``Retain``): data encrypted under it would be lost
 with it.
 
-The key policy is CDK v2's default: the account may administer and use the key, which delegates
-every use to IAM policies. Each role gets from its own IAM policy only the operations it needs,
-through the services it calls (``kms:ViaService``): ``grant_key_use``. The statements CDK's
-constructs add for AWS services (Secrets Manager's, with its ``kms:ViaService`` and caller
-account conditions) are the only others.
+The key policy (cdk/README.md, "Encryption: kmsKey", has it statement by statement): CDK v2's
+default, the account may administer and use the key, which delegates every use to IAM policies;
+the two statements CDK's ``Secret`` adds for the signing key (the account's principals, through
+Secrets Manager only: ``kms:ViaService``, no other condition); and the two of
+``encryption.service_statements`` (CloudWatch Logs, EventBridge to the queues), each on this
+deployment's resources only. Each role gets from its own IAM policy only the operations it
+needs, through the services it calls (``kms:ViaService``): ``grant_key_use``,
+``grant_replica_key_use`` and ``encryption.function_grants``.
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ from collections.abc import Iterable, Mapping, Sequence
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 PENDING_WINDOW = cdk.Duration.days(30)
 # What a role may ask KMS for through a service that encrypts under the key on its behalf.
 READ_ACTIONS = ("kms:Decrypt", "kms:DescribeKey")
 WRITE_ACTIONS = ("kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey")
-# The services reaching the key for the functions (kms:ViaService is "<service>.<region>.<url>").
+# The services reaching the key for the functions (their kms:ViaService values: via_service).
 DYNAMODB = "dynamodb"
 S3 = "s3"
 SECRETS_MANAGER = "secretsmanager"
@@ -104,13 +107,19 @@ def replica_key_arn(key: kms.IKey, region: str) -> str:
     )
 
 
+def via_service(scope: IConstruct, service: str, region: str | None = None) -> str:
+    """The ``kms:ViaService`` value of ``service`` in ``region`` (``scope``'s stack's region by
+    default): ``<service>.<region>.<url suffix>``, amazonaws.com or the partition's."""
+    stack = cdk.Stack.of(scope)
+    return f"{service}.{region or stack.region}.{stack.url_suffix}"
+
+
 def grant_key_use(key: kms.IKey, role: iam.IRole, *, services: Iterable[str], write: bool) -> None:
     """Lets ``role`` use ``key`` only through ``services`` (DynamoDB, S3, Secrets Manager),
     reading, or reading and writing (new data keys). No services: any caller of the key's
     ciphertexts (the stream handler: Lambda's event source reads the stream with the function's
     role, and AWS documents no kms:ViaService value for DynamoDB Streams)."""
-    stack = cdk.Stack.of(role)
-    via = sorted(f"{service}.{stack.region}.{stack.url_suffix}" for service in set(services))
+    via = sorted(via_service(role, service) for service in set(services))
     role.add_to_principal_policy(
         iam.PolicyStatement(
             actions=list(WRITE_ACTIONS if write else READ_ACTIONS),
@@ -126,7 +135,6 @@ def grant_replica_key_use(role: iam.IRole, key_arns: Mapping[str, str], *, servi
     the credentials of whoever puts a new version, the rotation function."""
     if not key_arns:
         return
-    stack = cdk.Stack.of(role)
     role.add_to_principal_policy(
         iam.PolicyStatement(
             actions=list(WRITE_ACTIONS),
@@ -134,7 +142,7 @@ def grant_replica_key_use(role: iam.IRole, key_arns: Mapping[str, str], *, servi
             conditions={
                 "StringEquals": {
                     "kms:ViaService": [
-                        f"{service}.{region}.{stack.url_suffix}" for region in sorted(key_arns)
+                        via_service(role, service, region) for region in sorted(key_arns)
                     ]
                 }
             },

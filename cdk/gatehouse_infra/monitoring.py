@@ -34,9 +34,11 @@ CLOUDFRONT_5XX_RATE_PERCENT = 1
 CLOUDFRONT_REGION = "us-east-1"
 # A message older than this in a work queue: the worker is failing, throttled or not polling.
 OLDEST_MESSAGE_SECONDS = 300
-# Cost anomaly detection watches the costs carrying this cost-allocation tag (activated once in
-# Billing), and mails an anomaly whose total impact reaches this many dollars.
-COST_TAG = "Project"
+# Cost anomaly detection watches the costs carrying both these cost-allocation tags with this
+# deployment's values (each activated once in Billing): Project alone would make every
+# environment's monitor in an account alert on all of them. It mails an anomaly whose total
+# impact reaches this many dollars.
+COST_TAGS = ("Project", "Environment")
 COST_ANOMALY_IMPACT_USD = 10
 
 
@@ -379,7 +381,8 @@ class EdgeMonitoring(Construct):
             self._cost_anomalies(topic, prefix, tags)
 
     def _cost_anomalies(self, topic: sns.Topic, prefix: str, tags: Mapping[str, str]) -> None:
-        """A custom monitor of the costs tagged ``Project`` (an account has room for one
+        """A custom monitor of the costs tagged with this deployment's ``Project`` and
+        ``Environment`` (COST_TAGS; an account has room for one
         AWS-services monitor, which AWS creates itself in new accounts), and a subscription
         publishing each anomaly of $10 or more to the topic as it is found."""
         topic.add_to_resource_policy(
@@ -399,7 +402,12 @@ class EdgeMonitoring(Construct):
             monitor_name=f"{prefix}-costs",
             monitor_type="CUSTOM",
             monitor_specification=json.dumps(
-                {"Tags": {"Key": COST_TAG, "Values": [tags[COST_TAG]], "MatchOptions": ["EQUALS"]}}
+                {
+                    "And": [
+                        {"Tags": {"Key": key, "Values": [tags[key]], "MatchOptions": ["EQUALS"]}}
+                        for key in COST_TAGS
+                    ]
+                }
             ),
             resource_tags=[
                 ce.CfnAnomalyMonitor.ResourceTagProperty(key=key, value=value)

@@ -27,16 +27,19 @@ CIDR = "10.40.0.0/16"
 SUBNET_MASK = 20  # 4,091 addresses per subnet: Lambda's network interfaces are shared, few
 HTTPS = 443
 # The AWS APIs the functions call besides DynamoDB and S3 (app.py's clients), by the service
-# whose interface endpoint serves them. SES v2 only while mail is on. The WebSocket API's
+# whose interface endpoint serves them. SES v2 only while mail is on; X-Ray only while tracing is
+# on (Lambda's X-Ray daemon sends the segments from the function's network). The WebSocket API's
 # @connections (apigatewaymanagementapi) is not reachable through an endpoint: see
 # OUTSIDE_VPC in api.py.
 SECRETS_MANAGER = "SecretsManager"
 EVENTBRIDGE = "EventBridge"
 EMAIL = "Email"
+XRAY = "XRay"
 INTERFACE_SERVICES = {
     SECRETS_MANAGER: ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
     EVENTBRIDGE: ec2.InterfaceVpcEndpointAwsService.EVENTBRIDGE,
     EMAIL: ec2.InterfaceVpcEndpointAwsService.EMAIL,
+    XRAY: ec2.InterfaceVpcEndpointAwsService.XRAY,
 }
 # By name: the service, and the last part of its managed prefix list's name.
 GATEWAY_SERVICES = {
@@ -67,6 +70,7 @@ class Network(Construct):
         *,
         environment: str,
         mail: bool,
+        tracing: bool,
         retention: logs.RetentionDays,
     ) -> None:
         super().__init__(scope, id)
@@ -125,7 +129,7 @@ class Network(Construct):
         )
         self.interface_endpoints: dict[str, ec2.InterfaceVpcEndpoint] = {}
         for name, service in INTERFACE_SERVICES.items():
-            if name == EMAIL and not mail:
+            if (name == EMAIL and not mail) or (name == XRAY and not tracing):
                 continue
             self.interface_endpoints[name] = self.vpc.add_interface_endpoint(
                 name,

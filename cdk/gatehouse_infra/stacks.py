@@ -14,7 +14,6 @@ from typing import Any
 import aws_cdk as cdk
 import jsii
 from aws_cdk import aws_certificatemanager as acm
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_route53 as route53
@@ -153,7 +152,6 @@ class DataStack(cdk.Stack):
             ),
             cloudfront_logs=config.cloudfront_logs,
         )
-        self.key = self.data.key
         cdk.CfnOutput(self, "TableName", value=self.data.table.table_name)
         cdk.CfnOutput(self, "UploadsBucketName", value=self.data.uploads.bucket_name)
         cdk.CfnOutput(self, "BackupsBucketName", value=self.data.backups.bucket_name)
@@ -204,6 +202,7 @@ class ApiStack(cdk.Stack):
                 "Network",
                 environment=config.environment,
                 mail=config.sender is not None,
+                tracing=config.tracing,
                 retention=RETENTION[runtime.LOG_RETENTION_DAYS],
             )
             if config.vpc
@@ -252,16 +251,16 @@ class ApiStack(cdk.Stack):
             tracing=config.tracing,
             access_logs=config.api_access_logs,
             existing_signing_key_arn=config.existing_signing_key_arn,
-            signing_key_options=self._signing_key_options(config, data.key),
+            signing_key_options=self._signing_key_options(config, data.data.key),
             key=data.data.key,
         )
-        if data.key is not None:
-            grant_key_uses(self.api, data.key)
+        if data.data.key is not None:
+            grant_key_uses(self.api, data.data.key)
             if config.existing_signing_key_arn is None:
                 grant_replica_key_use(
-                    function_role(self.api, runtime.ROTATION_FUNCTION),
+                    self.api.role(runtime.ROTATION_FUNCTION),
                     {
-                        region: replica_key_arn(data.key, region)
+                        region: replica_key_arn(data.data.key, region)
                         for region in key_replica_regions(config)
                     },
                     service=SECRETS_MANAGER,
@@ -325,6 +324,7 @@ class ApiStack(cdk.Stack):
 # What each function's role may ask of the kmsKey: through which services, and whether it
 # writes (new data keys) or only reads. The stream handler reads the stream (no service: see
 # keys.grant_key_use); the purge and the sweep only delete objects, which needs no key.
+# Every function is either here or in KEYLESS.
 KEY_USES: dict[str, tuple[tuple[str, ...], bool]] = {
     runtime.API_FUNCTION: ((DYNAMODB, S3, SECRETS_MANAGER), True),
     runtime.AUTHORIZER_FUNCTION: ((DYNAMODB, SECRETS_MANAGER), False),
@@ -335,35 +335,22 @@ KEY_USES: dict[str, tuple[tuple[str, ...], bool]] = {
     "PurgeWorker": ((DYNAMODB,), True),
     "WebsocketConnect": ((DYNAMODB,), True),
     "WebsocketDisconnect": ((DYNAMODB,), True),
-    "WebsocketMessage": ((), False),
     runtime.BACKUP_HANDLER.function: ((DYNAMODB, S3), True),
     runtime.SWEEP_HANDLER.function: ((DYNAMODB,), True),
 }
-# Each function's role, by its id in the Api construct.
-ROLE_IDS = {
-    runtime.API_FUNCTION: "ApiRole",
-    runtime.AUTHORIZER_FUNCTION: "AuthorizerRole",
-    runtime.ROTATION_FUNCTION: "RotationRole",
-}
+# The functions that read or write nothing under the key (the WebSocket default route answers
+# from the request alone).
+KEYLESS = frozenset({"WebsocketMessage"})
 
 
 def grant_key_uses(api: Api, key: kms.IKey) -> None:
     """Every function's role gets the key's use its calls need (KEY_USES), nothing more."""
-    functions = (*ROLE_IDS, *(handler.function for handler in runtime.EVENT_HANDLERS))
-    if set(functions) != set(KEY_USES):
-        raise ValueError(f"KEY_USES must name exactly these functions: {sorted(functions)}")
-    for function in functions:
-        services, write = KEY_USES[function]
-        if function == "WebsocketMessage":
-            continue  # calls nothing
-        grant_key_use(key, function_role(api, function), services=services, write=write)
-
-
-def function_role(api: Api, function: str) -> iam.Role:
-    role = api.node.find_child(ROLE_IDS.get(function, f"{function}Role"))
-    if not isinstance(role, iam.Role):
-        raise TypeError(f"{function}'s role is not a Role")
-    return role
+    if set(KEY_USES) | KEYLESS != set(api.functions) or set(KEY_USES) & KEYLESS:
+        raise ValueError(
+            f"KEY_USES and KEYLESS must share out exactly these functions: {sorted(api.functions)}"
+        )
+    for function, (services, write) in KEY_USES.items():
+        grant_key_use(key, api.role(function), services=services, write=write)
 
 
 class SiteStack(cdk.Stack):
@@ -472,18 +459,21 @@ def build(app: cdk.App, *, base_dir: Path) -> list[cdk.Stack]:
         else None
     )
     primary_key = keys.keys.key if keys is not None else None
-    key_replicas = [
-        KeyReplicaStack(
-            app,
-            stack_id(f"keys-{region}"),
-            config=config,
-            key=primary_key,
-            env=cdk.Environment(account=account, region=region),
-            cross_region_references=True,
-        )
-        for primary_key in ([keys.keys.key] if keys is not None else [])
-        for region in key_replica_regions(config)
-    ]
+    key_replicas = (
+        [
+            KeyReplicaStack(
+                app,
+                stack_id(f"keys-{region}"),
+                config=config,
+                key=keys.keys.key,
+                env=cdk.Environment(account=account, region=region),
+                cross_region_references=True,
+            )
+            for region in key_replica_regions(config)
+        ]
+        if keys is not None
+        else []
+    )
     data = DataStack(app, stack_id("data"), config=config, key=primary_key, env=primary)
     for replica in key_replicas:
         # The global table and the secret name each replica's key by its ARN, not a reference.
