@@ -27,6 +27,7 @@ from gatehouse_infra.api import RETENTION, Api, SigningKeyOptions
 from gatehouse_infra.config import DeployConfig
 from gatehouse_infra.data import Data
 from gatehouse_infra.edge import ApiFirewall, Edge, WafSettings
+from gatehouse_infra.edgelogs import EdgeLogs
 from gatehouse_infra.encryption import EncryptLogGroups, allow_services, service_statements
 from gatehouse_infra.events import Events
 from gatehouse_infra.keys import (
@@ -151,7 +152,6 @@ class DataStack(cdk.Stack):
                 if key is not None
                 else None
             ),
-            cloudfront_logs=config.cloudfront_logs,
         )
         self.key = self.data.key
         cdk.CfnOutput(self, "TableName", value=self.data.table.table_name)
@@ -392,7 +392,6 @@ class SiteStack(cdk.Stack):
             zone=hosted_zone(self, config) if config.domain_name else None,
             certificate=certificate,
             web_acl_arn=web_acl_arn,
-            log_bucket=data.cloudfront_logs,
         )
         cdk.CfnOutput(self, "SiteUrl", value=self.site.origin)
         cdk.CfnOutput(self, "DistributionId", value=self.site.distribution.distribution_id)
@@ -444,6 +443,14 @@ class EdgeMonitoringStack(cdk.Stack):
             alarm_email=config.alarm_email,
             distribution=site.distribution,
         )
+        # cloudFrontLogs: CloudFront's vended logs are configured in us-east-1 only.
+        if config.cloudfront_logs:
+            EdgeLogs(
+                self,
+                "CloudFrontLogs",
+                prefix=config.prefix,
+                distribution_id=site.distribution.distribution_id,
+            )
 
 
 def build(app: cdk.App, *, base_dir: Path) -> list[cdk.Stack]:
