@@ -2219,6 +2219,8 @@ class TestEverySwitch:
         assert "AWSManagedRulesBotControlRuleSet" in rules
 
     def test_cloudfront_logs_and_cost_anomalies(self, everything: Assembly) -> None:
+        # Standard logging v2 from us-east-1, never the legacy Logging (query strings).
         distribution = everything.one("site", "AWS::CloudFront::Distribution")
-        assert "Logging" in distribution["DistributionConfig"]
+        assert "Logging" not in distribution["DistributionConfig"]
+        assert everything.resources("edge-monitoring", "AWS::Logs::Delivery")
         assert everything.resources("edge-monitoring", "AWS::CE::AnomalyMonitor")

@@ -1,5 +1,6 @@
-"""Observability switches: the business-metrics panel (always), CloudFront standard logs
-(``cloudFrontLogs``) and cost anomaly detection (with ``alarmEmail``), off and on."""
+"""Observability switches: the business-metrics panel (always), CloudFront access logs
+(``cloudFrontLogs``: standard logging v2, its fields chosen) and cost anomaly detection (with
+``alarmEmail``), off and on."""
 
 from __future__ import annotations
 
@@ -80,9 +81,35 @@ class TestBusinessMetricsPanel:
             )
 
 
+DELIVERY_TYPES = (
+    "AWS::Logs::DeliverySource",
+    "AWS::Logs::DeliveryDestination",
+    "AWS::Logs::Delivery",
+)
+
+
+def log_bucket(assembly: Assembly) -> tuple[str, dict[str, Any]]:
+    [(name, bucket)] = [
+        (name, resource)
+        for name, resource in assembly.resources("edge-monitoring", "AWS::S3::Bucket").items()
+        if name.startswith("CloudFrontLogs")
+    ]
+    return name, bucket
+
+
 class TestCloudFrontLogs:
-    def test_off_no_logging_and_no_log_bucket(self, plain: Assembly) -> None:  # noqa: F811
+    def test_off_no_logging_no_delivery_and_no_log_bucket(
+        self,
+        plain: Assembly,  # noqa: F811
+    ) -> None:
         assert "Logging" not in distribution_config(plain)
+        for stack in plain.stacks():
+            kinds = {
+                resource["Type"]
+                for resource in json.loads((plain.path / stack).read_text())["Resources"].values()
+            }
+            assert not kinds & set(DELIVERY_TYPES), stack
+        assert not plain.resources("edge-monitoring", "AWS::S3::Bucket")
         buckets = plain.resources("data", "AWS::S3::Bucket").values()
         assert all(
             bucket["Properties"].get("OwnershipControls", {}).get("Rules")
@@ -90,22 +117,72 @@ class TestCloudFrontLogs:
             for bucket in buckets
         )
 
-    def test_on_logs_without_cookies_to_a_private_bucket_of_their_own(
-        self, observed: Assembly
-    ) -> None:
-        logging = distribution_config(observed)["Logging"]
-        assert logging["IncludeCookies"] is False
-        assert logging["Prefix"] == "cloudfront/"
-        assert "CloudFrontLogs" in json.dumps(logging["Bucket"])
-        [(name, bucket)] = [
-            (name, resource)
-            for name, resource in observed.resources("data", "AWS::S3::Bucket").items()
+    def test_on_no_legacy_logging_on_the_distribution(self, observed: Assembly) -> None:
+        # Legacy standard logs always carry the query string: never configured.
+        assert "Logging" not in distribution_config(observed)
+        assert not [
+            name
+            for name in observed.resources("data", "AWS::S3::Bucket")
             if name.startswith("CloudFrontLogs")
         ]
+
+    def test_the_delivery_source_is_the_distribution_in_us_east_1(self, observed: Assembly) -> None:
+        source = observed.one("edge-monitoring", "AWS::Logs::DeliverySource")
+        assert source["LogType"] == "ACCESS_LOGS"
+        assert source["Name"] == "gatehouse-production-cloudfront"
+        # arn:<partition>:cloudfront::<account>:distribution/<the site stack's distribution>,
+        # its id read across regions.
+        parts = source["ResourceArn"]["Fn::Join"][1]
+        assert parts[2] == ":cloudfront::"
+        assert parts[4] == ":distribution/"
+        assert "RefDistribution" in json.dumps(parts[5])
+        manifest = json.loads((observed.path / "manifest.json").read_text())
+        environment = manifest["artifacts"]["gatehouse-production-edge-monitoring"]["environment"]
+        assert environment.endswith("/us-east-1")
+
+    def test_the_delivery_keeps_no_field_that_may_carry_a_credential(
+        self, observed: Assembly
+    ) -> None:
+        delivery = observed.one("edge-monitoring", "AWS::Logs::Delivery")
+        fields = delivery["RecordFields"]
+        never = {"cs-uri-query", "cs(Cookie)", "cs(Referer)", "x-forwarded-for", "cs-headers"}
+        # Nor the real-time logs' spellings of the same fields.
+        never |= {"cs-cookie", "cs-referer", "cs-header-names"}
+        assert not set(fields) & never
+        useful = {
+            "date",
+            "time",
+            "x-edge-location",
+            "x-edge-request-id",
+            "c-ip",
+            "cs-method",
+            "cs(Host)",
+            "cs-uri-stem",
+            "sc-status",
+            "sc-bytes",
+            "cs-bytes",
+            "time-taken",
+            "time-to-first-byte",
+            "cs(User-Agent)",
+            "x-edge-result-type",
+            "x-edge-detailed-result-type",
+        }
+        assert useful <= set(fields)
+        assert len(fields) == len(set(fields))
+        [source] = observed.resources("edge-monitoring", "AWS::Logs::DeliverySource")
+        [destination] = observed.resources("edge-monitoring", "AWS::Logs::DeliveryDestination")
+        assert delivery["DeliverySourceName"] == {"Ref": source}
+        assert delivery["DeliveryDestinationArn"] == {"Fn::GetAtt": [destination, "Arn"]}
+
+    def test_the_destination_is_a_private_bucket_of_their_own(self, observed: Assembly) -> None:
+        name, bucket = log_bucket(observed)
+        destination = observed.one("edge-monitoring", "AWS::Logs::DeliveryDestination")
+        assert destination["DestinationResourceArn"] == {"Fn::GetAtt": [name, "Arn"]}
+        assert destination["OutputFormat"] == "json"
         properties = bucket["Properties"]
-        # CloudFront's log delivery writes with an ACL grant: ACLs on, the bucket still private.
+        # Vended delivery needs no ACLs: the bucket owns every object.
         assert properties["OwnershipControls"]["Rules"] == [
-            {"ObjectOwnership": "BucketOwnerPreferred"}
+            {"ObjectOwnership": "BucketOwnerEnforced"}
         ]
         assert properties["PublicAccessBlockConfiguration"] == {
             "BlockPublicAcls": True,
@@ -113,14 +190,49 @@ class TestCloudFrontLogs:
             "IgnorePublicAcls": True,
             "RestrictPublicBuckets": True,
         }
+        [rule] = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
         [rule] = properties["LifecycleConfiguration"]["Rules"]
         assert (rule["ExpirationInDays"], rule["Status"]) == (90, "Enabled")
         assert bucket["DeletionPolicy"] == "Retain"
-        policies = observed.resources("data", "AWS::S3::BucketPolicy").values()
-        ours = [p for p in policies if p["Properties"]["Bucket"] == {"Ref": name}]
-        [statement] = ours[0]["Properties"]["PolicyDocument"]["Statement"]
-        assert statement["Effect"] == "Deny"
-        assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        assert {"Key": "Project", "Value": "gatehouse"} in properties["Tags"]
+
+    def test_only_this_delivery_source_may_write_and_only_over_tls(
+        self, observed: Assembly
+    ) -> None:
+        name, _ = log_bucket(observed)
+        [(policy_name, policy)] = [
+            (policy_name, resource)
+            for policy_name, resource in observed.resources(
+                "edge-monitoring", "AWS::S3::BucketPolicy"
+            ).items()
+            if resource["Properties"]["Bucket"] == {"Ref": name}
+        ]
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        [tls] = [s for s in statements if s["Effect"] == "Deny"]
+        assert tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        [write] = [s for s in statements if s["Effect"] == "Allow"]
+        assert write["Principal"] == {"Service": "delivery.logs.amazonaws.com"}
+        assert write["Action"] == "s3:PutObject"
+        assert "AWSLogs/" in json.dumps(write["Resource"])
+        [source] = observed.resources("edge-monitoring", "AWS::Logs::DeliverySource")
+        assert write["Condition"] == {
+            "StringEquals": {
+                "s3:x-amz-acl": "bucket-owner-full-control",
+                "aws:SourceAccount": {"Ref": "AWS::AccountId"},
+            },
+            "ArnLike": {"aws:SourceArn": {"Fn::GetAtt": [source, "Arn"]}},
+        }
+        # The policy exists before CloudWatch Logs looks for it (else it writes its own).
+        resources = observed.template("edge-monitoring")["Resources"]
+        for kind in ("AWS::Logs::DeliveryDestination", "AWS::Logs::Delivery"):
+            [resource] = [r for r in resources.values() if r["Type"] == kind]
+            assert policy_name in resource["DependsOn"], kind
+
+    def test_the_delivery_resources_are_tagged(self, observed: Assembly) -> None:
+        for kind in DELIVERY_TYPES:
+            resource = observed.one("edge-monitoring", kind)
+            assert {"Key": "Project", "Value": "gatehouse"} in resource["Tags"], kind
 
 
 class TestCostAnomalies:

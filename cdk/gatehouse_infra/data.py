@@ -86,7 +86,6 @@ class Data(Construct):
         uploads_versioning: bool = False,
         key: kms.IKey | None = None,
         replica_key_arns: Mapping[str, str] | None = None,
-        cloudfront_logs: bool = False,
     ) -> None:
         super().__init__(scope, id)
         self.key = key
@@ -119,7 +118,6 @@ class Data(Construct):
             lifecycle_rules=[s3.LifecycleRule(expiration=cdk.Duration.days(90))],
         )
         acknowledge(self.access_logs, {"S1": "This is the access-log bucket itself."})
-        self.cloudfront_logs = self._cloudfront_logs() if cloudfront_logs else None
         self.uploads: s3.IBucket = (
             s3.Bucket.from_bucket_name(self, "Uploads", uploads_bucket_name)
             if existing_uploads_bucket
@@ -147,23 +145,6 @@ class Data(Construct):
                 )
             ],
         )
-
-    def _cloudfront_logs(self) -> s3.Bucket:
-        """CloudFront's standard logs (``cloudFrontLogs``). CloudFront delivers them with an ACL
-        grant to its log-delivery account, which the access-log bucket (ACLs disabled) refuses:
-        a bucket of their own, ACLs on, still private. Kept 90 days, like the access logs."""
-        bucket = s3.Bucket(
-            self,
-            "CloudFrontLogs",
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
-            removal_policy=cdk.RemovalPolicy.RETAIN,
-            lifecycle_rules=[s3.LifecycleRule(expiration=cdk.Duration.days(90))],
-        )
-        acknowledge(bucket, {"S1": "This is a log bucket itself (CloudFront's standard logs)."})
-        return bucket
 
     def _uploads(self, name: str, *, versioned: bool, key: kms.IKey | None) -> s3.Bucket:
         rules = [

@@ -116,7 +116,6 @@ class Site(Construct):
         zone: route53.IHostedZone | None,
         certificate: acm.ICertificate | None,
         web_acl_arn: str | None,
-        log_bucket: s3.IBucket | None = None,
     ) -> None:
         super().__init__(scope, id)
         stack = cdk.Stack.of(self)
@@ -251,11 +250,9 @@ class Site(Construct):
             enable_ipv6=True,
             price_class=cloudfront.PriceClass.PRICE_CLASS_100,
             web_acl_id=web_acl_arn,
-            # Standard logs (cloudFrontLogs), without cookies: the refresh token is one.
-            enable_logging=log_bucket is not None,
-            log_bucket=log_bucket,
-            log_file_prefix="cloudfront/" if log_bucket is not None else None,
-            log_includes_cookies=False,
+            # No legacy standard logging: it always writes the query string, where the reset
+            # and verification links carry their tokens. cloudFrontLogs delivers standard
+            # logging v2 instead, its fields chosen (gatehouse_infra/edgelogs.py, us-east-1).
         )
         self.origin = f"https://{domain_name or self.distribution.distribution_domain_name}"
         self.bucket = bucket
@@ -269,7 +266,6 @@ class Site(Construct):
             bucket,
             waf=web_acl_arn is not None,
             certificate=certificate is not None,
-            logs=log_bucket is not None,
         )
 
     def _deploy(self, bucket: s3.IBucket, site_dir: Path) -> None:
@@ -337,15 +333,16 @@ class Site(Construct):
             install_latest_aws_sdk=False,
         )
 
-    def _acknowledge(self, bucket: s3.IBucket, *, waf: bool, certificate: bool, logs: bool) -> None:
+    def _acknowledge(self, bucket: s3.IBucket, *, waf: bool, certificate: bool) -> None:
         reasons = {
             "CFR1": "No geo restriction: the site serves everyone; add one per deployment.",
+            "CFR3": (
+                "Legacy standard logging (the distribution's Logging) always writes the query "
+                "string, where reset and verification tokens travel. Access logs are the "
+                "cloudFrontLogs switch: standard logging v2 from us-east-1, fields chosen; "
+                "without it, request metrics and the API's own JSON request log."
+            ),
         }
-        if not logs:
-            reasons["CFR3"] = (
-                "Standard logs are a switch (cloudFrontLogs); request metrics and the API's own "
-                "JSON request log cover operations at no cost."
-            )
         if not waf:
             reasons["CFR2"] = (
                 "WAF is a switch (enableWaf), off by default for cost (about $10/month); "

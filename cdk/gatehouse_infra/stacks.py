@@ -26,6 +26,7 @@ from gatehouse_infra.api import RETENTION, Api, SigningKeyOptions
 from gatehouse_infra.config import DeployConfig
 from gatehouse_infra.data import Data
 from gatehouse_infra.edge import ApiFirewall, Edge, WafSettings
+from gatehouse_infra.edgelogs import EdgeLogs
 from gatehouse_infra.encryption import EncryptLogGroups, allow_services, service_statements
 from gatehouse_infra.events import Events
 from gatehouse_infra.keys import (
@@ -150,7 +151,6 @@ class DataStack(cdk.Stack):
                 if key is not None
                 else None
             ),
-            cloudfront_logs=config.cloudfront_logs,
         )
         cdk.CfnOutput(self, "TableName", value=self.data.table.table_name)
         cdk.CfnOutput(self, "UploadsBucketName", value=self.data.uploads.bucket_name)
@@ -383,7 +383,6 @@ class SiteStack(cdk.Stack):
             zone=hosted_zone(self, config) if config.domain_name else None,
             certificate=certificate,
             web_acl_arn=web_acl_arn,
-            log_bucket=data.cloudfront_logs,
         )
         cdk.CfnOutput(self, "SiteUrl", value=self.site.origin)
         cdk.CfnOutput(self, "DistributionId", value=self.site.distribution.distribution_id)
@@ -435,6 +434,14 @@ class EdgeMonitoringStack(cdk.Stack):
             alarm_email=config.alarm_email,
             distribution=site.distribution,
         )
+        # cloudFrontLogs: CloudFront's vended logs are configured in us-east-1 only.
+        if config.cloudfront_logs:
+            EdgeLogs(
+                self,
+                "CloudFrontLogs",
+                prefix=config.prefix,
+                distribution_id=site.distribution.distribution_id,
+            )
 
 
 def build(app: cdk.App, *, base_dir: Path) -> list[cdk.Stack]:
