@@ -12,7 +12,7 @@ pass through CloudFront (cdk/README.md, "WAF").
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import ip_network
 
 import aws_cdk as cdk
@@ -150,23 +150,9 @@ class ApiFirewall(Construct):
         machine_rate_limit: int | None = None,
     ) -> None:
         super().__init__(scope, id)
-        edge_key_rule = wafv2.CfnWebACL.RuleProperty(
-            name="edge-key",
-            priority=PRIORITIES["edge-key"],
-            action=wafv2.CfnWebACL.RuleActionProperty(allow={}),
-            statement=wafv2.CfnWebACL.StatementProperty(
-                byte_match_statement=wafv2.CfnWebACL.ByteMatchStatementProperty(
-                    field_to_match=wafv2.CfnWebACL.FieldToMatchProperty(
-                        single_header={"Name": EDGE_HEADER}
-                    ),
-                    positional_constraint="EXACTLY",
-                    search_string=edge_key_reference,
-                    text_transformations=[
-                        wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="NONE")
-                    ],
-                )
-            ),
-            visibility_config=_visibility("edge-key", sampled=False),
+        # Unsampled: a sample would show the key (and, with apiKeys, the site's API key).
+        edge_key_rule = _allow_header(
+            "edge-key", EDGE_HEADER, edge_key_reference, transform="NONE", sampled=False
         )
         if api_domain is None:
             # Only CloudFront's requests are let through: the rules would only ever answer,
@@ -182,29 +168,10 @@ class ApiFirewall(Construct):
             # With apiKeys a machine key may send machineRateLimit a second: the per-address
             # rate there allows at least that, or WAF would cut the plan short.
             rate_limit = max(waf.rate_limit, (machine_rate_limit or 0) * RATE_WINDOW_SECONDS)
-            regional = WafSettings(
-                rate_limit=rate_limit,
-                auth_rate_limit=waf.auth_rate_limit,
-                geo_block=waf.geo_block,
-                allow_list=waf.allow_list,
-            )
-            api_domain_rule = wafv2.CfnWebACL.RuleProperty(
-                name="api-domain",
-                priority=PRIORITIES["api-domain"],
-                action=wafv2.CfnWebACL.RuleActionProperty(allow={}),
-                statement=wafv2.CfnWebACL.StatementProperty(
-                    byte_match_statement=wafv2.CfnWebACL.ByteMatchStatementProperty(
-                        field_to_match=wafv2.CfnWebACL.FieldToMatchProperty(
-                            single_header={"Name": "host"}
-                        ),
-                        positional_constraint="EXACTLY",
-                        search_string=api_domain.lower(),
-                        text_transformations=[
-                            wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="LOWERCASE")
-                        ],
-                    )
-                ),
-                visibility_config=_visibility("api-domain"),
+            # No Bot Control: api.<domain>'s callers are machine clients.
+            regional = replace(waf, rate_limit=rate_limit, bot_control=False)
+            api_domain_rule = _allow_header(
+                "api-domain", "host", api_domain.lower(), transform="LOWERCASE"
             )
             acl = web_acl(
                 self,
@@ -365,6 +332,28 @@ def _allow_list(
         wafv2.CfnWebACL.StatementProperty(
             and_statement=wafv2.CfnWebACL.AndStatementProperty(statements=[admin, outside])
         ),
+    )
+
+
+def _allow_header(
+    name: str, header: str, value: str, *, transform: str, sampled: bool = True
+) -> wafv2.CfnWebACL.RuleProperty:
+    """Allows a request whose ``header`` is exactly ``value`` (after ``transform``)."""
+    return wafv2.CfnWebACL.RuleProperty(
+        name=name,
+        priority=PRIORITIES[name],
+        action=wafv2.CfnWebACL.RuleActionProperty(allow={}),
+        statement=wafv2.CfnWebACL.StatementProperty(
+            byte_match_statement=wafv2.CfnWebACL.ByteMatchStatementProperty(
+                field_to_match=wafv2.CfnWebACL.FieldToMatchProperty(single_header={"Name": header}),
+                positional_constraint="EXACTLY",
+                search_string=value,
+                text_transformations=[
+                    wafv2.CfnWebACL.TextTransformationProperty(priority=0, type=transform)
+                ],
+            )
+        ),
+        visibility_config=_visibility(name, sampled=sampled),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_budgets as budgets
@@ -52,6 +53,24 @@ def queue_metric(queue_name: str, metric_name: str) -> cloudwatch.Metric:
     )
 
 
+def allow_publish(
+    topic: sns.Topic, sid: str, service: str, conditions: Mapping[str, Any] | None = None
+) -> None:
+    """Lets an AWS service publish to ``topic`` on behalf of this account only."""
+    topic.add_to_resource_policy(
+        iam.PolicyStatement(
+            sid=sid,
+            actions=["sns:Publish"],
+            principals=[iam.ServicePrincipal(f"{service}.amazonaws.com")],
+            resources=[topic.topic_arn],
+            conditions={
+                "StringEquals": {"aws:SourceAccount": cdk.Stack.of(topic).account},
+                **(conditions or {}),
+            },
+        )
+    )
+
+
 def alarm_topic(scope: Construct, prefix: str, alarm_email: str | None) -> sns.Topic:
     topic = sns.Topic(scope, "Alarms", display_name=f"{prefix} alarms", enforce_ssl=True)
     if alarm_email:
@@ -59,25 +78,13 @@ def alarm_topic(scope: Construct, prefix: str, alarm_email: str | None) -> sns.T
     # A topic policy replaces SNS's default one, which let the account's services publish: the
     # alarms of this account, in this topic's region, must be allowed by name.
     stack = cdk.Stack.of(scope)
-    topic.add_to_resource_policy(
-        iam.PolicyStatement(
-            sid="CloudWatchAlarms",
-            actions=["sns:Publish"],
-            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-            resources=[topic.topic_arn],
-            conditions={
-                "StringEquals": {"aws:SourceAccount": stack.account},
-                "ArnLike": {
-                    "aws:SourceArn": stack.format_arn(
-                        service="cloudwatch",
-                        resource="alarm",
-                        resource_name="*",
-                        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
-                    )
-                },
-            },
-        )
+    alarms = stack.format_arn(
+        service="cloudwatch",
+        resource="alarm",
+        resource_name="*",
+        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
     )
+    allow_publish(topic, "CloudWatchAlarms", "cloudwatch", {"ArnLike": {"aws:SourceArn": alarms}})
     acknowledge(
         topic,
         {
@@ -306,15 +313,7 @@ class Monitoring(Construct):
     def _budget(
         self, topic: sns.Topic, prefix: str, amount_usd: int, tags: Mapping[str, str]
     ) -> None:
-        topic.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="Budgets",
-                actions=["sns:Publish"],
-                principals=[iam.ServicePrincipal("budgets.amazonaws.com")],
-                resources=[topic.topic_arn],
-                conditions={"StringEquals": {"aws:SourceAccount": cdk.Stack.of(self).account}},
-            )
-        )
+        allow_publish(topic, "Budgets", "budgets")
         subscriber = budgets.CfnBudget.SubscriberProperty(
             subscription_type="SNS", address=topic.topic_arn
         )
@@ -385,15 +384,7 @@ class EdgeMonitoring(Construct):
         ``Environment`` (COST_TAGS; an account has room for one
         AWS-services monitor, which AWS creates itself in new accounts), and a subscription
         publishing each anomaly of $10 or more to the topic as it is found."""
-        topic.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="CostAnomalies",
-                actions=["sns:Publish"],
-                principals=[iam.ServicePrincipal("costalerts.amazonaws.com")],
-                resources=[topic.topic_arn],
-                conditions={"StringEquals": {"aws:SourceAccount": cdk.Stack.of(self).account}},
-            )
-        )
+        allow_publish(topic, "CostAnomalies", "costalerts")
         # Not reached by cdk.Tags (the tags are a property of their own, as the budget's).
         ordered = sorted(tags.items())
         monitor = ce.CfnAnomalyMonitor(
