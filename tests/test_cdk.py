@@ -1320,18 +1320,11 @@ def role_statements(template: dict[str, Any], function: str) -> list[dict[str, A
 
 def role_grants(template: dict[str, Any], function: str) -> dict[str, list[Any]]:
     """What the role of ``function`` (a logical id) may do: action -> resources."""
-    role = template["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0]
     granted: dict[str, list[Any]] = {}
-    for resource in template["Resources"].values():
-        if (
-            resource["Type"] != "AWS::IAM::Policy"
-            or {"Ref": role} not in resource["Properties"]["Roles"]
-        ):
-            continue
-        for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
-            assert statement["Effect"] == "Allow"
-            for action in as_list(statement["Action"]):
-                granted.setdefault(action, []).extend(as_list(statement["Resource"]))
+    for statement in role_statements(template, function):
+        assert statement["Effect"] == "Allow"
+        for action in as_list(statement["Action"]):
+            granted.setdefault(action, []).extend(as_list(statement["Resource"]))
     return granted
 
 

@@ -23,6 +23,7 @@ from tests.test_cdk import (  # noqa: F401
     as_list,
     cfn_lint_errors,
     plain,
+    role_statements,
     site,
     synthesize,
 )
@@ -109,31 +110,23 @@ def kms_statements(assembly: Assembly) -> list[tuple[str, str, dict[str, Any]]]:
 def function_key_grants(assembly: Assembly, function: str) -> set[tuple[str, str | None]]:
     """(action, kms:ViaService or None) for each KMS action the role of ``function`` has, each
     on the key alone."""
-    template = assembly.template("api")
-    role = template["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0]
     granted: set[tuple[str, str | None]] = set()
-    for resource in template["Resources"].values():
-        if (
-            resource["Type"] != "AWS::IAM::Policy"
-            or {"Ref": role} not in resource["Properties"]["Roles"]
-        ):
+    for statement in role_statements(assembly.template("api"), function):
+        actions = [a for a in as_list(statement["Action"]) if a.startswith("kms:")]
+        if not actions:
             continue
-        for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
-            actions = [a for a in as_list(statement["Action"]) if a.startswith("kms:")]
-            if not actions:
-                continue
-            assert statement["Effect"] == "Allow"
-            assert [is_the_key(r, "api", assembly) for r in as_list(statement["Resource"])] == [
-                True
-            ], statement
-            condition = statement.get("Condition")
-            if condition is None:
-                vias: list[str | None] = [None]
-            else:
-                assert list(condition) == ["StringEquals"], statement
-                assert list(condition["StringEquals"]) == ["kms:ViaService"], statement
-                vias = [join(via) for via in as_list(condition["StringEquals"]["kms:ViaService"])]
-            granted.update((action, via) for action in actions for via in vias)
+        assert statement["Effect"] == "Allow"
+        assert [is_the_key(r, "api", assembly) for r in as_list(statement["Resource"])] == [True], (
+            statement
+        )
+        condition = statement.get("Condition")
+        if condition is None:
+            vias: list[str | None] = [None]
+        else:
+            assert list(condition) == ["StringEquals"], statement
+            assert list(condition["StringEquals"]) == ["kms:ViaService"], statement
+            vias = [join(via) for via in as_list(condition["StringEquals"]["kms:ViaService"])]
+        granted.update((action, via) for action in actions for via in vias)
     return granted
 
 
