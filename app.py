@@ -25,12 +25,12 @@ from chalice.app import (
 )
 
 from chalicelib import logs
-from chalicelib import payloads as P
 from chalicelib import responses as R
 from chalicelib.accounts import Accounts, MfaChallenge, SessionNotFound, TokenRevoked
 from chalicelib.administration import Administration
 from chalicelib.changes import events_of
 from chalicelib.clock import Clock, ShiftedClock, utc_now
+from chalicelib.deferred import Deferred
 from chalicelib.deletion import AccountPurge, purge_deleted
 from chalicelib.events import Client, Page, SecurityEvents
 from chalicelib.items import STATUSES, Item, ItemNotFound, Items
@@ -80,6 +80,11 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
+
+    from chalicelib import payloads as P
+else:
+    # The request models (and pydantic) load with the first body (chalicelib/deferred.py).
+    P = Deferred("chalicelib.payloads")
 
 app = Chalice(app_name="gatehouse", configure_logs=False)
 # Chalice 1.34 still counts its WebSocket support as experimental: without this opt-in, loading
@@ -407,7 +412,7 @@ def rated() -> tuple[Client, RateHit]:
     return client, dependencies.ip_limiter.ticket(client.ip)
 
 
-@route("GET /health", R.Health, public=True)
+@route("GET /health", "Health", public=True)
 def health() -> Response:
     """Liveness check."""
     return json_response(200, {"status": "ok"})
@@ -415,10 +420,10 @@ def health() -> Response:
 
 @route(
     "POST /auth/signup",
-    R.SignedUp,
+    "SignedUp",
     public=True,
     status=201,
-    request=P.SignupRequest,
+    request="SignupRequest",
     errors=(409, 429),
 )
 def signup() -> Response:
@@ -434,7 +439,7 @@ def signup() -> Response:
 
 
 @route(
-    "POST /auth/login", R.LoginAnswer, public=True, request=P.LoginRequest, errors=(401, 403, 429)
+    "POST /auth/login", "LoginAnswer", public=True, request="LoginRequest", errors=(401, 403, 429)
 )
 def login() -> Response:
     """Log in: tokens and a session, or a challenge for POST /auth/login/mfa if MFA is on."""
@@ -450,9 +455,9 @@ def login() -> Response:
 
 @route(
     "POST /auth/login/mfa",
-    R.SignedIn,
+    "SignedIn",
     public=True,
-    request=P.MfaLoginRequest,
+    request="MfaLoginRequest",
     errors=(401, 403, 429),
 )
 def login_mfa() -> Response:
@@ -463,7 +468,7 @@ def login_mfa() -> Response:
     return http.signed_in(result, message="Login successful", delivery=body.refreshTokenDelivery)
 
 
-@route("POST /auth/mfa/totp", R.MfaEnrolment, errors=(409,))
+@route("POST /auth/mfa/totp", "MfaEnrolment", errors=(409,))
 def begin_mfa() -> Response:
     """Start setting up an authenticator app: its secret, shown only now."""
     enrolment = dependencies.mfa.begin(http.caller().owner)
@@ -471,7 +476,7 @@ def begin_mfa() -> Response:
     return json_response(200, shown)
 
 
-@route("POST /auth/mfa/totp/confirm", R.MfaEnabled, request=P.MfaConfirmRequest, errors=(409,))
+@route("POST /auth/mfa/totp/confirm", "MfaEnabled", request="MfaConfirmRequest", errors=(409,))
 def confirm_mfa() -> Response:
     """Turn two-factor authentication on with a first code; other sessions end."""
     body = http.body(P.MfaConfirmRequest)
@@ -484,7 +489,7 @@ def confirm_mfa() -> Response:
     )
 
 
-@route("DELETE /auth/mfa/totp", R.Message, request=P.MfaDisableRequest, errors=(409, 429))
+@route("DELETE /auth/mfa/totp", "Message", request="MfaDisableRequest", errors=(409, 429))
 def disable_mfa() -> Response:
     """Turn two-factor authentication off (password and a code); other sessions end."""
     body = http.body(P.MfaDisableRequest)
@@ -496,7 +501,7 @@ def disable_mfa() -> Response:
 
 
 @route(
-    "POST /auth/refresh", R.SignedIn, public=True, request=P.RefreshRequest, errors=(401, 403, 429)
+    "POST /auth/refresh", "SignedIn", public=True, request="RefreshRequest", errors=(401, 403, 429)
 )
 def refresh() -> Response:
     """Rotate the refresh token (cookie with Origin and X-Requested-With, or body)."""
@@ -518,7 +523,7 @@ def refresh() -> Response:
     return http.signed_in(result, message="Token refreshed", delivery=delivery)
 
 
-@route("POST /auth/logout", R.Message)
+@route("POST /auth/logout", "Message")
 def logout() -> Response:
     """End this session."""
     caller = http.caller()
@@ -526,21 +531,21 @@ def logout() -> Response:
     return json_response(200, {"message": "Logged out"}, http.clear_refresh_cookie())
 
 
-@route("POST /auth/logout-all", R.Message)
+@route("POST /auth/logout-all", "Message")
 def logout_all() -> Response:
     """End every session and revoke every access token."""
     dependencies.accounts.logout_all(http.caller().owner, http.client())
     return json_response(200, {"message": "Logged out everywhere"}, http.clear_refresh_cookie())
 
 
-@route("GET /auth/user", R.Profile)
+@route("GET /auth/user", "Profile")
 def current_user() -> Response:
     """The caller's profile."""
     # As fresh as the authorizer's answer: read at most AUTHORIZER_TTL_SECONDS ago.
     return json_response(200, R.profile_view(http.caller().profile))
 
 
-@route("POST /auth/password", R.SignedIn, request=P.PasswordChangeRequest, errors=(429,))
+@route("POST /auth/password", "SignedIn", request="PasswordChangeRequest", errors=(429,))
 def change_password() -> Response:
     """Change the password; other sessions end."""
     body = http.body(P.PasswordChangeRequest)
@@ -551,7 +556,7 @@ def change_password() -> Response:
     return http.signed_in(result, message="Password changed", delivery=body.refreshTokenDelivery)
 
 
-@route("PUT /auth/email", R.EmailSet, request=P.EmailChangeRequest, errors=(409, 429))
+@route("PUT /auth/email", "EmailSet", request="EmailChangeRequest", errors=(409, 429))
 def change_email() -> Response:
     """Set or change the email address (with the password); a link to verify it is mailed."""
     body = http.body(P.EmailChangeRequest)
@@ -565,9 +570,9 @@ def change_email() -> Response:
 
 @route(
     "POST /auth/email/verify",
-    R.EmailVerified,
+    "EmailVerified",
     public=True,
-    request=P.LinkRequest,
+    request="LinkRequest",
     errors=(409, 429),
 )
 def verify_email() -> Response:
@@ -579,10 +584,10 @@ def verify_email() -> Response:
 
 @route(
     "POST /auth/password/forgot",
-    R.Message,
+    "Message",
     public=True,
     status=202,
-    request=P.ForgotRequest,
+    request="ForgotRequest",
     errors=(429,),
 )
 def forgot_password() -> Response:
@@ -592,7 +597,7 @@ def forgot_password() -> Response:
     return json_response(202, {"message": FORGOT_ANSWER})
 
 
-@route("POST /auth/password/reset", R.Message, public=True, request=P.ResetRequest, errors=(429,))
+@route("POST /auth/password/reset", "Message", public=True, request="ResetRequest", errors=(429,))
 def reset_password() -> Response:
     """Set a new password with the token of a reset link; every session ends."""
     body = http.body(P.ResetRequest)
@@ -600,7 +605,7 @@ def reset_password() -> Response:
     return json_response(200, {"message": "Password changed; please log in"})
 
 
-@route("GET /auth/sessions", R.SessionList)
+@route("GET /auth/sessions", "SessionList")
 def list_sessions() -> Response:
     """The caller's live sessions."""
     caller = http.caller()
@@ -609,7 +614,7 @@ def list_sessions() -> Response:
     return json_response(200, {"sessions": shown})
 
 
-@route("DELETE /auth/sessions/{session_id}", R.Message, errors=(404,))
+@route("DELETE /auth/sessions/{session_id}", "Message", errors=(404,))
 def end_session(session_id: str) -> Response:
     """End one of the caller's sessions."""
     session_id = path_id(session_id, SESSION_ID, SessionNotFound)
@@ -617,7 +622,7 @@ def end_session(session_id: str) -> Response:
     return json_response(200, {"message": "Session ended"})
 
 
-@route("POST /auth/ws-ticket", R.WsTicket)
+@route("POST /auth/ws-ticket", "WsTicket")
 def ws_ticket() -> Response:
     """A one-time ticket to open the WebSocket of live updates (valid 30 s)."""
     url = dependencies.settings.websocket_url
@@ -632,7 +637,7 @@ def events_page(found: Page) -> Response:
     return json_response(200, {"events": events, "nextCursor": found.cursor})
 
 
-@route("GET /auth/events", R.EventList, paged=True)
+@route("GET /auth/events", "EventList", paged=True)
 def own_events() -> Response:
     """The caller's security events, newest first."""
     page = http.page()
@@ -640,7 +645,7 @@ def own_events() -> Response:
     return events_page(dependencies.accounts.events(owner, limit=page.limit, cursor=page.cursor))
 
 
-@route("GET /users/{username}/events", R.EventList, admin=True, paged=True, errors=(404,))
+@route("GET /users/{username}/events", "EventList", admin=True, paged=True, errors=(404,))
 def user_events(username: str) -> Response:
     """Anyone's security events."""
     page = http.page()
@@ -657,7 +662,7 @@ def item_response(item: Item, status: int = 200) -> Response:
     return json_response(status, R.item(item), headers)
 
 
-@route("POST /items", R.ItemView, status=201, request=P.ItemWrite, creates="/id")
+@route("POST /items", "ItemView", status=201, request="ItemWrite", creates="/id")
 def create_item() -> Response:
     """Create an item."""
     body = http.body(P.ItemWrite)
@@ -667,7 +672,7 @@ def create_item() -> Response:
     return item_response(item, 201)
 
 
-@route("GET /items", R.ItemList, query=("status",), paged=True)
+@route("GET /items", "ItemList", query=("status",), paged=True)
 def list_items() -> Response:
     """The caller's items, newest first."""
     page, status = http.page(), http.choice("status", STATUSES)
@@ -678,14 +683,14 @@ def list_items() -> Response:
     return json_response(200, {"items": items, "nextCursor": found.cursor})
 
 
-@route("GET /items/{item_id}", R.ItemView, errors=(404,))
+@route("GET /items/{item_id}", "ItemView", errors=(404,))
 def get_item(item_id: str) -> Response:
     """One item (with its ETag)."""
     item_id = path_id(item_id, RESOURCE_ID, ItemNotFound)
     return item_response(dependencies.items.get(http.caller().owner, item_id))
 
 
-@route("PUT /items/{item_id}", R.ItemView, request=P.ItemWrite, errors=(404,), if_match="required")
+@route("PUT /items/{item_id}", "ItemView", request="ItemWrite", errors=(404,), if_match="required")
 def replace_item(item_id: str) -> Response:
     """Replace an item (If-Match required)."""
     item_id, version = path_id(item_id, RESOURCE_ID, ItemNotFound), http.required_if_match()
@@ -698,7 +703,7 @@ def replace_item(item_id: str) -> Response:
 
 
 @route(
-    "PATCH /items/{item_id}", R.ItemView, request=P.ItemPatch, errors=(404,), if_match="required"
+    "PATCH /items/{item_id}", "ItemView", request="ItemPatch", errors=(404,), if_match="required"
 )
 def patch_item(item_id: str) -> Response:
     """Change some fields of an item (If-Match required)."""
@@ -711,7 +716,7 @@ def patch_item(item_id: str) -> Response:
     return item_response(item)
 
 
-@route("DELETE /items/{item_id}", R.Message, errors=(404,), if_match="optional")
+@route("DELETE /items/{item_id}", "Message", errors=(404,), if_match="optional")
 def delete_item(item_id: str) -> Response:
     """Delete an item (If-Match optional)."""
     item_id, version = path_id(item_id, RESOURCE_ID, ItemNotFound), http.if_match()
@@ -720,7 +725,7 @@ def delete_item(item_id: str) -> Response:
 
 
 @route(
-    "GET /admin/items", R.ItemList, admin=True, query=("status",), required=("status",), paged=True
+    "GET /admin/items", "ItemList", admin=True, query=("status",), required=("status",), paged=True
 )
 def admin_items() -> Response:
     """Everyone's items with a status, newest first."""
@@ -730,7 +735,7 @@ def admin_items() -> Response:
     return json_response(200, {"items": items, "nextCursor": found.cursor})
 
 
-@route("DELETE /auth/user", R.Message, status=202, request=P.PasswordConfirmation, errors=(429,))
+@route("DELETE /auth/user", "Message", status=202, request="PasswordConfirmation", errors=(429,))
 def delete_own_account() -> Response:
     """Delete the caller's account: gone at once, its data purged shortly after (idempotent)."""
     body = http.body(P.PasswordConfirmation)
@@ -738,7 +743,7 @@ def delete_own_account() -> Response:
     return json_response(202, {"message": DELETED_ANSWER}, http.clear_refresh_cookie())
 
 
-@route("GET /users", R.UserList, admin=True, paged=True)
+@route("GET /users", "UserList", admin=True, paged=True)
 def list_users() -> Response:
     """Every user."""
     page = http.page()
@@ -747,7 +752,7 @@ def list_users() -> Response:
     return json_response(200, {"users": users, "nextCursor": found.cursor})
 
 
-@route("POST /users", R.AdminUser, admin=True, status=201, request=P.UserCreate, errors=(409,))
+@route("POST /users", "AdminUser", admin=True, status=201, request="UserCreate", errors=(409,))
 def create_user() -> Response:
     """Create a user with a role."""
     body = http.body(P.UserCreate)
@@ -761,21 +766,21 @@ def create_user() -> Response:
     return json_response(201, R.admin_user(user))
 
 
-@route("GET /users/{username}", R.AdminUser, admin=True, errors=(404,))
+@route("GET /users/{username}", "AdminUser", admin=True, errors=(404,))
 def get_user(username: str) -> Response:
     """One user."""
     user = dependencies.administration.get(username_param(username))
     return json_response(200, R.admin_user(user))
 
 
-@route("PUT /users/{username}", R.AdminUser, admin=True, request=P.UserReplace, errors=(404,))
+@route("PUT /users/{username}", "AdminUser", admin=True, request="UserReplace", errors=(404,))
 def replace_user(username: str) -> Response:
     """Set a user's role and disabled flag."""
     body = http.body(P.UserReplace)
     return changed_user(username, role=body.role, disabled=body.disabled)
 
 
-@route("PATCH /users/{username}", R.AdminUser, admin=True, request=P.UserUpdate, errors=(404,))
+@route("PATCH /users/{username}", "AdminUser", admin=True, request="UserUpdate", errors=(404,))
 def update_user(username: str) -> Response:
     """Change a user's role or disabled flag."""
     body = http.body(P.UserUpdate)
@@ -793,7 +798,7 @@ def changed_user(username: str, *, role: str | None, disabled: bool | None) -> R
     return json_response(200, R.admin_user(user))
 
 
-@route("DELETE /users/{username}", R.Message, admin=True, status=202, errors=(404,))
+@route("DELETE /users/{username}", "Message", admin=True, status=202, errors=(404,))
 def delete_user(username: str) -> Response:
     """Delete a user: gone at once, everything they own purged shortly after (idempotent)."""
     dependencies.administration.delete_user(
@@ -811,9 +816,9 @@ def purge_worker(event: SQSEvent) -> dict[str, Any]:
 
 @route(
     "POST /uploads",
-    R.UploadStarted,
+    "UploadStarted",
     status=201,
-    request=P.UploadStart,
+    request="UploadStart",
     creates="/upload/id",
     errors=(409, 429),
 )
@@ -830,7 +835,7 @@ def start_upload() -> Response:
     return json_response(201, {"upload": R.upload(upload), "post": post})
 
 
-@route("POST /uploads/{upload_id}/complete", R.UploadView, errors=(404, 409))
+@route("POST /uploads/{upload_id}/complete", "UploadView", errors=(404, 409))
 def complete_upload(upload_id: str) -> Response:
     """Check the uploaded object and mark the upload ready."""
     upload_id = path_id(upload_id, RESOURCE_ID, UploadNotFound)
@@ -838,7 +843,7 @@ def complete_upload(upload_id: str) -> Response:
     return json_response(200, R.upload(upload))
 
 
-@route("GET /uploads", R.UploadList, paged=True)
+@route("GET /uploads", "UploadList", paged=True)
 def list_uploads() -> Response:
     """The caller's uploads, newest first."""
     page = http.page()
@@ -847,7 +852,7 @@ def list_uploads() -> Response:
     return json_response(200, {"uploads": uploads, "nextCursor": found.cursor})
 
 
-@route("GET /uploads/{upload_id}", R.UploadView, errors=(404,))
+@route("GET /uploads/{upload_id}", "UploadView", errors=(404,))
 def get_upload(upload_id: str) -> Response:
     """One upload, with a short-lived download URL when ready."""
     upload_id = path_id(upload_id, RESOURCE_ID, UploadNotFound)
@@ -856,7 +861,7 @@ def get_upload(upload_id: str) -> Response:
     return json_response(200, R.upload(upload, download_url=url))
 
 
-@route("DELETE /uploads/{upload_id}", R.Message, errors=(404,))
+@route("DELETE /uploads/{upload_id}", "Message", errors=(404,))
 def delete_upload(upload_id: str) -> Response:
     """Delete an upload and its object."""
     upload_id = path_id(upload_id, RESOURCE_ID, UploadNotFound)
@@ -869,7 +874,7 @@ def openapi_document() -> dict[str, Any]:
     return document(route.operations(), title="Gatehouse API", version=API_VERSION)
 
 
-@route("GET /openapi.json", R.Answer, public=True)
+@route("GET /openapi.json", "Answer", public=True)
 def openapi() -> Response:
     """This document."""
     return json_response(200, openapi_document())

@@ -8,11 +8,10 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 from chalice.app import Chalice, CORSConfig, Request, Response
-from pydantic import BaseModel, ValidationError
 
 from chalicelib import responses as R
 from chalicelib.accounts import SignedIn
@@ -22,6 +21,9 @@ from chalicelib.identity import Owner
 from chalicelib.settings import EDGE_HEADER, Settings
 from chalicelib.users import UserNotFound
 from chalicelib.web.errors import HttpError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
 
 # Room for an item's 32 KiB of data plus its other fields.
 MAX_BODY_BYTES = 64 * 1024
@@ -47,7 +49,7 @@ MAX_USERNAME = 128
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
-PayloadT = TypeVar("PayloadT", bound=BaseModel)
+PayloadT = TypeVar("PayloadT", bound="BaseModel")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,6 +140,9 @@ class Http:
             json.dumps(data, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             raise HttpError(400, "Request body contains invalid Unicode") from None
+        # Here, not at the top: pydantic loads with the first body, not at every cold start.
+        from pydantic import ValidationError
+
         try:
             return model.model_validate(data)
         except ValidationError as exc:

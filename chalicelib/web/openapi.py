@@ -1,16 +1,16 @@
-"""The OpenAPI 3.1 document, generated from the route table and the pydantic models."""
+"""The OpenAPI 3.1 document, generated from the route table and the pydantic models.
+
+Routes name their models (``answers.py`` for answers, ``payloads.py`` for request bodies): the
+models, and pydantic with them, load when the document is built, not at every cold start."""
 
 from __future__ import annotations
 
 import inspect
 import re
 from dataclasses import dataclass, field
-from typing import Any
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.items import STATUSES
-from chalicelib.responses import Error
 from chalicelib.web.http import (
     DEFAULT_PAGE_SIZE,
     ETAG,
@@ -19,6 +19,9 @@ from chalicelib.web.http import (
     RESOURCE_ID,
     SESSION_ID,
 )
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 _REASONS = {
     400: "Bad request",
@@ -80,9 +83,10 @@ class Operation:
     method: str
     path: str
     summary: str
-    response: type[BaseModel]
+    # The class names of the answer's model (answers.py) and the request body's (payloads.py).
+    response: str
     status: int = 200
-    request: type[BaseModel] | None = None
+    request: str | None = None
     errors: tuple[int, ...] = ()
     bearer: bool = False
     admin: bool = False
@@ -96,6 +100,9 @@ class Operation:
 
 
 def document(operations: list[Operation], *, title: str, version: str) -> dict[str, Any]:
+    # Here, not at the top: the models and pydantic load only for this document.
+    from chalicelib import answers, payloads
+
     schemas: dict[str, Any] = {}
     paths: dict[str, dict[str, Any]] = {}
     for op in sorted(operations, key=lambda op: (op.path, op.method)):
@@ -103,8 +110,8 @@ def document(operations: list[Operation], *, title: str, version: str) -> dict[s
             "summary": op.summary,
             "operationId": _operation_id(op),
             "responses": {
-                str(op.status): _response("Success", op.response, schemas),
-                "500": _response("Internal server error", Error, schemas),
+                str(op.status): _response("Success", getattr(answers, op.response), schemas),
+                "500": _response("Internal server error", answers.Error, schemas),
             },
         }
         errors = set(op.errors) | {503}
@@ -116,11 +123,13 @@ def document(operations: list[Operation], *, title: str, version: str) -> dict[s
         if op.request is not None:
             spec["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": _schema(op.request, schemas)}},
+                "content": {
+                    "application/json": {"schema": _schema(getattr(payloads, op.request), schemas)}
+                },
             }
             errors |= {400, 413, 415}
         for status in sorted(errors):
-            spec["responses"][str(status)] = _response(_REASONS[status], Error, schemas)
+            spec["responses"][str(status)] = _response(_REASONS[status], answers.Error, schemas)
         parameters = [_parameter(name, "path", required=True) for name in _path_names(op.path)]
         parameters += [_parameter(name, "query", required=name in op.required) for name in op.query]
         parameters += [
@@ -185,7 +194,7 @@ SCHEMA_REF = "#/components/schemas/{model}"
 def _schema(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, str]:
     alternatives: tuple[type[BaseModel], ...] = getattr(model, "one_of", ())
     if alternatives:
-        # An answer that is one of several models (responses.LoginAnswer).
+        # An answer that is one of several models (answers.LoginAnswer).
         generated: dict[str, Any] = {
             "anyOf": [_schema(alternative, schemas) for alternative in alternatives],
             "description": inspect.getdoc(model),

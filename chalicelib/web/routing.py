@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 from chalice.app import Chalice, ChaliceAuthorizer, Response
-from pydantic import BaseModel
 
 from chalicelib.web.errors import http_error
 from chalicelib.web.http import Http, json_response
@@ -40,7 +39,7 @@ class Routes:
     def __call__(
         self,
         spec: str,
-        response: type[BaseModel],
+        response: str,
         *,
         public: bool = False,
         admin: bool = False,
@@ -53,7 +52,8 @@ class Routes:
         **doc: Any,
     ) -> Callable[[View], View]:
         """Register the view for ``spec`` ("GET /items", "PUT,PATCH /users/{username}"), which
-        answers ``response``; its docstring is the summary, ``doc`` the rest of its ``Operation``.
+        answers ``response`` (a model of ``answers.py``, by name; ``request=``, one of
+        ``payloads.py``); its docstring is the summary, ``doc`` the rest of its ``Operation``.
         ``admin``: the caller needs the admin role, in the authorizer's context and in the
         table at this moment (``Http.admin``); ``paged``: ``limit`` and ``cursor`` apply;
         ``if_match``: the change is conditional on an ``If-Match`` ETag (412 when stale, 428 when

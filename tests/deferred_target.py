@@ -1,0 +1,3 @@
+"""Imported only by tests/test_cold_start.py, through ``Deferred``."""
+
+ANSWER = 42
