@@ -426,6 +426,7 @@ class TestSynthesis:
         assert report.problems == []
         assert architecture == "arm64"
         assert report.shared_objects == {}  # no wheel: they are in the layer
+        assert report.compiled_modules > 50  # every module, with its bytecode (problems: none)
         assert report.compressed_bytes < 1_000_000
         (layer,) = find_layers(plain.path, stack, "APIHandler")
         assert layer.architectures == ["arm64"]
@@ -433,6 +434,7 @@ class TestSynthesis:
         print(layer_report.summary())
         assert layer_report.problems == []
         assert layer_report.shared_objects
+        assert layer_report.compiled_modules > 100
         assert set(layer_report.shared_objects.values()) == {ELF_MACHINES["arm64"]}
         assert layer_report.compressed_bytes < 10_000_000
         # Every function runs the same code with the same layer.

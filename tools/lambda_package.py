@@ -3,7 +3,8 @@
 
 The function's zip must hold our code only, and the layer Chalice makes of requirements.txt
 (``automatic_layer``) the wheels, built for the function's CPU (the ELF header of every shared
-object is read); neither anything that is only for development.
+object is read); neither anything that is only for development. Every module in both comes with
+the bytecode its cold start would otherwise compile (``cdk/gatehouse_infra/bytecode.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cdk"))
+from gatehouse_infra.bytecode import cache_path, is_unchecked_pyc
 
 # e_machine values in the ELF header, by Lambda architecture.
 ELF_MACHINES = {"arm64": 183, "x86_64": 62}
@@ -52,6 +56,7 @@ class PackageReport:
     uncompressed_bytes: int
     files: int
     shared_objects: dict[str, int] = field(default_factory=dict)
+    compiled_modules: int = 0
     problems: list[str] = field(default_factory=list)
     kind: str = "package"
 
@@ -59,7 +64,8 @@ class PackageReport:
         lines = [
             f"Lambda {self.kind} {self.path.name}: {self.compressed_bytes / 1e6:.1f} MB zipped, "
             f"{self.uncompressed_bytes / 1e6:.1f} MB unzipped, {self.files} files, "
-            f"{len(self.shared_objects)} compiled modules for {self.architecture}",
+            f"{len(self.shared_objects)} shared objects for {self.architecture}, "
+            f"{self.compiled_modules} modules with their bytecode",
         ]
         lines += [f"  problem: {problem}" for problem in self.problems]
         return "\n".join(lines)
@@ -128,6 +134,12 @@ def inspect(
                 report.shared_objects[name] = machine
                 if machine != ELF_MACHINES[architecture]:
                     report.problems.append(f"{name} is built for ELF machine {machine}")
+            elif name.endswith(".py"):
+                cached = cache_path(name)
+                if cached in names and is_unchecked_pyc(archive.read(cached)[:8]):
+                    report.compiled_modules += 1
+                else:
+                    report.problems.append(f"{name} has no bytecode for this Python")
     return report
 
 

@@ -7,6 +7,7 @@ grants ``runtime.py`` names instead of Chalice's generated policy.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from constructs import Construct
 
 from chalicelib.objectkeys import UPLOAD_PREFIX
 from gatehouse_infra import runtime
+from gatehouse_infra.bytecode import compile_zip
 from gatehouse_infra.encryption import encrypt_secret, function_grants
 from gatehouse_infra.events import Events
 from gatehouse_infra.gateway import (
@@ -725,7 +727,7 @@ def _package(
     """
     saved = dict(os.environ)
     try:
-        return Chalice(
+        return _CompiledChalice(
             stack,
             "App",
             source_dir=str(ROOT),
@@ -749,3 +751,22 @@ def _package(
         for key in set(os.environ) - set(saved):
             del os.environ[key]
         os.environ.update(saved)
+
+
+class _CompiledChalice(Chalice):
+    """chalice.cdk's construct, with bytecode added to the zips ``chalice package`` writes,
+    before the construct makes them assets (gatehouse_infra/bytecode.py). It overrides a private
+    method of the pinned Chalice; tests/test_cdk.py checks the synthesized zips hold bytecode."""
+
+    def _package_app(self) -> None:
+        super()._package_app()
+        out = Path(self._sam_package_dir)
+        resources = json.loads((out / "sam.json").read_text())["Resources"]
+        (function_runtime,) = {
+            resource["Properties"]["Runtime"]
+            for resource in resources.values()
+            if resource["Type"] == "AWS::Serverless::Function"
+        }
+        for name in ("deployment.zip", "layer-deployment.zip"):
+            if (out / name).exists():
+                compile_zip(out / name, function_runtime)
