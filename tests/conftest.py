@@ -26,7 +26,7 @@ from chalicelib.passwords import ScryptCost
 from chalicelib.stores import Stores
 from chalicelib.users import DynamoDBUserRepository, InMemoryUserRepository, User, UserRepository
 from tests.contract import Contract
-from tools import localgateway
+from tools import emulator, localgateway
 from tools.localaws import Resources, provision
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +35,9 @@ CHEAP_COST = ScryptCost(n=2**10, r=8, p=1)
 REGION = "eu-west-2"
 # The test client answers authorizer denials as the deployed API's gateway responses do.
 localgateway.install()
+# moto's DynamoDB transactions as the local emulator runs them: DynamoDB's semantics, at a cost
+# that does not grow with the table (tools/emulator.py).
+emulator.install_journaled_transactions()
 
 
 class FakeClock:

@@ -1,5 +1,6 @@
-"""The emulator's DynamoDB transactions (tools/emulator.py): a cancelled transaction leaves the
-table's stream as DynamoDB does, and transactions keep nothing behind.
+"""The emulator's DynamoDB transactions (tools/emulator.py): all or nothing, undone item by item
+(a write failing midway included), the table's stream left as DynamoDB leaves it, and nothing
+kept behind.
 
 In-process under moto's ``mock_aws``, with the emulator's patches installed for each test and
 taken out again afterwards (``monkeypatch`` restores what they replace).
@@ -15,7 +16,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from moto import mock_aws
-from moto.dynamodb.models import DynamoDBBackend
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
 from moto.dynamodb.models.dynamo_type import Item
 from moto.dynamodb.models.table import StreamRecord, Table
 
@@ -38,14 +40,13 @@ def tracked(model: type) -> list[Any]:
 
 @pytest.fixture
 def installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Whatever install_stream_safe_transactions replaces comes back after the test.
+    # Whatever install_journaled_transactions replaces comes back after the test.
     monkeypatch.setattr(
         DynamoDBBackend, "transact_write_items", DynamoDBBackend.transact_write_items
     )
-    monkeypatch.setattr(Table, "__deepcopy__", None, raising=False)  # copy's default
-    for model in (Item, StreamRecord, Table):
+    for model in (Item, StreamRecord):
         monkeypatch.setattr(model, "instances_tracked", tracked(model))
-    emulator.install_stream_safe_transactions()
+    emulator.install_journaled_transactions()
 
 
 @pytest.fixture
@@ -118,3 +119,69 @@ def test_transactions_keep_no_copy_of_the_table_behind(
     assert len(tracked(Item)) == items
     assert len(tracked(StreamRecord)) == records
     assert dynamodb.scan(TableName=TABLE)["Count"] == 25
+
+
+def test_a_write_failing_midway_is_undone_item_by_item(
+    clients: tuple[DynamoDBClient, DynamoDBStreamsClient, str],
+) -> None:
+    dynamodb, streams, iterator = clients
+    dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "counter"}, "n": {"N": "1"}})
+    table = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].tables[TABLE]
+    seen = streams.get_records(ShardIterator=iterator)
+
+    # Every condition holds; the third write fails as it is applied (an undefined value), after
+    # the first two changed the table: an item updated in place and a new one.
+    with pytest.raises(ClientError) as refused:
+        dynamodb.transact_write_items(
+            TransactItems=[
+                {
+                    "Update": {
+                        "TableName": TABLE,
+                        "Key": {"pk": {"S": "counter"}},
+                        "UpdateExpression": "SET n = n + :one",
+                        "ConditionExpression": "n = :one",
+                        "ExpressionAttributeValues": {":one": {"N": "1"}},
+                    }
+                },
+                put("created", new=True),
+                {
+                    "Update": {
+                        "TableName": TABLE,
+                        "Key": {"pk": {"S": "broken"}},
+                        "UpdateExpression": "SET n = :undefined",
+                    }
+                },
+            ]
+        )
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+    counter = dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": "counter"}})["Item"]
+    assert counter["n"] == {"N": "1"}
+    assert dynamodb.scan(TableName=TABLE)["Count"] == 1
+    assert dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].tables[TABLE] is table
+    later = streams.get_records(ShardIterator=seen["NextShardIterator"])
+    assert later["Records"] == []
+
+
+def test_a_refused_condition_returns_the_item_when_asked(
+    clients: tuple[DynamoDBClient, DynamoDBStreamsClient, str],
+) -> None:
+    dynamodb, _, _ = clients
+    dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "taken"}, "owner": {"S": "alice"}})
+    refused_put = put("taken", new=True)
+    refused_put["Put"]["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+    with pytest.raises(ClientError) as cancelled:
+        dynamodb.transact_write_items(TransactItems=[put("free", new=True), refused_put])
+    reasons = cancelled.value.response["CancellationReasons"]
+    assert [reason["Code"] for reason in reasons] == ["None", "ConditionalCheckFailed"]
+    assert reasons[1]["Item"] == {"pk": {"S": "taken"}, "owner": {"S": "alice"}}
+    assert dynamodb.scan(TableName=TABLE)["Count"] == 1
+
+
+def test_one_item_twice_is_refused_before_anything_is_written(
+    clients: tuple[DynamoDBClient, DynamoDBStreamsClient, str],
+) -> None:
+    dynamodb, _, _ = clients
+    with pytest.raises(ClientError) as refused:
+        dynamodb.transact_write_items(TransactItems=[put("twice"), put("twice", new=True)])
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+    assert dynamodb.scan(TableName=TABLE)["Count"] == 0
