@@ -7,18 +7,12 @@ Round trips are AWS API calls, counted with botocore's ``before-call`` hook on t
 app uses (one per call, whatever botocore's retries do underneath). ``tests/test_round_trips.py``
 runs the same scenario (``route_round_trips``) and fails above the budgets (``BUDGETS``).
 
-Login against the scrypt verify inside it (``login_rows``) is measured at a steady state:
+Login against the scrypt verify inside it (``login_rows``):
 
-- Every login sample runs against the same table: the rows left by the set-up (the bench's
-  account, its warm-up session and events, the legacy row), restored untimed before each sample
-  (``SteadyTable``). DynamoDB's latency does not depend on a table's size; moto's does: each
-  ``TransactWriteItems`` deep-copies the whole table and its stream records, which only grow
-  (every write adds one, and a delete adds one more). Without the restore, each login made the
-  next one slower (in one probe, a transaction's median went from 41 ms at 38 rows to 364 ms
-  at 189 rows, 50 logins later), so the figure measured how long the bench had run. Holding
-  the table still removes nothing from a sample: all three round trips, the emulator's HTTP
-  and its transaction work, the test client, and scrypt at its production cost are inside the
-  timed call.
+- Each sample meets the table as the samples before it left it, as in production: DynamoDB's
+  latency does not depend on a table's size, nor does the emulator's (``tools/emulator.py``
+  journals the items a transaction names, where moto copied the whole table once per item, so
+  that each login made the next one slower).
 - Warm-up is excluded: one untimed pair after the set-up (clients, connections, caches).
 - Interleaved: login and the bare verify alternate in pairs, their order swapped every pair, so
   load from other processes on the machine falls on both. The ratio is the median of the
@@ -43,7 +37,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import boto3
 import jwt
@@ -55,9 +49,6 @@ from chalicelib.logs import LOGGER_NAMES
 from chalicelib.passwords import DEFAULT_COST, ScryptHasher
 from tools.devstack import REGION, ROOT, STAGE, die_with_parent, responds, wait_until
 from tools.localaws import Resources, ensure_table, provision
-
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.type_defs import WriteRequestTypeDef
 
 IMPORT_RUNS, SCRYPT_RUNS, GET_RUNS, LOGIN_RUNS, VARIANT_RUNS = 15, 7, 50, 41, 15
 USERNAME, UNKNOWN, LEGACY = "bench-user", "no-such-user", "legacy-user"
@@ -268,47 +259,9 @@ def expect(response: HTTPResponse, status: int) -> HTTPResponse:
     return response
 
 
-class SteadyTable:
-    """The table's rows as they were when this was made, put back on demand into a table created
-    afresh (so its stream starts afresh too): each login sample meets the same table (module
-    docstring)."""
-
-    def __init__(self, session: boto3.Session, table_name: str) -> None:
-        self._session = session
-        self._client = session.client("dynamodb")
-        self._table_name = table_name
-        pages = self._client.get_paginator("scan").paginate(
-            TableName=table_name, ConsistentRead=True
-        )
-        self._rows = [row for page in pages for row in page["Items"]]
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def restore(self) -> None:
-        self._client.delete_table(TableName=self._table_name)
-        ensure_table(self._session, self._table_name)
-        for start in range(0, len(self._rows), 25):
-            batch: list[WriteRequestTypeDef] = [
-                {"PutRequest": {"Item": row}} for row in self._rows[start : start + 25]
-            ]
-            answer = self._client.batch_write_item(RequestItems={self._table_name: batch})
-            if answer.get("UnprocessedItems"):
-                raise RuntimeError("the emulator left rows of the snapshot unwritten")
-
-    def before(self, sample: Callable[[], float]) -> Callable[[], float]:
-        """``sample``, taken once the table is restored (the restore is not timed)."""
-
-        def run() -> float:
-            self.restore()
-            return sample()
-
-        return run
-
-
 def request_rows(resources: Resources) -> list[Row]:
     session = boto3.Session(region_name=REGION)
-    # A table of the bench's own rows only, not the round-trip scenario's (``SteadyTable``).
+    # A table of the bench's own rows only, not the round-trip scenario's.
     session.client("dynamodb").delete_table(TableName=resources.table_name)
     ensure_table(session, resources.table_name)
     http = Client(app.app, stage_name=STAGE, project_dir=str(ROOT)).http
@@ -352,29 +305,27 @@ def request_rows(resources: Resources) -> list[Row]:
         Row("its BatchGetItem alone", f"{item_ms:.2f} ms"),
         Row("  ratio", f"{get_ms / item_ms:.2f}x", "<= 1.3x", get_ms / item_ms <= 1.3),
     ]
-    return rows + login_rows(post, SteadyTable(session, resources.table_name), hasher, stored)
+    return rows + login_rows(post, hasher, stored)
 
 
 def login_rows(
     post: Callable[[str, str, str, int], HTTPResponse],
-    steady: SteadyTable,
     hasher: ScryptHasher,
     stored: str,
 ) -> list[Row]:
-    """Login against the scrypt verify inside it, and the failed logins against each other, each
-    login on the same restored table (module docstring)."""
-    login = steady.before(timed(lambda: post("/auth/login", USERNAME, PASSWORD, 200)))
+    """Login against the scrypt verify inside it, and the failed logins against each other
+    (module docstring)."""
+    login = timed(lambda: post("/auth/login", USERNAME, PASSWORD, 200))
     verify = timed(lambda: hasher.verify(PASSWORD, stored))
-    unknown = steady.before(timed(lambda: post("/auth/login", UNKNOWN, PASSWORD, 401)))
-    wrong = steady.before(timed(lambda: post("/auth/login", USERNAME, PASSWORD + "!", 401)))
-    legacy = steady.before(timed(lambda: post("/auth/login", LEGACY, PASSWORD + "!", 401)))
-    progress(f"POST /auth/login vs scrypt verify ({LOGIN_RUNS} pairs, {len(steady)} rows)")
+    unknown = timed(lambda: post("/auth/login", UNKNOWN, PASSWORD, 401))
+    wrong = timed(lambda: post("/auth/login", USERNAME, PASSWORD + "!", 401))
+    legacy = timed(lambda: post("/auth/login", LEGACY, PASSWORD + "!", 401))
+    progress(f"POST /auth/login vs scrypt verify ({LOGIN_RUNS} pairs)")
     login(), verify()
     success = paired(login, verify, LOGIN_RUNS)
     progress(f"login: unknown user vs wrong password vs legacy hash ({VARIANT_RUNS} pairs each)")
     failures = paired(unknown, wrong, VARIANT_RUNS)
     legacy_failures = paired(legacy, unknown, VARIANT_RUNS)
-    steady.restore()
     return [
         Row("POST /auth/login (test client)", f"{success.first_ms:.1f} ms"),
         Row("scrypt verify alone", f"{success.second_ms:.1f} ms"),
